@@ -1,0 +1,22 @@
+"""The influence engine: parameter spaces, gradients, curvature products and solvers.
+
+Knows nothing about recommendation; works on any ``torch.nn.Module`` whose trainable
+parameters are the ones to edit. See :mod:`rec_eraser.core.engine` for the sign
+convention.
+"""
+
+from rec_eraser.core.config import METHODS, SolverConfig
+from rec_eraser.core.curvature import CurvatureOperator, OutputLoss, deterministic_mode
+from rec_eraser.core.damping import DampingError, auto_damping
+from rec_eraser.core.edits import Edit, Removal, Replacement
+from rec_eraser.core.ekfac import EKFAC, UnsupportedCurvatureError
+from rec_eraser.core.engine import InfluenceEngine, SolverReport, Update
+from rec_eraser.core.operators import DampedOperator, top_eigenvalue
+from rec_eraser.core.params import ParameterSpace
+from rec_eraser.core.solvers import SolverError, qp_gradient
+
+__all__ = [
+    "METHODS", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "InfluenceEngine",
+    "OutputLoss", "ParameterSpace", "Removal", "Replacement", "SolverConfig", "SolverError", "SolverReport",
+    "UnsupportedCurvatureError", "Update", "auto_damping", "deterministic_mode", "qp_gradient", "top_eigenvalue",
+]

@@ -1,0 +1,68 @@
+"""Settings of the influence solvers: one plain dataclass, validated on creation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+METHODS = ("exact", "cg", "lissa", "sqp", "ekfac")
+
+
+@dataclass(frozen=True)
+class SolverConfig:
+    """How (C + λI) x = b is solved.
+
+    Attributes:
+        method: ``"exact"`` (dense, small p only), ``"cg"``, ``"lissa"``, ``"sqp"`` (the
+            finite-sum quadratic program by variance-reduced mini-batch steps) or ``"ekfac"``
+            (eigenvalue-corrected Kronecker-factored curvature, no model pass per solve).
+        batch_size: instances per micro-batch; the unit in which HVPs are counted.
+        max_iters: iteration cap (CG iterations, LiSSA steps, SQP mini-batch steps).
+        tol: target relative residual ‖(C + λI)x − b‖ / ‖b‖.
+        seed: seeds every random draw (sub-sample, mini-batches, probes).
+        sample_size: instances in the fixed curvature sub-sample (always including the
+            edited instances); ``None`` = the whole training set.
+        hvp_budget: stop once this many micro-batch HVPs were spent (``None`` = no cap).
+        preconditioner: ``"ekfac"`` to precondition ``cg``; ``None`` for none.
+        power_iters: power-iteration steps for the top eigenvalue (step sizes of lissa/sqp).
+        lissa_scale: LiSSA's scale as a multiple of the top eigenvalue of C + λI (> 1/2 for
+            convergence with exact products; larger for noisy mini-batches).
+        check_every: LiSSA measures its residual (one full product) every this many steps.
+        exact_max_dim: refuse the dense solver above this many parameters.
+        max_residual: a final relative residual above this (or non-finite) is a divergence
+            and raises; between ``tol`` and this the update is returned, marked unconverged.
+        damping_scale: the factor of the automatic damping rule (see ``damping``).
+    """
+
+    method: str = "cg"
+    batch_size: int = 8
+    max_iters: int = 500
+    tol: float = 1e-3
+    seed: int = 0
+    sample_size: int | None = None
+    hvp_budget: int | None = None
+    preconditioner: str | None = None
+    power_iters: int = 20
+    lissa_scale: float = 1.0
+    check_every: int = 10
+    exact_max_dim: int = 6000
+    max_residual: float = 0.5
+    damping_scale: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.preconditioner not in (None, "ekfac"):
+            raise ValueError(f"unknown preconditioner {self.preconditioner!r}; choose 'ekfac' or None")
+        for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+        if self.sample_size is not None and self.sample_size < 1:
+            raise ValueError(f"sample_size must be >= 1 or None, got {self.sample_size}")
+        if not self.lissa_scale > 0.5:
+            raise ValueError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,213 @@
+"""The influence engine: from edits of the training set to a change of the adapter.
+
+Sign and scale, stated once (DESIGN.md §3). With L(θ) = (1/n) Σ_i ℓ(z_i; θ) the training
+objective, g(z) = ∇θ ℓ(z; θ̂) at the trained parameters θ̂, C the curvature of L
+(Hessian, or Gauss–Newton) and λ the damping, a list of edits {z_j → z'_j} (a removal has
+z'_j = ∅ with g(∅) = 0) gives
+
+    b  = (1/n) Σ_j [ g(z_j) − g(z'_j) ]
+    Δθ = (C + λI)⁻¹ b,      θ_new = θ̂ + Δθ   (Δθ is *added*).
+
+Removing one instance z thus gives Δθ = +(1/n) C⁻¹ g(z): the step that raises z's loss,
+to first order by g(z)ᵀΔθ > 0. n is the size of the training set the adapter was trained
+on, i.e. ``len(train_samples)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from rec_eraser.core.config import SolverConfig
+from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_mode, summed_gradient
+from rec_eraser.core.damping import auto_damping
+from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
+from rec_eraser.core.ekfac import EKFAC
+from rec_eraser.core.operators import DampedOperator
+from rec_eraser.core.params import ParameterSpace
+from rec_eraser.core.solvers import Solution, SolverError, solve_cg, solve_exact, solve_lissa, solve_sqp
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SolverReport:
+    """What a solve did and cost. ``hvps`` counts curvature products on one micro-batch of
+    ``batch_size`` instances with one vector; ``hvp_samples`` the same in instances."""
+
+    method: str
+    curvature: str
+    damping: float
+    damping_rule: str
+    iterations: int
+    hvps: int
+    hvp_samples: int
+    gradient_passes: int
+    relative_residual: float
+    converged: bool
+    seconds: float
+    n_train: int
+    curvature_samples: int
+    edits: int
+    preconditioner: str | None = None
+    top_eigenvalue: float | None = None
+    rhs_norm: float = 0.0
+    delta_norm: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Update:
+    """The result of :meth:`InfluenceEngine.compute`: Δθ per parameter and its report."""
+
+    delta: dict[str, torch.Tensor]
+    report: SolverReport
+
+    def apply(self, model: nn.Module, scale: float = 1.0) -> None:
+        """θ ← θ + scale·Δθ in place, matching parameters by name (``named_parameters``)."""
+        params = dict(model.named_parameters())
+        missing = [n for n in self.delta if n not in params]
+        if missing:
+            raise KeyError(f"the model has no parameter named {missing[0]!r} (update computed for another model?)")
+        for name, d in self.delta.items():
+            p = params[name]
+            if p.shape != d.shape:
+                raise ValueError(f"shape mismatch for {name}: model {tuple(p.shape)}, update {tuple(d.shape)}")
+        with torch.no_grad():
+            for name, d in self.delta.items():
+                params[name].add_(d.to(device=params[name].device, dtype=params[name].dtype), alpha=scale)
+
+
+class InfluenceEngine:
+    """Computes Δθ = (C + λI)⁻¹ b for edits of ``train_samples`` (see module docstring).
+
+    Args:
+        model: any ``nn.Module``; its ``requires_grad`` parameters are the ones edited.
+        loss_fn: ``loss_fn(model, batch) -> scalar``, the mean of per-instance losses of the
+            batch: the very loss the model was trained with. For ``curvature="ggn"`` an
+            :class:`~rec_eraser.core.curvature.OutputLoss`.
+        train_samples: the n instances the model was trained on.
+        collate_fn: ``collate_fn(list_of_instances) -> batch``.
+        curvature: ``"hessian"`` (exact second derivatives) or ``"ggn"`` (Gauss–Newton, PSD).
+        damping: λ; ``None`` chooses it by the automatic rule of ``rec_eraser.core.damping``.
+        solver: a :class:`SolverConfig`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        train_samples: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        curvature: str = "hessian",
+        damping: float | None = None,
+        solver: SolverConfig | None = None,
+    ) -> None:
+        if len(train_samples) == 0:
+            raise ValueError("train_samples is empty: the engine needs the training set the model was trained on")
+        if damping is not None and not damping >= 0:
+            raise ValueError(f"damping must be >= 0 or None, got {damping}")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.train_samples = list(train_samples)
+        self.collate_fn = collate_fn
+        self.curvature_kind = curvature
+        self.damping = damping
+        self.config = solver or SolverConfig()
+        self.space = ParameterSpace(model)
+        CurvatureOperator(model, loss_fn, self.space, self.train_samples[:1], collate_fn, curvature)  # validates early
+
+    # -- pieces ----------------------------------------------------------------------------
+    def rhs(self, edits: Sequence[Edit]) -> torch.Tensor:
+        """b = (1/n) Σ_j [g(z_j) − g(z'_j)], by batched backward passes over the edited instances."""
+        bs = self.config.batch_size
+        b = summed_gradient(self.model, self.loss_fn, self.space, old_samples(list(edits)), self.collate_fn, bs)
+        replaced = new_samples(list(edits))
+        if replaced:
+            b -= summed_gradient(self.model, self.loss_fn, self.space, replaced, self.collate_fn, bs)
+        return b / len(self.train_samples)
+
+    def curvature_samples(self, edits: Sequence[Edit]) -> list[Any]:
+        """The fixed curvature sub-sample: the edited instances plus a seeded random draw."""
+        size = self.config.sample_size
+        if size is None or size >= len(self.train_samples):
+            return self.train_samples
+        edited = old_samples(list(edits))
+        edited_ids = {id(z) for z in edited}
+        rest = [z for z in self.train_samples if id(z) not in edited_ids]
+        gen = torch.Generator(device="cpu").manual_seed(self.config.seed)
+        draw = torch.randperm(len(rest), generator=gen)[: max(0, size - len(edited))].tolist()
+        return edited + [rest[i] for i in draw]
+
+    def curvature_operator(self, samples: Sequence[Any]) -> CurvatureOperator:
+        return CurvatureOperator(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.curvature_kind, self.config.batch_size)
+
+    # -- the whole computation ---------------------------------------------------------------
+    def compute(self, edits: Sequence[Edit]) -> Update:
+        """Δθ for ``edits``; raises :class:`SolverError` on divergence (nothing is applied)."""
+        edits = list(edits)
+        validate_edits(edits)
+        cfg = self.config
+        torch.manual_seed(cfg.seed)
+        t0 = time.perf_counter()
+        with deterministic_mode(self.model):
+            b = self.rhs(edits)
+            rhs_passes = -(-len(old_samples(edits)) // cfg.batch_size) + -(-len(new_samples(edits)) // cfg.batch_size)
+            curvature = self.curvature_operator(self.curvature_samples(edits))
+            if self.damping is None:
+                choice = auto_damping(curvature, scale=cfg.damping_scale, seed=cfg.seed)
+                damping, rule = choice.value, choice.rule
+            else:
+                damping, rule = self.damping, "given"
+            op = DampedOperator(curvature, damping)
+            b_norm = float(torch.linalg.vector_norm(b))
+            if b_norm == 0.0:
+                solution, residual, ekfac_passes = Solution(x=torch.zeros_like(b), iterations=0), 0.0, 0
+            else:
+                solution, ekfac_passes = self._solve(op, b, curvature)
+                if not torch.isfinite(solution.x).all():
+                    raise SolverError(f"{cfg.method} returned non-finite values; nothing was applied")
+                residual = op.relative_residual(solution.x, b)
+        seconds = time.perf_counter() - t0
+        if not residual <= cfg.max_residual:  # also catches NaN
+            raise SolverError(
+                f"{cfg.method} did not solve the system: relative residual {residual:.3g} > {cfg.max_residual:g}; "
+                "nothing was applied (raise the damping, max_iters or hvp_budget)"
+            )
+        report = SolverReport(
+            method=cfg.method, curvature=self.curvature_kind, damping=damping, damping_rule=rule,
+            iterations=solution.iterations, hvps=curvature.hvps, hvp_samples=curvature.hvp_samples,
+            gradient_passes=rhs_passes + ekfac_passes, relative_residual=residual, converged=residual <= cfg.tol,
+            seconds=seconds, n_train=len(self.train_samples), curvature_samples=curvature.size, edits=len(edits),
+            preconditioner=cfg.preconditioner if cfg.method == "cg" else None, top_eigenvalue=solution.top_eigenvalue,
+            rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(solution.x)), config=cfg.to_dict(),
+        )
+        if not report.converged:
+            logger.warning("%s stopped at relative residual %.3g above tol %.3g", cfg.method, residual, cfg.tol)
+        return Update(delta=self.space.to_dict(solution.x), report=report)
+
+    def _solve(self, op: DampedOperator, b: torch.Tensor, curvature: CurvatureOperator) -> tuple[Solution, int]:
+        cfg = self.config
+        if cfg.method == "exact":
+            return solve_exact(op, b, cfg), 0
+        if cfg.method == "lissa":
+            return solve_lissa(op, b, cfg), 0
+        if cfg.method == "sqp":
+            return solve_sqp(op, b, cfg), 0
+        if cfg.method == "ekfac" or cfg.preconditioner == "ekfac":
+            ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size)
+            ekfac.fit(curvature.samples)
+            inverse = lambda v: ekfac.inverse_product(v, op.damping)  # noqa: E731
+            if cfg.method == "ekfac":
+                return Solution(x=inverse(b), iterations=0), ekfac.gradient_passes
+            return solve_cg(op, b, cfg, preconditioner=inverse), ekfac.gradient_passes
+        return solve_cg(op, b, cfg), 0
