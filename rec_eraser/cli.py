@@ -1,2 +1,120 @@
+"""The ``rec-eraser`` command line: parse, call the library, print. Nothing else lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Optional
+
 import typer
-app = typer.Typer()
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")  # one line, never wrapped
+    raise typer.Exit(code)
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr.")) -> None:
+    # transformers' deprecation notices (raised inside peft) are noise to a user of this tool
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def bench(
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers'."),
+    base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers (default: all)."),
+    n_train: int = typer.Option(32, "--n-train", min=4, help="Training instances of the synthetic task."),
+    curvature: str = typer.Option("ggn", "--curvature", help="'ggn' or 'hessian'."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+    seed: int = typer.Option(0, "--seed"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Benchmark the influence solvers on one edit request: accuracy, residual, HVPs, seconds."""
+    if target != "solvers":
+        _fail(f"unknown benchmark {target!r}: only 'solvers' exists so far (recipe benchmarks come with the evaluation harness)", 2)
+    import torch
+
+    from rec_eraser.bench.solvers import run_solver_benchmark
+    from rec_eraser.core import SolverError
+
+    if threads:
+        torch.set_num_threads(threads)
+    progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
+    try:
+        result = run_solver_benchmark(base_model, methods.split(",") if methods else None, n_train, curvature, seed=seed, on_progress=progress)
+    except (ValueError, FileNotFoundError, OSError, SolverError) as exc:
+        _fail(str(exc))
+    result["threads"] = torch.get_num_threads()
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})")
+    out.print(f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
+              f"({result['hvp_to_grad_ratio']:.2f} gradients)")
+    other = "hessian" if result["curvature"] == "ggn" else "ggn"
+    fwd = result["hvp_seconds_forward_over_reverse"]
+    out.print(f"{other} HVP {result[f'hvp_seconds_{other}'] * 1e3:.1f} ms; Hessian by forward-over-reverse "
+              + ("failed" if fwd is None else f"{fwd * 1e3:.1f} ms"))
+    table = Table("solver", "relative error", "relative residual", "HVPs", "grad passes", "seconds")
+    for name, row in result["solvers"].items():
+        if "error" in row:
+            table.add_row(name, "failed", row["error"], "", "", "")
+        else:
+            table.add_row(name, _fmt(row["relative_error"]), _fmt(row["relative_residual"]), str(row["hvps"]), str(row["gradient_passes"]), _fmt(row["seconds"]))
+    out.print(table)
+
+
+@app.command()
+def demo(
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Forget training instances of a small LoRA adapter and show what changed.
+
+    A placeholder until the recommendation layer lands: it runs on the tiny random Llama
+    and its synthetic task, not yet on ml-100k with SmolLM2.
+    """
+    from rec_eraser.bench.demo import run_placeholder_demo
+
+    progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
+    result = run_placeholder_demo(on_progress=progress)
+    if as_json:
+        _emit_json(result)
+        return
+    table = Table("adapter", "loss on forgotten instances", "loss on never-seen instances", "loss on kept instances")
+    for name in ("original", "unlearned"):
+        m = result[name]["metrics"]
+        table.add_row(name, _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(m["kept_loss"]))
+    out.print(table)
+    r = result["report"]
+    out.print(f"forgot {result['forgotten']} of {r['n_train']} instances with {r['method']}: {r['hvps']} HVPs, "
+              f"relative residual {r['relative_residual']:.2g}, damping {r['damping']:.3g}, {r['seconds']:.2f} s")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -26,21 +26,33 @@ LossFn = Callable[[nn.Module, Any], torch.Tensor]
 CURVATURES = ("hessian", "ggn")
 
 
+OutputGradientSampler = Callable[[torch.Tensor, Any, torch.Generator], torch.Tensor]
+
+
 class OutputLoss:
     """A loss split as ``loss(outputs(model, batch), batch)``; needed for ``curvature="ggn"``.
 
     ``outputs`` returns the model's outputs (e.g. logits) and ``loss`` maps them to the
     mean of the per-instance losses of the batch. Calling the object gives the loss, so it
     is a valid ``loss_fn`` for training and for the engine alike.
+
+    ``sample_output_gradient(outputs, batch, generator)``, optional, draws a random ε shaped
+    like the outputs whose per-instance covariance is the Hessian of that instance's loss
+    w.r.t. its outputs (for cross-entropy: softmax − one-hot of a label sampled from the
+    model). Back-propagated, ε gives gradients whose second moment is the Gauss–Newton
+    matrix (the true Fisher), which EK-FAC then approximates; without it EK-FAC falls back
+    to the empirical Fisher of the training labels.
     """
 
     def __init__(
         self,
         outputs: Callable[[nn.Module, Any], torch.Tensor],
         loss: Callable[[torch.Tensor, Any], torch.Tensor],
+        sample_output_gradient: OutputGradientSampler | None = None,
     ) -> None:
         self.outputs = outputs
         self.loss = loss
+        self.sample_output_gradient = sample_output_gradient
 
     def __call__(self, model: nn.Module, batch: Any) -> torch.Tensor:
         return self.loss(self.outputs(model, batch), batch)

@@ -7,8 +7,12 @@ A = E[a aᵀ], G = E[g gᵀ]; EK-FAC keeps their eigenvectors Q_A, Q_G and repla
 Kronecker eigenvalues by the exact second moments of the gradients in that basis,
 Λ_ij = (1/m) Σ_n (Q_Gᵀ DW_n Q_A)_ij² (George et al., 2018).
 
-The second moments are those of the gradients of the training loss (the empirical
-Fisher), built from one pass for A, G and one for Λ over a sub-sample. After that an
+The second moments are those of gradients with labels sampled from the model (the true
+Fisher, equal in expectation to the Gauss–Newton matrix for cross-entropy) when the loss is
+an :class:`OutputLoss` with a ``sample_output_gradient``; otherwise those of the training
+loss's own gradients (the empirical Fisher, which at a trained adapter can be far from the
+curvature: measured on the tiny Llama, a 6x residual). One pass builds A and G and one
+pass Λ, over the curvature sub-sample. After that an
 inverse-curvature product costs no model pass: x = Q_G [(Q_Gᵀ R Q_A) / (Λ + λ)] Q_Aᵀ per
 layer. Blocks between layers are dropped (block-diagonal).
 
@@ -26,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from rec_eraser.core.curvature import LossFn, _chunks
+from rec_eraser.core.curvature import LossFn, OutputLoss, _chunks
 from rec_eraser.core.params import ParameterSpace
 
 logger = logging.getLogger(__name__)
@@ -63,7 +67,9 @@ class _LayerFactors:
 class EKFAC:
     """Fit once on a sub-sample; then :meth:`inverse_product` applies (F_EKFAC + λI)⁻¹."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any], batch_size: int = 8) -> None:
+    def __init__(self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any], batch_size: int = 8, seed: int = 0) -> None:
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
+        self.sampled = isinstance(loss_fn, OutputLoss) and loss_fn.sample_output_gradient is not None
         self.model = model
         self.loss_fn = loss_fn
         self.space = space
@@ -103,9 +109,16 @@ class EKFAC:
             handles.append(layer.module.register_forward_hook(forward_hook))
         try:
             for chunk in _chunks(list(samples), self.batch_size):
-                loss = self.loss_fn(self.model, self.collate_fn(list(chunk)))
-                # loss is the batch mean: scale so the captured gradients are per-instance ones
-                torch.autograd.grad(loss * len(chunk), self.space.params, allow_unused=True)
+                batch = self.collate_fn(list(chunk))
+                if self.sampled:
+                    assert isinstance(self.loss_fn, OutputLoss) and self.loss_fn.sample_output_gradient is not None
+                    outputs = self.loss_fn.outputs(self.model, batch)
+                    eps = self.loss_fn.sample_output_gradient(outputs.detach(), batch, self.generator)
+                    torch.autograd.grad(outputs, self.space.params, grad_outputs=eps, allow_unused=True)
+                else:
+                    loss = self.loss_fn(self.model, batch)
+                    # loss is the batch mean: scale so the captured gradients are per-instance ones
+                    torch.autograd.grad(loss * len(chunk), self.space.params, allow_unused=True)
                 self.gradient_passes += 1
                 on_batch(len(chunk))
         finally:

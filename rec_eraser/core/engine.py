@@ -204,7 +204,7 @@ class InfluenceEngine:
         if cfg.method == "sqp":
             return solve_sqp(op, b, cfg), 0
         if cfg.method == "ekfac" or cfg.preconditioner == "ekfac":
-            ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size)
+            ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, seed=cfg.seed)
             ekfac.fit(curvature.samples)
             inverse = lambda v: ekfac.inverse_product(v, op.damping)  # noqa: E731
             if cfg.method == "ekfac":

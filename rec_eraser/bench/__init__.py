@@ -1,0 +1,1 @@
+"""Benchmarks: figures printed by commands, never asserted by timed tests."""

@@ -1,0 +1,41 @@
+"""The command line: JSON contracts and one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from rec_eraser.cli import app
+
+runner = CliRunner()
+
+
+def test_bench_solvers_json_schema():
+    result = runner.invoke(app, ["bench", "solvers", "--json", "--methods", "cg,sqp", "--n-train", "16"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["p"] == 2048 and data["grad_seconds"] > 0 and data["hvp_seconds"] > 0
+    assert set(data["solvers"]) == {"cg", "sqp"}
+    for row in data["solvers"].values():
+        assert set(row) >= {"relative_error", "relative_residual", "hvps", "seconds"}
+        assert row["relative_error"] < 1e-2 and row["hvps"] > 0
+
+
+def test_unknown_benchmark_is_one_line_error():
+    result = runner.invoke(app, ["bench", "nonsense"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "unknown benchmark" in result.stderr
+
+
+def test_unknown_solver_is_one_line_error():
+    result = runner.invoke(app, ["bench", "solvers", "--methods", "newton"])
+    assert result.exit_code == 1 and "unknown solver" in result.stderr
+
+
+def test_demo_json():
+    result = runner.invoke(app, ["demo", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["unlearned"]["metrics"]["forgotten_loss"] > data["original"]["metrics"]["forgotten_loss"]
+    assert data["report"]["relative_residual"] <= 1e-4
