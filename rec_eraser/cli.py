@@ -44,27 +44,36 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
 
 @app.command()
 def bench(
-    target: str = typer.Argument(..., help="What to benchmark: 'solvers'."),
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers' or 'damping'."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers (default: all)."),
     n_train: int = typer.Option(32, "--n-train", min=4, help="Training instances of the synthetic task."),
     curvature: str = typer.Option("ggn", "--curvature", help="'ggn' or 'hessian'."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
+    scales: str = typer.Option("0.01,0.1,1", "--scales", help="damping: the automatic rule's scales to compare."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Benchmark the influence solvers on one edit request: accuracy, residual, HVPs, seconds."""
-    if target != "solvers":
-        _fail(f"unknown benchmark {target!r}: only 'solvers' exists so far (recipe benchmarks come with the evaluation harness)", 2)
+    if target not in ("solvers", "damping"):
+        _fail(f"unknown benchmark {target!r}: choose 'solvers' or 'damping' (recipe benchmarks come with the evaluation harness)", 2)
     import torch
 
-    from rec_eraser.bench.solvers import run_solver_benchmark
     from rec_eraser.core import SolverError
 
     if threads:
         torch.set_num_threads(threads)
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
+    if target == "damping":
+        try:
+            scale_values = [float(x) for x in scales.split(",")]
+        except ValueError:
+            _fail(f"--scales {scales!r}: expected comma-separated numbers")
+        _bench_damping(base_model, scale_values, seed, as_json, progress)
+        return
+    from rec_eraser.bench.solvers import run_solver_benchmark
+
     try:
         result = run_solver_benchmark(base_model, methods.split(",") if methods else None, n_train, curvature, seed=seed, on_progress=progress)
     except (ValueError, FileNotFoundError, OSError, SolverError) as exc:
@@ -86,6 +95,26 @@ def bench(
             table.add_row(name, "failed", row["error"], "", "", "")
         else:
             table.add_row(name, _fmt(row["relative_error"]), _fmt(row["relative_residual"]), str(row["hvps"]), str(row["gradient_passes"]), _fmt(row["seconds"]))
+    out.print(table)
+
+
+def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
+    from rec_eraser.bench.damping import run_damping_check
+    from rec_eraser.core import SolverError
+    from rec_eraser.models import EmbeddedModelError
+
+    try:
+        result = run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress)
+    except (FileNotFoundError, OSError, SolverError, EmbeddedModelError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    out.print(f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test")
+    table = Table("model", "damping", "test AUC", "forgotten loss", "unseen loss", "kept loss", "corr. with Retrain", "seconds")
+    for name, row in result["rows"].items():
+        table.add_row(name, _fmt(row.get("damping")), _fmt(row["auc"]), _fmt(row["forgotten_loss"]), _fmt(row["unseen_loss"]),
+                      _fmt(row["kept_loss"]), _fmt(row["score_correlation_with_retrain"]), _fmt(row["seconds"]))
     out.print(table)
 
 

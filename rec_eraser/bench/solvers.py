@@ -20,6 +20,7 @@ from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig,
 from rec_eraser.core.curvature import CurvatureOperator, deterministic_mode
 from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.params import ParameterSpace
+from rec_eraser.models import load_causal_lm
 
 logger = logging.getLogger(__name__)
 
@@ -32,15 +33,6 @@ DEFAULT_SOLVERS: dict[str, dict[str, Any]] = {
     "sqp": {"method": "sqp", "tol": 1e-3, "max_iters": 20_000, "hvp_budget": 4000},
     "lissa": {"method": "lissa", "tol": 1e-3, "max_iters": 20_000, "hvp_budget": 4000, "max_residual": float("inf")},
 }
-
-
-def load_base_model(path: Path) -> nn.Module:
-    """A local Hugging Face causal LM folder, float32, eager attention (no hub access)."""
-    from transformers import AutoModelForCausalLM
-
-    if not Path(path).is_dir():
-        raise FileNotFoundError(f"--base-model {path}: no such folder")
-    return AutoModelForCausalLM.from_pretrained(str(path), torch_dtype=torch.float32, attn_implementation="eager", local_files_only=True)
 
 
 def _mean_seconds(fn: Callable[[], Any], reps: int = 3) -> float:
@@ -123,7 +115,7 @@ def run_solver_benchmark(
     if base_model is None:
         task = make_toy_task(n_train=n_train, seed=seed)
     else:
-        task = make_toy_task(n_train=n_train, seq_len=32, seed=seed, base=load_base_model(base_model), train_steps=10, lr=1e-3)
+        task = make_toy_task(n_train=n_train, seq_len=32, seed=seed, base=load_causal_lm(base_model)[0], train_steps=10, lr=1e-3)
     space = ParameterSpace(task.model)
     say("timing gradient and HVPs")
     timings = time_products(task, batch_size)

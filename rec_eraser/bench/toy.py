@@ -13,8 +13,7 @@ import torch
 from torch import nn
 
 from rec_eraser.core import OutputLoss
-
-IGNORE = -100
+from rec_eraser.models.lm_loss import IGNORE, causal_lm_loss
 
 
 @dataclass
@@ -27,36 +26,6 @@ class ToyTask:
     @staticmethod
     def collate(samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         return {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
-
-
-def response_token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean over the batch of each instance's mean cross-entropy over its response tokens."""
-    labels = batch["labels"][:, 1:]
-    logits = logits[:, :-1]
-    token_loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none").view(labels.shape)
-    mask = (labels != IGNORE).to(token_loss.dtype)
-    return ((token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
-
-
-def sampled_response_gradient(logits: torch.Tensor, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-    """ε = (softmax − one-hot(y ~ softmax)) / √T_n at each response position, zero elsewhere.
-
-    Its covariance per instance is the Hessian of the instance's mean response
-    cross-entropy w.r.t. the logits (see ``OutputLoss``).
-    """
-    labels = batch["labels"][:, 1:]
-    probs = torch.softmax(logits[:, :-1].detach().float(), dim=-1)
-    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(labels.shape)
-    eps = probs - nn.functional.one_hot(sampled, probs.shape[-1]).to(probs.dtype)
-    mask = (labels != IGNORE).to(probs.dtype)
-    eps = eps * (mask / mask.sum(1, keepdim=True).clamp(min=1).sqrt()).unsqueeze(-1)
-    out = torch.zeros_like(logits)
-    out[:, :-1] = eps.to(logits.dtype)
-    return out
-
-
-def causal_lm_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    return model(input_ids=batch["input_ids"]).logits
 
 
 def tiny_llama(vocab: int = 48, hidden: int = 32, layers: int = 2, seed: int = 0) -> nn.Module:
@@ -94,7 +63,7 @@ def make_toy_task(
 
     train = [sample() for _ in range(n_train)]
     test = [sample() for _ in range(n_test)]
-    loss_fn = OutputLoss(causal_lm_logits, response_token_loss, sampled_response_gradient)
+    loss_fn = causal_lm_loss()
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     model.train()
     for step in range(train_steps):

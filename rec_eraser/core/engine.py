@@ -157,7 +157,6 @@ class InfluenceEngine:
         edits = list(edits)
         validate_edits(edits)
         cfg = self.config
-        torch.manual_seed(cfg.seed)
         t0 = time.perf_counter()
         with deterministic_mode(self.model):
             b = self.rhs(edits)

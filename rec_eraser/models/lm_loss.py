@@ -1,0 +1,72 @@
+"""The training loss of a causal-LM recommender, split for the engine's Gauss–Newton products.
+
+ℓ(z) = mean cross-entropy over the response tokens of instance z (labels ≠ -100); a batch
+loss is the mean of per-instance losses (DESIGN.md §3). The same function trains the
+adapter and is differentiated by the engine.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rec_eraser.core import OutputLoss
+
+IGNORE = -100
+
+
+def per_instance_response_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Each instance's mean cross-entropy over its response tokens, shape ``[batch]``."""
+    labels = batch["labels"][:, 1:]
+    logits = logits[:, :-1]
+    token_loss = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
+    ).view(labels.shape)
+    mask = (labels != IGNORE).to(token_loss.dtype)
+    return (token_loss * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def response_token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean over the batch of each instance's mean cross-entropy over its response tokens."""
+    return per_instance_response_loss(logits, batch).mean()
+
+
+def sampled_response_gradient(logits: torch.Tensor, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+    """ε = (softmax − one-hot(y ~ softmax)) / √T_n at each response position, zero elsewhere.
+
+    Its covariance per instance is the Hessian of the instance's mean response
+    cross-entropy w.r.t. the logits (see ``OutputLoss``).
+    """
+    labels = batch["labels"][:, 1:]
+    probs = torch.softmax(logits[:, :-1].detach().float(), dim=-1)
+    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(labels.shape)
+    eps = probs - nn.functional.one_hot(sampled, probs.shape[-1]).to(probs.dtype)
+    mask = (labels != IGNORE).to(probs.dtype)
+    eps = eps * (mask / mask.sum(1, keepdim=True).clamp(min=1).sqrt()).unsqueeze(-1)
+    out = torch.zeros_like(logits)
+    out[:, :-1] = eps.to(logits.dtype)
+    return out
+
+
+def causal_lm_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask")).logits
+
+
+def pad_collate(samples: list[dict[str, torch.Tensor]], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-pad ``input_ids``/``labels`` to the longest instance; adds ``attention_mask``."""
+    length = max(len(s["input_ids"]) for s in samples)
+    ids = torch.full((len(samples), length), pad_id, dtype=torch.long)
+    labels = torch.full((len(samples), length), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(samples), length), dtype=torch.long)
+    for i, s in enumerate(samples):
+        n = len(s["input_ids"])
+        ids[i, :n] = s["input_ids"]
+        labels[i, :n] = s["labels"]
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def causal_lm_loss() -> OutputLoss:
+    """The response-token loss as an :class:`OutputLoss` (so ``curvature="ggn"`` and EK-FAC's
+    sampled Fisher work)."""
+    return OutputLoss(causal_lm_logits, response_token_loss, sampled_response_gradient)

@@ -1,0 +1,35 @@
+"""Pieces of the benchmarks that produce figures: checked on hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from rec_eraser.bench.damping import auc
+from rec_eraser.models.lm_loss import IGNORE, pad_collate, per_instance_response_loss, response_token_loss
+
+
+def test_auc_on_hand_computed_examples():
+    labels = np.array([1, 0, 1, 0])
+    assert auc(np.array([0.9, 0.1, 0.8, 0.2]), labels) == 1.0
+    assert auc(np.array([0.1, 0.9, 0.2, 0.8]), labels) == 0.0
+    # pairs (pos, neg): (0.9>0.5) (0.9>0.7) (0.6>0.5) (0.6<0.7) -> 3/4
+    assert auc(np.array([0.9, 0.5, 0.6, 0.7]), labels) == 0.75
+    assert auc(np.array([0.5, 0.5, 0.5, 0.5]), labels) == 0.5  # ties count half
+    assert math.isnan(auc(np.array([0.3, 0.4]), np.array([1, 1])))
+
+
+def test_response_loss_is_the_mean_of_per_instance_means_over_response_tokens():
+    a = {"input_ids": torch.tensor([5, 6, 7, 8]), "labels": torch.tensor([IGNORE, IGNORE, 7, 8])}
+    b = {"input_ids": torch.tensor([5, 6, 9]), "labels": torch.tensor([IGNORE, IGNORE, 9])}
+    batch = pad_collate([a, b])
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 1], [1, 1, 1, 0]]
+    logits = torch.zeros(2, 4, 10)  # uniform predictions: every token costs log(10)
+    logits[0, 2, 8] = 5.0  # instance 0 predicts its last token (8) confidently at position 2
+    per = per_instance_response_loss(logits, batch)
+    p8 = torch.softmax(logits[0, 2], -1)[8]
+    assert torch.allclose(per[0], (math.log(10) - torch.log(p8)) / 2)
+    assert torch.allclose(per[1], torch.tensor(math.log(10)))
+    assert torch.allclose(response_token_loss(logits, batch), per.mean())
