@@ -47,7 +47,7 @@ class SolverConfig:
     check_every: int = 10
     exact_max_dim: int = 6000
     max_residual: float = 0.5
-    damping_scale: float = 0.1
+    damping_scale: float = 0.03
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

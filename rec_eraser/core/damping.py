@@ -9,8 +9,14 @@ mean, and it never counts the null space — unlike "a fraction of the mean eige
 all p dimensions", which for a low-rank adapter curvature came out about 100 times too
 small and destroyed the model (DESIGN.md §7). There, the damping that kept utility and
 moved the model toward retraining was 0.07–0.3 times the mean of the non-zero spectrum;
-for a decaying spectrum Σμ²/Σμ exceeds that mean, so ``scale = 0.1`` errs on the side of
-more damping (a smaller, safer step).
+for a decaying spectrum Σμ²/Σμ exceeds that mean, so the scale must be smaller than that.
+
+The default ``scale = 0.03`` was chosen in function space on a real adapter
+(``rec-eraser bench damping``: SmolLM2-135M, LoRA r=8, a TALLRec-shaped task, 6 of 48
+instances forgotten; README "Damping"): scales 1 → 0.003 moved the forgotten instances'
+loss monotonically from 0.55 to 0.86; 0.03 put it closest to the loss of never-seen
+instances (0.68 vs 0.72) while the update's agreement with Retrain stayed above Retrain's
+own seed-to-seed agreement (0.93 vs 0.92); at 0.003 that agreement fell to 0.87.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ class DampingChoice:
     trace_of_square: float
 
 
-def auto_damping(curvature: CurvatureOperator, scale: float = 0.1, probes: int = 8, max_instances: int = 64, seed: int = 0) -> DampingChoice:
+def auto_damping(curvature: CurvatureOperator, scale: float = 0.03, probes: int = 8, max_instances: int = 64, seed: int = 0) -> DampingChoice:
     """Choose λ for ``curvature`` by the rule in this module's docstring.
 
     The traces are estimated on a random subset of at most ``max_instances`` of the
