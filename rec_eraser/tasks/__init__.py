@@ -1,0 +1,20 @@
+"""Tasks and prompts: LLaRA (next item among seeded candidates) and TALLRec (Yes/No), with provenance."""
+
+from rec_eraser.tasks.instance import Instance, Source, TaskError, instance_id, sources
+from rec_eraser.tasks.llara import build_llara, candidate_rng, draw_candidates, eligible_negatives, llara_instance
+from rec_eraser.tasks.prepare import (
+    TASKS, build_instances, first_users, load_instances, load_manifest, load_titles, prepare,
+)
+from rec_eraser.tasks.tallrec import build_tallrec, liked_threshold, tallrec_instance
+from rec_eraser.tasks.templates import (
+    CANS_EMB, HISTORY_EMB, llara_prompt, llara_response, tallrec_prompt, tallrec_response,
+)
+from rec_eraser.tasks.titles import item_titles, readable_title
+
+__all__ = [
+    "CANS_EMB", "HISTORY_EMB", "TASKS", "Instance", "Source", "TaskError", "build_instances", "build_llara",
+    "build_tallrec", "candidate_rng", "draw_candidates", "eligible_negatives", "first_users", "instance_id",
+    "item_titles", "liked_threshold", "llara_instance", "llara_prompt", "llara_response", "load_instances",
+    "load_manifest", "load_titles", "prepare", "readable_title", "sources", "tallrec_instance", "tallrec_prompt",
+    "tallrec_response",
+]
