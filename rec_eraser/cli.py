@@ -15,7 +15,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
 err = Console(stderr=True)
-out = Console()
+console = Console()
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -40,6 +40,36 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
     # transformers' deprecation notices (raised inside peft) are noise to a user of this tool
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def prepare(
+    dataset: str = typer.Option(..., "--dataset", help="ml-100k, lastfm, steam, or a folder of RecBole atomic files with its mapping."),
+    task: str = typer.Option(..., "--task", help="llara or tallrec."),
+    out: Path = typer.Option(..., "--out", help="The run folder to create (must not exist or be empty)."),
+    seed: int = typer.Option(0, "--seed", help="Seeds the candidate draws."),
+    negatives: int = typer.Option(20, "--negatives", min=1, help="LLaRA: random negatives per candidate set."),
+    max_history: int = typer.Option(10, "--max-history", min=1, help="Items of history in a prompt."),
+    max_users: Optional[int] = typer.Option(None, "--max-users", min=1, help="Keep only the first N users (small demos)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Where lastfm/steam files live (default $REC_ERASER_DATA)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
+) -> None:
+    """Read a dataset, split it per user in time, build a task's instances and write the run folder."""
+    from rec_eraser.data import DatasetError
+    from rec_eraser.tasks import TaskError
+    from rec_eraser.tasks.prepare import prepare as prepare_run
+
+    try:
+        summary = prepare_run(dataset, task, out, seed=seed, negatives=negatives, max_history=max_history, max_users=max_users, root=root)
+    except (DatasetError, TaskError, FileExistsError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(summary)
+        return
+    table = Table("users", "items", "interactions", "train", "valid", "test", "data hash")
+    table.add_row(*(str(summary[k]) for k in ("users", "items", "interactions", "train", "valid", "test")), summary["data_hash"][:12])
+    console.print(f"prepared {summary['task']} on {summary['dataset']} into {out}")
+    console.print(table)
 
 
 @app.command()
@@ -82,12 +112,12 @@ def bench(
     if as_json:
         _emit_json(result)
         return
-    out.print(f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})")
-    out.print(f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
+    console.print(f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})")
+    console.print(f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
               f"({result['hvp_to_grad_ratio']:.2f} gradients)")
     other = "hessian" if result["curvature"] == "ggn" else "ggn"
     fwd = result["hvp_seconds_forward_over_reverse"]
-    out.print(f"{other} HVP {result[f'hvp_seconds_{other}'] * 1e3:.1f} ms; Hessian by forward-over-reverse "
+    console.print(f"{other} HVP {result[f'hvp_seconds_{other}'] * 1e3:.1f} ms; Hessian by forward-over-reverse "
               + ("failed" if fwd is None else f"{fwd * 1e3:.1f} ms"))
     table = Table("solver", "relative error", "relative residual", "HVPs", "grad passes", "seconds")
     for name, row in result["solvers"].items():
@@ -95,7 +125,7 @@ def bench(
             table.add_row(name, "failed", row["error"], "", "", "")
         else:
             table.add_row(name, _fmt(row["relative_error"]), _fmt(row["relative_residual"]), str(row["hvps"]), str(row["gradient_passes"]), _fmt(row["seconds"]))
-    out.print(table)
+    console.print(table)
 
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
@@ -110,12 +140,12 @@ def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, a
     if as_json:
         _emit_json(result)
         return
-    out.print(f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test")
+    console.print(f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test")
     table = Table("model", "damping", "test AUC", "forgotten loss", "unseen loss", "kept loss", "corr. with Retrain", "seconds")
     for name, row in result["rows"].items():
         table.add_row(name, _fmt(row.get("damping")), _fmt(row["auc"]), _fmt(row["forgotten_loss"]), _fmt(row["unseen_loss"]),
                       _fmt(row["kept_loss"]), _fmt(row["score_correlation_with_retrain"]), _fmt(row["seconds"]))
-    out.print(table)
+    console.print(table)
 
 
 @app.command()
@@ -139,9 +169,9 @@ def demo(
     for name in ("original", "unlearned"):
         m = result[name]["metrics"]
         table.add_row(name, _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(m["kept_loss"]))
-    out.print(table)
+    console.print(table)
     r = result["report"]
-    out.print(f"forgot {result['forgotten']} of {r['n_train']} instances with {r['method']}: {r['hvps']} HVPs, "
+    console.print(f"forgot {result['forgotten']} of {r['n_train']} instances with {r['method']}: {r['hvps']} HVPs, "
               f"relative residual {r['relative_residual']:.2g}, damping {r['damping']:.3g}, {r['seconds']:.2f} s")
 
 

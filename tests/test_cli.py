@@ -39,3 +39,22 @@ def test_demo_json():
     data = json.loads(result.stdout)
     assert data["unlearned"]["metrics"]["forgotten_loss"] > data["original"]["metrics"]["forgotten_loss"]
     assert data["report"]["relative_residual"] <= 1e-4
+
+
+def test_prepare_json_and_refusal_to_overwrite(tmp_path):
+    run = tmp_path / "run"
+    args = ["prepare", "--dataset", "ml-100k", "--task", "tallrec", "--out", str(run), "--max-users", "5", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data) >= {"users", "items", "interactions", "train", "valid", "test", "data_hash"}
+    assert data["users"] == 5 and data["valid"] == 5 and data["test"] == 5
+    before = (run / "manifest.json").read_bytes()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1 and "not an empty folder" in again.stderr
+    assert (run / "manifest.json").read_bytes() == before
+
+
+def test_prepare_unknown_dataset_is_one_line_error(tmp_path):
+    result = runner.invoke(app, ["prepare", "--dataset", "nope", "--task", "llara", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1 and not (tmp_path / "r").exists()

@@ -72,8 +72,9 @@ def test_ekfac_alone_and_as_cg_preconditioner(task, edits, ggn_exact):
     x, lam = ggn_exact
     alone = run(task, edits, "ggn", lam, method="ekfac", max_residual=10.0)
     # A coarse approximation on LoRA: 57% of this GGN's mass lies outside EK-FAC's
-    # per-layer blocks (LoRA's A and B are strongly coupled). Measured 0.63.
-    assert rel(flat(alone), x) <= 0.8
+    # per-layer blocks (LoRA's A and B are strongly coupled). Measured 0.79 at the default
+    # damping (bench solvers); the bound states that, it does not praise it.
+    assert rel(flat(alone), x) <= 0.9
     preconditioned = run(task, edits, "ggn", lam, method="cg", preconditioner="ekfac", tol=1e-6)
     assert rel(flat(preconditioned), x) <= 1e-4
     assert preconditioned.report.gradient_passes > 0  # the factors' two passes are accounted
