@@ -7,7 +7,7 @@ import math
 import numpy as np
 import torch
 
-from rec_eraser.bench.damping import auc
+from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models.lm_loss import IGNORE, pad_collate, per_instance_response_loss, response_token_loss
 
 

@@ -26,6 +26,7 @@ from torch import nn
 
 from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
 from rec_eraser.core.curvature import deterministic_mode
+from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.lm_loss import IGNORE, causal_lm_logits, causal_lm_loss, pad_collate, per_instance_response_loss
 
@@ -106,15 +107,6 @@ def evaluate(model: nn.Module, samples: list[dict[str, Any]], yes: int, no: int)
             at = logits[torch.arange(len(chunk)), answer_pos]
             scores.append(at[:, yes] - at[:, no])
     return torch.cat(losses).numpy(), torch.cat(scores).numpy()
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum (Mann–Whitney) formula, ties counted half."""
-    pos, neg = scores[labels == 1], scores[labels == 0]
-    if len(pos) == 0 or len(neg) == 0:
-        return float("nan")
-    greater = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
-    return float(greater / (len(pos) * len(neg)))
 
 
 def run_damping_check(
