@@ -72,6 +72,77 @@ def prepare(
     console.print(table)
 
 
+def _progress_bar(quiet: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err, disable=quiet, transient=False)
+
+
+@app.command()
+def train(
+    run: Path = typer.Argument(..., help="A run folder made by `rec-eraser prepare`."),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file (default: recipes/demo-<task>.toml)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train the run's first adapter version (v0000): LoRA (+ LLaRA's item projector)."""
+    from rec_eraser.tasks.prepare import load_manifest
+    from rec_eraser.training.encode import EncodingError
+    from rec_eraser.training.recipe import RecipeError, load_recipe
+
+    try:
+        task = load_manifest(run)["task"]
+        recipe = load_recipe(recipe_file or Path(__file__).resolve().parent.parent / "recipes" / f"demo-{task}.toml")
+        from rec_eraser.training.train import train_run
+
+        with _progress_bar(quiet or as_json) as bar:
+            job = bar.add_task("training", total=None)
+            version = train_run(run, recipe, progress=lambda step, total, loss: bar.update(
+                job, completed=step, total=total, description=f"training (loss {loss:.3f})"))
+    except (RecipeError, EncodingError, FileNotFoundError, FileExistsError, FloatingPointError, OSError) as exc:
+        _fail(str(exc))
+    manifest = json.loads((version / "manifest.json").read_text())
+    if as_json:
+        _emit_json({"version": version.name, "path": str(version), **manifest["training"], "train_instances": manifest["train_instances"]})
+        return
+    t = manifest["training"]
+    console.print(f"trained {version} on {manifest['train_instances']} instances: {t['steps']} steps in {t['seconds']:.0f} s "
+                  f"({t['seconds_per_instance_step']:.2f} s per instance-step), final epoch loss {t['final_loss']:.3f}")
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Argument(..., help="A trained run folder."),
+    version: Optional[str] = typer.Option(None, "--version", help="Adapter version (default: the newest)."),
+    split: str = typer.Option("test", "--split", help="test or valid."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N prompts."),
+    no_generate: bool = typer.Option(False, "--no-generate", help="LLaRA: ranking mode only (no greedy generation)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Metrics of an adapter version on the run's test prompts, beside random and popularity baselines."""
+    from rec_eraser.evaluation.evaluate import evaluate_version
+    from rec_eraser.tasks import TaskError
+
+    try:
+        with _progress_bar(quiet or as_json) as bar:
+            job = bar.add_task("evaluating", total=None)
+            result = evaluate_version(run, version, split, limit, generate=not no_generate, tick=lambda k: bar.advance(job, k))
+    except (TaskError, FileNotFoundError, OSError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    keys = [k for k in ("hit@1", "gen_hit@1", "valid_ratio", "gen_hit@1_over_valid", "ndcg@5", "ndcg@10", "auc") if k in result]
+    table = Table("model", *keys)
+    table.add_row(f"adapter {result['version']}", *(_fmt(result[k]) for k in keys))
+    for name, figures in result["baselines"].items():
+        table.add_row(name, *(_fmt(figures.get(k)) for k in keys))
+    console.print(f"{result['task']} on {result['n']} {result['split']} prompts ({result['seconds']:.0f} s)")
+    console.print(table)
+
+
 @app.command()
 def bench(
     target: str = typer.Argument(..., help="What to benchmark: 'solvers' or 'damping'."),

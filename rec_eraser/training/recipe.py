@@ -1,0 +1,83 @@
+"""Training recipes: a TOML file under ``recipes/`` with every setting of a training run."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class RecipeError(ValueError):
+    """A recipe file is missing, malformed or has an unknown or invalid setting."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How an adapter is trained. Sections of the TOML file: ``[lora]``, ``[train]``, ``[model]``."""
+
+    # [lora]
+    rank: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    # [train]
+    lr: float = 1e-3
+    epochs: int = 1
+    batch_size: int = 8
+    seed: int = 0
+    max_train: int | None = None  # a seeded sub-sample of the training instances
+    max_length: int = 512
+    # [model]
+    base_model: str | None = None  # a local Hugging Face folder; None = the embedded SmolLM2
+    item_tokens: bool = True  # LLaRA: item-embedding tokens through a trainable projector
+    sasrec_epochs: int = 20
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
+            if getattr(self, name) < 1:
+                raise RecipeError(f"recipe: {name} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise RecipeError(f"recipe: lr must be in (0, 1), got {self.lr}")
+        if self.max_train is not None and self.max_train < 1:
+            raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["target_modules"] = list(self.target_modules)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RecipeError(f"recipe: unknown setting {unknown[0]!r}")
+        values = dict(data)
+        if "target_modules" in values:
+            values["target_modules"] = tuple(values["target_modules"])
+        return cls(**values)
+
+
+SECTIONS = ("lora", "train", "model")
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read a recipe TOML file (sections ``[lora]``, ``[train]``, ``[model]``, all optional)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: no such recipe file")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
+    flat: dict[str, Any] = {}
+    for section, values in raw.items():
+        if section not in SECTIONS or not isinstance(values, dict):
+            raise RecipeError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        flat.update(values)
+    try:
+        return Recipe.from_dict(flat)
+    except (TypeError, RecipeError) as exc:
+        raise RecipeError(f"{path}: {exc}") from exc

@@ -1,0 +1,233 @@
+"""Train a LoRA adapter (and, for LLaRA, the item projector) on a prepared run folder.
+
+The result is version ``v0000`` of the run's adapter registry: a standard PEFT adapter
+folder (``adapter_config.json`` + ``adapter_model.safetensors``, loadable with
+``PeftModel.from_pretrained``), ``projector.safetensors`` when the model has item tokens,
+and a ``manifest.json`` (base model, data hash, recipe, training cost). It is written into a
+temporary folder and renamed into place, so a crash never leaves a half-written version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from rec_eraser.models import load_causal_lm
+from rec_eraser.models.embedded import embedded_model_dir
+from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.prepare import load_instances, load_manifest
+from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.model import RecModel, rec_loss
+from rec_eraser.training.recipe import Recipe
+
+logger = logging.getLogger(__name__)
+
+ENCODER_DIR = "item_encoder"
+PROJECTOR_FILE = "projector.safetensors"
+VERSION_MANIFEST = "manifest.json"
+Progress = Callable[[int, int, float], None]  # (step, total steps, loss)
+
+
+@dataclass
+class LoadedModel:
+    """A :class:`RecModel` ready to use, with what is needed to feed it."""
+
+    model: RecModel
+    tokenizer: Any
+    item_index: dict[str, int] | None
+    recipe: Recipe
+    base_model: Path
+
+
+def version_name(number: int) -> str:
+    return f"v{number:04d}"
+
+
+def base_model_path(recipe: Recipe) -> Path:
+    return Path(recipe.base_model) if recipe.base_model else embedded_model_dir()
+
+
+def uses_item_tokens(run_dir: Path, recipe: Recipe) -> bool:
+    return recipe.item_tokens and load_manifest(run_dir)["task"] == "llara"
+
+
+def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
+    """The run's collaborative item encoder (SASRec), trained once on the training interactions."""
+    from rec_eraser.data import load_dataset
+    from rec_eraser.encoders.sasrec import ItemEncoder, train_sasrec
+    from rec_eraser.tasks.prepare import first_users
+
+    folder = Path(run_dir) / ENCODER_DIR
+    if folder.exists():
+        return ItemEncoder.load(folder)
+    manifest = load_manifest(run_dir)
+    # the same files prepare read (their hashes are in the run's manifest)
+    dataset = load_dataset(manifest["dataset"]["name"], root=manifest["dataset"]["root"], mapping=Path(manifest["mapping"]["path"]))
+    if manifest.get("max_users"):
+        dataset = first_users(dataset, manifest["max_users"])
+    encoder = train_sasrec(dataset, epochs=recipe.sasrec_epochs, seed=seed)
+    staging = Path(tempfile.mkdtemp(prefix=".item_encoder-", dir=run_dir))
+    try:
+        encoder.save(staging)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return encoder
+
+
+def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tuple[RecModel, dict[str, int] | None]:
+    """A fresh (untrained) RecModel around a LoRA-wrapped ``lm``."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    lora = get_peft_model(lm, LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
+                                         target_modules=list(recipe.target_modules)))
+    if not uses_item_tokens(run_dir, recipe):
+        return RecModel(lora), None
+    from rec_eraser.encoders.projector import ItemProjector
+
+    encoder = ensure_item_encoder(run_dir, recipe, seed)
+    hidden = lm.get_input_embeddings().embedding_dim
+    projector = ItemProjector(encoder.embeddings.shape[1], hidden)
+    item_index = {item: i for i, item in enumerate(encoder.item_ids)}
+    return RecModel(lora, encoder.embeddings, projector), item_index
+
+
+def training_instances(run_dir: Path, recipe: Recipe) -> list[Instance]:
+    """The training split, or a seeded sub-sample of ``max_train`` of it (in file order)."""
+    instances = load_instances(run_dir, "train")
+    if recipe.max_train is not None and recipe.max_train < len(instances):
+        keep = np.sort(np.random.default_rng(recipe.seed).choice(len(instances), recipe.max_train, replace=False))
+        instances = [instances[i] for i in keep]
+    return instances
+
+
+def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None) -> Path:
+    """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one."""
+    run_dir = Path(run_dir)
+    manifest = load_manifest(run_dir)
+    target = run_dir / version_name(0)
+    if target.exists():
+        raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
+    instances = training_instances(run_dir, recipe)
+    base_path = base_model_path(recipe)
+    lm, tokenizer = load_causal_lm(base_path)
+    model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
+    samples = [encode_instance(z, tokenizer, item_index, recipe.max_length) for z in instances]
+    loss_fn = rec_loss()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    steps_per_epoch = -(-len(samples) // recipe.batch_size)
+    total, step, losses = steps_per_epoch * recipe.epochs, 0, []
+    model.train()
+    t0 = time.perf_counter()
+    for _ in range(recipe.epochs):
+        order = torch.randperm(len(samples), generator=gen).tolist()
+        for start in range(0, len(order), recipe.batch_size):
+            loss = loss_fn(model, collate([samples[i] for i in order[start : start + recipe.batch_size]]))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training diverged at step {step} (loss {float(loss)}): lower the recipe's lr")
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            if progress:
+                progress(step, total, losses[-1])
+    seconds = time.perf_counter() - t0
+    model.eval()
+    record = {
+        "version": version_name(0), "parent": None, "kind": "trained",
+        "base_model": str(base_path), "task": manifest["task"], "data_hash": manifest["data_hash"],
+        "recipe": recipe.to_dict(), "train_instances": len(samples), "train_ids_sha256": _ids_hash(instances),
+        "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
+                     "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
+        "events": [],
+    }
+    save_version(model, target, record)
+    return target
+
+
+def _ids_hash(instances: list[Instance]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(z.id for z in instances).encode()).hexdigest()
+
+
+def save_version(model: RecModel, target: Path, record: dict[str, Any]) -> None:
+    """Write a version folder atomically: PEFT adapter, projector, manifest; then rename."""
+    from safetensors.torch import save_file
+
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.lm.save_pretrained(str(staging))
+        if model.projector is not None:
+            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(staging / PROJECTOR_FILE))
+        (staging / VERSION_MANIFEST).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def load_version(run_dir: Path | str, version: str) -> LoadedModel:
+    """The model of ``run_dir/version`` (frozen base + adapter + projector), in eval mode."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    run_dir = Path(run_dir)
+    folder = run_dir / version
+    manifest_path = folder / VERSION_MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{folder}: no such adapter version (see `rec-eraser adapters list {run_dir}`)")
+    record = json.loads(manifest_path.read_text(encoding="utf-8"))
+    recipe = Recipe.from_dict(record["recipe"])
+    base_path = Path(record["base_model"])
+    lm, tokenizer = load_causal_lm(base_path)
+    model = PeftModel.from_pretrained(lm, str(folder), is_trainable=True)
+    item_index = None
+    projector = None
+    embeddings = None
+    if (folder / PROJECTOR_FILE).is_file():
+        from rec_eraser.encoders.projector import ItemProjector
+        from rec_eraser.encoders.sasrec import ItemEncoder
+
+        encoder = ItemEncoder.load(run_dir / ENCODER_DIR)
+        projector = ItemProjector(encoder.embeddings.shape[1], lm.get_input_embeddings().embedding_dim)
+        projector.load_state_dict(load_file(str(folder / PROJECTOR_FILE)))
+        item_index = {item: i for i, item in enumerate(encoder.item_ids)}
+        embeddings = encoder.embeddings
+    rec = RecModel(model, embeddings, projector)
+    rec.eval()
+    return LoadedModel(model=rec, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path)
+
+
+def list_versions(run_dir: Path | str) -> list[str]:
+    """The run's complete adapter versions, oldest first (staging folders are not versions)."""
+    run_dir = Path(run_dir)
+    return sorted(p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]") if (p / VERSION_MANIFEST).is_file())
+
+
+def resolve_version(run_dir: Path | str, version: str | None) -> str:
+    """``version``, or the newest one when None; a clear error when the run has none."""
+    versions = list_versions(run_dir)
+    if version is None:
+        if not versions:
+            raise FileNotFoundError(f"{run_dir}: no trained adapter yet (run `rec-eraser train {run_dir}`)")
+        return versions[-1]
+    if version not in versions:
+        raise FileNotFoundError(f"{run_dir}: no adapter version {version!r} (have: {', '.join(versions) or 'none'})")
+    return version

@@ -1,0 +1,40 @@
+"""A tiny random Llama saved as a local model folder, with the embedded model's tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from rec_eraser.models.embedded import embedded_model_dir
+
+    return AutoTokenizer.from_pretrained(str(embedded_model_dir()), local_files_only=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tallrec_run(tmp_path_factory) -> Path:
+    from rec_eraser.tasks.prepare import prepare
+
+    run = tmp_path_factory.mktemp("runs") / "tallrec"
+    prepare("ml-100k", "tallrec", run, max_users=6)
+    return run

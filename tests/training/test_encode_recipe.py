@@ -1,0 +1,78 @@
+"""Encoding instances into tokens, labels and item-token positions; recipe files."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rec_eraser.models.lm_loss import IGNORE
+from rec_eraser.tasks.instance import Instance, Source
+from rec_eraser.training.encode import EncodingError, collate, encode_instance
+from rec_eraser.training.recipe import Recipe, RecipeError, load_recipe
+
+
+def llara_instance() -> Instance:
+    return Instance(
+        id="llara-1-2", task="llara", split="train", user="1", position=2,
+        prompt="This user has watched Alien [HistoryEmb], Heat [HistoryEmb] in the previous. Choose: Up [CansEmb], Cars [CansEmb]. Answer:",
+        response=" Up", interactions=(Source("10", 1.0, 2), Source("11", 2.0, 3), Source("12", 3.0, 4)),
+        history_items=("10", "11"), target_item="12", candidates=("12", "13"), label=None,
+    )
+
+
+def test_item_tokens_sit_where_the_placeholders_were(tokenizer):
+    z = llara_instance()
+    index = {"10": 0, "11": 1, "12": 2, "13": 3}
+    sample = encode_instance(z, tokenizer, index)
+    assert sample["item_idx"].tolist() == [0, 1, 2, 3]  # history items, then candidates, in prompt order
+    ph = tokenizer.unk_token_id
+    assert all(int(sample["input_ids"][p]) == ph for p in sample["item_pos"])
+    text_before_first = tokenizer.decode(sample["input_ids"][: int(sample["item_pos"][0])])
+    assert text_before_first == "This user has watched Alien"
+    response = sample["input_ids"][sample["labels"] != IGNORE].tolist()
+    assert response == tokenizer(" Up", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert (sample["labels"][: len(sample["labels"]) - len(response)] == IGNORE).all()
+
+
+def test_without_item_tokens_the_placeholders_leave_the_text(tokenizer):
+    sample = encode_instance(llara_instance(), tokenizer, None)
+    text = tokenizer.decode(sample["input_ids"][sample["labels"] == IGNORE])
+    assert text == "This user has watched Alien, Heat in the previous. Choose: Up, Cars. Answer:"
+    assert sample["item_pos"].numel() == 0
+
+
+def test_unknown_item_and_truncation(tokenizer):
+    with pytest.raises(EncodingError, match="no collaborative embedding"):
+        encode_instance(llara_instance(), tokenizer, {"10": 0})
+    index = {"10": 0, "11": 1, "12": 2, "13": 3}
+    full = encode_instance(llara_instance(), tokenizer, index)
+    cut = encode_instance(llara_instance(), tokenizer, index, max_length=len(full["input_ids"]) - 3)
+    assert torch.equal(cut["input_ids"], full["input_ids"][3:])
+    assert torch.equal(cut["item_pos"], full["item_pos"] - 3)
+
+
+def test_collate_flattens_item_coordinates(tokenizer):
+    index = {"10": 0, "11": 1, "12": 2, "13": 3}
+    a = encode_instance(llara_instance(), tokenizer, index)
+    batch = collate([a, a])
+    assert batch["item_rows"].tolist() == [0] * 4 + [1] * 4
+    assert torch.equal(batch["item_cols"], torch.cat([a["item_pos"], a["item_pos"]]))
+
+
+def test_recipe_files(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[lora]\nrank = 4\n[train]\nlr = 2e-3\nepochs = 2\n")
+    recipe = load_recipe(path)
+    assert (recipe.rank, recipe.lr, recipe.epochs, recipe.alpha) == (4, 2e-3, 2, 16)
+    assert Recipe.from_dict(recipe.to_dict()) == recipe
+    path.write_text("[train]\nlearning_rate = 1\n")
+    with pytest.raises(RecipeError, match="unknown setting 'learning_rate'"):
+        load_recipe(path)
+    path.write_text("[optimizer]\nlr = 1\n")
+    with pytest.raises(RecipeError, match="unknown section"):
+        load_recipe(path)
+    path.write_text("[train]\nlr = 5\n")
+    with pytest.raises(RecipeError, match="lr must be"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match="no such recipe"):
+        load_recipe(tmp_path / "missing.toml")
