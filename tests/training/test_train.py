@@ -77,3 +77,13 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     test = load_instances(run, "test")[:2]
     scores = candidate_scores(loaded, test, load_titles(run))
     assert scores.shape == (2, 5) and (scores < 0).all()
+
+
+def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path):
+    from rec_eraser.training.scoring import generate_answers
+
+    run = copy_run(tallrec_run, tmp_path / "gen")
+    train_run(run, Recipe(rank=4, alpha=8, epochs=1, batch_size=4, max_train=4, base_model=str(tiny_model_dir)))
+    loaded = load_version(run, "v0000")
+    answers = generate_answers(loaded, load_instances(run, "test")[:2], max_new_tokens=3)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
