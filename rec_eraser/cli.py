@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -83,6 +84,7 @@ def _progress_bar(quiet: bool):
 def train(
     run: Path = typer.Argument(..., help="A run folder made by `rec-eraser prepare`."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file (default: recipes/demo-<task>.toml)."),
+    base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (overrides the recipe; default: embedded SmolLM2)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -94,6 +96,8 @@ def train(
     try:
         task = load_manifest(run)["task"]
         recipe = load_recipe(recipe_file or Path(__file__).resolve().parent.parent / "recipes" / f"demo-{task}.toml")
+        if base_model is not None:
+            recipe = dataclasses.replace(recipe, base_model=str(base_model))
         from rec_eraser.training.train import train_run
 
         with _progress_bar(quiet or as_json) as bar:

@@ -87,3 +87,23 @@ def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path)
     loaded = load_version(run, "v0000")
     answers = generate_answers(loaded, load_instances(run, "test")[:2], max_new_tokens=3)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+
+
+def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from rec_eraser.cli import app
+
+    run = copy_run(tallrec_run, tmp_path / "cli")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text("[train]\nmax_train = 4\nbatch_size = 4\n")
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", str(run), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--json"])
+    assert trained.exit_code == 0, trained.output
+    assert json.loads(trained.stdout)["version"] == "v0000"
+    evaluated = runner.invoke(app, ["evaluate", str(run), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert 0 <= result["auc"] <= 1 and result["baselines"]["random"]["auc"] == 0.5 and result["n"] == 6
+    missing = runner.invoke(app, ["evaluate", str(run), "--version", "v0009"])
+    assert missing.exit_code == 1 and "no adapter version" in missing.stderr
