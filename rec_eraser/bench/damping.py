@@ -28,7 +28,9 @@ from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
 from rec_eraser.core.curvature import deterministic_mode
 from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
-from rec_eraser.models.lm_loss import IGNORE, causal_lm_logits, causal_lm_loss, pad_collate, per_instance_response_loss
+from rec_eraser.models.lm_loss import (
+    IGNORE, causal_lm_logits, causal_lm_loss, first_response_logits, pad_collate, per_instance_response_loss,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +105,7 @@ def evaluate(model: nn.Module, samples: list[dict[str, Any]], yes: int, no: int)
             batch = collate(chunk)
             logits = causal_lm_logits(model, batch)
             losses.append(per_instance_response_loss(logits, batch))
-            answer_pos = (batch["labels"] != IGNORE).int().argmax(1) - 1  # the position predicting the answer
-            at = logits[torch.arange(len(chunk)), answer_pos]
+            at = first_response_logits(logits, batch)
             scores.append(at[:, yes] - at[:, no])
     return torch.cat(losses).numpy(), torch.cat(scores).numpy()
 

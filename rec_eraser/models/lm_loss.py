@@ -31,6 +31,12 @@ def response_token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) ->
     return per_instance_response_loss(logits, batch).mean()
 
 
+def first_response_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits ``[batch, vocab]`` at the position that predicts each instance's first response token."""
+    position = (batch["labels"] != IGNORE).int().argmax(1) - 1
+    return logits[torch.arange(logits.shape[0]), position]
+
+
 def sampled_response_gradient(logits: torch.Tensor, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
     """ε = (softmax − one-hot(y ~ softmax)) / √T_n at each response position, zero elsewhere.
 

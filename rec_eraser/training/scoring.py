@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rec_eraser.models.lm_loss import IGNORE, per_instance_response_loss
+from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.train import LoadedModel
@@ -60,8 +60,7 @@ def yes_no_scores(loaded: LoadedModel, instances: Sequence[Instance], batch_size
     for chunk in _batches(list(instances), batch_size):
         batch = collate([encode_instance(z, tok, loaded.item_index, loaded.recipe.max_length) for z in chunk])
         logits = loaded.model(batch)
-        first = (batch["labels"] != IGNORE).int().argmax(1) - 1  # the position that predicts the first response token
-        at = logits[torch.arange(len(chunk)), first]
+        at = first_response_logits(logits, batch)
         out.append(at[:, yes] - at[:, no])
         if tick:
             tick(len(chunk))
