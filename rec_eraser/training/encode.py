@@ -55,6 +55,11 @@ def encode_prompt(instance: Instance, tokenizer: Any, item_index: Mapping[str, i
     return ids, items
 
 
+def response_ids(tokenizer: Any, response: str) -> list[int]:
+    """The token ids a response is trained and scored as: its text, then end-of-sequence."""
+    return _ids(tokenizer, response) + [tokenizer.eos_token_id]
+
+
 def encode_instance(instance: Instance, tokenizer: Any, item_index: Mapping[str, int] | None = None, max_length: int = 512,
                     response: str | None = None) -> dict[str, torch.Tensor]:
     """One training sample: ``input_ids``, ``labels`` (response only), ``item_pos``, ``item_idx``.
@@ -64,13 +69,13 @@ def encode_instance(instance: Instance, tokenizer: Any, item_index: Mapping[str,
     """
     placeholder_id = tokenizer.unk_token_id if tokenizer.unk_token_id is not None else 0
     prompt_ids, items = encode_prompt(instance, tokenizer, item_index, placeholder_id)
-    response_ids = _ids(tokenizer, instance.response if response is None else response) + [tokenizer.eos_token_id]
-    cut = max(0, len(prompt_ids) + len(response_ids) - max_length)
+    answer = response_ids(tokenizer, instance.response if response is None else response)
+    cut = max(0, len(prompt_ids) + len(answer) - max_length)
     prompt_ids = prompt_ids[cut:]
     items = [(p - cut, row) for p, row in items if p >= cut]
     return {
-        "input_ids": torch.tensor(prompt_ids + response_ids),
-        "labels": torch.tensor([IGNORE] * len(prompt_ids) + response_ids),
+        "input_ids": torch.tensor(prompt_ids + answer),
+        "labels": torch.tensor([IGNORE] * len(prompt_ids) + answer),
         "item_pos": torch.tensor([p for p, _ in items], dtype=torch.long),
         "item_idx": torch.tensor([r for _, r in items], dtype=torch.long),
     }

@@ -3,6 +3,7 @@ greedy answers. All run with dropout off and without gradients, in micro-batches
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -10,7 +11,7 @@ import torch
 
 from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
-from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.encode import collate, encode_instance, response_ids
 from rec_eraser.training.train import LoadedModel
 
 Tick = Callable[[int], None]
@@ -38,16 +39,48 @@ def candidate_scores(loaded: LoadedModel, instances: Sequence[Instance], titles:
     """LLaRA ranking mode: each candidate's mean log-likelihood as the response, ``[n, candidates]``.
 
     The response scored is the one training used (" " + title, then end-of-sequence); the
-    mean over its tokens keeps long titles from being penalised for their length.
+    mean over its tokens keeps long titles from being penalised for their length. The
+    prompt is run once and its key/value cache shared by all candidates, which makes
+    ranking about as cheap as one forward pass per prompt instead of one per candidate.
     """
     rows = []
     for z in instances:
-        samples = [encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]) for c in z.candidates]
-        batch = collate(samples)
-        rows.append(-per_instance_response_loss(loaded.model(batch), batch))
+        responses = [response_ids(loaded.tokenizer, " " + titles[c]) for c in z.candidates]
+        rows.append(_shared_prompt_scores(loaded, z, responses))
         if tick:
             tick(1)
-    return torch.stack(rows).numpy()
+    return torch.stack(rows).numpy() if rows else np.zeros((0, 0))
+
+
+def _cache_keyword(lm: torch.nn.Module) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` (5.x); pass whichever the model takes."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: list[list[int]]) -> torch.Tensor:
+    """Mean response log-likelihood of each of ``responses`` after ``instance``'s prompt."""
+    lm = loaded.model.lm
+    longest = max(len(r) for r in responses)
+    # the prompt loses its oldest tokens so that prompt + the longest response fit, as in training
+    prompt = encode_instance(instance, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length - longest + 1, response="")
+    prompt_len = len(prompt["input_ids"]) - 1  # without the end-of-sequence token of the empty response
+    prompt_batch = collate([{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in prompt.items()}])
+    out = lm(inputs_embeds=loaded.model.input_embeddings(prompt_batch), attention_mask=prompt_batch["attention_mask"], use_cache=True)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+    k = len(responses)
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(k)
+    ids = torch.zeros(k, longest, dtype=torch.long)
+    mask = torch.zeros(k, longest, dtype=torch.long)
+    for i, r in enumerate(responses):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    attention = torch.cat([torch.ones(k, prompt_len, dtype=torch.long), mask], dim=1)
+    logits = lm(inputs_embeds=lm.get_input_embeddings()(ids), attention_mask=attention, **{_cache_keyword(lm): cache}).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    token_logp = torch.cat([first[ids[:, 0]][:, None], logp], dim=1) * mask
+    return token_logp.sum(1) / mask.sum(1)
 
 
 @torch.no_grad()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -75,8 +76,18 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     assert loaded.model.projector is not None and loaded.item_index
     assert all(p.requires_grad for p in loaded.model.projector.parameters())
     test = load_instances(run, "test")[:2]
-    scores = candidate_scores(loaded, test, load_titles(run))
+    titles = load_titles(run)
+    scores = candidate_scores(loaded, test, titles)
     assert scores.shape == (2, 5) and (scores < 0).all()
+    # the shared prompt cache must give what one full pass per candidate gives
+    from rec_eraser.models.lm_loss import per_instance_response_loss
+    from rec_eraser.training.encode import collate, encode_instance
+
+    for row, z in zip(scores, test):
+        with torch.no_grad():
+            batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]) for c in z.candidates])
+            full = -per_instance_response_loss(loaded.model(batch), batch).numpy()
+        np.testing.assert_allclose(row, full, rtol=1e-4, atol=1e-5)
 
 
 def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path):
