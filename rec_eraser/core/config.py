@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METHODS = ("exact", "cg", "lissa", "sqp", "ekfac")
+METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher")
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,9 @@ class SolverConfig:
     Attributes:
         method: ``"exact"`` (dense, small p only), ``"cg"``, ``"lissa"``, ``"sqp"`` (the
             finite-sum quadratic program by variance-reduced mini-batch steps) or ``"ekfac"``
-            (eigenvalue-corrected Kronecker-factored curvature, no model pass per solve).
+            (eigenvalue-corrected Kronecker-factored curvature, no model pass per solve) or
+            ``"fisher"`` (the damped empirical Fisher of the curvature sub-sample, solved
+            exactly by the Woodbury identity: one gradient per sub-sample instance, no HVP).
         batch_size: instances per micro-batch; the unit in which HVPs are counted.
         max_iters: iteration cap (CG iterations, LiSSA steps, SQP mini-batch steps).
         tol: target relative residual ‖(C + λI)x − b‖ / ‖b‖.

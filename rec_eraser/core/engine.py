@@ -29,6 +29,7 @@ from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_m
 from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
 from rec_eraser.core.ekfac import EKFAC
+from rec_eraser.core.fisher import EmpiricalFisher
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.solvers import Solution, SolverError, solve_cg, solve_exact, solve_lissa, solve_sqp
@@ -124,6 +125,7 @@ class InfluenceEngine:
         self.damping = damping
         self.config = solver or SolverConfig()
         self.space = ParameterSpace(model)
+        self.on_gradient: Callable[[int], None] | None = None  # progress of per-instance gradients (fisher)
         CurvatureOperator(model, loss_fn, self.space, self.train_samples[:1], collate_fn, curvature)  # validates early
 
     # -- pieces ----------------------------------------------------------------------------
@@ -161,6 +163,8 @@ class InfluenceEngine:
         with deterministic_mode(self.model):
             b = self.rhs(edits)
             rhs_passes = -(-len(old_samples(edits)) // cfg.batch_size) + -(-len(new_samples(edits)) // cfg.batch_size)
+            if cfg.method == "fisher":
+                return self._compute_fisher(edits, b, rhs_passes, t0)
             curvature = self.curvature_operator(self.curvature_samples(edits))
             if self.damping is None:
                 choice = auto_damping(curvature, scale=cfg.damping_scale, seed=cfg.seed)
@@ -193,6 +197,37 @@ class InfluenceEngine:
         if not report.converged:
             logger.warning("%s stopped at relative residual %.3g above tol %.3g", cfg.method, residual, cfg.tol)
         return Update(delta=self.space.to_dict(solution.x), report=report)
+
+    def _compute_fisher(self, edits: list[Edit], b: torch.Tensor, rhs_passes: int, t0: float) -> Update:
+        """The ``fisher`` method: (F + λI)⁻¹ b with F the empirical Fisher of the curvature sub-sample."""
+        cfg = self.config
+        samples = self.curvature_samples(edits)
+        fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient)
+        if self.damping is None:
+            trace = fisher.trace()
+            if not trace > 0:
+                raise SolverError("every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen")
+            damping = cfg.damping_scale * fisher.trace_of_square() / trace
+            rule = f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
+        else:
+            damping, rule = self.damping, "given"
+        b_norm = float(torch.linalg.vector_norm(b))
+        if b_norm == 0.0:
+            x, residual = torch.zeros_like(b), 0.0
+        else:
+            x = fisher.solve(b, damping)
+            if not torch.isfinite(x).all():
+                raise SolverError("fisher returned non-finite values; nothing was applied (raise the damping)")
+            residual = fisher.relative_residual(x, b, damping)
+        if not residual <= cfg.max_residual:
+            raise SolverError(f"fisher did not solve the system: relative residual {residual:.3g} > {cfg.max_residual:g}; nothing was applied")
+        report = SolverReport(
+            method="fisher", curvature="empirical_fisher", damping=damping, damping_rule=rule, iterations=1, hvps=0, hvp_samples=0,
+            gradient_passes=rhs_passes + fisher.size, relative_residual=residual, converged=residual <= cfg.tol,
+            seconds=time.perf_counter() - t0, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
+            rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
+        )
+        return Update(delta=self.space.to_dict(x), report=report)
 
     def _solve(self, op: DampedOperator, b: torch.Tensor, curvature: CurvatureOperator) -> tuple[Solution, int]:
         cfg = self.config
