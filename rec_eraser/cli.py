@@ -223,6 +223,249 @@ def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, a
     console.print(table)
 
 
+# -- unlearning workflows ------------------------------------------------------------------
+SOLVER_HELP = "Influence solver: fisher (default: damped empirical Fisher, no HVP), cg, sqp, lissa, ekfac."
+
+
+def _solver(method: str, sample_size: int, batch_size: int) -> Any:
+    from rec_eraser.core import SolverConfig
+
+    try:
+        return SolverConfig(method=method, sample_size=sample_size, batch_size=batch_size)
+    except ValueError as exc:
+        _fail(str(exc), 2)
+
+
+def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
+                earlier_problems: tuple = (), skip_invalid: bool = False) -> None:
+    """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
+    from rec_eraser.core import SolverError
+    from rec_eraser.tasks import TaskError
+    from rec_eraser.training.train import BaseModelMismatch
+    from rec_eraser.workflows import RegistryError, apply_events, resolve_run
+
+    try:
+        run_dir = resolve_run(run)
+        with _progress_bar(quiet or as_json) as bar:
+            job = bar.add_task("per-instance gradients", total=None, visible=False)
+
+            def on_gradient(k: int) -> None:
+                bar.update(job, completed=k, visible=True)
+
+            result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
+                                  say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
+    except (RegistryError, SolverError, TaskError, BaseModelMismatch, FileNotFoundError, OSError, ValueError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result.to_dict())
+    else:
+        _print_apply(result)
+    problems = sorted([*earlier_problems, *result.problems], key=lambda p: p.line)
+    for problem in problems:
+        sys.stderr.write(f"error: {problem} (not applied)\n")
+    if problems and not skip_invalid:
+        raise typer.Exit(1)
+
+
+def _print_apply(result: Any) -> None:
+    for s in result.skipped:
+        console.print(f"event {s['id']} was applied already (in {s['applied_in']}): skipped")
+    if result.version is None:
+        console.print(f"nothing applied; {result.parent} stays current")
+        return
+    table = Table("event", "type", "user", "instances removed", "instances modified")
+    for e in result.applied:
+        table.add_row(e["id"], e["type"], e["user"], str(e["removed"]), str(e["modified"]))
+    console.print(table)
+    line = f"{result.version} (from {result.parent}): {result.removed} instances removed, {result.modified} modified; {result.train_instances} remain"
+    if result.solver:
+        r = result.solver
+        line += (f"; {r['method']} on {r['curvature_samples']} instances, damping {r['damping']:.3g}, "
+                 f"residual {r['relative_residual']:.2g}, {r['seconds']:.1f} s")
+    console.print(line)
+    m = result.metrics
+    if m.get("before", {}).get("forgotten_loss") is not None:
+        console.print(f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}")
+    if m.get("before", {}).get("corrected_loss") is not None:
+        console.print(f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}")
+
+
+def _cli_events(*events: dict) -> list:
+    from rec_eraser.workflows import EventError, parse_event
+
+    try:
+        return [(None, parse_event(e)) for e in events]
+    except EventError as exc:
+        _fail(str(exc), 2)
+
+
+RUN_HELP = "A run folder, or its name under adapters/."
+SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
+SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones).")
+BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
+DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ (default: the automatic rule, recorded in the manifest).")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object and nothing else.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress output.")
+
+
+@app.command("forget-user")
+def forget_user(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    users: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
+    events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in users))
+    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+
+
+@app.command("forget-interactions")
+def forget_interactions(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    user: str = typer.Option(..., "--user", help="The user whose interactions are noise."),
+    items: list[str] = typer.Option(..., "--item", help="An item id of a noisy interaction (repeat for several)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
+    event = {"id": f"cli:remove_interactions:{user}:{','.join(sorted(items))}", "type": "remove_interactions", "user": user, "items": items}
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+
+
+@app.command()
+def correct(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    user: str = typer.Option(..., "--user", help="The user of the wrong interaction."),
+    item: str = typer.Option(..., "--item", help="The item of the wrong interaction."),
+    label: Optional[str] = typer.Option(None, "--label", help="TALLRec: the right label, Yes or No."),
+    target: Optional[str] = typer.Option(None, "--target", help="LLaRA: the item the interaction was really with."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
+    if (label is None) == (target is None):
+        _fail("give exactly one of --label (tallrec) or --target (llara)", 2)
+    if label is not None:
+        event = {"id": f"cli:correct_label:{user}:{item}:{label}", "type": "correct_label", "user": user, "item": item, "label": label}
+    else:
+        event = {"id": f"cli:correct_target:{user}:{item}:{target}", "type": "correct_target", "user": user, "item": item, "target": target}
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+
+
+@app.command("apply-events")
+def apply_events_command(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    events_file: Path = typer.Argument(..., help="JSON Lines: one event object per line (see the README)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Drain an events file in one solve; events applied before are skipped, bad lines reported by number."""
+    from rec_eraser.workflows import EventError, read_events
+
+    try:
+        events, problems = read_events(events_file)
+    except EventError as exc:
+        _fail(str(exc))
+    cfg = _solver(solver, sample_size, batch_size)
+    if not events:
+        for problem in problems:
+            sys.stderr.write(f"error: {problem} (not applied)\n")
+        raise typer.Exit(0 if skip_invalid else 1)
+    _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid)
+
+
+adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run: list, show, diff, rollback.")
+app.add_typer(adapters, name="adapters")
+
+
+def _registry(run: str) -> Any:
+    from rec_eraser.workflows import Registry, RegistryError, resolve_run
+
+    try:
+        return Registry(resolve_run(run))
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
+@adapters.command("list")
+def adapters_list(run: str = typer.Argument(..., help=RUN_HELP), as_json: bool = JSON_OPT) -> None:
+    """Every version of the run, oldest first; the newest is current."""
+    from rec_eraser.workflows import RegistryError
+
+    registry = _registry(run)
+    try:
+        rows = [registry.summary(v) for v in registry.versions()]
+    except RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json({"run": str(registry.run_dir), "versions": rows})
+        return
+    table = Table("version", "parent", "kind", "events", "train instances", "method", "seconds", "created")
+    for r in rows:
+        table.add_row(r["version"] + (" *" if r["current"] else ""), _fmt(r["parent"]), r["kind"], str(r["events"]),
+                      _fmt(r["train_instances"]), _fmt(r["method"]), _fmt(r["seconds"]), _fmt(r["created"]))
+    console.print(table)
+
+
+@adapters.command("show")
+def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Optional[str] = typer.Argument(None, help="Default: the current one."),
+                  as_json: bool = JSON_OPT) -> None:
+    """A version's manifest: parent, events applied, solver report, metrics, hashes."""
+    from rec_eraser.workflows import RegistryError
+
+    registry = _registry(run)
+    try:
+        record = registry.manifest(version or registry.current())
+    except RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(record)
+        return
+    console.print_json(json.dumps(record, default=float))
+
+
+@adapters.command("diff")
+def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.Argument(...), b: str = typer.Argument(...),
+                  as_json: bool = JSON_OPT) -> None:
+    """Events in effect in one version and not the other, and (as information) the parameter distance."""
+    from rec_eraser.workflows import RegistryError
+
+    registry = _registry(run)
+    try:
+        result = registry.diff(a, b)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    console.print(f"events only in {a}: {', '.join(result['events_only_in_a']) or 'none'}")
+    console.print(f"events only in {b}: {', '.join(result['events_only_in_b']) or 'none'}")
+    console.print(f"training instances: {result['train_instances'][a]} vs {result['train_instances'][b]}")
+    console.print(f"parameters: {result['tensors_changed']} of {result['tensors']} tensors differ; distance {result['parameter_distance']:.3g} "
+                  f"({_fmt(result['relative_parameter_distance'])} relative)")
+
+
+@adapters.command("rollback")
+def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = typer.Argument(..., help="The version to make current again."),
+                      as_json: bool = JSON_OPT) -> None:
+    """Make an older version current again, as a new version (history is kept); undone events may be re-applied."""
+    from rec_eraser.workflows import RegistryError
+
+    registry = _registry(run)
+    try:
+        result = registry.rollback(to)
+    except RegistryError as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    console.print(f"{result['version']} is current: a copy of {to} (was {result['from']})")
+    if result["undone_events"]:
+        console.print(f"[bold]undone[/bold] (their data is back in the adapter): {', '.join(result['undone_events'])}")
+
+
 @app.command()
 def demo(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),

@@ -9,6 +9,7 @@ temporary folder and renamed into place, so a crash never leaves a half-written 
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import shutil
@@ -114,14 +115,8 @@ def training_instances(run_dir: Path, recipe: Recipe) -> list[Instance]:
     return instances
 
 
-def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None) -> Path:
-    """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one."""
-    run_dir = Path(run_dir)
-    manifest = load_manifest(run_dir)
-    target = run_dir / version_name(0)
-    if target.exists():
-        raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
-    instances = training_instances(run_dir, recipe)
+def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None) -> tuple[RecModel, dict[str, Any]]:
+    """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record."""
     base_path = base_model_path(recipe)
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
@@ -149,15 +144,26 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
                 progress(step, total, losses[-1])
     seconds = time.perf_counter() - t0
     model.eval()
+    manifest = load_manifest(run_dir)
     record = {
-        "version": version_name(0), "parent": None, "kind": "trained",
-        "base_model": str(base_path), "task": manifest["task"], "data_hash": manifest["data_hash"],
-        "recipe": recipe.to_dict(), "train_instances": len(samples), "train_ids_sha256": _ids_hash(instances),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "base_model": str(base_path), "base_model_sha256": base_model_fingerprint(base_path), "task": manifest["task"],
+        "data_hash": manifest["data_hash"], "recipe": recipe.to_dict(), "train_instances": len(samples),
+        "train_ids_sha256": _ids_hash(instances),
         "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
-        "events": [],
     }
-    save_version(model, target, record)
+    return model, record
+
+
+def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None) -> Path:
+    """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one."""
+    run_dir = Path(run_dir)
+    target = run_dir / version_name(0)
+    if target.exists():
+        raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
+    model, record = fit_adapter(run_dir, recipe, training_instances(run_dir, recipe), progress)
+    save_version(model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
     return target
 
 
@@ -167,20 +173,53 @@ def _ids_hash(instances: list[Instance]) -> str:
     return hashlib.sha256("\n".join(z.id for z in instances).encode()).hexdigest()
 
 
-def save_version(model: RecModel, target: Path, record: dict[str, Any]) -> None:
-    """Write a version folder atomically: PEFT adapter, projector, manifest; then rename."""
-    from safetensors.torch import save_file
+def write_version_folder(target: Path, fill: Callable[[Path], None], record: dict[str, Any]) -> Path:
+    """Create the version folder ``target`` atomically.
 
+    ``fill(staging)`` writes the files into a temporary sibling folder; the manifest (``record``
+    plus the SHA-256 of every file) is written last, then the folder is renamed into place.
+    A crash at any point leaves no ``target`` (only a ``.vNNNN-*`` folder to clean up).
+    """
+    import hashlib
+
+    if target.exists():
+        raise FileExistsError(f"{target} exists already")
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.lm.save_pretrained(str(staging))
-        if model.projector is not None:
-            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(staging / PROJECTOR_FILE))
-        (staging / VERSION_MANIFEST).write_text(json.dumps(record, indent=2), encoding="utf-8")
+        fill(staging)
+        hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.iterdir()) if p.is_file()}
+        (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    return target
+
+
+def save_version(model: RecModel, target: Path, record: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:
+    """Write a version folder atomically: PEFT adapter, projector, ``files``, manifest; then rename."""
+    from safetensors.torch import save_file
+
+    def fill(folder: Path) -> None:
+        model.lm.save_pretrained(str(folder))
+        if model.projector is not None:
+            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(folder / PROJECTOR_FILE))
+        for name, data in (files or {}).items():
+            (folder / name).write_bytes(data)
+
+    return write_version_folder(target, fill, record)
+
+
+def base_model_fingerprint(path: Path | str) -> str:
+    """SHA-256 of the base model's ``config.json``: tells a different base model apart cheaply."""
+    import hashlib
+
+    config = Path(path) / "config.json"
+    return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
+
+
+class BaseModelMismatch(RuntimeError):
+    """An adapter version is loaded on a base model other than the one it was trained on."""
 
 
 def load_version(run_dir: Path | str, version: str) -> LoadedModel:
@@ -196,8 +235,15 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     record = json.loads(manifest_path.read_text(encoding="utf-8"))
     recipe = Recipe.from_dict(record["recipe"])
     base_path = Path(record["base_model"])
+    expected = record.get("base_model_sha256")
+    if expected and base_model_fingerprint(base_path) != expected:
+        raise BaseModelMismatch(f"{folder} was trained on another base model than the one now at {base_path} "
+                                "(its config.json changed): restore that model, or retrain")
     lm, tokenizer = load_causal_lm(base_path)
-    model = PeftModel.from_pretrained(lm, str(folder), is_trainable=True)
+    try:
+        model = PeftModel.from_pretrained(lm, str(folder), is_trainable=True)
+    except (RuntimeError, ValueError, KeyError) as exc:  # size mismatches, missing modules
+        raise BaseModelMismatch(f"{folder} does not fit the base model at {base_path}: {str(exc).splitlines()[0]}") from exc
     item_index = None
     projector = None
     embeddings = None

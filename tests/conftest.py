@@ -1,4 +1,4 @@
-"""A tiny random Llama saved as a local model folder, with the embedded model's tokenizer."""
+"""Shared fixtures: a tiny random Llama saved as a local model folder (with the embedded model's tokenizer), a small prepared run."""
 
 from __future__ import annotations
 
@@ -37,4 +37,13 @@ def tallrec_run(tmp_path_factory) -> Path:
 
     run = tmp_path_factory.mktemp("runs") / "tallrec"
     prepare("ml-100k", "tallrec", run, max_users=6)
+    return run
+
+
+@pytest.fixture(scope="session")
+def llara_run(tmp_path_factory) -> Path:
+    from rec_eraser.tasks.prepare import prepare
+
+    run = tmp_path_factory.mktemp("runs") / "llara"
+    prepare("ml-100k", "llara", run, max_users=6, negatives=4)
     return run

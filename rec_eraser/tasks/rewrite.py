@@ -1,0 +1,110 @@
+"""Rebuild an instance after its data changed: an interaction dropped (noise), re-rated or re-targeted.
+
+The unlearning workflows turn a user's correction into edits of the training instances
+built from the corrected interactions. The edited instance is rebuilt with the very
+templates and words the run was prepared with, so it is exactly what ``prepare`` would
+have built from the corrected data, except that a history keeps its remaining items (it is
+not refilled from older interactions: the edit is the removal of one item from a prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from rec_eraser.tasks.instance import Instance, Source, TaskError
+from rec_eraser.tasks.templates import llara_prompt, llara_response, tallrec_prompt, tallrec_response
+
+
+@dataclass(frozen=True)
+class PromptContext:
+    """What rebuilding a run's prompts needs: item titles, the dataset's words, TALLRec's like threshold."""
+
+    titles: Mapping[str, str]
+    words: Any
+    liked_above: float | None
+
+    @classmethod
+    def of_run(cls, run_dir: Path | str) -> PromptContext:
+        from rec_eraser.tasks.prepare import load_manifest, load_titles
+
+        manifest = load_manifest(run_dir)
+        fields = manifest["mapping"]["fields"]
+        words = SimpleNamespace(noun=fields["noun"], verb=fields["verb"], verb_past=fields["verb_past"])
+        return cls(titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"))
+
+    def title(self, item: str) -> str:
+        if item not in self.titles:
+            raise TaskError(f"item {item!r} is not an item of this run")
+        return self.titles[item]
+
+
+def rebuild(instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext, candidates: tuple[str, ...] | None = None) -> Instance:
+    """``instance`` rebuilt from ``interactions`` (history oldest first, target last) and ``candidates``."""
+    history, target = interactions[:-1], interactions[-1]
+    if instance.task == "llara":
+        cands = candidates if candidates is not None else instance.candidates
+        if cands is None or target.item not in cands:
+            raise TaskError(f"{instance.id}: the target {target.item!r} is not among the candidates")
+        prompt = llara_prompt([ctx.title(s.item) for s in history], [ctx.title(c) for c in cands], ctx.words)
+        return replace(instance, prompt=prompt, response=llara_response(ctx.title(target.item)), interactions=interactions,
+                       history_items=tuple(s.item for s in history), target_item=target.item, candidates=tuple(cands))
+    if ctx.liked_above is None:
+        raise TaskError(f"{instance.id}: the run records no liked_above threshold")
+    liked = [ctx.title(s.item) for s in history if _liked(s, ctx.liked_above)]
+    disliked = [ctx.title(s.item) for s in history if not _liked(s, ctx.liked_above)]
+    label = int(_liked(target, ctx.liked_above))
+    return replace(instance, prompt=tallrec_prompt(liked, disliked, ctx.title(target.item), ctx.words),
+                   response=tallrec_response(label), interactions=interactions,
+                   history_items=tuple(s.item for s in history), target_item=target.item, label=label)
+
+
+def _liked(source: Source, liked_above: float) -> bool:
+    if source.rating is None:
+        raise TaskError(f"the interaction at line {source.line} has no rating")
+    return source.rating > liked_above
+
+
+def without_items(instance: Instance, items: Collection[str], ctx: PromptContext) -> Instance | None:
+    """The instance with ``items`` removed from its history; None when its target is one of them."""
+    if instance.target_item in items:
+        return None
+    kept = tuple(s for s in instance.interactions[:-1] if s.item not in items)
+    if len(kept) == len(instance.interactions) - 1:
+        return instance
+    return rebuild(instance, (*kept, instance.target), ctx)
+
+
+def with_label(instance: Instance, item: str, liked: bool, ctx: PromptContext) -> Instance:
+    """TALLRec: the user's interaction with ``item`` re-labelled liked / not liked, wherever it appears.
+
+    The corrected interaction keeps its provenance (line, timestamp); its rating becomes
+    ``liked_above + 1`` (liked) or ``liked_above`` (not liked), the nearest values on each
+    side of the threshold on an integer scale, so the prompt and the response follow.
+    """
+    if instance.task != "tallrec" or ctx.liked_above is None:
+        raise TaskError(f"{instance.id}: labels exist only in the tallrec task (use a target correction for llara)")
+    rating = ctx.liked_above + 1.0 if liked else ctx.liked_above
+    changed = tuple(replace(s, rating=rating) if s.item == item else s for s in instance.interactions)
+    return instance if changed == instance.interactions else rebuild(instance, changed, ctx)
+
+
+def with_item(instance: Instance, old: str, new: str, ctx: PromptContext) -> Instance:
+    """LLaRA: the user's interaction with ``old`` was in truth with ``new`` (a wrong target), wherever it appears.
+
+    Where ``old`` is the target, ``new`` takes its place among the candidates too (keeping
+    the candidate order), unless it is a candidate already.
+    """
+    if instance.task != "llara":
+        raise TaskError(f"{instance.id}: targets are corrected in the llara task (use a label correction for tallrec)")
+    ctx.title(new)
+    if old not in (s.item for s in instance.interactions):
+        return instance
+    changed = tuple(replace(s, item=new) if s.item == old else s for s in instance.interactions)
+    candidates = instance.candidates
+    if instance.target_item == old and candidates is not None and new not in candidates:
+        candidates = tuple(new if c == old else c for c in candidates)
+    return rebuild(instance, changed, ctx, candidates)

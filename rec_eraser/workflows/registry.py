@@ -1,0 +1,250 @@
+"""The adapter registry of a run folder: versions, their lineage, the training set each stands for, the ledger.
+
+A run folder (by default under the top-level ``adapters/``) holds::
+
+    manifest.json, data/        the prepared data (``rec-eraser prepare``)
+    item_encoder/               LLaRA: the SASRec item embeddings
+    v0000/                      the trained adapter: PEFT folder, projector, manifest.json (with the recipe)
+    v0001/, v0002/, ...         edited versions; each also holds edited.jsonl
+    ledger.jsonl                append-only log of every apply and rollback
+
+Truth lives in the version folders: a version's ``manifest.json`` names its parent and the
+events it applied, so the events in effect are those along its lineage, and its
+``edited.jsonl`` holds every training instance edited since ``v0000`` (its new form, or
+``null`` when removed). A version folder is written under a temporary name and renamed
+when complete, so a crash leaves the previous version current and never half a version.
+The ledger is written after the rename; a version that a crash kept out of the ledger is
+added to it (marked ``recovered``) the next time the registry is opened for writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import fcntl
+import json
+import logging
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rec_eraser.tasks.instance import Instance
+from rec_eraser.training.recipe import Recipe
+from rec_eraser.training.train import (PROJECTOR_FILE, VERSION_MANIFEST, list_versions, training_instances, version_name,
+                                       write_version_folder)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = Path("adapters")
+LEDGER = "ledger.jsonl"
+EDITED = "edited.jsonl"
+LOCK = ".lock"
+ADAPTER_FILE = "adapter_model.safetensors"
+
+
+class RegistryError(RuntimeError):
+    """The run folder or a version is missing, or another job holds the run."""
+
+
+def resolve_run(run: str | Path, root: Path | str = DEFAULT_ROOT) -> Path:
+    """A run folder given as a path, or as a name under the registry root (``adapters/``)."""
+    for candidate in (Path(run), Path(root) / str(run)):
+        if (candidate / "manifest.json").is_file():
+            return candidate
+    raise RegistryError(f"no run folder {str(run)!r} (looked for {run}/manifest.json and {Path(root) / str(run)}/manifest.json); "
+                        "create one with `rec-eraser prepare`")
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Registry:
+    """Read and write access to one run folder's versions and ledger."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "manifest.json").is_file():
+            raise RegistryError(f"{self.run_dir}: not a prepared run folder (run `rec-eraser prepare` first)")
+
+    # -- versions --------------------------------------------------------------------------
+    def versions(self) -> list[str]:
+        return list_versions(self.run_dir)
+
+    def current(self) -> str:
+        """The newest complete version (rollbacks create a new version, so newest = current)."""
+        versions = self.versions()
+        if not versions:
+            raise RegistryError(f"{self.run_dir}: no trained adapter yet (run `rec-eraser train {self.run_dir}`)")
+        return versions[-1]
+
+    def check(self, version: str) -> str:
+        if version not in self.versions():
+            raise RegistryError(f"{self.run_dir}: no adapter version {version!r} (have: {', '.join(self.versions()) or 'none'})")
+        return version
+
+    def manifest(self, version: str) -> dict[str, Any]:
+        self.check(version)
+        return json.loads((self.run_dir / version / VERSION_MANIFEST).read_text(encoding="utf-8"))
+
+    def lineage(self, version: str) -> list[dict[str, Any]]:
+        """Manifests from ``version`` back to the trained root (parent links)."""
+        chain, seen = [], set()
+        name: str | None = version
+        while name is not None:
+            if name in seen:
+                raise RegistryError(f"{self.run_dir}: the parent links of {version} form a cycle at {name}")
+            seen.add(name)
+            record = self.manifest(name)
+            chain.append(record)
+            name = record.get("parent")
+        return chain
+
+    def applied_events(self, version: str) -> dict[str, str]:
+        """Event id -> the version that applied it, for every event in effect in ``version``."""
+        out: dict[str, str] = {}
+        for record in self.lineage(version):
+            for event in record.get("events", []):
+                out.setdefault(event["id"], record["version"])
+        return out
+
+    def next_version(self) -> str:
+        return version_name(max((int(v[1:]) for v in self.versions()), default=-1) + 1)
+
+    # -- the training set a version stands for -------------------------------------------------
+    def recipe(self) -> Recipe:
+        return Recipe.from_dict(self.lineage(self.current())[-1]["recipe"])
+
+    def edited(self, version: str) -> dict[str, Instance | None]:
+        """Instance id -> its form in ``version``'s training set (None: removed), for every edited instance."""
+        path = self.run_dir / self.check(version) / EDITED
+        if not path.is_file():
+            return {}
+        out: dict[str, Instance | None] = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                out[row["id"]] = None if row["instance"] is None else Instance.from_dict(row["instance"])
+        return out
+
+    def training_set(self, version: str) -> list[Instance]:
+        """The training instances ``version`` stands for: v0000's, with every edit of its lineage applied."""
+        root = self.lineage(version)[-1]
+        base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]))
+        edited = self.edited(version)
+        return [edited[z.id] if z.id in edited else z for z in base if edited.get(z.id, z) is not None]
+
+    @staticmethod
+    def edited_jsonl(edited: dict[str, Instance | None]) -> bytes:
+        lines = [json.dumps({"id": k, "instance": None if v is None else v.to_dict()}, ensure_ascii=False) for k, v in sorted(edited.items())]
+        return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
+
+    # -- writing -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Registry]:
+        """Exclusive write access (an advisory lock on ``RUN/.lock``), ledger reconciled first."""
+        with (self.run_dir / LOCK).open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise RegistryError(f"{self.run_dir}: another rec-eraser job is writing to this run; try again when it ends") from exc
+            try:
+                self._remove_stale_staging()
+                self.reconcile_ledger()
+                yield self
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_stale_staging(self) -> None:
+        """Temporary version folders a crashed job left (never versions: they lack the rename)."""
+        for path in self.run_dir.glob(".v[0-9][0-9][0-9][0-9]-*"):
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed the unfinished version folder %s", path.name)
+
+    def ledger(self) -> list[dict[str, Any]]:
+        path = self.run_dir / LEDGER
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def append_ledger(self, record: dict[str, Any]) -> None:
+        with (self.run_dir / LEDGER).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+
+    def reconcile_ledger(self) -> None:
+        """Add to the ledger every version a crash kept out of it."""
+        logged = {r.get("version") for r in self.ledger()}
+        for version in self.versions():
+            if version not in logged:
+                record = self.manifest(version)
+                self.append_ledger({"time": now(), "action": "recovered" if record.get("parent") else "trained", "version": version,
+                                    "parent": record.get("parent"), "events": [e["id"] for e in record.get("events", [])]})
+
+    def copy_version(self, name: str, source: str, record: dict[str, Any], files: dict[str, bytes]) -> Path:
+        """Version ``name`` holding ``source``'s model files, ``files`` and ``record`` (atomically)."""
+
+        def fill(folder: Path) -> None:
+            for path in (self.run_dir / source).iterdir():
+                if path.is_file() and path.name not in (VERSION_MANIFEST, EDITED):
+                    shutil.copy2(path, folder / path.name)
+            for rel, data in files.items():
+                (folder / rel).write_bytes(data)
+
+        return write_version_folder(self.run_dir / name, fill, record)
+
+    def rollback(self, to: str) -> dict[str, Any]:
+        """Make ``to`` current again, as a new version that copies it (history is never rewritten).
+
+        Returns the new version and the events the rollback undoes (in effect before, not after):
+        their data is back in the adapter, and they may be applied again.
+        """
+        with self.writing():
+            self.check(to)
+            previous = self.current()
+            if to == previous:
+                raise RegistryError(f"{to} is the current version already")
+            undone = sorted(set(self.applied_events(previous)) - set(self.applied_events(to)))
+            source = self.manifest(to)
+            name = self.next_version()
+            record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
+            record.update(version=name, parent=to, kind="rollback", created=now(), rolled_back_from=previous, events=[], undone_events=undone)
+            files = {EDITED: (self.run_dir / to / EDITED).read_bytes()} if (self.run_dir / to / EDITED).is_file() else {}
+            self.copy_version(name, to, record, files)
+            self.append_ledger({"time": now(), "action": "rollback", "version": name, "parent": to, "from": previous, "undone_events": undone})
+        return {"version": name, "to": to, "from": previous, "undone_events": undone}
+
+    # -- reading for people ---------------------------------------------------------------------
+    def summary(self, version: str) -> dict[str, Any]:
+        record = self.manifest(version)
+        solver = record.get("solver") or {}
+        return {"version": version, "parent": record.get("parent"), "kind": record.get("kind", "trained"), "created": record.get("created"),
+                "events": len(record.get("events", [])), "train_instances": record.get("train_instances"),
+                "method": solver.get("method"), "seconds": solver.get("seconds", (record.get("training") or {}).get("seconds")),
+                "current": version == self.current()}
+
+    def diff(self, a: str, b: str) -> dict[str, Any]:
+        """How two versions differ: events in effect, training-set size and (as information) parameter distance."""
+        from safetensors.torch import load_file
+
+        ev_a, ev_b = self.applied_events(a), self.applied_events(b)
+
+        def weights(v: str) -> dict[str, Any]:
+            out = {}
+            for name in (ADAPTER_FILE, PROJECTOR_FILE):
+                path = self.run_dir / v / name
+                if path.is_file():
+                    out.update({f"{name}:{k}": t.double() for k, t in load_file(str(path)).items()})
+            return out
+
+        wa, wb = weights(a), weights(b)
+        if wa.keys() != wb.keys():
+            raise RegistryError(f"{a} and {b} hold different parameters (not versions of one adapter)")
+        sq_diff = sum(float((wa[k] - wb[k]).pow(2).sum()) for k in wa)
+        sq_a = sum(float(wa[k].pow(2).sum()) for k in wa)
+        changed = sum(1 for k in wa if not bool((wa[k] == wb[k]).all()))
+        return {"a": a, "b": b, "events_only_in_a": sorted(set(ev_a) - set(ev_b)), "events_only_in_b": sorted(set(ev_b) - set(ev_a)),
+                "train_instances": {a: self.manifest(a).get("train_instances"), b: self.manifest(b).get("train_instances")},
+                "parameter_distance": sq_diff**0.5, "relative_parameter_distance": (sq_diff / sq_a) ** 0.5 if sq_a else None,
+                "tensors_changed": changed, "tensors": len(wa)}

@@ -1,0 +1,158 @@
+"""Apply unlearning events to a run's current adapter: one influence solve, one new version.
+
+``apply_events`` is what ``forget-user``, ``forget-interactions``, ``correct`` and
+``apply-events`` run. Under the run's lock it skips events already in effect (ids are
+idempotency keys), checks the rest against the run (a bad event is reported, never
+applied, and never stops the good ones), turns them into edits of the current training
+set, solves once for all of them, and writes the next version atomically with its
+manifest (events and the instances each touched, the solver report, losses before and
+after) and a ledger line. Any error before the rename leaves the current version current.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.tasks.prepare import load_instances, load_manifest
+from rec_eraser.tasks.rewrite import PromptContext
+from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.model import rec_loss
+from rec_eraser.training.scoring import instance_losses
+from rec_eraser.training.train import load_version, save_version
+from rec_eraser.workflows.events import Event, EventError, EventProblem
+from rec_eraser.workflows.plan import RunIndex, plan_edits
+from rec_eraser.workflows.registry import EDITED, Registry, now
+
+logger = logging.getLogger(__name__)
+
+#: The workflows' default solver: the damped empirical Fisher of a 64-instance sub-sample
+#: (always holding the edited instances), solved exactly. It costs one gradient per
+#: sub-sample instance and no HVP; see ``rec_eraser.core.fisher`` for why.
+DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class ApplyResult:
+    """What one apply did. ``version`` is None when nothing was applied."""
+
+    run: str
+    parent: str
+    version: str | None = None
+    applied: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[EventProblem] = field(default_factory=list)
+    removed: int = 0
+    modified: int = 0
+    train_instances: int = 0
+    solver: dict[str, Any] | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run, "parent": self.parent, "version": self.version, "applied": self.applied, "skipped": self.skipped,
+                "problems": [p.to_dict() for p in self.problems], "removed": self.removed, "modified": self.modified,
+                "train_instances": self.train_instances, "solver": self.solver, "metrics": self.metrics, "seconds": self.seconds}
+
+
+def _mean(values: np.ndarray) -> float | None:
+    return float(np.mean(values)) if len(values) else None
+
+
+def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
+                 damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None) -> ApplyResult:
+    """Apply ``events`` (each with its line number in the events file, or None) to the current version.
+
+    Returns the result; a new version exists iff ``result.version`` is not None. Bad events
+    are in ``result.problems`` and were not applied.
+
+    Raises:
+        RegistryError: no such run, no trained version, or another job holds the run.
+        SolverError: the solve diverged or missed the residual bound (no version written).
+    """
+    say = say or (lambda _m: None)
+    registry = Registry(run_dir)
+    t0 = time.perf_counter()
+    with registry.writing():
+        parent = registry.current()
+        result = ApplyResult(run=str(run_dir), parent=parent)
+        in_effect = registry.applied_events(parent)
+        manifest = load_manifest(run_dir)
+        ctx = PromptContext.of_run(run_dir)
+        say("reading the run")
+        training_set = registry.training_set(parent)
+        index = RunIndex.build(manifest["task"], [training_set, *(load_instances(run_dir, s) for s in ("train", "valid", "test"))], dict(ctx.titles))
+        todo: list[Event] = []
+        for line, event in events:
+            if event.id in in_effect:
+                result.skipped.append({"id": event.id, "applied_in": in_effect[event.id]})
+                continue
+            try:
+                index.validate(event)
+            except EventError as exc:
+                result.problems.append(EventProblem(line or 0, str(exc), event.id))
+                continue
+            todo.append(event)
+        if not todo:
+            result.seconds = time.perf_counter() - t0
+            return result
+        plan = plan_edits(todo, training_set, ctx)
+        result.applied = [e.to_dict() for e in plan.effects]
+        result.removed, result.modified = len(plan.removed), len(plan.modified)
+        loaded = load_version(run_dir, parent)
+        solution = None
+        if plan.changed:
+            say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
+            solution, metrics = _solve(loaded, training_set, plan, solver or DEFAULT_SOLVER, damping, on_gradient)
+            result.solver, result.metrics = solution.report.to_dict(), metrics
+        edited = registry.edited(parent)
+        edited.update({i: plan.after[i] for i in plan.changed})
+        result.train_instances = len(training_set) - result.removed
+        name = registry.next_version()
+        root = registry.lineage(parent)[-1]
+        record = {
+            "version": name, "parent": parent, "kind": "unlearned", "created": now(),
+            "base_model": root["base_model"], "base_model_sha256": root.get("base_model_sha256"), "task": manifest["task"],
+            "data_hash": manifest["data_hash"], "recipe": root["recipe"], "train_instances": result.train_instances,
+            "events": result.applied, "edits": {"removed": result.removed, "modified": result.modified},
+            "solver": result.solver, "metrics": result.metrics,
+        }
+        say(f"writing {name}")
+        save_version(loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
+        registry.append_ledger({"time": record["created"], "action": "apply", "version": name, "parent": parent,
+                                "events": [e.id for e in todo], "skipped": [s["id"] for s in result.skipped],
+                                "removed": result.removed, "modified": result.modified})
+        result.version = name
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
+           on_gradient: Callable[[int], None] | None) -> tuple[Any, dict[str, Any]]:
+    """Compute and apply the update in place; return it with losses before and after."""
+    tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
+    encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
+    edits = []
+    for i in plan.changed:
+        new = plan.after[i]
+        edits.append(Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tok, items, max_length)))
+    removed = [plan.before[i] for i in plan.removed]
+    corrected = [plan.after[i] for i in plan.modified]
+    before = {"forgotten_loss": _mean(instance_losses(loaded, removed)), "corrected_loss": _mean(instance_losses(loaded, corrected))}
+    engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
+    engine.on_gradient = on_gradient
+    update = engine.compute(edits)
+    update.apply(loaded.model)
+    after = {"forgotten_loss": _mean(instance_losses(loaded, removed)), "corrected_loss": _mean(instance_losses(loaded, corrected))}
+    # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the
+    # loss of the corrected instances' new form) should fall
+    return update, {"before": before, "after": after}
