@@ -468,29 +468,43 @@ def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = t
 
 @app.command()
 def demo(
+    quick: bool = typer.Option(False, "--quick", help="A small version that finishes in under 5 minutes on 2 CPU cores."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The run folder (default: adapters/demo-llara or adapters/demo-llara-quick)."),
+    base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: embedded SmolLM2)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Forget training instances of a small LoRA adapter and show what changed.
+    """The main job on the embedded defaults: train, forget users and noisy interactions, compare with retraining.
 
-    A placeholder until the recommendation layer lands: it runs on the tiny random Llama
-    and its synthetic task, not yet on ml-100k with SmolLM2.
+    ml-100k, SmolLM2-135M, LLaRA task. Each step is cached in the run folder, so a rerun only evaluates.
     """
-    from rec_eraser.bench.demo import run_placeholder_demo
+    from rec_eraser.core import SolverError
+    from rec_eraser.data import DatasetError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.tasks import TaskError
+    from rec_eraser.workflows.demo import run_demo
 
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
-    result = run_placeholder_demo(on_progress=progress)
+    try:
+        result = run_demo(out, quick=quick, base_model=base_model, say=progress)
+    except (DatasetError, TaskError, SolverError, EmbeddedModelError, FileNotFoundError, OSError, RuntimeError) as exc:
+        _fail(str(exc))
     if as_json:
         _emit_json(result)
         return
-    table = Table("adapter", "loss on forgotten instances", "loss on never-seen instances", "loss on kept instances")
-    for name in ("original", "unlearned"):
+    table = Table("adapter", "HitRatio@1", "ValidRatio", "ranking hit@1", "loss on forgotten", "loss on unseen (test)", "seconds")
+    for name in ("original", "unlearned", "retrained"):
         m = result[name]["metrics"]
-        table.add_row(name, _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(m["kept_loss"]))
+        table.add_row(f"{name} ({result[name]['version']})", _fmt(m["hit@1"]), _fmt(m["valid_ratio"]), _fmt(m["rank_hit@1"]),
+                      _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(result[name]["seconds"]))
+    base = result["original"]["metrics"]["baselines"]
+    console.print(f"ml-100k LLaRA, {result['train_instances']} training instances; forgot users {', '.join(result['forgotten_users'])} "
+                  f"({result['forgotten_instances']} instances) and {len(result['noisy_interactions'])} noisy interactions "
+                  f"({result['edits']['removed']} instances removed, {result['edits']['modified']} modified)")
     console.print(table)
-    r = result["report"]
-    console.print(f"forgot {result['forgotten']} of {r['n_train']} instances with {r['method']}: {r['hvps']} HVPs, "
-              f"relative residual {r['relative_residual']:.2g}, damping {r['damping']:.3g}, {r['seconds']:.2f} s")
+    console.print(f"on {result['original']['metrics']['eval_prompts']} test prompts; random hit@1 {base['random']['hit@1']:.3f}, "
+                  f"popularity hit@1 {base['popularity']['hit@1']:.3f}. The update cost {_fmt(result['update_to_retrain_seconds'])} "
+                  f"of retraining's time. Run folder: {result['run']}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -33,12 +33,23 @@ def test_unknown_solver_is_one_line_error():
     assert result.exit_code == 1 and "unknown solver" in result.stderr
 
 
-def test_demo_json():
-    result = runner.invoke(app, ["demo", "--json"])
+def test_demo_quick_json_contract_and_cached_rerun(tmp_path, tiny_model_dir):
+    run = tmp_path / "demo"
+    args = ["demo", "--quick", "--out", str(run), "--base-model", str(tiny_model_dir), "--json"]
+    result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["unlearned"]["metrics"]["forgotten_loss"] > data["original"]["metrics"]["forgotten_loss"]
-    assert data["report"]["relative_residual"] <= 1e-4
+    for name in ("original", "unlearned", "retrained"):
+        assert set(data[name]["metrics"]) >= {"hit@1", "valid_ratio", "forgotten_loss", "unseen_loss"} and data[name]["seconds"] >= 0
+        assert 0 <= data[name]["metrics"]["hit@1"] <= 1
+    assert len(data["forgotten_users"]) == 3 and data["forgotten_instances"] > 0
+    assert data["unlearned"]["version"] == "v0001" and data["retrained"]["version"] == "retrained-v0001"
+    assert data["unlearned"]["metrics"]["forgotten_loss"] != data["original"]["metrics"]["forgotten_loss"]
+    record = json.loads((run / "v0001" / "manifest.json").read_text())
+    assert {e["user"] for e in record["events"] if e["type"] == "delete_user"} == set(data["forgotten_users"])
+    again = runner.invoke(app, args)  # everything cached: the same versions, no new one
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["unlearned"]["version"] == "v0001" and sorted(p.name for p in run.glob("v0*")) == ["v0000", "v0001"]
 
 
 def test_prepare_json_and_refusal_to_overwrite(tmp_path):

@@ -33,7 +33,8 @@ def evaluate_version(run_dir: Path | str, version: str | None = None, split: str
     """Metrics of ``version`` (default: the newest) on ``split`` (the first ``limit`` prompts)."""
     run_dir = Path(run_dir)
     task = load_manifest(run_dir)["task"]
-    version = resolve_version(run_dir, version)
+    if loaded is None or version is None:  # a loaded model outside the registry (an oracle) keeps its label
+        version = resolve_version(run_dir, version)
     instances = load_instances(run_dir, split)[:limit]
     train = load_instances(run_dir, "train")
     loaded = loaded or load_version(run_dir, version)
