@@ -54,7 +54,7 @@ class Event:
 
 @dataclass(frozen=True)
 class EventProblem:
-    """Why one line of an events file was not applied."""
+    """Why one event was not applied; ``line`` is its line in the events file (0 for an event given on the command line)."""
 
     line: int
     message: str
@@ -64,7 +64,8 @@ class EventProblem:
         return asdict(self)
 
     def __str__(self) -> str:
-        return f"line {self.line}: {self.message}"
+        where = f"line {self.line}" if self.line else f"event {self.event_id}" if self.event_id else "event"
+        return f"{where}: {self.message}"
 
 
 def _token(obj: dict[str, Any], key: str) -> str:

@@ -169,3 +169,13 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     assert retrained > original, "the set-up must memorise: Retrain's loss on the forgotten user is higher"
     # measured: original 7.47, unlearned 8.20, retrained 8.20 (a user with 12 of the 32 instances)
     assert abs(unlearned - retrained) < 0.5 * abs(original - retrained), (original, unlearned, retrained)
+
+
+def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
+    from rec_eraser.core import SolverError
+
+    strict = SolverConfig(method="cg", sample_size=8, batch_size=4, max_iters=1, max_residual=1e-9)
+    with pytest.raises(SolverError, match="nothing was applied"):
+        apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=strict)
+    registry = Registry(run)
+    assert registry.versions() == ["v0000"] and registry.applied_events("v0000") == {} and not list(run.glob(".v0001-*"))

@@ -1,0 +1,117 @@
+"""The workflow commands: --json contracts, one-line errors, exit codes, nothing written on failure."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from rec_eraser.cli import app
+from rec_eraser.training.train import train_run
+from rec_eraser.workflows import Registry
+
+from .test_unlearn import a_trained_user, tiny_recipe
+
+runner = CliRunner()
+FAST = ["--sample-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def trained_cli(tmp_path_factory, tallrec_run, tiny_model_dir):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    shutil.copytree(tallrec_run, run)
+    train_run(run, tiny_recipe(tiny_model_dir))
+    return run
+
+
+@pytest.fixture
+def run(trained_cli, tmp_path):
+    target = tmp_path / "run"
+    shutil.copytree(trained_cli, target)
+    return target
+
+
+def one_line_error(result, text: str) -> None:
+    """A non-zero exit and exactly one error line (progress messages may precede it on stderr)."""
+    assert result.exit_code != 0
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and text in lines[0], result.stderr
+
+
+def test_forget_user_json_then_adapters_list_show_diff_rollback(run):
+    user = a_trained_user(run)
+    result = runner.invoke(app, ["forget-user", str(run), "--user", user, "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["version"] == "v0001" and data["parent"] == "v0000" and data["removed"] > 0
+    assert data["applied"] == [{"id": f"cli:delete_user:{user}", "type": "delete_user", "user": user, "removed": data["removed"], "modified": 0}]
+    assert set(data["solver"]) >= {"method", "hvps", "relative_residual", "seconds"}
+
+    again = runner.invoke(app, ["forget-user", str(run), "--user", user, "--json", *FAST])
+    assert again.exit_code == 0 and json.loads(again.stdout)["version"] is None  # idempotent
+
+    listed = json.loads(runner.invoke(app, ["adapters", "list", str(run), "--json"]).stdout)
+    assert [(v["version"], v["kind"], v["current"]) for v in listed["versions"]] == [("v0000", "trained", False), ("v0001", "unlearned", True)]
+    shown = json.loads(runner.invoke(app, ["adapters", "show", str(run), "v0001", "--json"]).stdout)
+    assert shown["events"][0]["id"] == f"cli:delete_user:{user}" and "hashes" in shown
+    diff = json.loads(runner.invoke(app, ["adapters", "diff", str(run), "v0000", "v0001", "--json"]).stdout)
+    assert diff["events_only_in_b"] == [f"cli:delete_user:{user}"] and diff["parameter_distance"] > 0
+    back = runner.invoke(app, ["adapters", "rollback", str(run), "v0000", "--json"])
+    assert back.exit_code == 0 and json.loads(back.stdout)["undone_events"] == [f"cli:delete_user:{user}"]
+    assert Registry(run).current() == "v0002"
+
+
+def test_forget_interactions_and_correct_label(run):
+    registry = Registry(run)
+    user = a_trained_user(run)
+    z = max((x for x in registry.training_set("v0000") if x.user == user), key=lambda x: len(x.history_items))
+    result = runner.invoke(app, ["forget-interactions", str(run), "--user", user, "--item", z.history_items[0], "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["modified"] >= 1
+    fixed = runner.invoke(app, ["correct", str(run), "--user", user, "--item", z.target_item, "--label", "No" if z.label else "Yes", "--json", *FAST])
+    assert fixed.exit_code == 0, fixed.output
+    assert json.loads(fixed.stdout)["version"] == "v0002"
+    wrong_task = runner.invoke(app, ["correct", str(run), "--user", user, "--item", z.target_item, "--target", "1", *FAST])
+    assert wrong_task.exit_code == 1 and "needs the llara task" in wrong_task.stderr and registry.versions() == ["v0000", "v0001", "v0002"]
+
+
+@pytest.mark.parametrize("args, text", [
+    (["forget-user", "RUN", "--user", "no-such-user"], "unknown user 'no-such-user'"),
+    (["forget-user", "/no/such/run", "--user", "1"], "no run folder"),
+    (["forget-user", "RUN", "--user", "1", "--solver", "newton"], "unknown solver method"),
+    (["correct", "RUN", "--user", "1", "--item", "2"], "exactly one of --label"),
+    (["apply-events", "RUN", "/no/such/events.jsonl"], "no such events file"),
+])
+def test_user_errors_are_one_line_and_write_nothing(run, args, text):
+    result = runner.invoke(app, [str(run) if a == "RUN" else a for a in args])
+    one_line_error(result, text)
+    assert Registry(run).versions() == ["v0000"]
+
+
+def test_apply_events_reports_bad_lines_applies_good_ones_and_exits_nonzero(run, tmp_path):
+    user = a_trained_user(run)
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join([
+        json.dumps({"id": "e1", "type": "delete_user", "user": user}),
+        "this is not json",
+        json.dumps({"id": "e3", "type": "delete_user", "user": "no-such-user"}),
+        json.dumps({"id": "e4", "type": "rename_user", "user": user}),
+    ]) + "\n")
+    result = runner.invoke(app, ["apply-events", str(run), str(events), "--json", *FAST])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout)["version"] == "v0001"
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert [line.split(":")[1].strip() for line in lines] == ["line 2", "line 3", "line 4"], lines
+    again = runner.invoke(app, ["apply-events", str(run), str(events), "--skip-invalid", "--json", *FAST])
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == [{"id": "e1", "applied_in": "v0001"}]
+    assert Registry(run).versions() == ["v0000", "v0001"]
+
+
+def test_apply_events_on_a_file_that_is_not_jsonl(run, tmp_path):
+    events = tmp_path / "events.csv"
+    events.write_text("id,type,user\ne1,delete_user,1\n")
+    result = runner.invoke(app, ["apply-events", str(run), str(events)])
+    assert result.exit_code == 1 and "line 1: not a JSON object" in result.stderr
+    assert Registry(run).versions() == ["v0000"]
