@@ -380,11 +380,12 @@ adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run
 app.add_typer(adapters, name="adapters")
 
 
-def _registry(run: str) -> Any:
+def _with_registry(run: str, action: Any) -> Any:
+    """``action(registry)`` for the run, any registry error ending as one line."""
     from rec_eraser.workflows import Registry, RegistryError, resolve_run
 
     try:
-        return Registry(resolve_run(run))
+        return action(Registry(resolve_run(run)))
     except RegistryError as exc:
         _fail(str(exc))
 
@@ -392,15 +393,9 @@ def _registry(run: str) -> Any:
 @adapters.command("list")
 def adapters_list(run: str = typer.Argument(..., help=RUN_HELP), as_json: bool = JSON_OPT) -> None:
     """Every version of the run, oldest first; the newest is current."""
-    from rec_eraser.workflows import RegistryError
-
-    registry = _registry(run)
-    try:
-        rows = [registry.summary(v) for v in registry.versions()]
-    except RegistryError as exc:
-        _fail(str(exc))
+    run_dir, rows = _with_registry(run, lambda r: (r.run_dir, [r.summary(v) for v in r.versions()]))
     if as_json:
-        _emit_json({"run": str(registry.run_dir), "versions": rows})
+        _emit_json({"run": str(run_dir), "versions": rows})
         return
     table = Table("version", "parent", "kind", "events", "train instances", "method", "seconds", "created")
     for r in rows:
@@ -413,13 +408,7 @@ def adapters_list(run: str = typer.Argument(..., help=RUN_HELP), as_json: bool =
 def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Optional[str] = typer.Argument(None, help="Default: the current one."),
                   as_json: bool = JSON_OPT) -> None:
     """A version's manifest: parent, events applied, solver report, metrics, hashes."""
-    from rec_eraser.workflows import RegistryError
-
-    registry = _registry(run)
-    try:
-        record = registry.manifest(version or registry.current())
-    except RegistryError as exc:
-        _fail(str(exc))
+    record = _with_registry(run, lambda r: r.manifest(version or r.current()))
     if as_json:
         _emit_json(record)
         return
@@ -430,13 +419,7 @@ def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Option
 def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.Argument(...), b: str = typer.Argument(...),
                   as_json: bool = JSON_OPT) -> None:
     """Events in effect in one version and not the other, and (as information) the parameter distance."""
-    from rec_eraser.workflows import RegistryError
-
-    registry = _registry(run)
-    try:
-        result = registry.diff(a, b)
-    except RegistryError as exc:
-        _fail(str(exc))
+    result = _with_registry(run, lambda r: r.diff(a, b))
     if as_json:
         _emit_json(result)
         return
@@ -451,13 +434,7 @@ def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.
 def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = typer.Argument(..., help="The version to make current again."),
                       as_json: bool = JSON_OPT) -> None:
     """Make an older version current again, as a new version (history is kept); undone events may be re-applied."""
-    from rec_eraser.workflows import RegistryError
-
-    registry = _registry(run)
-    try:
-        result = registry.rollback(to)
-    except RegistryError as exc:
-        _fail(str(exc))
+    result = _with_registry(run, lambda r: r.rollback(to))
     if as_json:
         _emit_json(result)
         return
@@ -492,10 +469,10 @@ def demo(
     if as_json:
         _emit_json(result)
         return
-    table = Table("adapter", "HitRatio@1", "ValidRatio", "ranking hit@1", "loss on forgotten", "loss on unseen (test)", "seconds")
+    table = Table("adapter", "HitRatio@1", "ValidRatio", "loss on forgotten", "loss on unseen (test)", "seconds")
     for name in ("original", "unlearned", "retrained"):
         m = result[name]["metrics"]
-        table.add_row(f"{name} ({result[name]['version']})", _fmt(m["hit@1"]), _fmt(m["valid_ratio"]), _fmt(m["rank_hit@1"]),
+        table.add_row(f"{name} ({result[name]['version']})", _fmt(m["hit@1"]), _fmt(m["valid_ratio"]),
                       _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(result[name]["seconds"]))
     base = result["original"]["metrics"]["baselines"]
     console.print(f"ml-100k LLaRA, {result['train_instances']} training instances; forgot users {', '.join(result['forgotten_users'])} "

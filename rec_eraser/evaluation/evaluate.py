@@ -29,8 +29,14 @@ Tick = Callable[[int], None]
 
 
 def evaluate_version(run_dir: Path | str, version: str | None = None, split: str = "test", limit: int | None = None,
-                     generate: bool = True, loaded: LoadedModel | None = None, tick: Tick | None = None) -> dict[str, Any]:
-    """Metrics of ``version`` (default: the newest) on ``split`` (the first ``limit`` prompts)."""
+                     generate: bool = True, loaded: LoadedModel | None = None, tick: Tick | None = None, rank: bool = True) -> dict[str, Any]:
+    """Metrics of ``version`` (default: the newest) on ``split`` (the first ``limit`` prompts).
+
+    LLaRA runs the ranking mode unless ``rank`` is False and the generation mode unless
+    ``generate`` is False (at least one of them).
+    """
+    if not (rank or generate):
+        raise ValueError("evaluate: turn on ranking, generation, or both")
     run_dir = Path(run_dir)
     task = load_manifest(run_dir)["task"]
     if loaded is None or version is None:  # a loaded model outside the registry (an oracle) keeps its label
@@ -43,8 +49,9 @@ def evaluate_version(run_dir: Path | str, version: str | None = None, split: str
     if task == "llara":
         titles = load_titles(run_dir)
         targets = np.array([z.candidates.index(z.target_item) for z in instances])
-        scores = candidate_scores(loaded, instances, titles, tick)
-        result.update({k: v for k, v in ranking_metrics(scores, targets).items() if k != "n"})
+        if rank:
+            scores = candidate_scores(loaded, instances, titles, tick)
+            result.update({k: v for k, v in ranking_metrics(scores, targets).items() if k != "n"})
         if generate:
             answers = generate_answers(loaded, instances, tick=tick)
             gen = generation_metrics(answers, [[titles[c] for c in z.candidates] for z in instances], targets.tolist())
