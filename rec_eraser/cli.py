@@ -73,6 +73,16 @@ def prepare(
     console.print(table)
 
 
+def _run_dir(run: str) -> Path:
+    """A run folder given as a path or as a name under adapters/; one-line error otherwise."""
+    from rec_eraser.workflows import RegistryError, resolve_run
+
+    try:
+        return resolve_run(run)
+    except RegistryError as exc:
+        _fail(str(exc))
+
+
 def _progress_bar(quiet: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -82,7 +92,7 @@ def _progress_bar(quiet: bool):
 
 @app.command()
 def train(
-    run: Path = typer.Argument(..., help="A run folder made by `rec-eraser prepare`."),
+    run: str = typer.Argument(..., help="A run folder made by `rec-eraser prepare`, or its name under adapters/."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file (default: recipes/demo-<task>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (overrides the recipe; default: embedded SmolLM2)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
@@ -93,6 +103,7 @@ def train(
     from rec_eraser.training.encode import EncodingError
     from rec_eraser.training.recipe import RecipeError, load_recipe
 
+    run = _run_dir(run)
     try:
         task = load_manifest(run)["task"]
         recipe = load_recipe(recipe_file or Path(__file__).resolve().parent.parent / "recipes" / f"demo-{task}.toml")
@@ -117,7 +128,7 @@ def train(
 
 @app.command()
 def evaluate(
-    run: Path = typer.Argument(..., help="A trained run folder."),
+    run: str = typer.Argument(..., help="A trained run folder, or its name under adapters/."),
     version: Optional[str] = typer.Option(None, "--version", help="Adapter version (default: the newest)."),
     split: str = typer.Option("test", "--split", help="test or valid."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N prompts."),
@@ -129,6 +140,7 @@ def evaluate(
     from rec_eraser.evaluation.evaluate import evaluate_version
     from rec_eraser.tasks import TaskError
 
+    run = _run_dir(run)
     try:
         with _progress_bar(quiet or as_json) as bar:
             job = bar.add_task("evaluating", total=None)
@@ -242,10 +254,10 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
     from rec_eraser.core import SolverError
     from rec_eraser.tasks import TaskError
     from rec_eraser.training.train import BaseModelMismatch
-    from rec_eraser.workflows import RegistryError, apply_events, resolve_run
+    from rec_eraser.workflows import RegistryError, apply_events
 
+    run_dir = _run_dir(run)
     try:
-        run_dir = resolve_run(run)
         with _progress_bar(quiet or as_json) as bar:
             job = bar.add_task("per-instance gradients", total=None, visible=False)
 
@@ -469,11 +481,11 @@ def demo(
     if as_json:
         _emit_json(result)
         return
-    table = Table("adapter", "HitRatio@1", "ValidRatio", "loss on forgotten", "loss on unseen (test)", "seconds")
+    table = Table("adapter", "HitRatio@1", "ValidRatio", "loss on forgotten", "loss on unseen (test)", "membership AUC", "seconds")
     for name in ("original", "unlearned", "retrained"):
         m = result[name]["metrics"]
         table.add_row(f"{name} ({result[name]['version']})", _fmt(m["hit@1"]), _fmt(m["valid_ratio"]),
-                      _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(result[name]["seconds"]))
+                      _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]), _fmt(m["membership_auc"]), _fmt(result[name]["seconds"]))
     base = result["original"]["metrics"]["baselines"]
     console.print(f"ml-100k LLaRA, {result['train_instances']} training instances; forgot users {', '.join(result['forgotten_users'])} "
                   f"({result['forgotten_instances']} instances) and {len(result['noisy_interactions'])} noisy interactions "

@@ -4,7 +4,8 @@ Prepare the data, train a small adapter (or reuse the run's ``v0000``), forget a
 users and drop some noisy interactions in one solve, retrain from scratch on the edited
 data as the oracle, and compare the three adapters on the same test prompts: HitRatio@1
 (greedy generation matched to the candidates, over all prompts), ValidRatio, the mean loss on the forgotten instances beside that of never-seen (test)
-instances, and the seconds each adapter cost (training, the update, retraining).
+instances and a loss-based membership-inference AUC (forgotten vs never-seen test
+instances; 0.5 = indistinguishable), and the seconds each adapter cost (training, the update, retraining).
 
 Every step is cached in the run folder (the prepared data, ``v0000``, the unlearned
 version — the demo's events are idempotent — and the ``retrained-vNNNN`` oracle), so a
@@ -25,6 +26,7 @@ import numpy as np
 
 from rec_eraser.core import SolverConfig
 from rec_eraser.evaluation.evaluate import evaluate_version
+from rec_eraser.evaluation.unlearning import membership_inference_auc
 from rec_eraser.tasks.prepare import load_instances, prepare
 from rec_eraser.training.recipe import Recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
@@ -82,16 +84,14 @@ def choose_events(training_set: list, size: DemoSize, seed: int = 0) -> list[Eve
     return events
 
 
-def _mean_loss(loaded: Any, instances: list) -> float | None:
-    return float(np.mean(instance_losses(loaded, instances))) if instances else None
-
-
 def _measure(run: Path, version: str, loaded: Any, forgotten: list, unseen: list, size: DemoSize, say: Say) -> dict[str, Any]:
     say(f"evaluating {version} on {size.eval_prompts} test prompts")
     # generation only: it is what LLaRA reports, and ranking 21 candidates would double the demo's evaluation time
     result = evaluate_version(run, version, "test", size.eval_prompts, generate=True, loaded=loaded, rank=False)
+    forgotten_losses, unseen_losses = instance_losses(loaded, forgotten), instance_losses(loaded, unseen)
     return {"hit@1": result["gen_hit@1"], "valid_ratio": result["valid_ratio"], "hit@1_over_valid": result["gen_hit@1_over_valid"],
-            "forgotten_loss": _mean_loss(loaded, forgotten), "unseen_loss": _mean_loss(loaded, unseen),
+            "forgotten_loss": float(np.mean(forgotten_losses)), "unseen_loss": float(np.mean(unseen_losses)),
+            "membership_auc": membership_inference_auc(forgotten_losses, unseen_losses),
             "baselines": result["baselines"], "eval_prompts": result["n"]}
 
 
