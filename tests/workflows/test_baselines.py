@@ -1,0 +1,47 @@
+"""The comparison baselines' mechanics on a tiny model: each moves the loss it should."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rec_eraser.training.scoring import instance_losses
+from rec_eraser.training.train import load_version
+from rec_eraser.workflows import Registry
+from rec_eraser.workflows.baselines import run_baseline
+
+from .test_unlearn import a_trained_user, trained  # noqa: F401  (the module-scoped trained run)
+
+
+def split(run):
+    train = Registry(run).training_set("v0000")
+    user = a_trained_user(run)
+    return [z for z in train if z.user == user], [z for z in train if z.user != user]
+
+
+@pytest.mark.parametrize("method", ["gradient_ascent", "graddiff", "npo"])
+def test_forgetting_baselines_raise_the_forget_loss(trained, method):  # noqa: F811
+    forget, retain = split(trained)
+    loaded = load_version(trained, "v0000")
+    before = float(np.mean(instance_losses(loaded, forget)))
+    report = run_baseline(method, loaded, forget=forget, retain=retain, steps=5, lr=1e-2)
+    assert float(np.mean(instance_losses(loaded, forget))) > before
+    assert report.steps == 5 and report.gradient_passes == (10 if method == "graddiff" else 5) and report.seconds > 0
+
+
+def test_finetune_lowers_the_corrected_loss(trained):  # noqa: F811
+    forget, _ = split(trained)
+    loaded = load_version(trained, "v0000")
+    before = float(np.mean(instance_losses(loaded, forget)))
+    run_baseline("finetune", loaded, corrected=forget, steps=5, lr=1e-2)
+    assert float(np.mean(instance_losses(loaded, forget))) < before
+
+
+def test_bad_requests_are_refused(trained):  # noqa: F811
+    loaded = load_version(trained, "v0000")
+    with pytest.raises(ValueError, match="unknown baseline"):
+        run_baseline("retrain-lite", loaded, forget=split(trained)[0])
+    with pytest.raises(ValueError, match="needs forget"):
+        run_baseline("gradient_ascent", loaded)
+    with pytest.raises(ValueError, match="needs retained"):
+        run_baseline("graddiff", loaded, forget=split(trained)[0])
