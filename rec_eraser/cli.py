@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -24,8 +25,21 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as None (JSON has no such numbers)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _finite(obj.item())
+    return obj
+
+
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=float) + "\n")
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, allow_nan=False, default=str) + "\n")
 
 
 def _fmt(v: Any) -> str:
@@ -328,7 +342,7 @@ def forget_user(
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
-    events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in users))
+    events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in dict.fromkeys(users)))
     _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet)
 
 
@@ -382,6 +396,8 @@ def apply_events_command(
         _fail(str(exc))
     cfg = _solver(solver, sample_size, batch_size)
     if not events:
+        if as_json:
+            _emit_json({"version": None, "applied": [], "problems": [p.to_dict() for p in problems]})
         for problem in problems:
             sys.stderr.write(f"error: {problem} (not applied)\n")
         raise typer.Exit(0 if skip_invalid else 1)
@@ -398,7 +414,7 @@ def _with_registry(run: str, action: Any) -> Any:
 
     try:
         return action(Registry(resolve_run(run)))
-    except RegistryError as exc:
+    except (RegistryError, OSError, ValueError) as exc:
         _fail(str(exc))
 
 
@@ -476,7 +492,7 @@ def demo(
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
     try:
         result = run_demo(out, quick=quick, base_model=base_model, say=progress)
-    except (DatasetError, TaskError, SolverError, EmbeddedModelError, FileNotFoundError, OSError, RuntimeError) as exc:
+    except (DatasetError, TaskError, SolverError, EmbeddedModelError, OSError, RuntimeError, ValueError) as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)

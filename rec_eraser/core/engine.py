@@ -201,7 +201,9 @@ class InfluenceEngine:
     def _compute_fisher(self, edits: list[Edit], b: torch.Tensor, rhs_passes: int, t0: float) -> Update:
         """The ``fisher`` method: (F + λI)⁻¹ b with F the empirical Fisher of the curvature sub-sample."""
         cfg = self.config
-        samples = self.curvature_samples(edits)
+        # the corrected forms join the sample: b holds −g(z'), and a direction outside the span
+        # of the sample's gradients would be multiplied by 1/λ
+        samples = self.curvature_samples(edits) + new_samples(edits)
         fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient)
         if self.damping is None:
             trace = fisher.trace()

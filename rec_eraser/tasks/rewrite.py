@@ -88,7 +88,8 @@ def with_label(instance: Instance, item: str, liked: bool, ctx: PromptContext) -
     if instance.task != "tallrec" or ctx.liked_above is None:
         raise TaskError(f"{instance.id}: labels exist only in the tallrec task (use a target correction for llara)")
     rating = ctx.liked_above + 1.0 if liked else ctx.liked_above
-    changed = tuple(replace(s, rating=rating) if s.item == item else s for s in instance.interactions)
+    changed = tuple(replace(s, rating=rating) if s.item == item and _liked(s, ctx.liked_above) != liked else s
+                    for s in instance.interactions)
     return instance if changed == instance.interactions else rebuild(instance, changed, ctx)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -189,11 +190,29 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
         fill(staging)
         hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        _fsync_tree(staging)  # the rename must not publish files still in the page cache only
         staging.rename(target)
+        _fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with path.open("rb+") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
 
 
 def save_version(model: RecModel, target: Path, record: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:
@@ -236,6 +255,8 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     recipe = Recipe.from_dict(record["recipe"])
     base_path = Path(record["base_model"])
     expected = record.get("base_model_sha256")
+    if not base_path.is_dir():
+        raise BaseModelMismatch(f"{folder} was trained on the base model at {base_path}, which is missing: restore it there")
     if expected and base_model_fingerprint(base_path) != expected:
         raise BaseModelMismatch(f"{folder} was trained on another base model than the one now at {base_path} "
                                 "(its config.json changed): restore that model, or retrain")

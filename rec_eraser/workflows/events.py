@@ -116,13 +116,14 @@ def read_events(path: Path | str) -> tuple[list[tuple[int, Event]], list[EventPr
     if not path.is_file():
         raise EventError(f"{path}: no such events file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         raise EventError(f"{path}: cannot be read as UTF-8 JSON Lines ({exc})") from exc
     events: list[tuple[int, Event]] = []
     problems: list[EventProblem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on newlines only: str.splitlines would also split inside JSON strings at U+2028 and the like
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

@@ -93,6 +93,8 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         index = RunIndex.build(manifest["task"], [training_set, *(load_instances(run_dir, s) for s in ("train", "valid", "test"))], dict(ctx.titles))
         todo: list[Event] = []
         for line, event in events:
+            if any(event.id == e.id for e in todo):
+                continue  # the same event given twice in one call
             if event.id in in_effect:
                 result.skipped.append({"id": event.id, "applied_in": in_effect[event.id]})
                 continue
@@ -128,9 +130,12 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         }
         say(f"writing {name}")
         save_version(loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
-        registry.append_ledger({"time": record["created"], "action": "apply", "version": name, "parent": parent,
-                                "events": [e.id for e in todo], "skipped": [s["id"] for s in result.skipped],
-                                "removed": result.removed, "modified": result.modified})
+        try:
+            registry.append_ledger({"time": record["created"], "action": "apply", "version": name, "parent": parent,
+                                    "events": [e.id for e in todo], "skipped": [s["id"] for s in result.skipped],
+                                    "removed": result.removed, "modified": result.modified})
+        except OSError as exc:  # the version is complete and current; the next writer recovers the ledger line
+            logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
         result.version = name
     result.seconds = time.perf_counter() - t0
     return result

@@ -48,12 +48,13 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     chosen = engine.curvature_samples(edits)
     assert len(chosen) == sample_size and all(any(s is c for c in chosen) for s in (logistic.samples[i] for i in removed + [flipped]))
     index = {id(s): i for i, s in enumerate(logistic.samples)}
-    g = closed_form_gradients(logistic, [index[id(s)] for s in chosen])
-    fisher = g.T @ g / sample_size
+    flipped_new = problem_copy_with_label(logistic, flipped, 1.0 - logistic.y[flipped])
+    # the replacement's new form joins the sample (b holds its gradient)
+    g = np.vstack([closed_form_gradients(logistic, [index[id(s)] for s in chosen]), closed_form_gradients(flipped_new, [flipped])])
+    fisher = g.T @ g / (sample_size + 1)
     expected_damping = 0.03 * np.trace(fisher @ fisher) / np.trace(fisher) if damping is None else damping
     assert update.report.damping == pytest.approx(expected_damping, rel=1e-8)
 
-    flipped_new = problem_copy_with_label(logistic, flipped, 1.0 - logistic.y[flipped])
     b = (closed_form_gradients(logistic, removed).sum(0) + closed_form_gradients(logistic, [flipped])[0]
          - closed_form_gradients(flipped_new, [flipped])[0]) / n
     expected = np.linalg.solve(fisher + expected_damping * np.eye(fisher.shape[0]), b)
@@ -61,7 +62,7 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12)
     report = update.report
     assert report.method == "fisher" and report.curvature == "empirical_fisher"
-    assert report.hvps == 0 and report.curvature_samples == sample_size and report.relative_residual < 1e-10
+    assert report.hvps == 0 and report.curvature_samples == sample_size + 1 and report.relative_residual < 1e-10
 
 
 def problem_copy_with_label(problem, row: int, label: float):

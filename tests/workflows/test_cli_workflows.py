@@ -112,6 +112,14 @@ def test_apply_events_reports_bad_lines_applies_good_ones_and_exits_nonzero(run,
 def test_apply_events_on_a_file_that_is_not_jsonl(run, tmp_path):
     events = tmp_path / "events.csv"
     events.write_text("id,type,user\ne1,delete_user,1\n")
-    result = runner.invoke(app, ["apply-events", str(run), str(events)])
+    result = runner.invoke(app, ["apply-events", str(run), str(events), "--json"])
     assert result.exit_code == 1 and "line 1: not a JSON object" in result.stderr
+    assert json.loads(result.stdout)["version"] is None and len(json.loads(result.stdout)["problems"]) == 2
     assert Registry(run).versions() == ["v0000"]
+
+
+def test_a_user_given_twice_is_forgotten_once(run):
+    user = a_trained_user(run)
+    result = runner.invoke(app, ["forget-user", str(run), "--user", user, "--user", user, "--json", *FAST])
+    assert result.exit_code == 0, result.output
+    assert [e["user"] for e in json.loads(result.stdout)["applied"]] == [user]

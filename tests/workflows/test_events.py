@@ -64,3 +64,10 @@ def test_unreadable_files_are_refused(tmp_path):
         read_events(binary)
     with pytest.raises(EventError, match="holds no events"):
         read_events(write(tmp_path, "\n\n"))
+
+
+def test_line_numbers_survive_unicode_line_separators_inside_strings_and_a_bom(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_text("\ufeff" + '{"id": "a\u2028b", "type": "delete_user", "user": "1"}\n{"id": "c", "type": "nope", "user": "2"}\n', encoding="utf-8")
+    events, problems = read_events(path)
+    assert [(line, e.id) for line, e in events] == [(1, "a\u2028b")] and problems[0].line == 2

@@ -128,3 +128,10 @@ def test_events_that_do_not_fit_the_run_are_refused(tallrec_run, event, message)
     fields["target"] = other if fields["target"] == "OTHER" else fields["target"]
     with pytest.raises(EventError, match=message):
         index.validate(Event(**fields))
+
+
+def test_a_label_correction_that_keeps_the_class_changes_nothing(tallrec_run):
+    train, ctx, _ = setup(tallrec_run)
+    z = next(x for x in train if x.position > 1)
+    plan = plan_edits([Event("e", "correct_label", z.user, item=z.target_item, label="Yes" if z.label else "No")], train, ctx)
+    assert plan.changed == [] and plan.effects[0].modified == 0
