@@ -52,6 +52,14 @@ def candidate_scores(loaded: LoadedModel, instances: Sequence[Instance], titles:
     return torch.stack(rows).numpy() if rows else np.zeros((0, 0))
 
 
+def _prompt_batch(loaded: LoadedModel, instance: Instance, max_length: int) -> tuple[dict[str, torch.Tensor], int]:
+    """A batch of one holding ``instance``'s prompt alone (cut to fit ``max_length`` with an
+    end-of-sequence token after it, as encoding does), and the prompt's length."""
+    sample = encode_instance(instance, loaded.tokenizer, loaded.item_index, max_length, response="")
+    prompt_len = int((sample["labels"] == IGNORE).sum())
+    return collate([{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in sample.items()}]), prompt_len
+
+
 def _cache_keyword(lm: torch.nn.Module) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` (5.x); pass whichever the model takes."""
     base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
@@ -63,9 +71,7 @@ def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: li
     lm = loaded.model.lm
     longest = max(len(r) for r in responses)
     # the prompt loses its oldest tokens so that prompt + the longest response fit, as in training
-    prompt = encode_instance(instance, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length - longest + 1, response="")
-    prompt_len = len(prompt["input_ids"]) - 1  # without the end-of-sequence token of the empty response
-    prompt_batch = collate([{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in prompt.items()}])
+    prompt_batch, prompt_len = _prompt_batch(loaded, instance, loaded.recipe.max_length - longest + 1)
     out = lm(inputs_embeds=loaded.model.input_embeddings(prompt_batch), attention_mask=prompt_batch["attention_mask"], use_cache=True)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     k = len(responses)
@@ -106,9 +112,7 @@ def generate_answers(loaded: LoadedModel, instances: Sequence[Instance], max_new
     tok = loaded.tokenizer
     answers = []
     for z in instances:
-        sample = encode_instance(z, tok, loaded.item_index, loaded.recipe.max_length, response="")
-        prompt_len = int((sample["labels"] == IGNORE).sum())
-        batch = collate([{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in sample.items()}])
+        batch, _ = _prompt_batch(loaded, z, loaded.recipe.max_length)
         embeds = loaded.model.input_embeddings(batch)
         generated = loaded.model.lm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
                                              do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

@@ -107,9 +107,12 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
     return RecModel(lora, encoder.embeddings, projector), item_index
 
 
-def training_instances(run_dir: Path, recipe: Recipe) -> list[Instance]:
-    """The training split, or a seeded sub-sample of ``max_train`` of it (in file order)."""
-    instances = load_instances(run_dir, "train")
+def training_instances(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None = None) -> list[Instance]:
+    """The training split, or a seeded sub-sample of ``max_train`` of it (in file order).
+
+    ``train_split``: the run's training split when the caller has read it already.
+    """
+    instances = load_instances(run_dir, "train") if train_split is None else train_split
     if recipe.max_train is not None and recipe.max_train < len(instances):
         keep = np.sort(np.random.default_rng(recipe.seed).choice(len(instances), recipe.max_train, replace=False))
         instances = [instances[i] for i in keep]

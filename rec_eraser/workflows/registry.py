@@ -128,10 +128,13 @@ class Registry:
                 out[row["id"]] = None if row["instance"] is None else Instance.from_dict(row["instance"])
         return out
 
-    def training_set(self, version: str) -> list[Instance]:
-        """The training instances ``version`` stands for: v0000's, with every edit of its lineage applied."""
+    def training_set(self, version: str, train_split: list[Instance] | None = None) -> list[Instance]:
+        """The training instances ``version`` stands for: v0000's, with every edit of its lineage applied.
+
+        ``train_split``: the run's training split when the caller has read it already.
+        """
         root = self.lineage(version)[-1]
-        base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]))
+        base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]), train_split)
         edited = self.edited(version)
         return [edited[z.id] if z.id in edited else z for z in base if edited.get(z.id, z) is not None]
 

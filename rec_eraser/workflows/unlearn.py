@@ -89,8 +89,10 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         manifest = load_manifest(run_dir)
         ctx = PromptContext.of_run(run_dir)
         say("reading the run")
-        training_set = registry.training_set(parent)
-        index = RunIndex.build(manifest["task"], [training_set, *(load_instances(run_dir, s) for s in ("train", "valid", "test"))], dict(ctx.titles))
+        train_split = load_instances(run_dir, "train")  # read once: the base of the training set and part of the index
+        training_set = registry.training_set(parent, train_split)
+        index = RunIndex.build(manifest["task"], [training_set, train_split, *(load_instances(run_dir, s) for s in ("valid", "test"))],
+                               dict(ctx.titles))
         todo: list[Event] = []
         for line, event in events:
             if any(event.id == e.id for e in todo):
