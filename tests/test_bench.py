@@ -33,3 +33,28 @@ def test_response_loss_is_the_mean_of_per_instance_means_over_response_tokens():
     assert torch.allclose(per[0], (math.log(10) - torch.log(p8)) / 2)
     assert torch.allclose(per[1], torch.tensor(math.log(10)))
     assert torch.allclose(response_token_loss(logits, batch), per.mean())
+
+
+def test_pcg_iterations_and_the_block_jacobi_ceiling_on_known_spectra():
+    from rec_eraser.bench.solvers import block_jacobi_ceiling, pcg_iterations
+
+    class Space:  # the two fields block_jacobi_ceiling reads
+        names = ["m.q.lora_A.w", "m.q.lora_B.w", "m.v.lora_A.w"]
+        numels = [2, 3, 4]
+
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(9, 9, generator=gen, dtype=torch.float64))
+    three_values = q @ torch.diag(torch.tensor([1.0, 1, 1, 5, 5, 5, 9, 9, 9], dtype=torch.float64)) @ q.T
+    b = torch.randn(9, generator=gen, dtype=torch.float64)
+    # CG ends in at most as many iterations as there are distinct eigenvalues
+    assert pcg_iterations(three_values, b, lambda r: r, tol=1e-10) == 3
+    # a block-diagonal matrix: exact blocks per module (q: 5, v: 4) invert it in one step,
+    # exact blocks per tensor (2, 3, 4) do not, since q's A and B are coupled
+    blocks = torch.zeros(9, 9, dtype=torch.float64)
+    for lo, hi in ((0, 5), (5, 9)):
+        m = torch.randn(hi - lo, hi - lo, generator=gen, dtype=torch.float64)
+        blocks[lo:hi, lo:hi] = m @ m.T
+    ceiling = block_jacobi_ceiling(blocks, b, Space(), damping=0.5, tol=1e-10, others={"identity": lambda r, lam: r})
+    assert ceiling["exact_blocks_per_module"] == 1
+    assert 1 < ceiling["exact_blocks_per_tensor"] <= 9
+    assert ceiling["identity"] == ceiling["none"] > 1

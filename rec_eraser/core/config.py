@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher")
+METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher", "adam")
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,10 @@ class SolverConfig:
             finite-sum quadratic program by variance-reduced mini-batch steps) or ``"ekfac"``
             (eigenvalue-corrected Kronecker-factored curvature, no model pass per solve) or
             ``"fisher"`` (the damped empirical Fisher of the curvature sub-sample, solved
-            exactly by the Woodbury identity: one gradient per sub-sample instance, no HVP).
+            exactly by the Woodbury identity: one gradient per sub-sample instance, no HVP)
+            or ``"adam"`` (the reference implementation's recipe: ``max_iters`` Adam steps
+            at ``lr`` on the QP with mini-batch gradients; kept for comparison, it has no
+            convergence guarantee).
         batch_size: instances per micro-batch; the unit in which HVPs are counted.
         max_iters: iteration cap (CG iterations, LiSSA steps, SQP mini-batch steps).
         tol: target relative residual ‖(C + λI)x − b‖ / ‖b‖.
@@ -34,6 +37,7 @@ class SolverConfig:
         max_residual: a final relative residual above this (or non-finite) is a divergence
             and raises; between ``tol`` and this the update is returned, marked unconverged.
         damping_scale: the factor of the automatic damping rule (see ``damping``).
+        lr: the ``adam`` method's learning rate.
     """
 
     method: str = "cg"
@@ -50,6 +54,7 @@ class SolverConfig:
     exact_max_dim: int = 6000
     max_residual: float = 0.5
     damping_scale: float = 0.03
+    lr: float = 1e-5
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -63,6 +68,8 @@ class SolverConfig:
             raise ValueError(f"tol must be > 0, got {self.tol}")
         if self.sample_size is not None and self.sample_size < 1:
             raise ValueError(f"sample_size must be >= 1 or None, got {self.sample_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.lissa_scale > 0.5:
             raise ValueError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
 

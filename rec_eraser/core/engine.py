@@ -32,7 +32,7 @@ from rec_eraser.core.ekfac import EKFAC
 from rec_eraser.core.fisher import EmpiricalFisher
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
-from rec_eraser.core.solvers import Solution, SolverError, solve_cg, solve_exact, solve_lissa, solve_sqp
+from rec_eraser.core.solvers import Solution, SolverError, solve_adam, solve_cg, solve_exact, solve_lissa, solve_sqp
 
 logger = logging.getLogger(__name__)
 
@@ -239,6 +239,8 @@ class InfluenceEngine:
             return solve_lissa(op, b, cfg), 0
         if cfg.method == "sqp":
             return solve_sqp(op, b, cfg), 0
+        if cfg.method == "adam":
+            return solve_adam(op, b, cfg), 0
         if cfg.method == "ekfac" or cfg.preconditioner == "ekfac":
             ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, seed=cfg.seed)
             ekfac.fit(curvature.samples)

@@ -108,3 +108,16 @@ def test_qp_gradient_is_full_hvp_minus_b_not_half(logistic):
     assert torch.allclose(qp_gradient(op, x, b), true_grad, rtol=1e-10, atol=1e-12)
     # and the reference's gradient is visibly different: the test above would catch it
     assert not torch.allclose(0.5 * (cx.detach()) - b, true_grad, rtol=1e-3)
+
+
+def test_adam_reference_recipe_moves_at_most_its_step_budget_and_converges_with_more_steps(logistic):
+    edits = [Removal(logistic.samples[i]) for i in REMOVED]
+    exact = delta_of(engine(logistic, "exact").compute(edits))
+    # the reference's recipe: 20 steps at lr 1e-5 move each coordinate by at most ~20·lr
+    reference = engine(logistic, "adam", max_iters=20, lr=1e-5, max_residual=float("inf")).compute(edits)
+    assert np.abs(delta_of(reference)).max() <= 20 * 1e-5 * 1.01
+    assert reference.report.relative_residual > 0.9 and not reference.report.converged
+    assert reference.report.hvps == 20 + len(logistic.samples) // 50  # its steps, then the residual's full product
+    # the same optimiser with a step matched to the solution's scale and enough full-batch steps finds it
+    tuned = engine(logistic, "adam", max_iters=3000, lr=1e-3, batch_size=len(logistic.samples), max_residual=float("inf")).compute(edits)
+    assert rel(delta_of(tuned), exact) < 0.05
