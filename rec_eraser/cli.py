@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -14,6 +13,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from rec_eraser.jsonable import finite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
 err = Console(stderr=True)
@@ -25,21 +26,8 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN and infinities as None (JSON has no such numbers)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return _finite(obj.item())
-    return obj
-
-
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(_finite(obj), indent=2, allow_nan=False, default=str) + "\n")
+    sys.stdout.write(json.dumps(finite(obj), indent=2, allow_nan=False, default=str) + "\n")
 
 
 def _fmt(v: Any) -> str:
@@ -175,9 +163,11 @@ def evaluate(
 
 @app.command()
 def bench(
-    target: str = typer.Argument(..., help="What to benchmark: 'solvers' or 'damping'."),
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers (default: all)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: all)."),
+    quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the recipe's [quick] variant (under 30 minutes on 2 CPU cores)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Recipe benchmarks: the folder for the run and its report (default: adapters/bench/RECIPE[-quick])."),
     n_train: int = typer.Option(32, "--n-train", min=4, help="Training instances of the synthetic task."),
     curvature: str = typer.Option("ggn", "--curvature", help="'ggn' or 'hessian'."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
@@ -186,9 +176,11 @@ def bench(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Benchmark the influence solvers on one edit request: accuracy, residual, HVPs, seconds."""
-    if target not in ("solvers", "damping"):
-        _fail(f"unknown benchmark {target!r}: choose 'solvers' or 'damping' (recipe benchmarks come with the evaluation harness)", 2)
+    """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
+    real adapter ('damping'), or every unlearning method on one experiment (a recipe file)."""
+    is_recipe = target.endswith(".toml") or Path(target).is_file()
+    if target not in ("solvers", "damping") and not is_recipe:
+        _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
     import torch
 
     from rec_eraser.core import SolverError
@@ -196,6 +188,9 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
+    if is_recipe:
+        _bench_recipe(Path(target), quick, out, methods, base_model, as_json, progress)
+        return
     if target == "damping":
         try:
             scale_values = [float(x) for x in scales.split(",")]
@@ -227,6 +222,42 @@ def bench(
         else:
             table.add_row(name, _fmt(row["relative_error"]), _fmt(row["relative_residual"]), str(row["hvps"]), str(row["gradient_passes"]), _fmt(row["seconds"]))
     console.print(table)
+    ceiling = result.get("block_jacobi_cg_iterations")
+    if ceiling:
+        kinds = list(next(iter(ceiling.values())))
+        table = Table("CG iterations to 1e-4", *(k.replace("_", " ") for k in kinds))
+        for damping_label, row in ceiling.items():
+            table.add_row(damping_label.replace("_", " "), *(str(row[k]) for k in kinds))
+        console.print(table)
+
+
+def _bench_recipe(recipe: Path, quick: bool, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+    from rec_eraser.core import SolverError
+    from rec_eraser.data import DatasetError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.tasks.instance import TaskError
+    from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.workflows.benchmark import run_benchmark
+    from rec_eraser.workflows.registry import RegistryError
+
+    try:
+        result = run_benchmark(recipe, quick=quick, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
+    except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, SolverError,
+            EmbeddedModelError, RegistryError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    from rec_eraser.workflows.bench_report import COLUMNS, rows
+
+    shown = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "membership_auc", "recovery", "seconds", "ratio_to_retrain")
+    table = Table("method", *(c for c in shown if c in COLUMNS))
+    for row in rows(result):
+        table.add_row(row["method"], *(_fmt(row.get(c)) for c in shown))
+    console.print(f"{result['experiment']['task']} {result['experiment']['edit']}: {result['forget_instances']} of "
+                  f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)")
+    console.print(table)
+    console.print(f"report: {result['report']}")
 
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:

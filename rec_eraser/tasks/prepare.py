@@ -20,6 +20,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
 
 
 def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, seed: int = 0, negatives: int = 20,
-            max_history: int = 10, max_users: int | None = None, root: str | Path | None = None) -> dict[str, Any]:
+            max_history: int = 10, max_users: int | None = None, root: str | Path | None = None,
+            transform: Callable[[Dataset], tuple[Dataset, dict[str, Any]]] | None = None) -> dict[str, Any]:
     """Load a dataset, build ``task``'s instances for every split and write the run folder ``out_dir``.
 
     Args:
@@ -106,6 +108,9 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
         max_history: the history window.
         max_users: keep only the first N users (in order of first appearance), for small demos.
         root: where a user-supplied dataset lies.
+        transform: changes the loaded interactions before instances are built (the benchmark's
+            corruptions: injected noise, flipped labels); returns the new dataset and a record
+            of what it did, kept in the manifest under ``transform``.
 
     Returns:
         The summary: dataset, task, out, users, items, interactions (of the data used), train,
@@ -123,6 +128,9 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
     dataset = load_dataset(dataset_name_or_path, root=root)
     if max_users is not None:
         dataset = first_users(dataset, max_users)
+    transform_record = None
+    if transform is not None:
+        dataset, transform_record = transform(dataset)
     instances = build_instances(dataset, task, seed=seed, negatives=negatives, max_history=max_history)
 
     by_split = {s: _jsonl([i for i in instances if i.split == s]) for s in SPLITS}
@@ -138,7 +146,7 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
         "dataset": {"name": dataset.name, "root": str(dataset.root), "files": dict(dataset.files)},
         "mapping": _mapping_record(dataset),
         "seed": seed, "negatives": negatives if task == "llara" else None, "max_history": max_history,
-        "max_users": max_users, "liked_above": liked_threshold(dataset) if task == "tallrec" else None,
+        "max_users": max_users, "transform": transform_record, "liked_above": liked_threshold(dataset) if task == "tallrec" else None,
         "counts": counts, "data_hash": data_hash,
         "files": {f"{DATA_DIR}/{s}.jsonl": hashlib.sha256(by_split[s]).hexdigest() for s in SPLITS}
         | {f"{DATA_DIR}/{ITEMS}": hashlib.sha256(items).hexdigest()},

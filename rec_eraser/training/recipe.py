@@ -66,18 +66,29 @@ SECTIONS = ("lora", "train", "model")
 def load_recipe(path: Path | str) -> Recipe:
     """Read a recipe TOML file (sections ``[lora]``, ``[train]``, ``[model]``, all optional)."""
     path = Path(path)
+    return recipe_from_sections(read_toml(path), str(path))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's contents; a missing or malformed file is a :class:`RecipeError` naming it."""
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> Recipe:
+    """A recipe from parsed sections ``[lora]``, ``[train]``, ``[model]`` (others are refused),
+    with ``overrides`` (flat setting names) applied last."""
     flat: dict[str, Any] = {}
     for section, values in raw.items():
         if section not in SECTIONS or not isinstance(values, dict):
-            raise RecipeError(f"{path}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+            raise RecipeError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         flat.update(values)
+    flat.update(overrides or {})
     try:
         return Recipe.from_dict(flat)
     except (TypeError, RecipeError) as exc:
-        raise RecipeError(f"{path}: {exc}") from exc
+        raise RecipeError(f"{source}: {exc}") from exc

@@ -1,0 +1,138 @@
+"""The benchmark's report folder: ``report.md`` (a table), ``results.csv`` and two PNG plots.
+
+Everything is written from the result object ``run_benchmark`` returns (also saved as
+``result.json``), so the report and the JSON can never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from rec_eraser.jsonable import finite
+
+COLUMNS = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "corrected_loss", "unseen_loss",
+           "membership_auc", "recovery", "seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")
+
+
+def _main_metric(result: dict[str, Any]) -> str:
+    return "auc" if result["experiment"]["task"] == "tallrec" else "hit@1"
+
+
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per model: the original adapter, each method, and Retrain's other seeds."""
+    main = _main_metric(result)
+    out = [{"method": "original (before the edit)", **_flat(result["original"]["metrics"], main), "seconds": result["original"]["seconds"]}]
+    for name, row in result["methods"].items():
+        out.append({"method": name, **_flat(row["metrics"], main), **{k: row.get(k) for k in ("seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")}})
+    for label, metrics in result["retrain_spread"].items():
+        out.append({"method": f"retrain {label}", **_flat(metrics, main), "seconds": metrics.get("seconds")})
+    return out
+
+
+def _flat(metrics: dict[str, Any], main: str) -> dict[str, Any]:
+    return {"utility": metrics.get(main), **{k: metrics.get(k) for k in COLUMNS if k in metrics and k != "utility"}}
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    exp = result["experiment"]
+    main = _main_metric(result)
+    agreement = "top-1 agreement" if exp["task"] == "llara" else "score correlation"
+    head = [
+        f"# {Path(result['recipe']).stem}{' (quick)' if result['quick'] else ''}",
+        "",
+        (f"{exp['dataset']}, {exp['task']}, edit {exp['edit']} (fraction {exp['fraction']}): {result['events']} events; "
+         f"{result['forget_instances']} of {result['train_instances']} training instances edited "
+         f"({result['corrected_instances']} corrected, the rest removed); {result['test_prompts']} test prompts."),
+        "",
+        (f"utility = {main}; agreement = {agreement} with Retrain (seed {exp['retrain_seeds'][0]}) on the test prompts; "
+         "membership AUC: forget set vs test prompts by loss (0.5 = indistinguishable); seconds: the method's own work; "
+         "peak_mb: the process's peak resident memory while it ran."),
+        "",
+    ]
+    table = rows(result)
+    cols = ["method", *COLUMNS]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in table:
+        lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
+    notes = [f"- `{name}`: {row['notes']}" for name, row in result["methods"].items() if row.get("notes")]
+    return "\n".join(head + lines + (["", "Notes:", *notes] if notes else []) + [""])
+
+
+def csv_text(result: dict[str, Any]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["method", *COLUMNS])
+    writer.writeheader()
+    for row in rows(result):
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in ["method", *COLUMNS]})
+    return buffer.getvalue()
+
+
+def plots(result: dict[str, Any], folder: Path) -> list[Path]:
+    """utility_vs_cost.png and closeness.png."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    main = _main_metric(result)
+    methods = result["methods"]
+    written = []
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, row in methods.items():
+        y, x = row["metrics"].get(main), row.get("seconds")
+        if y is None or not x:
+            continue
+        ax.scatter([x], [y])
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=8)
+    original = result["original"]["metrics"].get(main)
+    if original is not None:
+        ax.axhline(original, color="grey", linestyle=":", label="original")
+        ax.legend(fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds (log scale)")
+    ax.set_ylabel(main)
+    ax.set_title("utility vs cost")
+    fig.tight_layout()
+    written.append(folder / "utility_vs_cost.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+
+    names = [n for n in methods if n != "retrain"]
+    values = [methods[n]["metrics"]["agreement_with_retrain"] for n in names]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.bar(range(len(names)), [0.0 if v is None or math.isnan(v) else v for v in values])
+    ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
+    for label, metrics in result["retrain_spread"].items():
+        ax.axhline(metrics["agreement_with_retrain"], color="red", linestyle="--", label=f"Retrain {label}")
+    ax.set_ylabel("agreement with Retrain")
+    ax.set_title("closeness to Retrain (the dashed line is Retrain's own seed-to-seed figure)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(folder / "closeness.png")
+    fig.savefig(written[-1], dpi=120)
+    plt.close(fig)
+    return written
+
+
+def write_report(result: dict[str, Any], folder: Path) -> Path:
+    """Write ``result.json``, ``report.md``, ``results.csv`` and the plots into ``folder``; returns it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "result.json").write_text(json.dumps(finite(result), indent=2, allow_nan=False, default=str) + "\n")
+    (folder / "report.md").write_text(markdown(result))
+    (folder / "results.csv").write_text(csv_text(result))
+    plots(result, folder)
+    return folder

@@ -1,0 +1,443 @@
+"""``rec-eraser bench RECIPE``: every unlearning method on one experiment, judged against Retrain.
+
+One run folder holds the (possibly corrupted) prepared data and the original adapter
+``v0000``; the experiment's events are applied by rec-eraser's own workflow (``v0001``),
+and every other method starts from ``v0000`` too:
+
+- ``retrain``: from scratch on the edited training set, once per seed of ``retrain_seeds``;
+  the first seed is the reference, the second gives Retrain's own seed-to-seed spread (the
+  noise floor every gap is read against).
+- ``rec_eraser`` (the workflows' default solver), ``rec_eraser_sqp`` and
+  ``reference_recipe`` (the reference implementation's 20 Adam steps at lr 1e-5 on the QP).
+- ``sisa``: shards by user, one adapter per shard, scores averaged; forgetting retrains only
+  the shards holding edited instances.
+- ``gradient_ascent``, ``graddiff``, ``npo`` on the forget set (the removed instances and the
+  trained forms of the corrected ones); ``finetune`` on the corrected forms (qm, rc).
+
+Every method is measured on the same test prompts: utility (TALLRec ``auc``; LLaRA ``hit@1``
+and ``ndcg@10`` by likelihood ranking, generation's ``gen_hit@1`` and ``valid_ratio`` when the
+recipe asks), agreement with Retrain (LLaRA: top-1 agreement; TALLRec: correlation of the
+Yes/No scores), the loss on the forget set beside that of never-trained (test) instances,
+a loss-based membership-inference AUC, recovery (qm, rc), and its cost: seconds of the
+method's own work (model loading excluded for all), gradient passes and HVPs as the
+method counts them, the process's peak resident memory while it ran, and its seconds as a
+ratio to Retrain's.
+
+Adapters that are costly to make (``v0000``, Retrain's, SISA's shards) are cached in the
+run folder, so a second run re-measures without retraining.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
+from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
+from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles, prepare
+from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.model import rec_loss
+from rec_eraser.training.recipe import Recipe
+from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores
+from rec_eraser.training.train import LoadedModel, fit_adapter, load_version, save_version, train_run
+from rec_eraser.workflows.baselines import run_baseline
+from rec_eraser.workflows.events import Event
+from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
+from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
+from rec_eraser.workflows.unlearn import apply_events
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_sqp", "reference_recipe")
+CORRECTION_ONLY = ("finetune",)
+Say = Callable[[str], None]
+
+
+# -- cost accounting ----------------------------------------------------------------------
+class PeakMemory:
+    """The process's peak resident memory while a block runs (Linux: /proc/self/statm, sampled
+    every 20 ms; CUDA: the allocator's peak), in MiB; None where neither is available.
+
+    Before the block, garbage is collected and glibc is asked to return freed memory to the
+    system (``malloc_trim``): otherwise memory an earlier method freed but the allocator kept
+    would count toward every later method's peak.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._page = 4096
+        try:
+            import os
+
+            self._page = os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+
+    def _rss_mb(self) -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / 2**20
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss_mb()
+            if rss is not None:
+                self.peak_mb = rss if self.peak_mb is None else max(self.peak_mb, rss)
+            self._stop.wait(0.02)
+
+    @staticmethod
+    def _release_freed_memory() -> None:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to release
+            pass
+
+    @contextmanager
+    def watch(self) -> Iterator[PeakMemory]:
+        self._release_freed_memory()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        thread = threading.Thread(target=self._poll, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+            if torch.cuda.is_available():
+                self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+@dataclass
+class Outcome:
+    """A method's scores on the test prompts and its cost."""
+
+    test_scores: np.ndarray  # tallrec: [n] Yes−No scores; llara: [n, candidates] likelihoods
+    forget_losses: np.ndarray | None
+    unseen_losses: np.ndarray  # the test prompts' own losses: the membership attack's non-members
+    corrected_losses: np.ndarray | None
+    answers: list[str] | None
+    seconds: float
+    gradient_passes: int | None = None
+    hvps: int | None = None
+    peak_mb: float | None = None
+    notes: str | None = None
+
+
+# -- the run --------------------------------------------------------------------------------
+@dataclass
+class BenchContext:
+    run: Path
+    experiment: Experiment
+    recipe: Recipe
+    task: str
+    before: list[Instance]  # v0000's training set
+    after: list[Instance]  # the edited training set
+    forget: list[Instance]  # trained forms of the removed and corrected instances
+    corrected: list[Instance]  # the corrected forms (qm, rc)
+    test: list[Instance]
+    titles: dict[str, str]
+    events: list[Event]
+
+
+def default_out(recipe_path: Path, quick: bool) -> Path:
+    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("-quick" if quick else ""))
+
+
+def _prepare(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> None:
+    if not (run / "manifest.json").is_file():
+        say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
+        run.parent.mkdir(parents=True, exist_ok=True)
+        prepare(experiment.dataset, experiment.task, run, seed=experiment.seed, max_users=experiment.max_users,
+                transform=corruption(experiment))
+    registry = Registry(run)
+    if not registry.versions():
+        say(f"training v0000 ({recipe.max_train or 'all'} instances)")
+        train_run(run, recipe)
+    elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
+        raise ValueError(f"{run}/v0000 was trained with another recipe; use another --out or remove {run}")
+
+
+def _context(run: Path, experiment: Experiment, recipe: Recipe, events: list[Event], version: str) -> BenchContext:
+    registry = Registry(run)
+    before, after = registry.training_set("v0000"), registry.training_set(version)
+    after_by_id = {z.id: z for z in after}
+    changed = [z for z in before if after_by_id.get(z.id) != z]
+    corrected = [after_by_id[z.id] for z in changed if z.id in after_by_id]
+    manifest = load_manifest(run)
+    return BenchContext(run=run, experiment=experiment, recipe=recipe, task=manifest["task"], before=before, after=after,
+                        forget=changed, corrected=corrected, test=load_instances(run, "test")[: experiment.eval_prompts],
+                        titles=load_titles(run) if manifest["task"] == "llara" else {}, events=events)
+
+
+def _scores(ctx: BenchContext, loaded: LoadedModel) -> np.ndarray:
+    if ctx.task == "llara":
+        return candidate_scores(loaded, ctx.test, ctx.titles)
+    return yes_no_scores(loaded, ctx.test)
+
+
+def _observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any) -> Outcome:
+    answers = generate_answers(loaded, ctx.test) if ctx.task == "llara" and ctx.experiment.generate else None
+    return Outcome(test_scores=_scores(ctx, loaded),
+                   forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
+                   unseen_losses=instance_losses(loaded, ctx.test),
+                   corrected_losses=instance_losses(loaded, ctx.corrected) if ctx.corrected else None,
+                   answers=answers, seconds=seconds, **cost)
+
+
+def _cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: list[Instance], say: Say, label: str) -> tuple[LoadedModel, dict[str, Any]]:
+    """Train (or reuse) an adapter on ``instances`` saved as ``RUN/folder``; the loaded model and its record."""
+    target = ctx.run / folder
+    if not (target / "manifest.json").is_file():
+        say(f"training {label} on {len(instances)} instances")
+        memory = PeakMemory()
+        with memory.watch():
+            model, record = fit_adapter(ctx.run, recipe, instances)
+        record["bench_cost"] = {"peak_mb": memory.peak_mb}
+        save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []})
+        del model
+    record = json.loads((target / "manifest.json").read_text())
+    return load_version(ctx.run, folder), record
+
+
+def _run_retrain(ctx: BenchContext, seed: int, say: Say) -> Outcome:
+    loaded, record = _cached_adapter(ctx, f"bench-retrain-seed{seed}", replace(ctx.recipe, seed=seed), ctx.after, say, f"Retrain (seed {seed})")
+    return _observe(ctx, loaded, record["training"]["seconds"], gradient_passes=record["training"]["steps"], hvps=0,
+                    peak_mb=record.get("bench_cost", {}).get("peak_mb"))
+
+
+def sisa_shards(users: Sequence[str], shards: int, seed: int) -> dict[str, int]:
+    """User → shard: a seeded permutation of the sorted users dealt round-robin."""
+    ordered = sorted(set(users), key=lambda u: (len(u), u))
+    perm = np.random.default_rng(seed).permutation(len(ordered))
+    return {ordered[j]: i % shards for i, j in enumerate(perm)}
+
+
+def touched_shards(shard_of: dict[str, int], before: list[Instance], after: list[Instance]) -> list[int]:
+    """The shards whose training instances the edits changed (removed or rewritten)."""
+    after_by_id = {z.id: z for z in after}
+    return sorted({shard_of[z.user] for z in before if after_by_id.get(z.id) != z})
+
+
+def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
+    k = ctx.experiment.sisa_shards
+    shard_of = sisa_shards([z.user for z in ctx.before], k, ctx.experiment.seed)
+    touched = touched_shards(shard_of, ctx.before, ctx.after)
+    scores, forget_losses, unseen_losses, corrected_losses, seconds, steps, peak = [], [], [], [], 0.0, 0, None
+    for shard in range(k):
+        edited = shard in touched
+        instances = [z for z in (ctx.after if edited else ctx.before) if shard_of[z.user] == shard]
+        if not instances:
+            continue
+        folder = f"bench-sisa-{k}-shard{shard}" + ("-edited" if edited else "")
+        loaded, record = _cached_adapter(ctx, folder, ctx.recipe, instances, say, f"SISA shard {shard}/{k}" + (" (edited)" if edited else ""))
+        if edited:  # forgetting costs only the retraining of the touched shards
+            seconds += record["training"]["seconds"]
+            steps += record["training"]["steps"]
+            mb = record.get("bench_cost", {}).get("peak_mb")
+            peak = mb if peak is None or (mb is not None and mb > peak) else peak
+        scores.append(_scores(ctx, loaded))
+        unseen_losses.append(instance_losses(loaded, ctx.test))
+        if ctx.forget:
+            forget_losses.append(instance_losses(loaded, ctx.forget))
+        if ctx.corrected:
+            corrected_losses.append(instance_losses(loaded, ctx.corrected))
+        del loaded
+    return Outcome(test_scores=np.mean(scores, axis=0), forget_losses=np.mean(forget_losses, axis=0) if forget_losses else None,
+                   unseen_losses=np.mean(unseen_losses, axis=0),
+                   corrected_losses=np.mean(corrected_losses, axis=0) if corrected_losses else None, answers=None,
+                   seconds=seconds, gradient_passes=steps, hvps=0, peak_mb=peak,
+                   notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means")
+
+
+def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
+    """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's)."""
+    loaded = load_version(ctx.run, "v0000")
+    tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
+    encoded = {z.id: encode_instance(z, tok, items, max_length) for z in ctx.before}
+    after_by_id = {z.id: z for z in ctx.after}
+    edits = [Removal(encoded[z.id]) if z.id not in after_by_id else Replacement(encoded[z.id], encode_instance(after_by_id[z.id], tok, items, max_length))
+             for z in ctx.forget]
+    memory = PeakMemory()
+    with memory.watch():
+        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver).compute(edits)
+    update.apply(loaded.model)
+    r = update.report
+    return _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
+                    notes=f"relative residual {r.relative_residual:.3g}, damping {r.damping:.3g}")
+
+
+COST_FILE = "rec_eraser-cost.json"  # the peak memory of the workflow's apply (the registry's files stay untouched)
+
+
+def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
+    record = Registry(ctx.run).manifest(version)
+    cost_file = ctx.run.parent / COST_FILE
+    cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
+    s = record["solver"]
+    return _observe(ctx, load_version(ctx.run, version), s["seconds"], gradient_passes=s["gradient_passes"], hvps=s["hvps"],
+                    peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
+                    notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}")
+
+
+def _run_baseline(ctx: BenchContext, method: str) -> Outcome:
+    loaded = load_version(ctx.run, "v0000")
+    exp = ctx.experiment
+    forget_ids = {z.id for z in ctx.forget}
+    kept = [z for z in ctx.after if z.id not in forget_ids]
+    rng = np.random.default_rng(exp.seed)
+    retain = [kept[i] for i in np.sort(rng.choice(len(kept), min(exp.retain_sample, len(kept)), replace=False))] if kept else []
+    memory = PeakMemory()
+    with memory.watch():
+        report = run_baseline(method, loaded, forget=ctx.forget, retain=retain, corrected=ctx.corrected, steps=exp.baseline_steps,
+                              lr=exp.baseline_lr, seed=exp.seed)
+    return _observe(ctx, loaded, report.seconds, gradient_passes=report.gradient_passes, hvps=0, peak_mb=memory.peak_mb,
+                    notes=f"{report.steps} steps at lr {exp.baseline_lr:g}")
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def _utility(ctx: BenchContext, outcome: Outcome) -> dict[str, float | None]:
+    if ctx.task == "tallrec":
+        labels = np.array([z.label for z in ctx.test])
+        return {"auc": classification_metrics(outcome.test_scores, labels)["auc"]}
+    from rec_eraser.evaluation.metrics import generation_metrics
+
+    targets = np.array([z.candidates.index(z.target_item) for z in ctx.test])
+    ranking = ranking_metrics(outcome.test_scores, targets)
+    utility: dict[str, float | None] = {"hit@1": ranking["hit@1"], "ndcg@10": ranking["ndcg@10"], "gen_hit@1": None, "valid_ratio": None}
+    if outcome.answers is not None:
+        gen = generation_metrics(outcome.answers, [[ctx.titles[c] for c in z.candidates] for z in ctx.test], targets.tolist())
+        utility.update({"gen_hit@1": gen["hit@1"], "valid_ratio": gen["valid_ratio"]})
+    return utility
+
+
+def _agreement(ctx: BenchContext, a: Outcome, b: Outcome) -> float:
+    if ctx.task == "llara":
+        return top1_agreement(a.test_scores, b.test_scores)
+    return score_correlation(a.test_scores, b.test_scores)
+
+
+def _mean(x: np.ndarray | None) -> float | None:
+    return None if x is None or len(x) == 0 else float(np.mean(x))
+
+
+def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: Outcome) -> dict[str, Any]:
+    """Every figure of one method (see the module docstring)."""
+    main = "auc" if ctx.task == "tallrec" else "hit@1"
+    utility, retrain_utility, original_utility = _utility(ctx, outcome), _utility(ctx, retrain), _utility(ctx, original)
+    m: dict[str, Any] = dict(utility)
+    m["utility_gap"] = None if utility[main] is None else utility[main] - retrain_utility[main]
+    m["agreement_with_retrain"] = _agreement(ctx, outcome, retrain)
+    m["agreement_kind"] = "top1_agreement" if ctx.task == "llara" else "score_correlation"
+    m["forget_loss"] = _mean(outcome.forget_losses)
+    m["corrected_loss"] = _mean(outcome.corrected_losses)
+    m["unseen_loss"] = float(np.mean(outcome.unseen_losses))
+    m["membership_auc"] = membership_inference_auc(outcome.forget_losses, outcome.unseen_losses) if outcome.forget_losses is not None else None
+    if ctx.experiment.edit in ("qm", "rc"):
+        m["recovery"] = recovery(utility[main], original_utility[main], retrain_utility[main])
+        m["recovery_corrected_loss"] = (None if outcome.corrected_losses is None else
+                                        recovery(_mean(outcome.corrected_losses), _mean(original.corrected_losses), _mean(retrain.corrected_losses)))
+    return m
+
+
+# -- the command ------------------------------------------------------------------------------
+def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None = None, methods: Sequence[str] | None = None,
+                  base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
+    """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder."""
+    say = say or (lambda _m: None)
+    recipe_path = Path(recipe_path)
+    experiment, recipe = load_experiment(recipe_path, quick)
+    if base_model is not None:
+        recipe = replace(recipe, base_model=str(base_model))
+    chosen = list(methods or METHODS)
+    unknown = [m for m in chosen if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+    if experiment.edit == "ir":
+        chosen = [m for m in chosen if m not in CORRECTION_ONLY]
+    out = Path(out) if out is not None else default_out(recipe_path, quick)
+    run = out / "run"
+    t_start = time.perf_counter()
+    _prepare(run, experiment, recipe, say)
+    registry = Registry(run)
+    events = experiment_events(experiment, load_manifest(run).get("transform"), sorted({z.user for z in registry.training_set("v0000")}))
+    (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
+    solver = SolverConfig(method="fisher", sample_size=experiment.sample_size, batch_size=experiment.solver_batch_size)
+    say(f"rec_eraser: applying {len(events)} events")
+    memory = PeakMemory()
+    with memory.watch():
+        applied = apply_events(run, [(None, e) for e in events], solver=solver, say=say)
+    if applied.problems:
+        raise ValueError(f"the experiment's events were refused: {applied.problems[0].message}")
+    version = registry.applied_events(registry.current())[events[0].id]
+    if applied.version is not None:
+        (out / COST_FILE).write_text(json.dumps({"version": version, "peak_mb": memory.peak_mb}))
+    ctx = _context(run, experiment, recipe, events, version)
+    if not ctx.forget:
+        raise ValueError("the experiment's events change no training instance of v0000 (raise fraction or max_train)")
+
+    say("measuring the original adapter")
+    original = _observe(ctx, load_version(run, "v0000"), float(registry.manifest("v0000")["training"]["seconds"]))
+    retrains = {seed: _run_retrain(ctx, seed, say) for seed in experiment.retrain_seeds}
+    reference = retrains[experiment.retrain_seeds[0]]
+
+    outcomes: dict[str, Outcome] = {}
+    for name in chosen:
+        say(f"method {name}")
+        if name == "retrain":
+            outcomes[name] = reference
+        elif name == "sisa":
+            outcomes[name] = _run_sisa(ctx, say)
+        elif name == "rec_eraser":
+            outcomes[name] = _run_rec_eraser(ctx, version)
+        elif name == "rec_eraser_sqp":
+            outcomes[name] = _solve_from_original(ctx, replace(solver, method="sqp", tol=1e-2, max_iters=100_000, power_iters=10,
+                                                             hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
+        elif name == "reference_recipe":
+            outcomes[name] = _solve_from_original(ctx, replace(solver, method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")))
+        else:
+            outcomes[name] = _run_baseline(ctx, name)
+
+    retrain_seconds = reference.seconds
+    result: dict[str, Any] = {
+        "recipe": str(recipe_path), "quick": quick, "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
+        "run": str(run), "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
+        "events": len(events), "forget_instances": len(ctx.forget), "corrected_instances": len(ctx.corrected),
+        "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds},
+        "methods": {},
+    }
+    for name, outcome in outcomes.items():
+        result["methods"][name] = {
+            "metrics": metrics_of(ctx, outcome, reference, original),
+            "seconds": outcome.seconds, "ratio_to_retrain": outcome.seconds / retrain_seconds if retrain_seconds else None,
+            "gradient_passes": outcome.gradient_passes, "hvps": outcome.hvps, "peak_mb": outcome.peak_mb, "notes": outcome.notes,
+        }
+    seeds = experiment.retrain_seeds
+    spread = {}
+    for seed in seeds[1:]:
+        other = retrains[seed]
+        spread[f"seed{seed}_vs_seed{seeds[0]}"] = metrics_of(ctx, other, reference, original) | {"seconds": other.seconds}
+    result["retrain_spread"] = spread
+    result["seconds"] = time.perf_counter() - t_start
+    from rec_eraser.workflows.bench_report import write_report
+
+    result["report"] = str(write_report(result, out / "report"))
+    return result

@@ -1,0 +1,235 @@
+"""The paper's experiments as recipe files: which data, which corruption, which events.
+
+A benchmark recipe (``recipes/ml100k-<task>-<edit>.toml``) holds a training recipe
+(``[lora]``, ``[train]``, ``[model]``) and an ``[experiment]`` section; ``[quick]`` overrides
+settings of either for ``--quick``::
+
+    [experiment]
+    dataset = "ml-100k"     # or lastfm / steam / a folder (see rec_eraser.data)
+    task = "tallrec"        # or "llara"
+    edit = "ir"             # ir | qm | rc
+    fraction = 0.05         # ir: of the trained users; qm: of all users; rc: of training targets
+
+The three edits (LLMEraser's settings):
+
+- ``ir``: delete ``fraction`` of the users of the trained adapter (``delete_user`` events).
+- ``qm``: ``fraction`` of the users get ``injected`` random items inserted into their
+  training histories; the adapter is trained on that data; the correction removes them
+  (``remove_interactions`` events).
+- ``rc``: ``fraction`` of the training targets are corrupted (TALLRec: the rating flipped
+  across the like threshold; LLaRA: the item replaced by a random one); the adapter is
+  trained on that; the correction restores them (``correct_label`` / ``correct_target``).
+
+Corruptions are drawn with the experiment's seed, applied to the loaded interactions before
+instances are built (so the corrupted run is an ordinary run), and recorded in the run's
+manifest; the events that undo them are derived from that record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rec_eraser.data import Dataset
+from rec_eraser.data.dataset import Interaction
+from rec_eraser.data.split import chronological
+from rec_eraser.tasks.tallrec import liked_threshold
+from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_from_sections
+from rec_eraser.workflows.events import Event
+
+EDITS = ("ir", "qm", "rc")
+TASKS = ("tallrec", "llara")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """The ``[experiment]`` section. See the module docstring for ``edit`` and ``fraction``."""
+
+    dataset: str = "ml-100k"
+    task: str = "tallrec"
+    edit: str = "ir"
+    fraction: float = 0.05
+    injected: int = 2  # qm: random items inserted into each chosen user's history
+    max_users: int | None = None  # keep the dataset's first N users (size control)
+    eval_prompts: int = 200  # test prompts every method is evaluated on
+    generate: bool = False  # llara: also greedy generation (ValidRatio); ranking always
+    seed: int = 0  # corruption, event choice, SISA shards
+    retrain_seeds: tuple[int, ...] = (0, 1)
+    sample_size: int = 64  # rec_eraser: curvature sub-sample
+    solver_batch_size: int = 4
+    sqp_hvp_budget: int = 200
+    sisa_shards: int = 4
+    baseline_steps: int = 10
+    baseline_lr: float = 1e-4
+    retain_sample: int = 64  # graddiff: retained instances it descends on
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.edit not in EDITS:
+            raise RecipeError(f"experiment: edit must be one of {', '.join(EDITS)}, got {self.edit!r}")
+        if self.task not in TASKS:
+            raise RecipeError(f"experiment: task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not 0 < self.fraction < 1:
+            raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
+        if len(self.retrain_seeds) < 2:
+            raise RecipeError("experiment: retrain_seeds needs at least two seeds (Retrain's seed-to-seed spread is the noise floor)")
+        for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "sisa_shards",
+                     "baseline_steps", "retain_sample"):
+            if getattr(self, name) < 1:
+                raise RecipeError(f"experiment: {name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["retrain_seeds"] = list(self.retrain_seeds)
+        d.pop("extra")
+        return d
+
+
+def _experiment(values: dict[str, Any], source: str) -> Experiment:
+    known = {f.name for f in fields(Experiment)} - {"extra"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise RecipeError(f"{source}: unknown experiment setting {unknown[0]!r}")
+    values = dict(values)
+    if "retrain_seeds" in values:
+        values["retrain_seeds"] = tuple(values["retrain_seeds"])
+    try:
+        return Experiment(**values)
+    except TypeError as exc:
+        raise RecipeError(f"{source}: {exc}") from exc
+
+
+def load_experiment(path: Path | str, quick: bool = False) -> tuple[Experiment, Recipe]:
+    """Read a benchmark recipe; with ``quick``, its ``[quick]`` settings override the others."""
+    path = Path(path)
+    raw = read_toml(path)
+    experiment_values = raw.pop("experiment", None)
+    if not isinstance(experiment_values, dict):
+        raise RecipeError(f"{path}: a benchmark recipe needs an [experiment] section")
+    quick_values = raw.pop("quick", {})
+    if quick and not quick_values:
+        raise RecipeError(f"{path}: no [quick] section, so there is no --quick variant")
+    experiment_names = {f.name for f in fields(Experiment)}
+    overrides = quick_values if quick else {}
+    experiment = _experiment({**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path))
+    recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
+    return experiment, recipe
+
+
+# -- corruptions --------------------------------------------------------------------------
+def _train_positions(seq: list[Interaction]) -> range:
+    """Positions that are training targets with a history (leave-last-out keeps the last two)."""
+    return range(1, max(1, len(seq) - 2))
+
+
+def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) -> tuple[Dataset, dict[str, Any]]:
+    """QM: insert ``per_user`` random unseen items into the training span of ``fraction`` of the users.
+
+    Each injected interaction gets a timestamp strictly before the user's valid target (so
+    it lands in the training part of the sequence), a new line number after the file's
+    last, and a rating drawn from the user's own (for TALLRec).
+    """
+    rng = np.random.default_rng(seed)
+    sequences = chronological(dataset.interactions)
+    users = [u for u, seq in sequences.items() if len(seq) >= 4 and _stamp(seq[-2]) > _stamp(seq[0])]
+    chosen = [users[i] for i in np.sort(rng.choice(len(users), max(1, round(fraction * len(users))), replace=False))]
+    all_items = sorted(dataset.titles) if dataset.titles else dataset.items
+    next_line = max(x.line for x in dataset.interactions) + 1
+    added, record = [], []
+    for user in chosen:
+        seq = sequences[user]
+        seen = {x.item for x in seq}
+        pool = [i for i in all_items if i not in seen]
+        for item in rng.choice(pool, per_user, replace=False):
+            stamp = float(rng.integers(int(_stamp(seq[0])), int(_stamp(seq[-2]))))
+            rating = None if seq[0].rating is None else float(rng.choice([x.rating for x in seq]))
+            added.append(Interaction(user=user, item=str(item), rating=rating, timestamp=stamp if seq[0].timestamp is not None else None, line=next_line))
+            record.append({"user": user, "item": str(item), "line": next_line})
+            next_line += 1
+    return dataclasses.replace(dataset, interactions=dataset.interactions + tuple(added)), {"kind": "inject", "injected": record}
+
+
+def _stamp(x: Interaction) -> float:
+    return float(x.line) if x.timestamp is None else x.timestamp
+
+
+def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> tuple[Dataset, dict[str, Any]]:
+    """RC: corrupt ``fraction`` of the training targets.
+
+    TALLRec: the rating is flipped across the like threshold (a liked item gets the lowest
+    rating, a disliked one the highest). LLaRA: the item is replaced by a random item the
+    user never interacted with (skipping a target whose item would then vanish from the data).
+    """
+    rng = np.random.default_rng(seed)
+    sequences = chronological(dataset.interactions)
+    targets = [x for seq in sequences.values() for i in _train_positions(seq) for x in [seq[i]]]
+    picked = [targets[i] for i in np.sort(rng.choice(len(targets), max(1, round(fraction * len(targets))), replace=False))]
+    if task == "llara":
+        # the true item must stay an item of the run (someone else keeps an interaction with
+        # it), or the correction could not name it; the few that would vanish are left alone
+        remaining = Counter(x.item for x in dataset.interactions)
+        kept = []
+        for x in picked:
+            if remaining[x.item] >= 2:
+                remaining[x.item] -= 1
+                kept.append(x)
+        picked = kept
+    chosen = {x.line for x in picked}
+    threshold = liked_threshold(dataset) if task == "tallrec" else None
+    ratings = sorted({x.rating for x in dataset.interactions if x.rating is not None})
+    all_items = sorted(dataset.titles) if dataset.titles else dataset.items
+    seen = {u: {x.item for x in seq} for u, seq in sequences.items()}
+    out, record = [], []
+    for x in dataset.interactions:
+        if x.line not in chosen:
+            out.append(x)
+            continue
+        if task == "tallrec":
+            liked = x.rating > threshold
+            new = dataclasses.replace(x, rating=ratings[0] if liked else ratings[-1])
+            record.append({"user": x.user, "item": x.item, "line": x.line, "label": "Yes" if liked else "No"})
+        else:
+            item = str(rng.choice([i for i in all_items if i not in seen[x.user]]))
+            seen[x.user].add(item)
+            new = dataclasses.replace(x, item=item)
+            record.append({"user": x.user, "item": item, "line": x.line, "target": x.item})
+        out.append(new)
+    return dataclasses.replace(dataset, interactions=tuple(out)), {"kind": "corrupt_targets", "corrupted": record}
+
+
+def corruption(experiment: Experiment):
+    """The dataset transform of ``experiment`` (None for ``ir``), for :func:`prepare`."""
+    if experiment.edit == "qm":
+        return lambda d: inject_items(d, experiment.fraction, experiment.injected, experiment.seed)
+    if experiment.edit == "rc":
+        return lambda d: corrupt_targets(d, experiment.task, experiment.fraction, experiment.seed)
+    return None
+
+
+def experiment_events(experiment: Experiment, transform_record: dict[str, Any] | None, trained_users: list[str]) -> list[Event]:
+    """The events of ``experiment``: deletions of a seeded share of ``trained_users`` (ir), or
+    the events that undo the recorded corruption (qm, rc)."""
+    if experiment.edit == "ir":
+        rng = np.random.default_rng(experiment.seed)
+        users = sorted(set(trained_users), key=lambda u: (len(u), u))
+        count = max(1, round(experiment.fraction * len(users)))
+        return [Event(f"bench:delete_user:{users[i]}", "delete_user", users[i]) for i in np.sort(rng.choice(len(users), count, replace=False))]
+    if not transform_record:
+        raise RecipeError(f"the {experiment.edit} experiment's run has no corruption record in its manifest")
+    if experiment.edit == "qm":
+        by_user: dict[str, list[str]] = {}
+        for row in transform_record["injected"]:
+            by_user.setdefault(row["user"], []).append(row["item"])
+        return [Event(f"bench:remove_interactions:{u}", "remove_interactions", u, items=tuple(items)) for u, items in by_user.items()]
+    events = []
+    for row in transform_record["corrupted"]:
+        if "label" in row:
+            events.append(Event(f"bench:correct_label:{row['line']}", "correct_label", row["user"], item=row["item"], label=row["label"]))
+        else:
+            events.append(Event(f"bench:correct_target:{row['line']}", "correct_target", row["user"], item=row["item"], target=row["target"]))
+    return events

@@ -1,0 +1,155 @@
+"""Benchmark recipes, the corruptions they train on, and the events that undo them."""
+
+from __future__ import annotations
+
+import glob
+from pathlib import Path
+
+import pytest
+
+from rec_eraser.data import load_dataset
+from rec_eraser.data.split import chronological
+from rec_eraser.tasks.prepare import first_users, load_instances, prepare
+from rec_eraser.tasks.rewrite import PromptContext
+from rec_eraser.training.recipe import RecipeError
+from rec_eraser.workflows.experiments import corrupt_targets, experiment_events, inject_items, load_experiment
+from rec_eraser.workflows.plan import RunIndex, plan_edits
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+@pytest.fixture(scope="module")
+def small():
+    return first_users(load_dataset("ml-100k"), 12)
+
+
+def test_every_shipped_benchmark_recipe_loads_with_its_quick_variant():
+    paths = sorted(glob.glob(str(RECIPES / "ml100k-*-*.toml")))
+    names = {Path(p).stem for p in paths}
+    assert {f"ml100k-{t}-{e}" for t in ("tallrec", "llara") for e in ("ir", "qm", "rc")} <= names
+    for path in paths:
+        full, recipe = load_experiment(path)
+        quick, quick_recipe = load_experiment(path, quick=True)
+        assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
+        assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
+        assert (full.task, full.edit, full.fraction) == (quick.task, quick.edit, quick.fraction)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
+    ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
+    ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
+    ("[experiment]\nretrain_seeds = [0]\n", "at least two seeds"),
+    ("[experiment]\n[bogus]\n", "unknown section \\[bogus\\]"),
+])
+def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, message):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        load_experiment(path)
+
+
+def test_quick_needs_a_quick_section(tmp_path):
+    path = tmp_path / "r.toml"
+    path.write_text("[experiment]\ntask = 'tallrec'\n")
+    load_experiment(path)
+    with pytest.raises(RecipeError, match="no \\[quick\\] section"):
+        load_experiment(path, quick=True)
+
+
+def test_injected_items_land_in_the_training_span_of_the_chosen_users(small):
+    corrupted, record = inject_items(small, fraction=0.25, per_user=2, seed=0)
+    rows = record["injected"]
+    assert len(rows) == 2 * 3  # 25% of 12 users, 2 items each
+    sequences = chronological(corrupted.interactions)
+    before = chronological(small.interactions)
+    for row in rows:
+        seq = sequences[row["user"]]
+        position = [x.line for x in seq].index(row["line"])
+        assert 1 <= position < len(seq) - 2  # a training target or history item, never valid/test
+        assert row["item"] not in {x.item for x in before[row["user"]]}
+    assert len(corrupted.interactions) == len(small.interactions) + len(rows)
+
+
+def test_flipped_labels_cross_the_threshold_on_training_targets_only(small):
+    corrupted, record = corrupt_targets(small, "tallrec", fraction=0.2, seed=0)
+    original = {x.line: x for x in small.interactions}
+    changed = {x.line: x for x in corrupted.interactions if x != original[x.line]}
+    assert {r["line"] for r in record["corrupted"]} == set(changed)
+    for row in record["corrupted"]:
+        was, now = original[row["line"]].rating, changed[row["line"]].rating
+        assert (was > 3) != (now > 3) and row["label"] == ("Yes" if was > 3 else "No")
+    sequences = chronological(corrupted.interactions)
+    for seq in sequences.values():
+        assert all(x.line not in changed for x in seq[-2:])
+
+
+def _runs(tmp_path, task: str, transform):
+    clean, dirty = tmp_path / "clean", tmp_path / "dirty"
+    prepare("ml-100k", task, clean, max_users=10, negatives=4)
+    prepare("ml-100k", task, dirty, max_users=10, negatives=4, transform=transform)
+    return clean, dirty
+
+
+@pytest.mark.parametrize("task", ["tallrec", "llara"])
+def test_correction_events_restore_the_clean_training_set_rc(tmp_path, task):
+    clean, dirty = _runs(tmp_path, task, lambda d: corrupt_targets(d, task, 0.2, seed=1))
+    from rec_eraser.tasks.prepare import load_manifest
+
+    experiment = load_experiment_for(tmp_path, task, "rc")
+    events = experiment_events(experiment, load_manifest(dirty)["transform"], [])
+    train = load_instances(dirty, "train")
+    ctx = PromptContext.of_run(dirty)
+    index = RunIndex.build(task, [train], dict(ctx.titles))
+    for e in events:
+        index.validate(e)
+    plan = plan_edits(events, train, ctx)
+    assert plan.changed
+    fixed = {z.id: z for z in train} | {i: plan.after[i] for i in plan.changed}
+    expected = {z.id: z for z in load_instances(clean, "train")}
+    assert fixed.keys() == expected.keys()
+    for i, z in fixed.items():
+        if task == "tallrec":
+            assert (z.prompt, z.response) == (expected[i].prompt, expected[i].response), i
+        else:
+            # the runs' seeded negatives differ (they are drawn from different data), so the
+            # candidate lists do too; history, target and response must be the clean ones
+            assert (z.history_items, z.target_item, z.response) == (expected[i].history_items, expected[i].target_item, expected[i].response), i
+            assert z.target_item in z.candidates and len(z.candidates) == len(expected[i].candidates)
+    if task == "llara":  # where the target was corrected, the true item took the wrong one's place
+        retargeted = [i for i in plan.modified if plan.before[i].target_item != fixed[i].target_item]
+        assert retargeted
+        for i in retargeted:
+            if fixed[i].target_item not in plan.before[i].candidates:  # else it was a negative already and stays
+                assert fixed[i].candidates == tuple(fixed[i].target_item if c == plan.before[i].target_item else c for c in plan.before[i].candidates)
+
+
+def test_qm_events_remove_every_injected_item_from_the_training_set(tmp_path):
+    _, dirty = _runs(tmp_path, "llara", lambda d: inject_items(d, 0.3, 2, seed=0))
+    from rec_eraser.tasks.prepare import load_manifest
+
+    record = load_manifest(dirty)["transform"]
+    events = experiment_events(load_experiment_for(tmp_path, "llara", "qm"), record, [])
+    train = load_instances(dirty, "train")
+    plan = plan_edits(events, train, PromptContext.of_run(dirty))
+    injected = {(r["user"], r["item"]) for r in record["injected"]}
+    after = [plan.after.get(z.id, z) for z in train]
+    kept = [z for z in after if z is not None]
+    assert all((z.user, z.target_item) not in injected and not {(z.user, i) for i in z.history_items} & injected for z in kept)
+    touched = [z for z in train if (z.user, z.target_item) in injected or {(z.user, i) for i in z.history_items} & injected]
+    assert sorted(plan.changed) == sorted(z.id for z in touched)
+    assert set(plan.removed) == {z.id for z in train if (z.user, z.target_item) in injected}
+
+
+def test_ir_events_delete_a_seeded_share_of_the_trained_users(tmp_path):
+    experiment = load_experiment_for(tmp_path, "tallrec", "ir", fraction=0.25)
+    users = [str(u) for u in range(1, 21)]
+    events = experiment_events(experiment, None, users)
+    assert len(events) == 5 and {e.type for e in events} == {"delete_user"}
+    assert events == experiment_events(experiment, None, list(reversed(users)))  # order-independent, seeded
+
+
+def load_experiment_for(tmp_path: Path, task: str, edit: str, fraction: float = 0.2):
+    path = tmp_path / f"{task}-{edit}.toml"
+    path.write_text(f"[experiment]\ntask = '{task}'\nedit = '{edit}'\nfraction = {fraction}\n")
+    return load_experiment(path)[0]
