@@ -163,7 +163,7 @@ def evaluate(
 
 @app.command()
 def bench(
-    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: all)."),
     quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the recipe's [quick] variant (under 30 minutes on 2 CPU cores)."),
@@ -172,6 +172,8 @@ def bench(
     curvature: str = typer.Option("ggn", "--curvature", help="'ggn' or 'hessian'."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
     scales: str = typer.Option("0.01,0.1,1", "--scales", help="damping: the automatic rule's scales to compare."),
+    sizes: str = typer.Option("32,64,128", "--sizes", help="scaling: training-set sizes."),
+    task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
@@ -179,8 +181,8 @@ def bench(
     """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
     real adapter ('damping'), or every unlearning method on one experiment (a recipe file)."""
     is_recipe = target.endswith(".toml") or Path(target).is_file()
-    if target not in ("solvers", "damping") and not is_recipe:
-        _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
+    if target not in ("solvers", "damping", "scaling") and not is_recipe:
+        _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'scaling' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
     import torch
 
     from rec_eraser.core import SolverError
@@ -190,6 +192,9 @@ def bench(
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
     if is_recipe:
         _bench_recipe(Path(target), quick, out, methods, base_model, as_json, progress)
+        return
+    if target == "scaling":
+        _bench_scaling(sizes, task, out, base_model, as_json, progress)
         return
     if target == "damping":
         try:
@@ -258,6 +263,31 @@ def _bench_recipe(recipe: Path, quick: bool, out: Optional[Path], methods: Optio
                   f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)")
     console.print(table)
     console.print(f"report: {result['report']}")
+
+
+def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+    from rec_eraser.core import SolverError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.workflows.registry import RegistryError
+    from rec_eraser.workflows.scaling import run_scaling
+
+    if task not in ("tallrec", "llara"):
+        _fail(f"--task {task!r}: choose 'tallrec' or 'llara'", 2)
+    try:
+        size_values = [int(x) for x in sizes.split(",")]
+    except ValueError:
+        _fail(f"--sizes {sizes!r}: expected comma-separated integers")
+    try:
+        result = run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress)
+    except (ValueError, FileNotFoundError, OSError, SolverError, EmbeddedModelError, RegistryError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    table = Table("training instances", "forgotten", "retrain s", "update s", "update / retrain")
+    for row in result["sizes"]:
+        table.add_row(str(row["n"]), str(row["forgotten_instances"]), _fmt(row["retrain_seconds"]), _fmt(row["update_seconds"]), _fmt(row["update_to_retrain"]))
+    console.print(table)
 
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:

@@ -7,8 +7,11 @@ and every other method starts from ``v0000`` too:
 - ``retrain``: from scratch on the edited training set, once per seed of ``retrain_seeds``;
   the first seed is the reference, the second gives Retrain's own seed-to-seed spread (the
   noise floor every gap is read against).
-- ``rec_eraser`` (the workflows' default solver), ``rec_eraser_sqp`` and
-  ``reference_recipe`` (the reference implementation's 20 Adam steps at lr 1e-5 on the QP).
+- ``rec_eraser`` (the workflows' default solver: the damped empirical Fisher of
+  ``sample_size`` instances), ``rec_eraser_sqp`` (the Gauss–Newton QP by SVRG within
+  ``sqp_hvp_budget`` HVPs) and ``reference_recipe`` (the reference implementation's 20
+  Adam steps at lr 1e-5 on the same QP); the last two on ``hvp_sample_size`` curvature
+  instances, since each costs HVPs per instance.
 - ``sisa``: shards by user, one adapter per shard, scores averaged; forgetting retrains only
   the shards holding edited instances.
 - ``gradient_ascent``, ``graddiff``, ``npo`` on the forget set (the removed instances and the
@@ -140,6 +143,7 @@ class Outcome:
     hvps: int | None = None
     peak_mb: float | None = None
     notes: str | None = None
+    damping: float | None = None
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -268,8 +272,10 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
                    notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means")
 
 
-def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
-    """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's)."""
+def _solve_from_original(ctx: BenchContext, solver: SolverConfig, damping: float | None = None) -> Outcome:
+    """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's).
+
+    ``damping`` None: the automatic rule (its Hutchinson probes cost HVPs, counted)."""
     loaded = load_version(ctx.run, "v0000")
     tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
     encoded = {z.id: encode_instance(z, tok, items, max_length) for z in ctx.before}
@@ -278,11 +284,13 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
              for z in ctx.forget]
     memory = PeakMemory()
     with memory.watch():
-        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver).compute(edits)
+        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver).compute(edits)
     update.apply(loaded.model)
     r = update.report
-    return _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
-                    notes=f"relative residual {r.relative_residual:.3g}, damping {r.damping:.3g}")
+    outcome = _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
+                       notes=f"{r.curvature_samples} curvature instances, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
+    outcome.damping = r.damping
+    return outcome
 
 
 COST_FILE = "rec_eraser-cost.json"  # the peak memory of the workflow's apply (the registry's files stay untouched)
@@ -400,6 +408,9 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
     reference = retrains[experiment.retrain_seeds[0]]
 
     outcomes: dict[str, Outcome] = {}
+    # the Gauss–Newton solvers pay HVPs per curvature instance, so they get their own (smaller) sub-sample
+    gauss_newton = replace(solver, sample_size=experiment.hvp_sample_size)
+    ggn_damping: float | None = None
     for name in chosen:
         say(f"method {name}")
         if name == "retrain":
@@ -409,10 +420,13 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
         elif name == "rec_eraser":
             outcomes[name] = _run_rec_eraser(ctx, version)
         elif name == "rec_eraser_sqp":
-            outcomes[name] = _solve_from_original(ctx, replace(solver, method="sqp", tol=1e-2, max_iters=100_000, power_iters=10,
+            outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="sqp", tol=1e-2, max_iters=100_000, power_iters=5,
                                                              hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
+            ggn_damping = outcomes[name].damping
         elif name == "reference_recipe":
-            outcomes[name] = _solve_from_original(ctx, replace(solver, method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")))
+            # the same damped system as sqp's (its automatic damping, when sqp ran: the probes are paid once)
+            outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")),
+                                                  damping=ggn_damping)
         else:
             outcomes[name] = _run_baseline(ctx, name)
 

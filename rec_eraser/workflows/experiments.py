@@ -63,6 +63,7 @@ class Experiment:
     sample_size: int = 64  # rec_eraser: curvature sub-sample
     solver_batch_size: int = 4
     sqp_hvp_budget: int = 200
+    hvp_sample_size: int = 32  # rec_eraser_sqp and reference_recipe: curvature sub-sample (HVPs cost per instance)
     sisa_shards: int = 4
     baseline_steps: int = 10
     baseline_lr: float = 1e-4
@@ -78,7 +79,7 @@ class Experiment:
             raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
         if len(self.retrain_seeds) < 2:
             raise RecipeError("experiment: retrain_seeds needs at least two seeds (Retrain's seed-to-seed spread is the noise floor)")
-        for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "sisa_shards",
+        for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
                      "baseline_steps", "retain_sample"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"experiment: {name} must be >= 1, got {getattr(self, name)}")

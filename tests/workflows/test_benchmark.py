@@ -132,3 +132,15 @@ def test_bad_recipes_and_methods_get_one_line_and_exit_1(tmp_path, tiny_model_di
     assert result.exit_code == 1 and "unknown method 'magic'" in result.output
     result = CliRunner().invoke(app, ["bench", "nonsense"])
     assert result.exit_code == 2
+
+
+def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_model_dir):
+    from rec_eraser.workflows.scaling import run_scaling
+
+    result = run_scaling([6, 12], out=tmp_path / "scaling", base_model=tiny_model_dir, sample_size=4, max_users=8)
+    assert [row["n"] for row in result["sizes"]] == [6, 12]
+    for row in result["sizes"]:
+        assert row["forgotten_instances"] >= 1 and row["retrain_seconds"] > 0 and row["update_seconds"] > 0
+        assert row["update_to_retrain"] == row["update_seconds"] / row["retrain_seconds"]
+    with pytest.raises(ValueError, match="at least two sizes"):
+        run_scaling([6], out=tmp_path / "x")
