@@ -5,7 +5,9 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class RecipeError(ValueError):
@@ -50,14 +52,17 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise RecipeError(f"recipe: unknown setting {unknown[0]!r}")
-        values = dict(data)
-        if "target_modules" in values:
-            values["target_modules"] = tuple(values["target_modules"])
-        return cls(**values)
+        return settings_from_dict(cls, data, "recipe: unknown setting", tuples=("target_modules",))
+
+
+def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str, tuples: tuple[str, ...] = ()) -> T:
+    """``cls(**data)`` for a frozen settings dataclass: unknown names are refused with
+    ``unknown_message``, and the fields named in ``tuples`` (TOML arrays) become tuples."""
+    unknown = sorted(set(data) - {f.name for f in fields(cls)})
+    if unknown:
+        raise RecipeError(f"{unknown_message} {unknown[0]!r}")
+    values = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+    return cls(**values)
 
 
 SECTIONS = ("lora", "train", "model")

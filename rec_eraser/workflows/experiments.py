@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from rec_eraser.data import Dataset
 from rec_eraser.data.dataset import Interaction
 from rec_eraser.data.split import chronological
 from rec_eraser.tasks.tallrec import liked_threshold
-from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_from_sections
+from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_from_sections, settings_from_dict
 from rec_eraser.workflows.events import Event
 
 EDITS = ("ir", "qm", "rc")
@@ -68,7 +68,6 @@ class Experiment:
     baseline_steps: int = 10
     baseline_lr: float = 1e-4
     retain_sample: int = 64  # graddiff: retained instances it descends on
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.edit not in EDITS:
@@ -87,20 +86,12 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["retrain_seeds"] = list(self.retrain_seeds)
-        d.pop("extra")
         return d
 
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:
-    known = {f.name for f in fields(Experiment)} - {"extra"}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise RecipeError(f"{source}: unknown experiment setting {unknown[0]!r}")
-    values = dict(values)
-    if "retrain_seeds" in values:
-        values["retrain_seeds"] = tuple(values["retrain_seeds"])
     try:
-        return Experiment(**values)
+        return settings_from_dict(Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds",))
     except TypeError as exc:
         raise RecipeError(f"{source}: {exc}") from exc
 
