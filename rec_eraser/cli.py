@@ -180,7 +180,7 @@ def bench(
 ) -> None:
     """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
     real adapter ('damping'), or every unlearning method on one experiment (a recipe file)."""
-    is_recipe = target.endswith(".toml") or Path(target).is_file()
+    is_recipe = target not in ("solvers", "damping", "scaling") and (target.endswith(".toml") or Path(target).is_file())
     if target not in ("solvers", "damping", "scaling") and not is_recipe:
         _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'scaling' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
     import torch
@@ -242,13 +242,14 @@ def _bench_recipe(recipe: Path, quick: bool, out: Optional[Path], methods: Optio
     from rec_eraser.models import EmbeddedModelError
     from rec_eraser.tasks.instance import TaskError
     from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.training.train import BaseModelMismatch
     from rec_eraser.workflows.benchmark import run_benchmark
     from rec_eraser.workflows.registry import RegistryError
 
     try:
         result = run_benchmark(recipe, quick=quick, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
     except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, SolverError,
-            EmbeddedModelError, RegistryError) as exc:
+            EmbeddedModelError, RegistryError, FloatingPointError, BaseModelMismatch) as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)

@@ -29,8 +29,10 @@ def membership_inference_auc(forgotten_losses: Sequence[float], unseen_losses: S
     return auc(scores, labels)
 
 
-def recovery(metric: float, corrupted: float, retrain: float) -> float | None:
-    """(metric − corrupted) / (retrain − corrupted); None when retraining changed nothing."""
+def recovery(metric: float | None, corrupted: float | None, retrain: float | None) -> float | None:
+    """(metric − corrupted) / (retrain − corrupted); None when retraining changed nothing or a figure is missing (None or NaN)."""
+    if any(x is None or not np.isfinite(x) for x in (metric, corrupted, retrain)):
+        return None
     gap = retrain - corrupted
     return None if gap == 0 else (metric - corrupted) / gap
 
@@ -40,6 +42,8 @@ def top1_agreement(scores_a: np.ndarray, scores_b: np.ndarray) -> float:
     a, b = np.asarray(scores_a), np.asarray(scores_b)
     if a.shape != b.shape or a.ndim != 2 or a.shape[0] == 0:
         raise ValueError(f"expected two equal non-empty [n, candidates] matrices, got {a.shape} and {b.shape}")
+    # a NaN score (a diverged model) never ranks first
+    a, b = np.where(np.isnan(a), -np.inf, a), np.where(np.isnan(b), -np.inf, b)
     return float(np.mean(a.argmax(axis=1) == b.argmax(axis=1)))
 
 

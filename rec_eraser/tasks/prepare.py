@@ -27,6 +27,7 @@ from typing import Any
 
 from rec_eraser import __version__
 from rec_eraser.data import SPLITS, Dataset, load_dataset
+from rec_eraser.data.dataset import Interaction
 from rec_eraser.tasks import templates
 from rec_eraser.tasks.instance import Instance, TaskError
 from rec_eraser.tasks.llara import build_llara
@@ -195,3 +196,16 @@ def load_titles(run_dir: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a prepared run folder (run `rec-eraser prepare` first)")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def run_interactions(run_dir: str | Path) -> tuple[Interaction, ...]:
+    """The interactions a run's instances were built from, read back from their provenance
+    (every split), in ``.inter`` line order. Users without any instance (a single
+    interaction) are not among them."""
+    seen: dict[int, Interaction] = {}
+    for split in SPLITS:
+        for z in load_instances(run_dir, split):
+            for source in z.interactions:
+                seen.setdefault(source.line, Interaction(user=z.user, item=source.item, rating=source.rating,
+                                                         timestamp=source.timestamp, line=source.line))
+    return tuple(seen[line] for line in sorted(seen))

@@ -9,6 +9,8 @@ temporary folder and renamed into place, so a crash never leaves a half-written 
 
 from __future__ import annotations
 
+import dataclasses
+
 import datetime as _dt
 import json
 import logging
@@ -68,7 +70,7 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     """The run's collaborative item encoder (SASRec), trained once on the training interactions."""
     from rec_eraser.data import load_dataset
     from rec_eraser.encoders.sasrec import ItemEncoder, train_sasrec
-    from rec_eraser.tasks.prepare import first_users
+    from rec_eraser.tasks.prepare import first_users, run_interactions
 
     folder = Path(run_dir) / ENCODER_DIR
     if folder.exists():
@@ -78,6 +80,10 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     dataset = load_dataset(manifest["dataset"]["name"], root=manifest["dataset"]["root"], mapping=Path(manifest["mapping"]["path"]))
     if manifest.get("max_users"):
         dataset = first_users(dataset, manifest["max_users"])
+    if manifest.get("transform"):
+        # the run was built from changed interactions (a benchmark's corruption): the encoder
+        # learns from those, as the adapter does, read back from the instances' provenance
+        dataset = dataclasses.replace(dataset, interactions=run_interactions(run_dir))
     encoder = train_sasrec(dataset, epochs=recipe.sasrec_epochs, seed=seed)
     staging = Path(tempfile.mkdtemp(prefix=".item_encoder-", dir=run_dir))
     try:
@@ -153,7 +159,7 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_model": str(base_path), "base_model_sha256": base_model_fingerprint(base_path), "task": manifest["task"],
         "data_hash": manifest["data_hash"], "recipe": recipe.to_dict(), "train_instances": len(samples),
-        "train_ids_sha256": _ids_hash(instances),
+        "train_ids_sha256": instance_ids_hash(instances),
         "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
     }
@@ -171,7 +177,7 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
     return target
 
 
-def _ids_hash(instances: list[Instance]) -> str:
+def instance_ids_hash(instances: list[Instance]) -> str:
     import hashlib
 
     return hashlib.sha256("\n".join(z.id for z in instances).encode()).hexdigest()

@@ -1,7 +1,7 @@
 """The benchmark's report folder: ``report.md`` (a table), ``results.csv`` and two PNG plots.
 
 Everything is written from the result object ``run_benchmark`` returns (also saved as
-``result.json``), so the report and the JSON can never disagree.
+``result.json``), so the report and the JSON hold the same figures.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     main = _main_metric(result)
     out = [{"method": "original (before the edit)", **_flat(result["original"]["metrics"], main), "seconds": result["original"]["seconds"]}]
     for name, row in result["methods"].items():
+        if "error" in row:
+            out.append({"method": f"{name} (failed)"})
+            continue
         out.append({"method": name, **_flat(row["metrics"], main), **{k: row.get(k) for k in ("seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")}})
     for label, metrics in result["retrain_spread"].items():
         out.append({"method": f"retrain {label}", **_flat(metrics, main), "seconds": metrics.get("seconds")})
@@ -67,7 +70,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table:
         lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
-    notes = [f"- `{name}`: {row['notes']}" for name, row in result["methods"].items() if row.get("notes")]
+    notes = [f"- `{name}`: {row.get('notes') or 'failed: ' + row['error']}" for name, row in result["methods"].items()
+             if row.get("notes") or row.get("error")]
     return "\n".join(head + lines + (["", "Notes:", *notes] if notes else []) + [""])
 
 
@@ -92,6 +96,8 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
     written = []
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, row in methods.items():
+        if "error" in row:
+            continue
         y, x = row["metrics"].get(main), row.get("seconds")
         if y is None or not x:
             continue
@@ -110,10 +116,14 @@ def plots(result: dict[str, Any], folder: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=120)
     plt.close(fig)
 
-    names = [n for n in methods if n != "retrain"]
+    names = [n for n in methods if n != "retrain" and "error" not in methods[n]]
     values = [methods[n]["metrics"]["agreement_with_retrain"] for n in names]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    ax.bar(range(len(names)), [0.0 if v is None or math.isnan(v) else v for v in values])
+    missing = [v is None or math.isnan(v) for v in values]
+    ax.bar(range(len(names)), [0.0 if m else v for v, m in zip(values, missing)])
+    for x, m in enumerate(missing):
+        if m:  # no figure is not a figure of 0
+            ax.annotate("n/a", (x, 0.0), ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
     for label, metrics in result["retrain_spread"].items():
         ax.axhline(metrics["agreement_with_retrain"], color="red", linestyle="--", label=f"Retrain {label}")

@@ -36,6 +36,7 @@ import ctypes
 import gc
 import json
 import logging
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -47,7 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, SolverError
 from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
 from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
 from rec_eraser.tasks.instance import Instance
@@ -56,12 +57,13 @@ from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores
-from rec_eraser.training.train import LoadedModel, fit_adapter, load_version, save_version, train_run
+from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import apply_events
+from rec_eraser.workflows.bench_report import write_report
+from rec_eraser.workflows.unlearn import apply_events, validate_events
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,6 @@ class Outcome:
     hvps: int | None = None
     peak_mb: float | None = None
     notes: str | None = None
-    damping: float | None = None
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -166,12 +167,26 @@ def default_out(recipe_path: Path, quick: bool) -> Path:
     return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("-quick" if quick else ""))
 
 
+#: the experiment settings that shape the run's data and events; a run folder serves one set of them
+DATA_SETTINGS = ("dataset", "task", "edit", "fraction", "injected", "max_users", "seed")
+EXPERIMENT_FILE = "experiment.json"
+
+
 def _prepare(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> None:
-    if not (run / "manifest.json").is_file():
+    fingerprint = {k: experiment.to_dict()[k] for k in DATA_SETTINGS}
+    stamp = run.parent / EXPERIMENT_FILE
+    if (run / "manifest.json").is_file():
+        kept = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if kept != fingerprint:
+            differs = sorted(k for k in DATA_SETTINGS if (kept or {}).get(k) != fingerprint[k])
+            raise ValueError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
+                             "use another --out or remove that folder")
+    else:
         say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
         run.parent.mkdir(parents=True, exist_ok=True)
         prepare(experiment.dataset, experiment.task, run, seed=experiment.seed, max_users=experiment.max_users,
                 transform=corruption(experiment))
+        stamp.write_text(json.dumps(fingerprint, indent=2) + "\n")
     registry = Registry(run)
     if not registry.versions():
         say(f"training v0000 ({recipe.max_train or 'all'} instances)")
@@ -210,6 +225,11 @@ def _observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any
 def _cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: list[Instance], say: Say, label: str) -> tuple[LoadedModel, dict[str, Any]]:
     """Train (or reuse) an adapter on ``instances`` saved as ``RUN/folder``; the loaded model and its record."""
     target = ctx.run / folder
+    if (target / "manifest.json").is_file():
+        cached = json.loads((target / "manifest.json").read_text())
+        if cached.get("train_ids_sha256") != instance_ids_hash(instances) or cached.get("recipe") != recipe.to_dict():
+            logger.info("%s was trained on other instances or with another recipe: training it again", target)
+            shutil.rmtree(target)
     if not (target / "manifest.json").is_file():
         say(f"training {label} on {len(instances)} instances")
         memory = PeakMemory()
@@ -229,9 +249,10 @@ def _run_retrain(ctx: BenchContext, seed: int, say: Say) -> Outcome:
 
 
 def sisa_shards(users: Sequence[str], shards: int, seed: int) -> dict[str, int]:
-    """User → shard: a seeded permutation of the sorted users dealt round-robin."""
+    """User → shard: a seeded permutation of the sorted users dealt round-robin (a random
+    stream of its own, independent of the one that picks the experiment's users)."""
     ordered = sorted(set(users), key=lambda u: (len(u), u))
-    perm = np.random.default_rng(seed).permutation(len(ordered))
+    perm = np.random.default_rng([seed, shards, 1]).permutation(len(ordered))
     return {ordered[j]: i % shards for i, j in enumerate(perm)}
 
 
@@ -272,10 +293,9 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
                    notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means")
 
 
-def _solve_from_original(ctx: BenchContext, solver: SolverConfig, damping: float | None = None) -> Outcome:
-    """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's).
-
-    ``damping`` None: the automatic rule (its Hutchinson probes cost HVPs, counted)."""
+def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
+    """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's),
+    with the automatic damping rule (its Hutchinson probes are HVPs and are counted)."""
     loaded = load_version(ctx.run, "v0000")
     tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
     encoded = {z.id: encode_instance(z, tok, items, max_length) for z in ctx.before}
@@ -284,13 +304,11 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig, damping: float
              for z in ctx.forget]
     memory = PeakMemory()
     with memory.watch():
-        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver).compute(edits)
+        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver).compute(edits)
     update.apply(loaded.model)
     r = update.report
-    outcome = _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
-                       notes=f"{r.curvature_samples} curvature instances, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
-    outcome.damping = r.damping
-    return outcome
+    return _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
+                    notes=f"{r.curvature_samples} curvature instances, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
 
 
 COST_FILE = "rec_eraser-cost.json"  # the peak memory of the workflow's apply (the registry's files stay untouched)
@@ -343,6 +361,15 @@ def _agreement(ctx: BenchContext, a: Outcome, b: Outcome) -> float:
     return score_correlation(a.test_scores, b.test_scores)
 
 
+def _number(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    a, b = _number(a), _number(b)
+    return None if a is None or b is None else a - b
+
+
 def _mean(x: np.ndarray | None) -> float | None:
     return None if x is None or len(x) == 0 else float(np.mean(x))
 
@@ -352,7 +379,7 @@ def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: 
     main = "auc" if ctx.task == "tallrec" else "hit@1"
     utility, retrain_utility, original_utility = _utility(ctx, outcome), _utility(ctx, retrain), _utility(ctx, original)
     m: dict[str, Any] = dict(utility)
-    m["utility_gap"] = None if utility[main] is None else utility[main] - retrain_utility[main]
+    m["utility_gap"] = _difference(utility[main], retrain_utility[main])
     m["agreement_with_retrain"] = _agreement(ctx, outcome, retrain)
     m["agreement_kind"] = "top1_agreement" if ctx.task == "llara" else "score_correlation"
     m["forget_loss"] = _mean(outcome.forget_losses)
@@ -369,34 +396,43 @@ def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: 
 # -- the command ------------------------------------------------------------------------------
 def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None = None, methods: Sequence[str] | None = None,
                   base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
-    """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder."""
+    """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder.
+
+    A method that fails (a diverging solver, a training that blows up) gets ``{"error": ...}``
+    in place of its figures; the others are still measured.
+    """
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
     experiment, recipe = load_experiment(recipe_path, quick)
     if base_model is not None:
         recipe = replace(recipe, base_model=str(base_model))
-    chosen = list(methods or METHODS)
+    chosen = [m.strip() for m in (methods or METHODS) if m.strip()]
     unknown = [m for m in chosen if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
     if experiment.edit == "ir":
         chosen = [m for m in chosen if m not in CORRECTION_ONLY]
+        if not chosen:
+            raise ValueError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
     out = Path(out) if out is not None else default_out(recipe_path, quick)
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)
     registry = Registry(run)
     events = experiment_events(experiment, load_manifest(run).get("transform"), sorted({z.user for z in registry.training_set("v0000")}))
-    (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
-    solver = SolverConfig(method="fisher", sample_size=experiment.sample_size, batch_size=experiment.solver_batch_size)
-    say(f"rec_eraser: applying {len(events)} events")
-    memory = PeakMemory()
-    with memory.watch():
-        applied = apply_events(run, [(None, e) for e in events], solver=solver, say=say)
-    if applied.problems:
-        raise ValueError(f"the experiment's events were refused: {applied.problems[0].message}")
-    version = registry.applied_events(registry.current())[events[0].id]
-    if applied.version is not None:
+    if not events:
+        raise ValueError("the experiment yields no events (raise fraction or max_users)")
+    version = _unlearned_version(registry, events)
+    if version is None:
+        problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
+        if problems:
+            raise ValueError(f"the experiment's events do not fit its run: {problems[0].message} ({problems[0].event_id})")
+        (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
+        say(f"rec_eraser: applying {len(events)} events")
+        memory = PeakMemory()
+        with memory.watch():
+            applied = apply_events(run, [(None, e) for e in events], solver=_default_solver(experiment), say=say)
+        version = applied.version
         (out / COST_FILE).write_text(json.dumps({"version": version, "peak_mb": memory.peak_mb}))
     ctx = _context(run, experiment, recipe, events, version)
     if not ctx.forget:
@@ -406,52 +442,69 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
     original = _observe(ctx, load_version(run, "v0000"), float(registry.manifest("v0000")["training"]["seconds"]))
     retrains = {seed: _run_retrain(ctx, seed, say) for seed in experiment.retrain_seeds}
     reference = retrains[experiment.retrain_seeds[0]]
+    gauss_newton = replace(_default_solver(experiment), sample_size=experiment.hvp_sample_size)
 
-    outcomes: dict[str, Outcome] = {}
-    # the Gauss–Newton solvers pay HVPs per curvature instance, so they get their own (smaller) sub-sample
-    gauss_newton = replace(solver, sample_size=experiment.hvp_sample_size)
-    ggn_damping: float | None = None
+    outcomes: dict[str, Outcome | str] = {}
     for name in chosen:
         say(f"method {name}")
-        if name == "retrain":
-            outcomes[name] = reference
-        elif name == "sisa":
-            outcomes[name] = _run_sisa(ctx, say)
-        elif name == "rec_eraser":
-            outcomes[name] = _run_rec_eraser(ctx, version)
-        elif name == "rec_eraser_sqp":
-            outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="sqp", tol=1e-2, max_iters=100_000, power_iters=5,
-                                                             hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
-            ggn_damping = outcomes[name].damping
-        elif name == "reference_recipe":
-            # the same damped system as sqp's (its automatic damping, when sqp ran: the probes are paid once)
-            outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")),
-                                                  damping=ggn_damping)
-        else:
-            outcomes[name] = _run_baseline(ctx, name)
+        try:
+            if name == "retrain":
+                outcomes[name] = reference
+            elif name == "sisa":
+                outcomes[name] = _run_sisa(ctx, say)
+            elif name == "rec_eraser":
+                outcomes[name] = _run_rec_eraser(ctx, version)
+            elif name == "rec_eraser_sqp":
+                outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="sqp", tol=1e-2, max_iters=100_000, power_iters=5,
+                                                                 hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
+            elif name == "reference_recipe":
+                outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")))
+            else:
+                outcomes[name] = _run_baseline(ctx, name)
+        except (SolverError, FloatingPointError, ValueError) as exc:
+            logger.warning("%s failed: %s", name, exc)
+            outcomes[name] = f"{type(exc).__name__}: {exc}"
 
     retrain_seconds = reference.seconds
     result: dict[str, Any] = {
         "recipe": str(recipe_path), "quick": quick, "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
-        "run": str(run), "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
+        "run": str(run), "unlearned_version": version, "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
         "events": len(events), "forget_instances": len(ctx.forget), "corrected_instances": len(ctx.corrected),
         "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds},
         "methods": {},
     }
     for name, outcome in outcomes.items():
+        if isinstance(outcome, str):
+            result["methods"][name] = {"error": outcome}
+            continue
         result["methods"][name] = {
             "metrics": metrics_of(ctx, outcome, reference, original),
             "seconds": outcome.seconds, "ratio_to_retrain": outcome.seconds / retrain_seconds if retrain_seconds else None,
             "gradient_passes": outcome.gradient_passes, "hvps": outcome.hvps, "peak_mb": outcome.peak_mb, "notes": outcome.notes,
         }
     seeds = experiment.retrain_seeds
-    spread = {}
-    for seed in seeds[1:]:
-        other = retrains[seed]
-        spread[f"seed{seed}_vs_seed{seeds[0]}"] = metrics_of(ctx, other, reference, original) | {"seconds": other.seconds}
-    result["retrain_spread"] = spread
+    result["retrain_spread"] = {
+        f"seed{seed}_vs_seed{seeds[0]}": metrics_of(ctx, retrains[seed], reference, original) | {"seconds": retrains[seed].seconds}
+        for seed in seeds[1:]
+    }
     result["seconds"] = time.perf_counter() - t_start
-    from rec_eraser.workflows.bench_report import write_report
-
-    result["report"] = str(write_report(result, out / "report"))
+    result["report"] = str(out / "report")
+    write_report(result, out / "report")
     return result
+
+
+def _default_solver(experiment: Experiment) -> SolverConfig:
+    return SolverConfig(method="fisher", sample_size=experiment.sample_size, batch_size=experiment.solver_batch_size)
+
+
+def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
+    """The version that applied exactly ``events`` to v0000, if one exists; refuses a run edited otherwise."""
+    current = registry.current()
+    if current == "v0000":
+        return None
+    chain = registry.lineage(current)
+    applied = {e["id"] for record in chain for e in record.get("events", [])}
+    if len(chain) != 2 or applied != {e.id for e in events}:
+        raise ValueError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
+                         "use another --out or remove that folder")
+    return current

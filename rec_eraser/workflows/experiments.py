@@ -76,8 +76,12 @@ class Experiment:
             raise RecipeError(f"experiment: task must be one of {', '.join(TASKS)}, got {self.task!r}")
         if not 0 < self.fraction < 1:
             raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
-        if len(self.retrain_seeds) < 2:
-            raise RecipeError("experiment: retrain_seeds needs at least two seeds (Retrain's seed-to-seed spread is the noise floor)")
+        if len(set(self.retrain_seeds)) < 2 or len(set(self.retrain_seeds)) != len(self.retrain_seeds):
+            raise RecipeError("experiment: retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)")
+        if not self.baseline_lr > 0:
+            raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
+        if self.max_users is not None and self.max_users < 1:
+            raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
         for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
                      "baseline_steps", "retain_sample"):
             if getattr(self, name) < 1:
@@ -124,11 +128,17 @@ def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) ->
 
     Each injected interaction gets a timestamp strictly before the user's valid target (so
     it lands in the training part of the sequence), a new line number after the file's
-    last, and a rating drawn from the user's own (for TALLRec).
+    last, and a rating drawn from the user's own (for TALLRec). Injected items are drawn
+    from the dataset's items (with titles); the run's item encoder is trained on the
+    corrupted interactions, as the adapter is. Needs timestamps.
     """
+    if any(x.timestamp is None for x in dataset.interactions):
+        # without timestamps a sequence is file order, and an injected line (after the file's
+        # last) would become the user's test target
+        raise RecipeError(f"the qm experiment injects items by timestamp, and dataset {dataset.name!r} has none")
     rng = np.random.default_rng(seed)
     sequences = chronological(dataset.interactions)
-    users = [u for u, seq in sequences.items() if len(seq) >= 4 and _stamp(seq[-2]) > _stamp(seq[0])]
+    users = [u for u, seq in sequences.items() if len(seq) >= 4 and seq[-2].timestamp - seq[0].timestamp >= 1]
     chosen = [users[i] for i in np.sort(rng.choice(len(users), max(1, round(fraction * len(users))), replace=False))]
     all_items = sorted(dataset.titles) if dataset.titles else dataset.items
     next_line = max(x.line for x in dataset.interactions) + 1
@@ -138,16 +148,13 @@ def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) ->
         seen = {x.item for x in seq}
         pool = [i for i in all_items if i not in seen]
         for item in rng.choice(pool, per_user, replace=False):
-            stamp = float(rng.integers(int(_stamp(seq[0])), int(_stamp(seq[-2]))))
+            # strictly before the valid target, at or after the first interaction
+            stamp = float(rng.uniform(seq[0].timestamp, seq[-2].timestamp - 0.5))
             rating = None if seq[0].rating is None else float(rng.choice([x.rating for x in seq]))
-            added.append(Interaction(user=user, item=str(item), rating=rating, timestamp=stamp if seq[0].timestamp is not None else None, line=next_line))
+            added.append(Interaction(user=user, item=str(item), rating=rating, timestamp=stamp, line=next_line))
             record.append({"user": user, "item": str(item), "line": next_line})
             next_line += 1
     return dataclasses.replace(dataset, interactions=dataset.interactions + tuple(added)), {"kind": "inject", "injected": record}
-
-
-def _stamp(x: Interaction) -> float:
-    return float(x.line) if x.timestamp is None else x.timestamp
 
 
 def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> tuple[Dataset, dict[str, Any]]:

@@ -33,8 +33,8 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
 
     ``max_users`` keeps the dataset's first users only (for small checks)."""
     say = say or (lambda _m: None)
-    if len(sizes) < 2 or any(n < 4 for n in sizes):
-        raise ValueError(f"scaling needs at least two sizes of at least 4 instances, got {list(sizes)}")
+    if len(set(sizes)) < 2 or len(set(sizes)) != len(sizes) or any(n < 4 for n in sizes):
+        raise ValueError(f"scaling needs at least two distinct sizes of at least 4 instances, got {list(sizes)}")
     out = Path(out) if out is not None else DEFAULT_ROOT / "bench" / f"scaling-{task}"
     solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4)
     rows = []
@@ -50,6 +50,8 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
         if not registry.versions():
             say(f"training on {n} instances")
             train_run(run, recipe)
+        elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
+            raise ValueError(f"{run}/v0000 was trained with another recipe (another base model?); use another --out or remove {out}")
         trained = registry.training_set("v0000")
         user = sorted({z.user for z in trained}, key=lambda u: (len(u), u))[0]
         event = Event(f"scaling:delete_user:{user}", "delete_user", user)

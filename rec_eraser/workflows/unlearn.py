@@ -91,8 +91,7 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         say("reading the run")
         train_split = load_instances(run_dir, "train")  # read once: the base of the training set and part of the index
         training_set = registry.training_set(parent, train_split)
-        index = RunIndex.build(manifest["task"], [training_set, train_split, *(load_instances(run_dir, s) for s in ("valid", "test"))],
-                               dict(ctx.titles))
+        index = _run_index(run_dir, manifest["task"], training_set, train_split, ctx)
         todo: list[Event] = []
         for line, event in events:
             if any(event.id == e.id for e in todo):
@@ -141,6 +140,26 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         result.version = name
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _run_index(run_dir: Path | str, task: str, training_set: list, train_split: list, ctx: PromptContext) -> RunIndex:
+    """What events are checked against: every user's interactions in any split, and the run's items."""
+    return RunIndex.build(task, [training_set, train_split, *(load_instances(run_dir, s) for s in ("valid", "test"))], dict(ctx.titles))
+
+
+def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventProblem]:
+    """The problems ``apply_events`` would report for ``events`` against the current version, without applying anything."""
+    registry = Registry(run_dir)
+    train_split = load_instances(run_dir, "train")
+    index = _run_index(run_dir, load_manifest(run_dir)["task"], registry.training_set(registry.current(), train_split), train_split,
+                       PromptContext.of_run(run_dir))
+    problems = []
+    for event in events:
+        try:
+            index.validate(event)
+        except EventError as exc:
+            problems.append(EventProblem(0, str(exc), event.id))
+    return problems
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,

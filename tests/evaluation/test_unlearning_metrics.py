@@ -32,3 +32,12 @@ def test_agreements_by_hand():
     assert score_correlation([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
     with pytest.raises(ValueError):
         top1_agreement(a, b[:2])
+
+
+def test_missing_figures_give_no_recovery_and_nan_scores_never_rank_first():
+    assert recovery(None, 0.5, 0.7) is None and recovery(0.6, float("nan"), 0.7) is None and recovery(0.6, 0.5, None) is None
+    assert recovery(0.6, 0.5, 0.7) == pytest.approx(0.5)
+    diverged = np.array([[np.nan, 0.1, 0.2], [np.nan, np.nan, np.nan]])
+    healthy = np.array([[0.0, 0.1, 0.9], [0.5, 0.1, 0.2]])
+    # row 0: the NaN is not the top; row 1: all NaN ranks the first candidate, as the healthy model does
+    assert top1_agreement(diverged, healthy) == pytest.approx(1.0)

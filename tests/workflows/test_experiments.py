@@ -39,7 +39,8 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_variant():
     ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
     ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
     ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
-    ("[experiment]\nretrain_seeds = [0]\n", "at least two seeds"),
+    ("[experiment]\nretrain_seeds = [0]\n", "at least two distinct seeds"),
+    ("[experiment]\nretrain_seeds = [1, 1]\n", "at least two distinct seeds"),
     ("[experiment]\n[bogus]\n", "unknown section \\[bogus\\]"),
 ])
 def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, message):
@@ -153,3 +154,22 @@ def load_experiment_for(tmp_path: Path, task: str, edit: str, fraction: float = 
     path = tmp_path / f"{task}-{edit}.toml"
     path.write_text(f"[experiment]\ntask = '{task}'\nedit = '{edit}'\nfraction = {fraction}\n")
     return load_experiment(path)[0]
+
+
+def test_a_runs_interactions_are_read_back_from_provenance(tmp_path, small):
+    from rec_eraser.tasks.prepare import run_interactions
+
+    dirty = tmp_path / "dirty"
+    prepare("ml-100k", "tallrec", dirty, max_users=12, transform=lambda d: inject_items(d, 0.25, 2, seed=0))
+    corrupted, _ = inject_items(small, 0.25, 2, seed=0)
+    counts = chronological(corrupted.interactions)
+    expected = sorted((x for x in corrupted.interactions if len(counts[x.user]) >= 2), key=lambda x: x.line)
+    assert list(run_interactions(dirty)) == expected
+
+
+def test_qm_needs_timestamps(small):
+    import dataclasses
+
+    untimed = dataclasses.replace(small, interactions=tuple(dataclasses.replace(x, timestamp=None) for x in small.interactions))
+    with pytest.raises(RecipeError, match="has none"):
+        inject_items(untimed, 0.25, 2, seed=0)
