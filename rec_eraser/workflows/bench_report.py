@@ -16,7 +16,7 @@ from typing import Any
 from rec_eraser.jsonable import finite
 
 COLUMNS = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "corrected_loss", "unseen_loss",
-           "membership_auc", "recovery", "seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")
+           "membership_auc", "recovery", "recovery_corrected_loss", "seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")
 
 
 def _main_metric(result: dict[str, Any]) -> str:
@@ -72,7 +72,31 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
     notes = [f"- `{name}`: {row.get('notes') or 'failed: ' + row['error']}" for name, row in result["methods"].items()
              if row.get("notes") or row.get("error")]
+    caveat = recovery_caveat(result)
+    if caveat:
+        notes.insert(0, f"- {caveat}")
     return "\n".join(head + lines + (["", "Notes:", *notes] if notes else []) + [""])
+
+
+def recovery_caveat(result: dict[str, Any]) -> str | None:
+    """A warning when the recovery of the main metric is noise, else None.
+
+    Recovery divides by Retrain's move (Retrain − original). When that move is no larger than
+    the gap between Retrain's own seeds, the quotient measures seed noise, not repair."""
+    if result["experiment"]["edit"] not in ("qm", "rc") or "retrain" not in result["methods"]:
+        return None
+    main = _main_metric(result)
+    retrain = result["methods"]["retrain"].get("metrics", {}).get(main)
+    original = result["original"]["metrics"].get(main)
+    gaps = [m.get("utility_gap") for m in result["retrain_spread"].values()]
+    gaps = [abs(g) for g in gaps if g is not None and math.isfinite(g)]
+    if retrain is None or original is None or not gaps or not (math.isfinite(retrain) and math.isfinite(original)):
+        return None
+    move = abs(retrain - original)
+    if move > max(gaps) + 1e-9:  # equal moves (one AUC pair each) differ only by rounding
+        return None
+    return (f"recovery of {main} is noise here: Retrain moved {main} by {move:.3g}, no more than its own seeds differ "
+            f"({max(gaps):.3g}); read recovery_corrected_loss instead")
 
 
 def csv_text(result: dict[str, Any]) -> str:
