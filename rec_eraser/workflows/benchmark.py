@@ -187,12 +187,19 @@ def _prepare(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> Non
         prepare(experiment.dataset, experiment.task, run, seed=experiment.seed, max_users=experiment.max_users,
                 transform=corruption(experiment))
         stamp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    ensure_trained(run, recipe, say)
+
+
+def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
+    """Train the run's v0000 with ``recipe``, or check that the one already there was trained with it."""
     registry = Registry(run)
     if not registry.versions():
         say(f"training v0000 ({recipe.max_train or 'all'} instances)")
         train_run(run, recipe)
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
-        raise ValueError(f"{run}/v0000 was trained with another recipe; use another --out or remove {run}")
+        raise ValueError(f"{run}/v0000 was trained with another recipe (another base model?); "
+                         f"use another --out or remove {run}")
+    return registry
 
 
 def _context(run: Path, experiment: Experiment, recipe: Recipe, events: list[Event], version: str) -> BenchContext:

@@ -18,9 +18,9 @@ from typing import Any
 from rec_eraser.core import SolverConfig
 from rec_eraser.tasks.prepare import prepare
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.train import train_run
+from rec_eraser.workflows.benchmark import ensure_trained
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
+from rec_eraser.workflows.registry import DEFAULT_ROOT
 from rec_eraser.workflows.unlearn import apply_events
 
 Say = Callable[[str], None]
@@ -46,12 +46,7 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
             say(f"preparing ml-100k ({task}) for n = {n}")
             out.mkdir(parents=True, exist_ok=True)
             prepare("ml-100k", task, run, max_users=max_users)
-        registry = Registry(run)
-        if not registry.versions():
-            say(f"training on {n} instances")
-            train_run(run, recipe)
-        elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
-            raise ValueError(f"{run}/v0000 was trained with another recipe (another base model?); use another --out or remove {out}")
+        registry = ensure_trained(run, recipe, say)
         trained = registry.training_set("v0000")
         user = sorted({z.user for z in trained}, key=lambda u: (len(u), u))[0]
         event = Event(f"scaling:delete_user:{user}", "delete_user", user)
