@@ -32,7 +32,10 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_variant():
         quick, quick_recipe = load_experiment(path, quick=True)
         assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
-        assert (full.task, full.edit, full.fraction) == (quick.task, quick.edit, quick.fraction)
+        assert (full.task, full.edit) == (quick.task, quick.edit)
+        # qm's quick variant corrupts more users, more heavily: at 48 trained instances the full
+        # variant's 2 items in 10% of the histories touched no trained instance at all
+        assert full.fraction == quick.fraction or (full.edit == "qm" and quick.fraction > full.fraction)
 
 
 @pytest.mark.parametrize("text,message", [
