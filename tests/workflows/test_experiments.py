@@ -34,8 +34,10 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_variant():
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
         assert (full.task, full.edit) == (quick.task, quick.edit)
         # qm's quick variant corrupts more users, more heavily: at 48 trained instances the full
-        # variant's 2 items in 10% of the histories touched no trained instance at all
-        assert full.fraction == quick.fraction or (full.edit == "qm" and quick.fraction > full.fraction)
+        # variant's 2 items in 10% of the histories touched no trained instance at all; rc's
+        # corrupts fewer targets, since one corrupted interaction changes up to 10 later prompts
+        assert (full.fraction == quick.fraction or (full.edit == "qm" and quick.fraction > full.fraction)
+                or (full.edit == "rc" and quick.fraction < full.fraction))
 
 
 @pytest.mark.parametrize("text,message", [
