@@ -138,7 +138,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Metrics of an adapter version on the run's test prompts, beside random and popularity baselines."""
+    """Metrics of an adapter version on the run's test prompts, beside baselines (random, popularity, SASRec alone; like-rate)."""
     from rec_eraser.evaluation.evaluate import evaluate_version
     from rec_eraser.tasks import TaskError
 

@@ -1,7 +1,7 @@
 """Evaluation: LLaRA generation and ranking metrics, TALLRec AUC, and the baselines they are compared with."""
 
 from rec_eraser.evaluation.baselines import (
-    item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
+    encoder_baseline, encoder_scores, item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
     random_baseline,
 )
 from rec_eraser.evaluation.metrics import (
@@ -10,7 +10,7 @@ from rec_eraser.evaluation.metrics import (
 )
 
 __all__ = [
-    "auc", "classification_metrics", "generation_metrics", "item_like_rate_scores", "like_counts",
+    "auc", "classification_metrics", "encoder_baseline", "encoder_scores", "generation_metrics", "item_like_rate_scores", "like_counts",
     "like_rate_baseline", "match_answer", "match_answers", "normalize", "popularity_baseline", "popularity_scores",
     "random_auc", "random_baseline", "rank_bounds", "ranking_metrics", "target_ranks",
 ]

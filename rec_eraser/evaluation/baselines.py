@@ -5,6 +5,10 @@
   ``hit@1``) — no draw, so no seed and no sampling noise.
 * :func:`popularity_scores` / :func:`popularity_baseline`: each candidate scored by how often
   it occurs among the training interactions, fed to :func:`~rec_eraser.evaluation.metrics.ranking_metrics`.
+* :func:`encoder_scores` / :func:`encoder_baseline` (LLaRA runs with item tokens): the run's
+  collaborative item encoder (SASRec) alone ranks the candidates by its next-item score after
+  the prompt's history: the signal the item-embedding tokens put into the prompt, and
+  LLaRA's own sequential-recommender baseline.
 * :func:`item_like_rate_scores` / :func:`like_rate_baseline` (TALLRec): the target item's share
   of "liked" labels among the training instances, a non-trivial AUC baseline;
   :func:`random_auc` = 0.5.
@@ -13,7 +17,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -69,6 +73,39 @@ def popularity_baseline(train_item_counts: Mapping[str, int], candidates: Sequen
     rule the model's own scores are judged by.
     """
     return ranking_metrics(popularity_scores(train_item_counts, candidates), np.asarray(targets), ties=ties)
+
+
+class NextItemScorer(Protocol):
+    """What :func:`encoder_scores` needs of an item encoder (``rec_eraser.encoders.sasrec.ItemEncoder``)."""
+
+    def indices(self, item_ids: Sequence[str]) -> list[int]: ...
+
+    def next_item_scores(self, histories: Sequence[Sequence[str]]) -> Any: ...
+
+
+def encoder_scores(encoder: NextItemScorer, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+                   batch_size: int = 256) -> np.ndarray:
+    """``[n, c]`` scores: the encoder's next-item score of each candidate after the prompt's history.
+
+    Args:
+        encoder: an item encoder with a sequence model (SASRec).
+        histories: each prompt's history item ids, oldest first (non-empty).
+        candidates: each prompt's candidate item ids, in prompt order (one count c for all).
+    """
+    if not candidates or len({len(c) for c in candidates}) != 1 or len(histories) != len(candidates):
+        raise ValueError("need one history per prompt and equally long candidate lists")
+    rows = []
+    for start in range(0, len(histories), batch_size):
+        scores = np.asarray(encoder.next_item_scores(histories[start:start + batch_size]), dtype=np.float64)
+        columns = np.array([encoder.indices(list(c)) for c in candidates[start:start + batch_size]])
+        rows.append(np.take_along_axis(scores, columns, axis=1))
+    return np.concatenate(rows)
+
+
+def encoder_baseline(encoder: NextItemScorer, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
+                     targets: Sequence[int]) -> dict[str, Any]:
+    """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`encoder_scores` (ties judged as the model's are)."""
+    return ranking_metrics(encoder_scores(encoder, histories, candidates), np.asarray(targets))
 
 
 def like_counts(items: Sequence[str], labels: Sequence[int]) -> dict[str, tuple[int, int]]:

@@ -5,8 +5,9 @@ LLaRA: ranking mode (every candidate scored by its mean log-likelihood as the re
 ``hit@1``, ``hit@5``, ``ndcg@5``, ``ndcg@10``, ``mrr``) and, unless turned off, generation mode
 (greedy answer matched to the candidate titles: ``gen_hit@1`` over all prompts,
 ``valid_ratio``, and LLaRA's own hits-over-valid figure labelled ``gen_hit@1_over_valid``).
-TALLRec: ``auc`` of logit(Yes) − logit(No). Baselines: random choice (an exact expectation)
-and item popularity (LLaRA), random (0.5) and the target item's training like-rate (TALLRec).
+TALLRec: ``auc`` of logit(Yes) − logit(No). Baselines: random choice (an exact expectation),
+item popularity and, for runs with item tokens, the SASRec item encoder alone (LLaRA); random
+(0.5) and the target item's training like-rate (TALLRec).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from rec_eraser.evaluation.baselines import like_counts, like_rate_baseline, popularity_baseline, random_auc, random_baseline
+from rec_eraser.evaluation.baselines import (encoder_baseline, like_counts, like_rate_baseline, popularity_baseline, random_auc,
+                                             random_baseline)
 from rec_eraser.evaluation.metrics import classification_metrics, generation_metrics, ranking_metrics
 from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles
 from rec_eraser.training.scoring import candidate_scores, generate_answers, yes_no_scores
-from rec_eraser.training.train import LoadedModel, load_version, resolve_version
+from rec_eraser.training.train import ENCODER_DIR, LoadedModel, load_version, resolve_version
 
 Tick = Callable[[int], None]
 
@@ -61,6 +63,13 @@ def evaluate_version(run_dir: Path | str, version: str | None = None, split: str
             "random": random_baseline([len(z.candidates) for z in instances]),
             "popularity": popularity_baseline(popularity, [list(z.candidates) for z in instances], targets),
         }
+        if (run_dir / ENCODER_DIR).is_dir():
+            from rec_eraser.encoders.sasrec import ItemEncoder
+
+            encoder = ItemEncoder.load(run_dir / ENCODER_DIR)
+            if encoder.model is not None:
+                result["baselines"]["sasrec"] = encoder_baseline(encoder, [list(z.history_items) for z in instances],
+                                                                 [list(z.candidates) for z in instances], targets)
     else:
         labels = np.array([z.label for z in instances])
         result.update({k: v for k, v in classification_metrics(yes_no_scores(loaded, instances, tick=tick), labels).items() if k != "n"})

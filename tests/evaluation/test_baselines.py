@@ -1,4 +1,4 @@
-"""Baselines: random (exact expectation), popularity, item like-rate."""
+"""Baselines: random (exact expectation), popularity, the item encoder alone, item like-rate."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rec_eraser.evaluation import (
-    item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
+    encoder_baseline, encoder_scores, item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
     random_baseline,
 )
 
@@ -54,6 +54,30 @@ def test_popularity_baseline_ties() -> None:
     assert exp["mrr"] == pytest.approx((1 + (1 / 2 + 1 / 3) / 2 + 1 / 3) / 3)
     assert exp["ndcg@5"] == pytest.approx((1 + (1 / math.log2(3) + 1 / 2) / 2 + 1 / 2) / 3)
     assert exp["n"] == 3
+
+
+class ScoresByLastItem:
+    """A next-item scorer over items a, b, c whose scores depend only on the history's last item."""
+
+    items = ["a", "b", "c"]
+    table = {"a": [0.0, 3.0, 1.0], "b": [2.0, 0.0, 5.0], "c": [4.0, 1.0, 0.0]}
+
+    def indices(self, item_ids):
+        return [self.items.index(i) for i in item_ids]
+
+    def next_item_scores(self, histories):
+        return np.array([self.table[h[-1]] for h in histories])
+
+
+def test_encoder_scores_pick_each_candidate_column_after_its_history() -> None:
+    histories = [["c", "a"], ["b"], ["a", "c"]]
+    candidates = [["c", "b"], ["a", "c"], ["b", "a"]]
+    scores = encoder_scores(ScoresByLastItem(), histories, candidates, batch_size=2)  # two batches
+    assert scores.tolist() == [[1.0, 3.0], [2.0, 5.0], [1.0, 4.0]]
+    out = encoder_baseline(ScoresByLastItem(), histories, candidates, targets=[1, 0, 1])
+    assert out["hit@1"] == pytest.approx(2 / 3) and out["mrr"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+    with pytest.raises(ValueError, match="one history per prompt"):
+        encoder_scores(ScoresByLastItem(), histories[:2], candidates)
 
 
 def test_item_like_rate_scores_and_baseline() -> None:

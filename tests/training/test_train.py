@@ -88,6 +88,19 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
             batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]) for c in z.candidates])
             full = -per_instance_response_loss(loaded.model(batch), batch).numpy()
         np.testing.assert_allclose(row, full, rtol=1e-4, atol=1e-5)
+    # the item encoder alone is a baseline of such a run, on the same prompts and candidates
+    from rec_eraser.encoders.sasrec import ItemEncoder
+    from rec_eraser.evaluation.evaluate import evaluate_version
+
+    result = evaluate_version(run, "v0000", limit=3, generate=False, loaded=loaded)
+    encoder = ItemEncoder.load(run / "item_encoder")
+    z = load_instances(run, "test")[0]
+    after = encoder.next_item_scores([list(z.history_items)])[0]
+    first_hit = float(max(z.candidates, key=lambda c: after[encoder.indices([c])[0]].item()) == z.target_item)
+    sasrec = result["baselines"]["sasrec"]
+    assert sasrec["n"] == 3 and 0 <= sasrec["hit@1"] <= 1 and 0 <= sasrec["ndcg@10"] <= 1
+    single = evaluate_version(run, "v0000", limit=1, generate=False, loaded=loaded)["baselines"]["sasrec"]
+    assert single["hit@1"] == first_hit
 
 
 def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path):
