@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
 from rec_eraser.workflows.benchmark import METHODS, sisa_shards
+from tests.data.conftest import LASTFM_INTER, LASTFM_ITEM, STEAM_INTER, STEAM_ITEM, steam_item, write_atomic
 
 SMALL = """
 [experiment]
+dataset = "{dataset}"
 task = "{task}"
 edit = "{edit}"
 fraction = {fraction}
@@ -32,9 +35,9 @@ base_model = "{model}"
 """
 
 
-def write_recipe(tmp_path: Path, model: Path, task: str, edit: str, fraction: float) -> Path:
+def write_recipe(tmp_path: Path, model: Path, task: str, edit: str, fraction: float, dataset: str = "ml-100k") -> Path:
     path = tmp_path / f"tiny-{task}-{edit}.toml"
-    path.write_text(SMALL.format(task=task, edit=edit, fraction=fraction, model=model))
+    path.write_text(SMALL.format(task=task, edit=edit, fraction=fraction, model=model, dataset=dataset))
     return path
 
 
@@ -224,3 +227,35 @@ def test_a_llara_correction_benchmark_trains_its_item_encoder_on_the_corrupted_d
 
     replaced = {row["item"] for row in load_manifest(out / "run")["transform"]["corrupted"]}
     assert replaced <= set(ItemEncoder.load(out / "run" / "item_encoder").item_ids)
+
+
+def synthetic_user_dataset(folder: Path, kind: str) -> Path:
+    """10 users with 12 interactions each over 40 items, in the RecBole format of ``kind``
+    (``lastfm``: no timestamps, file order; ``steam``: timestamps, no ratings)."""
+    rng = np.random.default_rng(0)
+    rows = [(u, int(i), t) for u in range(1, 11) for t, i in enumerate(rng.choice(40, 12, replace=False))]
+    if kind == "lastfm":
+        write_atomic(folder / "lastfm.inter", LASTFM_INTER, [[u, 100 + i, 10, ""] for u, i, _ in rows])
+        write_atomic(folder / "lastfm.item", LASTFM_ITEM, [[100 + i, f"Artist {i}", "u", "p"] for i in range(40)])
+    else:
+        write_atomic(folder / "steam.inter", STEAM_INTER,
+                     [[u, 1.0, 1, 100 + i, "", 1514764800 + 3600 * t, "False", 1, "", ""] for u, i, t in rows])
+        write_atomic(folder / "steam.item", STEAM_ITEM, [steam_item(100 + i, f"Game {i}") for i in range(40)])
+    return folder
+
+
+@pytest.mark.parametrize("kind,edit", [("lastfm", "rc"), ("steam", "qm")])
+def test_the_experiments_run_on_lastfm_and_steam_files(tmp_path, tiny_model_dir, kind, edit):
+    data_dir = synthetic_user_dataset(tmp_path / kind, kind)
+    recipe = write_recipe(tmp_path, tiny_model_dir, "llara", edit, 0.5, dataset=str(data_dir))
+    recipe.write_text(recipe.read_text().replace("fraction = 0.5\n", "fraction = 0.5\ninjected = 6\n" if edit == "qm" else "fraction = 0.5\n"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["corrected_instances"] > 0 and data["forget_instances"] >= data["corrected_instances"]
+    from rec_eraser.tasks.prepare import load_manifest
+
+    manifest = load_manifest(out / "run")
+    assert manifest["dataset"]["name"] == kind and manifest["transform"]["kind"] == ("corrupt_targets" if edit == "rc" else "inject")
+    assert 0 <= data["methods"]["rec_eraser"]["metrics"]["hit@1"] <= 1
