@@ -59,17 +59,17 @@ def evaluate_version(run_dir: Path | str, version: str | None = None, split: str
             gen = generation_metrics(answers, [[titles[c] for c in z.candidates] for z in instances], targets.tolist())
             result.update({"gen_hit@1": gen["hit@1"], "valid_ratio": gen["valid_ratio"], "gen_hit@1_over_valid": gen["hit@1_over_valid"]})
         popularity = Counter(z.target_item for z in train)
+        candidates = [list(z.candidates) for z in instances]
         result["baselines"] = {
-            "random": random_baseline([len(z.candidates) for z in instances]),
-            "popularity": popularity_baseline(popularity, [list(z.candidates) for z in instances], targets),
+            "random": random_baseline([len(c) for c in candidates]),
+            "popularity": popularity_baseline(popularity, candidates, targets),
         }
         if (run_dir / ENCODER_DIR).is_dir():
             from rec_eraser.encoders.sasrec import ItemEncoder
 
             encoder = ItemEncoder.load(run_dir / ENCODER_DIR)
             if encoder.model is not None:
-                result["baselines"]["sasrec"] = encoder_baseline(encoder, [list(z.history_items) for z in instances],
-                                                                 [list(z.candidates) for z in instances], targets)
+                result["baselines"]["sasrec"] = encoder_baseline(encoder, [list(z.history_items) for z in instances], candidates, targets)
     else:
         labels = np.array([z.label for z in instances])
         result.update({k: v for k, v in classification_metrics(yes_no_scores(loaded, instances, tick=tick), labels).items() if k != "n"})

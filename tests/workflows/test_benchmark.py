@@ -19,7 +19,7 @@ dataset = "{dataset}"
 task = "{task}"
 edit = "{edit}"
 fraction = {fraction}
-max_users = 8
+{extra}max_users = 8
 eval_prompts = 5
 sample_size = 4
 sqp_hvp_budget = 2
@@ -35,9 +35,10 @@ base_model = "{model}"
 """
 
 
-def write_recipe(tmp_path: Path, model: Path, task: str, edit: str, fraction: float, dataset: str = "ml-100k") -> Path:
+def write_recipe(tmp_path: Path, model: Path, task: str, edit: str, fraction: float, dataset: str = "ml-100k", extra: str = "") -> Path:
+    """A tiny benchmark recipe; ``extra``: more ``[experiment]`` lines."""
     path = tmp_path / f"tiny-{task}-{edit}.toml"
-    path.write_text(SMALL.format(task=task, edit=edit, fraction=fraction, model=model, dataset=dataset))
+    path.write_text(SMALL.format(task=task, edit=edit, fraction=fraction, model=model, dataset=dataset, extra=extra))
     return path
 
 
@@ -247,8 +248,7 @@ def synthetic_user_dataset(folder: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind,edit", [("lastfm", "rc"), ("steam", "qm")])
 def test_the_experiments_run_on_lastfm_and_steam_files(tmp_path, tiny_model_dir, kind, edit):
     data_dir = synthetic_user_dataset(tmp_path / kind, kind)
-    recipe = write_recipe(tmp_path, tiny_model_dir, "llara", edit, 0.5, dataset=str(data_dir))
-    recipe.write_text(recipe.read_text().replace("fraction = 0.5\n", "fraction = 0.5\ninjected = 6\n" if edit == "qm" else "fraction = 0.5\n"))
+    recipe = write_recipe(tmp_path, tiny_model_dir, "llara", edit, 0.5, dataset=str(data_dir), extra="injected = 6\n" if edit == "qm" else "")
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"])
     assert result.exit_code == 0, result.output
