@@ -9,15 +9,17 @@ from rec_eraser.core.config import METHODS, SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator, OutputLoss, deterministic_mode
 from rec_eraser.core.damping import DampingError, auto_damping
 from rec_eraser.core.edits import Edit, Removal, Replacement
-from rec_eraser.core.ekfac import EKFAC, UnsupportedCurvatureError
+from rec_eraser.core.ekfac import EKFAC
 from rec_eraser.core.engine import InfluenceEngine, SolverReport, Update
 from rec_eraser.core.fisher import EmpiricalFisher
+from rec_eraser.core.linear_capture import UnsupportedCurvatureError
+from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
 from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.solvers import SolverError, qp_gradient
 
 __all__ = [
-    "METHODS", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine",
+    "METHODS", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine", "LowRankGaussNewton",
     "OutputLoss", "ParameterSpace", "Removal", "Replacement", "SolverConfig", "SolverError", "SolverReport",
     "UnsupportedCurvatureError", "Update", "auto_damping", "deterministic_mode", "qp_gradient", "top_eigenvalue",
 ]

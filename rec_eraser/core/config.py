@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher", "adam")
+PRECONDITIONERS = (None, "auto", "lowrank", "ekfac")
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,16 @@ class SolverConfig:
         sample_size: instances in the fixed curvature sub-sample (always including the
             edited instances); ``None`` = the whole training set.
         hvp_budget: stop once this many micro-batch HVPs were spent (``None`` = no cap).
-        preconditioner: ``"ekfac"`` to precondition ``cg``; ``None`` for none.
+        preconditioner: what preconditions ``cg``: ``"lowrank"`` (the Gauss–Newton matrix
+            of sampled-label gradients, coupling kept; see ``rec_eraser.core.lowrank``),
+            ``"auto"`` (plain CG that builds the ``"lowrank"`` preconditioner only when the
+            iterations it still needs cost more than the build; see
+            ``solvers.solve_cg_deferred``), ``"ekfac"`` (block-diagonal; measured not to
+            reduce CG's products on LoRA) or ``None``.
+        preconditioner_samples: sampled-label gradients per curvature-sample instance for
+            the ``"lowrank"`` preconditioner (each costs one gradient pass over the sample;
+            its rank is at most this times the sample size, its memory p floats per
+            gradient).
         power_iters: power-iteration steps for the top eigenvalue (step sizes of lissa/sqp).
         lissa_scale: LiSSA's scale as a multiple of the top eigenvalue of C + λI (> 1/2 for
             convergence with exact products; larger for noisy mini-batches).
@@ -48,6 +58,7 @@ class SolverConfig:
     sample_size: int | None = None
     hvp_budget: int | None = None
     preconditioner: str | None = None
+    preconditioner_samples: int = 16
     power_iters: int = 20
     lissa_scale: float = 1.0
     check_every: int = 10
@@ -59,9 +70,9 @@ class SolverConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.preconditioner not in (None, "ekfac"):
-            raise ValueError(f"unknown preconditioner {self.preconditioner!r}; choose 'ekfac' or None")
-        for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim"):
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}")
+        for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim", "preconditioner_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.tol > 0:

@@ -30,20 +30,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from rec_eraser.core.curvature import LossFn, OutputLoss, _chunks
+from rec_eraser.core.curvature import LossFn
+from rec_eraser.core.linear_capture import CapturedLinear, capture_passes, linear_layers, uses_sampled_labels
 from rec_eraser.core.params import ParameterSpace
 
 logger = logging.getLogger(__name__)
 
 
-class UnsupportedCurvatureError(TypeError):
-    """EK-FAC cannot cover some trainable parameter (not the weight/bias of an nn.Linear)."""
 
-
-class _LayerFactors:
+class _LayerFactors(CapturedLinear):
     def __init__(self, module: nn.Linear) -> None:
-        self.module = module
-        self.has_bias = module.bias is not None and module.bias.requires_grad
+        super().__init__(module)
         d_in = module.in_features + (1 if self.has_bias else 0)
         d_out = module.out_features
         dev = module.weight.device
@@ -54,14 +51,6 @@ class _LayerFactors:
         self.q_g: torch.Tensor | None = None
         self.eigen = torch.zeros(d_out, d_in, dtype=torch.float64, device=dev)
         self.instances = 0
-        self.inputs: torch.Tensor | None = None
-        self.out_grads: torch.Tensor | None = None
-
-    def augmented_inputs(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.detach().to(torch.float64)
-        if self.has_bias:
-            x = torch.cat([x, torch.ones(*x.shape[:-1], 1, dtype=x.dtype, device=x.device)], dim=-1)
-        return x
 
 
 class EKFAC:
@@ -69,68 +58,20 @@ class EKFAC:
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any], batch_size: int = 8, seed: int = 0) -> None:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
-        self.sampled = isinstance(loss_fn, OutputLoss) and loss_fn.sample_output_gradient is not None
+        self.sampled = uses_sampled_labels(loss_fn)
         self.model = model
         self.loss_fn = loss_fn
         self.space = space
         self.collate_fn = collate_fn
         self.batch_size = batch_size
-        self.layers: list[_LayerFactors] = []
-        covered: set[int] = set()
-        trainable = {id(p) for p in space.params}
-        for module in model.modules():
-            if isinstance(module, nn.Linear) and module.weight.requires_grad and id(module.weight) in trainable:
-                layer = _LayerFactors(module)
-                self.layers.append(layer)
-                covered.add(id(module.weight))
-                if layer.has_bias:
-                    covered.add(id(module.bias))
-        missing = [n for n, p in zip(space.names, space.params) if id(p) not in covered]
-        if missing:
-            raise UnsupportedCurvatureError(
-                f"ekfac covers weights and biases of nn.Linear layers only; not covered: {', '.join(missing[:3])}"
-                + (" ..." if len(missing) > 3 else "")
-            )
+        self.layers: list[_LayerFactors] = linear_layers(model, space, _LayerFactors)  # type: ignore[assignment]
         self.gradient_passes = 0
         self.fitted = False
 
-    # -- capture -------------------------------------------------------------------------
     def _run(self, samples: Sequence[Any], on_batch: Callable[[int], None]) -> None:
-        handles = []
-        for layer in self.layers:
-            def forward_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, layer: _LayerFactors = layer) -> None:
-                layer.inputs = layer.augmented_inputs(inputs[0])
-
-                def grad_hook(grad: torch.Tensor, layer: _LayerFactors = layer) -> None:
-                    layer.out_grads = grad.detach().to(torch.float64)
-
-                output.register_hook(grad_hook)
-
-            handles.append(layer.module.register_forward_hook(forward_hook))
-        try:
-            for chunk in _chunks(list(samples), self.batch_size):
-                batch = self.collate_fn(list(chunk))
-                if self.sampled:
-                    assert isinstance(self.loss_fn, OutputLoss) and self.loss_fn.sample_output_gradient is not None
-                    outputs = self.loss_fn.outputs(self.model, batch)
-                    eps = self.loss_fn.sample_output_gradient(outputs.detach(), batch, self.generator)
-                    torch.autograd.grad(outputs, self.space.params, grad_outputs=eps, allow_unused=True)
-                else:
-                    loss = self.loss_fn(self.model, batch)
-                    # loss is the batch mean: scale so the captured gradients are per-instance ones
-                    torch.autograd.grad(loss * len(chunk), self.space.params, allow_unused=True)
-                self.gradient_passes += 1
-                on_batch(len(chunk))
-        finally:
-            for h in handles:
-                h.remove()
-
-    @staticmethod
-    def _per_instance(t: torch.Tensor, count: int) -> torch.Tensor:
-        """[count, tokens, d] view of captured activations (a batch without a token axis gets one)."""
-        if t.dim() == 2:
-            return t[:, None, :]
-        return t.reshape(count, -1, t.shape[-1])
+        self.gradient_passes += capture_passes(
+            self.model, self.loss_fn, self.space, self.layers, samples, self.collate_fn, self.batch_size, self.generator, on_batch
+        )
 
     def fit(self, samples: Sequence[Any]) -> None:
         """Two passes over ``samples``: Kronecker factors, then corrected eigenvalues."""
@@ -149,17 +90,13 @@ class EKFAC:
 
         def accumulate_eigen(count: int) -> None:
             for layer in self.layers:
-                a = self._per_instance(layer.inputs, count)
-                g = self._per_instance(layer.out_grads, count)
-                grads = torch.einsum("nto,nti->noi", g, a)  # per-instance DW_n
-                rotated = layer.q_g.T @ grads @ layer.q_a
+                rotated = layer.q_g.T @ layer.instance_gradients(count) @ layer.q_a
                 layer.eigen += (rotated * rotated).sum(dim=0)
                 layer.instances += count
 
         self._run(samples, accumulate_eigen)
         for layer in self.layers:
             layer.eigen /= max(layer.instances, 1)
-            layer.inputs = layer.out_grads = None
         self.fitted = True
         logger.info("ekfac fitted on %d instances, %d layers, %d passes", len(samples), len(self.layers), self.gradient_passes)
 

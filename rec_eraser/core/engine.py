@@ -16,6 +16,7 @@ on, i.e. ``len(train_samples)``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,9 +31,20 @@ from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
 from rec_eraser.core.ekfac import EKFAC
 from rec_eraser.core.fisher import EmpiricalFisher
+from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
-from rec_eraser.core.solvers import Solution, SolverError, solve_adam, solve_cg, solve_exact, solve_lissa, solve_sqp
+from rec_eraser.core.solvers import (
+    GRADIENT_PER_PRODUCT,
+    Solution,
+    SolverError,
+    solve_adam,
+    solve_cg,
+    solve_cg_deferred,
+    solve_exact,
+    solve_lissa,
+    solve_sqp,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +69,7 @@ class SolverReport:
     curvature_samples: int
     edits: int
     preconditioner: str | None = None
+    preconditioner_built_at: int | None = None  # "auto": plain CG iterations before the build (None: never built)
     top_eigenvalue: float | None = None
     rhs_norm: float = 0.0
     delta_norm: float = 0.0
@@ -191,7 +204,8 @@ class InfluenceEngine:
             iterations=solution.iterations, hvps=curvature.hvps, hvp_samples=curvature.hvp_samples,
             gradient_passes=rhs_passes + ekfac_passes, relative_residual=residual, converged=residual <= cfg.tol,
             seconds=seconds, n_train=len(self.train_samples), curvature_samples=curvature.size, edits=len(edits),
-            preconditioner=cfg.preconditioner if cfg.method == "cg" else None, top_eigenvalue=solution.top_eigenvalue,
+            preconditioner=cfg.preconditioner if cfg.method == "cg" else None, preconditioner_built_at=solution.preconditioner_built_at,
+            top_eigenvalue=solution.top_eigenvalue,
             rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(solution.x)), config=cfg.to_dict(),
         )
         if not report.converged:
@@ -241,6 +255,17 @@ class InfluenceEngine:
             return solve_sqp(op, b, cfg), 0
         if cfg.method == "adam":
             return solve_adam(op, b, cfg), 0
+        if cfg.method == "cg" and cfg.preconditioner in ("lowrank", "auto"):
+            lowrank = LowRankGaussNewton(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, cfg.preconditioner_samples, cfg.seed)
+
+            def build() -> Callable[[torch.Tensor], torch.Tensor]:
+                lowrank.fit(curvature.samples)
+                return lambda v: lowrank.inverse_product(v, op.damping)
+
+            if cfg.preconditioner == "lowrank":
+                return solve_cg(op, b, cfg, preconditioner=build()), lowrank.gradient_passes
+            price = math.ceil(lowrank.samples_per_instance * GRADIENT_PER_PRODUCT)
+            return solve_cg_deferred(op, b, cfg, build, price), lowrank.gradient_passes
         if cfg.method == "ekfac" or cfg.preconditioner == "ekfac":
             ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, seed=cfg.seed)
             ekfac.fit(curvature.samples)

@@ -80,6 +80,34 @@ def test_ekfac_alone_and_as_cg_preconditioner(task, edits, ggn_exact):
     assert preconditioned.report.gradient_passes > 0  # the factors' two passes are accounted
 
 
+def test_lowrank_preconditioner_reaches_1e4_in_fewer_hvps_than_plain_cg(task, edits, ggn_exact):
+    x, lam = ggn_exact
+    plain = run(task, edits, "ggn", lam, method="cg", tol=1e-4)
+    preconditioned = run(task, edits, "ggn", lam, method="cg", preconditioner="lowrank", tol=1e-4)  # 16 label samples by default
+    assert rel(flat(preconditioned), x) <= 1e-3  # a residual of 1e-4 at this conditioning
+    assert preconditioned.report.relative_residual <= 1e-4
+    # measured: 68 HVPs against 156 (and 364 against 1284 at λ/100, see bench solvers)
+    assert preconditioned.report.hvps < 0.6 * plain.report.hvps
+    # its build is paid in gradient passes: 16 label samples x 4 micro-batches, plus b's 2
+    assert preconditioned.report.gradient_passes == 16 * 4 + plain.report.gradient_passes
+
+
+def test_auto_preconditioning_builds_only_when_cg_would_run_long(task, edits, ggn_exact):
+    x, lam = ggn_exact
+    plain = run(task, edits, "ggn", lam, method="cg", tol=1e-4)
+    auto = run(task, edits, "ggn", lam, method="cg", preconditioner="auto", tol=1e-4)
+    # 16 label samples cost about 8 iterations and plain CG needs 38 here: it built after 8 plain ones
+    assert auto.report.preconditioner_built_at == 8
+    assert auto.report.hvps < plain.report.hvps and auto.report.relative_residual <= 1e-4
+    assert rel(flat(auto), x) <= 1e-3
+    easy = 10 * lam  # plain CG needs 14 iterations here: too few left after 8 to pay for a build
+    easy_plain = run(task, edits, "ggn", easy, method="cg", tol=1e-4)
+    easy_auto = run(task, edits, "ggn", easy, method="cg", preconditioner="auto", tol=1e-4)
+    assert easy_auto.report.preconditioner_built_at is None
+    assert easy_auto.report.gradient_passes == easy_plain.report.gradient_passes  # nothing was built
+    assert torch.equal(flat(easy_auto), flat(easy_plain))  # the very same CG iterates
+
+
 def test_hessian_curvature_with_enough_damping(task, edits):
     space = ParameterSpace(task.model)
     engine = InfluenceEngine(task.model, task.loss_fn, task.train, ToyTask.collate, curvature="hessian", damping=0.0)
