@@ -312,14 +312,17 @@ def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, a
 
 
 # -- unlearning workflows ------------------------------------------------------------------
-SOLVER_HELP = "Influence solver: fisher (default: damped empirical Fisher, no HVP), cg, sqp, lissa, ekfac."
+SOLVER_HELP = ("Influence solver: fisher (default: damped empirical Fisher, no HVP), cg (Gauss-Newton by CG with the "
+               "low-rank Gauss-Newton preconditioner when it pays), sqp, lissa, ekfac.")
 
 
 def _solver(method: str, sample_size: int, batch_size: int) -> Any:
     from rec_eraser.core import SolverConfig
 
     try:
-        return SolverConfig(method=method, sample_size=sample_size, batch_size=batch_size)
+        # an adapter's trainable parameters are linear layers, which the low-rank preconditioner needs
+        preconditioner = "auto" if method == "cg" else None
+        return SolverConfig(method=method, sample_size=sample_size, batch_size=batch_size, preconditioner=preconditioner)
     except ValueError as exc:
         _fail(str(exc), 2)
 

@@ -8,10 +8,14 @@ and every other method starts from ``v0000`` too:
   the first seed is the reference, the second gives Retrain's own seed-to-seed spread (the
   noise floor every gap is read against).
 - ``rec_eraser`` (the workflows' default solver: the damped empirical Fisher of
-  ``sample_size`` instances), ``rec_eraser_sqp`` (the Gauss–Newton QP by SVRG within
-  ``sqp_hvp_budget`` HVPs) and ``reference_recipe`` (the reference implementation's 20
-  Adam steps at lr 1e-5 on the same QP); the last two on ``hvp_sample_size`` curvature
-  instances, since each costs HVPs per instance.
+  ``sample_size`` instances), ``rec_eraser_cg`` (the Gauss–Newton system by CG to a
+  relative residual of 1e-2, building the low-rank Gauss–Newton preconditioner when it
+  pays, as ``--solver cg`` does; ``rec_eraser_cg_plain`` and ``rec_eraser_cg_lowrank``,
+  run only when named, never and always build it),
+  ``rec_eraser_sqp`` (the same system as a QP by SVRG within ``sqp_hvp_budget`` HVPs) and
+  ``reference_recipe`` (the reference implementation's 20 Adam steps at lr 1e-5 on the same
+  QP); the last three on ``hvp_sample_size`` curvature instances, since each costs HVPs
+  per instance.
 - ``sisa``: shards by user, one adapter per shard, scores averaged; forgetting retrains only
   the shards holding edited instances.
 - ``gradient_ascent``, ``graddiff``, ``npo`` on the forget set (the removed instances and the
@@ -48,7 +52,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, SolverError
+from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, SolverError, SolverReport
 from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
 from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
 from rec_eraser.tasks.instance import Instance
@@ -59,15 +63,19 @@ from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores
 from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
 from rec_eraser.workflows.baselines import run_baseline
+from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.unlearn import apply_events, validate_events
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_sqp", "reference_recipe")
+METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_cg", "rec_eraser_sqp", "reference_recipe")
+#: run only when named in ``methods``: ``rec_eraser_cg`` never and always building its preconditioner,
+#: to measure what the preconditioner and the choice of when to build it save
+OPTIONAL_METHODS = ("rec_eraser_cg_plain", "rec_eraser_cg_lowrank")
+CG_PRECONDITIONERS = {"rec_eraser_cg": "auto", "rec_eraser_cg_plain": None, "rec_eraser_cg_lowrank": "lowrank"}
 CORRECTION_ONLY = ("finetune",)
 Say = Callable[[str], None]
 
@@ -300,6 +308,14 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
                    notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means")
 
 
+def _built(report: SolverReport) -> str:
+    """Where CG's preconditioner came from, for the notes."""
+    if report.preconditioner == "auto":
+        at = report.preconditioner_built_at
+        return " (low-rank preconditioner not needed)" if at is None else f" (low-rank preconditioner built after {at} plain ones)"
+    return f" ({report.preconditioner} preconditioner)" if report.preconditioner else ""
+
+
 def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
     """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's),
     with the automatic damping rule (its Hutchinson probes are HVPs and are counted)."""
@@ -315,7 +331,7 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
     update.apply(loaded.model)
     r = update.report
     return _observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
-                    notes=f"{r.curvature_samples} curvature instances, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
+                    notes=f"{r.curvature_samples} curvature instances, {r.iterations} iterations{_built(r)}, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
 
 
 COST_FILE = "rec_eraser-cost.json"  # the peak memory of the workflow's apply (the registry's files stay untouched)
@@ -414,9 +430,9 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
     if base_model is not None:
         recipe = replace(recipe, base_model=str(base_model))
     chosen = [m.strip() for m in (methods or METHODS) if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS]
+    unknown = [m for m in chosen if m not in METHODS + OPTIONAL_METHODS]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
     if experiment.edit == "ir":
         chosen = [m for m in chosen if m not in CORRECTION_ONLY]
         if not chosen:
@@ -461,6 +477,9 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
                 outcomes[name] = _run_sisa(ctx, say)
             elif name == "rec_eraser":
                 outcomes[name] = _run_rec_eraser(ctx, version)
+            elif name in CG_PRECONDITIONERS:
+                outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="cg", preconditioner=CG_PRECONDITIONERS[name], tol=1e-2,
+                                                                 hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
             elif name == "rec_eraser_sqp":
                 outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="sqp", tol=1e-2, max_iters=100_000, power_iters=5,
                                                                  hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))

@@ -53,7 +53,7 @@ def ir_bench(tmp_path_factory, tiny_model_dir):
     return json.loads(result.stdout), out
 
 
-FAST_METHODS = [m for m in METHODS if m not in ("rec_eraser_sqp", "reference_recipe", "finetune")]
+FAST_METHODS = [m for m in METHODS if m not in ("rec_eraser_cg", "rec_eraser_sqp", "reference_recipe", "finetune")]
 
 
 @pytest.mark.slow
@@ -64,7 +64,8 @@ def test_every_method_including_the_gauss_newton_rows(tmp_path, tiny_model_dir):
     data = json.loads(result.stdout)
     assert set(data["methods"]) == set(METHODS) - {"finetune"}  # finetune corrects; ir has nothing to correct
     assert data["methods"]["reference_recipe"]["hvps"] >= 20  # its 20 mini-batch steps
-    for name in ("rec_eraser_sqp", "reference_recipe"):
+    assert data["methods"]["rec_eraser_cg"]["gradient_passes"] > data["methods"]["rec_eraser_sqp"]["gradient_passes"]  # the preconditioner's build
+    for name in ("rec_eraser_cg", "rec_eraser_sqp", "reference_recipe"):
         assert "automatic" in data["methods"][name]["notes"] or "tr(C^2)/tr(C)" in data["methods"][name]["notes"]
 
 

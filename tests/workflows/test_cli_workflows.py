@@ -33,6 +33,18 @@ def run(trained_cli, tmp_path):
     return target
 
 
+def test_forget_user_with_cg_defers_its_preconditioner(run):
+    # a large damping keeps this cheap (GGN products over a 49k-token vocabulary): CG is done
+    # before a preconditioner could pay, so none is built; tests/core checks the case that builds
+    args = ["forget-user", str(run), "--user", a_trained_user(run), "--solver", "cg", "--sample-size", "4", "--damping", "1", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    solver = json.loads(result.stdout)["solver"]
+    assert solver["method"] == "cg" and solver["preconditioner"] == "auto" and solver["curvature"] == "ggn"
+    assert solver["converged"] and solver["relative_residual"] <= solver["config"]["tol"]
+    assert solver["preconditioner_built_at"] is None and solver["gradient_passes"] < 16  # a build costs 16 passes or more
+
+
 def one_line_error(result, text: str) -> None:
     """A non-zero exit and exactly one error line (progress messages may precede it on stderr)."""
     assert result.exit_code != 0
