@@ -47,6 +47,13 @@ class SolverConfig:
         max_residual: a final relative residual above this (or non-finite) is a divergence
             and raises; between ``tol`` and this the update is returned, marked unconverged.
         damping_scale: the factor of the automatic damping rule (see ``damping``).
+        damping_groups: prefixes of parameter names (``named_parameters``) whose parameters get
+            a damping of their own: the automatic rule applied to their diagonal block of the
+            curvature; the parameters matching no prefix form one more group (``"other"``).
+            For modules whose curvature lives on different scales: on LLaRA adapters the
+            projector's block sets the shared λ, 16–480× LoRA's own (README, "Damping per
+            parameter group", where it is measured: not a clear gain, so off by default).
+            ``fisher`` only; ``()`` = one group.
         lr: the ``adam`` method's learning rate.
     """
 
@@ -65,6 +72,7 @@ class SolverConfig:
     exact_max_dim: int = 6000
     max_residual: float = 0.5
     damping_scale: float = 0.03
+    damping_groups: tuple[str, ...] = ()
     lr: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -79,6 +87,9 @@ class SolverConfig:
             raise ValueError(f"tol must be > 0, got {self.tol}")
         if self.sample_size is not None and self.sample_size < 1:
             raise ValueError(f"sample_size must be >= 1 or None, got {self.sample_size}")
+        if self.damping_groups and self.method != "fisher":
+            raise ValueError(f"damping_groups is implemented for method='fisher' only, not {self.method!r}")
+        object.__setattr__(self, "damping_groups", tuple(self.damping_groups))  # a TOML/JSON list becomes hashable
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not self.lissa_scale > 0.5:

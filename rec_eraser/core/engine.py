@@ -70,6 +70,8 @@ class SolverReport:
     edits: int
     preconditioner: str | None = None
     preconditioner_built_at: int | None = None  # "auto": plain CG iterations before the build (None: never built)
+    # with damping_groups: λ per name prefix, "other" for the rest; ``damping`` is then "other"'s
+    damping_by_group: dict[str, float] | None = None
     top_eigenvalue: float | None = None
     rhs_norm: float = 0.0
     delta_norm: float = 0.0
@@ -219,12 +221,17 @@ class InfluenceEngine:
         # of the sample's gradients would be multiplied by 1/λ
         samples = self.curvature_samples(edits) + new_samples(edits)
         fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient)
+        by_group: dict[str, float] | None = None
         if self.damping is None:
             trace = fisher.trace()
             if not trace > 0:
                 raise SolverError("every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen")
-            damping = cfg.damping_scale * fisher.trace_of_square() / trace
+            damping: float | torch.Tensor = cfg.damping_scale * fisher.trace_of_square() / trace
             rule = f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
+            groups = self._damping_groups()
+            if len(groups) > 1:
+                damping, by_group = self._group_damping(fisher, groups, float(damping))
+                rule = f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
         else:
             damping, rule = self.damping, "given"
         b_norm = float(torch.linalg.vector_norm(b))
@@ -238,12 +245,38 @@ class InfluenceEngine:
         if not residual <= cfg.max_residual:
             raise SolverError(f"fisher did not solve the system: relative residual {residual:.3g} > {cfg.max_residual:g}; nothing was applied")
         report = SolverReport(
-            method="fisher", curvature="empirical_fisher", damping=damping, damping_rule=rule, iterations=1, hvps=0, hvp_samples=0,
+            method="fisher", curvature="empirical_fisher", damping_rule=rule, damping_by_group=by_group,
+            damping=by_group.get("other", max(by_group.values())) if by_group else float(damping), iterations=1, hvps=0, hvp_samples=0,
             gradient_passes=rhs_passes + fisher.size, relative_residual=residual, converged=residual <= cfg.tol,
             seconds=time.perf_counter() - t0, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
             rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
         )
         return Update(delta=self.space.to_dict(x), report=report)
+
+    def _damping_groups(self) -> dict[str, torch.Tensor]:
+        """Parameter-name prefix → a [p] mask of its parameters; "other" holds the rest. Empty groups are dropped."""
+        owner = ["other"] * len(self.space.names)
+        for i, name in enumerate(self.space.names):
+            for prefix in self.config.damping_groups:
+                if name.startswith(prefix):
+                    owner[i] = prefix
+                    break
+        groups: dict[str, torch.Tensor] = {}
+        for label in (*self.config.damping_groups, "other"):
+            mask = torch.cat([torch.full((n,), o == label, dtype=torch.bool) for o, n in zip(owner, self.space.numels)])
+            if bool(mask.any()):
+                groups[label] = mask
+        return groups
+
+    def _group_damping(self, fisher: EmpiricalFisher, groups: dict[str, torch.Tensor], shared: float) -> tuple[torch.Tensor, dict[str, float]]:
+        """The rule on each group's diagonal block; a group without gradient keeps the shared value."""
+        vector = torch.empty(self.space.dim, dtype=torch.float64)
+        by_group = {}
+        for label, mask in groups.items():
+            trace, trace_sq = fisher.block_traces(mask)
+            by_group[label] = self.config.damping_scale * trace_sq / trace if trace > 0 else shared
+            vector[mask] = by_group[label]
+        return vector, by_group
 
     def _solve(self, op: DampedOperator, b: torch.Tensor, curvature: CurvatureOperator) -> tuple[Solution, int]:
         cfg = self.config

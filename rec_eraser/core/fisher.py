@@ -68,21 +68,43 @@ class EmpiricalFisher:
         """tr(F²) = (1/m²) ‖G Gᵀ‖²_F."""
         return float((self.gram**2).sum()) / self.size**2
 
+    def block_traces(self, columns: torch.Tensor) -> tuple[float, float]:
+        """tr(F_BB) and tr(F_BB²) of the diagonal block of F on the parameters ``columns`` (a [p] mask)."""
+        block = self.gradients[:, columns.cpu()]
+        gram = block @ block.T
+        return float(torch.diagonal(gram).sum()) / self.size, float((gram**2).sum()) / self.size**2
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """F v."""
         return self.gradients.T @ (self.gradients @ v.to(torch.float64)) / self.size
 
-    def solve(self, b: torch.Tensor, damping: float) -> torch.Tensor:
-        """(F + λI)⁻¹ b by the Woodbury identity (module docstring), in b's dtype."""
-        if not damping > 0:
-            raise ValueError(f"the empirical Fisher is singular (rank <= {self.size}); damping must be > 0, got {damping}")
+    def solve(self, b: torch.Tensor, damping: float | torch.Tensor) -> torch.Tensor:
+        """(F + D)⁻¹ b by the Woodbury identity, in b's dtype; D = λI for a float λ, diag(d) for a [p] tensor d.
+
+        (F + D)⁻¹ b = D⁻¹b − D⁻¹Gᵀ (mI + G D⁻¹ Gᵀ)⁻¹ G D⁻¹b; for D = λI this is the module
+        docstring's formula.
+        """
+        inverse = self._inverse_damping(damping)
         b64 = b.to(torch.float64).cpu()
-        system = self.gram + self.size * damping * torch.eye(self.size, dtype=torch.float64)
-        coeffs = torch.linalg.solve(system, self.gradients @ b64)
-        x = (b64 - self.gradients.T @ coeffs) / damping
+        scaled = self.gradients * inverse  # G D⁻¹
+        system = scaled @ self.gradients.T + self.size * torch.eye(self.size, dtype=torch.float64)
+        coeffs = torch.linalg.solve(system, scaled @ b64)
+        x = inverse * b64 - scaled.T @ coeffs
         return x.to(dtype=b.dtype, device=b.device)
 
-    def relative_residual(self, x: torch.Tensor, b: torch.Tensor, damping: float) -> float:
-        """‖(F + λI)x − b‖ / ‖b‖ (a check of the arithmetic: the solve is exact)."""
+    def _inverse_damping(self, damping: float | torch.Tensor) -> torch.Tensor:
+        d = torch.as_tensor(damping, dtype=torch.float64).cpu()
+        if not bool((d > 0).all()):
+            raise ValueError(f"the empirical Fisher is singular (rank <= {self.size}); damping must be > 0, got {float(d.min())}")
+        p = self.gradients.shape[1]
+        if d.dim() == 0:
+            return (1.0 / d).expand(p)
+        if d.shape != (p,):
+            raise ValueError(f"a damping vector needs {p} entries, got shape {tuple(d.shape)}")
+        return 1.0 / d
+
+    def relative_residual(self, x: torch.Tensor, b: torch.Tensor, damping: float | torch.Tensor) -> float:
+        """‖(F + D)x − b‖ / ‖b‖ (a check of the arithmetic: the solve is exact)."""
         x64, b64 = x.to(torch.float64).cpu(), b.to(torch.float64).cpu()
-        return float(torch.linalg.vector_norm(self.matvec(x64) + damping * x64 - b64) / torch.linalg.vector_norm(b64))
+        d = torch.as_tensor(damping, dtype=torch.float64).cpu()
+        return float(torch.linalg.vector_norm(self.matvec(x64) + d * x64 - b64) / torch.linalg.vector_norm(b64))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from rec_eraser.core import EmpiricalFisher, InfluenceEngine, Removal, Replacement, SolverConfig
 
@@ -78,3 +79,57 @@ def test_fisher_removal_raises_the_removed_loss(logistic):
     before = float(logistic_loss(model, collate([z])).detach())
     engine.compute([Removal(z)]).apply(model)
     assert float(logistic_loss(model, collate([z])).detach()) > before
+
+
+class TwoScaleLogistic(nn.Module):
+    """Logistic regression whose last 10 features enter through a module at 30x the scale:
+    its curvature block is ~900x the other's, like an LLaRA projector's against LoRA's."""
+
+    def __init__(self, p: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(p - 10, 1, bias=False, dtype=torch.float64)
+        self.side = nn.Linear(10, 1, bias=False, dtype=torch.float64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x[:, :-10]) + self.side(30.0 * x[:, -10:])
+
+
+def two_scale_loss(model: nn.Module, batch) -> torch.Tensor:
+    x, y = batch
+    return nn.functional.binary_cross_entropy_with_logits(model(x).squeeze(-1), y)
+
+
+def test_damping_groups_apply_the_rule_to_each_block_and_solve_with_the_diagonal_damping(logistic):
+    torch.manual_seed(0)
+    model = TwoScaleLogistic(logistic.x.shape[1])
+    samples = logistic.samples[:80]
+    edits = [Removal(samples[3]), Removal(samples[17])]
+    engine = InfluenceEngine(model, two_scale_loss, samples, collate,
+                             solver=SolverConfig(method="fisher", sample_size=40, damping_groups=("side.",)))
+    update = engine.compute(edits)
+
+    grads = []
+    for z in engine.curvature_samples(edits):  # dense ground truth, one instance at a time
+        g = torch.autograd.grad(two_scale_loss(model, collate([z])), [model.head.weight, model.side.weight])
+        grads.append(torch.cat([t.reshape(-1) for t in g]))
+    g = torch.stack(grads).numpy()
+    p_head = model.head.weight.numel()
+    expected = {}
+    for label, cols in (("side.", slice(p_head, None)), ("other", slice(0, p_head))):
+        block = g[:, cols].T @ g[:, cols] / len(g)
+        expected[label] = 0.03 * np.trace(block @ block) / np.trace(block)
+    assert update.report.damping_by_group == pytest.approx(expected, rel=1e-8)
+    assert expected["side."] > 100 * expected["other"]  # one shared λ would be set by the side block
+    assert update.report.damping == pytest.approx(expected["other"])
+
+    b = sum(np.concatenate([t.reshape(-1).numpy() for t in torch.autograd.grad(two_scale_loss(model, collate([e.sample])), [model.head.weight, model.side.weight])])
+            for e in edits) / len(samples)
+    d = np.concatenate([np.full(p_head, expected["other"]), np.full(10, expected["side."])])
+    dense = np.linalg.solve(g.T @ g / len(g) + np.diag(d), b)
+    got = np.concatenate([update.delta["head.weight"].reshape(-1).numpy(), update.delta["side.weight"].reshape(-1).numpy()])
+    np.testing.assert_allclose(got, dense, rtol=1e-8, atol=1e-14)
+
+
+def test_damping_groups_are_refused_outside_the_fisher_method():
+    with pytest.raises(ValueError, match="damping_groups"):
+        SolverConfig(method="cg", damping_groups=("projector.",))
