@@ -64,7 +64,7 @@ def test_every_method_including_the_gauss_newton_rows(tmp_path, tiny_model_dir):
     data = json.loads(result.stdout)
     assert set(data["methods"]) == set(METHODS) - {"finetune"}  # finetune corrects; ir has nothing to correct
     assert data["methods"]["reference_recipe"]["hvps"] >= 20  # its 20 mini-batch steps
-    assert data["methods"]["rec_eraser_cg"]["gradient_passes"] > data["methods"]["rec_eraser_sqp"]["gradient_passes"]  # the preconditioner's build
+    assert "low-rank preconditioner" in data["methods"]["rec_eraser_cg"]["notes"]  # whether it was built, and when
     for name in ("rec_eraser_cg", "rec_eraser_sqp", "reference_recipe"):
         assert "automatic" in data["methods"][name]["notes"] or "tr(C^2)/tr(C)" in data["methods"][name]["notes"]
 
