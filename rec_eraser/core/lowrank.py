@@ -120,11 +120,10 @@ class LowRankGaussNewton:
             raise RuntimeError("LowRankGaussNewton.fit must run before inverse_product")
         v = vector.to(self.gradients.dtype)
         coords = self.coefficients.T @ (self.gradients @ v)  # Vᵀv
-        scale = (1.0 / (self.eigenvalues + damping)).to(v.dtype)
         complement = 1.0 / (float(self.eigenvalues[0]) + damping)
-        in_span = self.gradients.T @ (self.coefficients @ (coords * scale))
-        projected = self.gradients.T @ (self.coefficients @ coords)
-        return (in_span + (v - projected) * complement).to(vector.dtype)
+        # V diag(1/(μ+λ)) Vᵀv + (v − VVᵀv)·c = V [Vᵀv ⊙ (1/(μ+λ) − c)] + v·c: two products with G
+        weights = (1.0 / (self.eigenvalues + damping) - complement).to(v.dtype)
+        return (self.gradients.T @ (self.coefficients @ (coords * weights)) + v * complement).to(vector.dtype)
 
     def basis(self) -> torch.Tensor:
         """V ``[p, rank]``, the orthonormal eigenvectors of GᵀG (built on demand: p × rank floats)."""

@@ -35,7 +35,7 @@ class Solution:
     preconditioner_built_at: int | None = None  # plain CG iterations before a deferred preconditioner was built
 
 
-#: A gradient pass costs about half a curvature product (measured: 0.55 on the tiny Llama's GGN,
+#: A gradient pass costs about half a curvature product (measured: 0.50–0.56 on the tiny Llama's GGN,
 #: 1/2.6–1/2.3 on SmolLM2 with recommendation prompts), so a preconditioner built from ``s``
 #: gradient passes over the curvature sample costs about s/2 CG iterations.
 GRADIENT_PER_PRODUCT = 0.5
