@@ -129,11 +129,11 @@ def solve_cg_deferred(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig, bu
     """Plain CG that builds a preconditioner only when it pays.
 
     ``price`` is the preconditioner's cost in CG iterations. After that many plain iterations
-    (rent before you buy: the total never exceeds about twice the cheaper of the two pure
-    strategies), the iterations still needed are predicted from the residual's observed rate
-    of decrease; if they exceed the price, the preconditioner is built and preconditioned CG
-    solves for the remaining error from the current iterate. A well-conditioned system (few
-    curvature instances, large damping) thus never pays for the build.
+    (rent before you buy, as in the ski-rental problem: a solve that is nearly done never
+    pays for the build, a long one pays at most the price twice), the iterations still needed
+    are predicted from the residual's observed rate of decrease; if they exceed the price,
+    the preconditioner is built and preconditioned CG solves for the remaining error from the
+    current iterate. The prediction is a heuristic: CG's rate changes as it runs.
     """
     b_norm = _norm(b)
     start = op.curvature.hvps
