@@ -87,19 +87,20 @@ class EmpiricalFisher:
         inverse = self._inverse_damping(damping)
         b64 = b.to(torch.float64).cpu()
         scaled = self.gradients * inverse  # G D⁻¹
-        system = scaled @ self.gradients.T + self.size * torch.eye(self.size, dtype=torch.float64)
+        # G D⁻¹ Gᵀ: for D = λI the precomputed G Gᵀ / λ, no second m × m × p product
+        reduced = self.gram * inverse if inverse.dim() == 0 else scaled @ self.gradients.T
+        system = reduced + self.size * torch.eye(self.size, dtype=torch.float64)
         coeffs = torch.linalg.solve(system, scaled @ b64)
         x = inverse * b64 - scaled.T @ coeffs
         return x.to(dtype=b.dtype, device=b.device)
 
     def _inverse_damping(self, damping: float | torch.Tensor) -> torch.Tensor:
+        """D⁻¹: a 0-d tensor 1/λ for a float λ, else the [p] vector 1/d."""
         d = torch.as_tensor(damping, dtype=torch.float64).cpu()
         if not bool((d > 0).all()):
             raise ValueError(f"the empirical Fisher is singular (rank <= {self.size}); damping must be > 0, got {float(d.min())}")
         p = self.gradients.shape[1]
-        if d.dim() == 0:
-            return (1.0 / d).expand(p)
-        if d.shape != (p,):
+        if d.dim() != 0 and d.shape != (p,):
             raise ValueError(f"a damping vector needs {p} entries, got shape {tuple(d.shape)}")
         return 1.0 / d
 

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import LossFn
 from rec_eraser.core.linear_capture import capture_passes, linear_layers, uses_sampled_labels
 from rec_eraser.core.params import ParameterSpace
@@ -53,7 +54,7 @@ class LowRankGaussNewton:
 
     def __init__(
         self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any],
-        batch_size: int = 8, samples_per_instance: int = 16, seed: int = 0,
+        batch_size: int = 8, samples_per_instance: int = SolverConfig.preconditioner_samples, seed: int = 0,
     ) -> None:
         if samples_per_instance < 1:
             raise ValueError(f"samples_per_instance must be >= 1, got {samples_per_instance}")

@@ -116,7 +116,8 @@ def solve_cg(
         alpha = rz / curvature
         x += alpha * direction
         r -= alpha * a_dir
-        if _norm(r) <= cfg.tol * b_norm or _over_budget(op, cfg, start) or (stop is not None and stop(iterations, _norm(r))):
+        r_norm = _norm(r)
+        if r_norm <= cfg.tol * b_norm or _over_budget(op, cfg, start) or (stop is not None and stop(iterations, r_norm)):
             break
         z = apply_m(r)
         rz_new = float(torch.dot(r, z))
