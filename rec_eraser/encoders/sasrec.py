@@ -208,6 +208,12 @@ class ItemEncoder:
         finally:
             self.model.train(was_training)
 
+    def user_state_encoder(self) -> UserStateEncoder:
+        """The frozen module that turns a history into LLaRA's user token input (see :class:`UserStateEncoder`)."""
+        if self.model is None:
+            raise RuntimeError("this item encoder has no SASRec model (only an embedding table): no user states")
+        return UserStateEncoder(self.model, scale=float(self.embeddings.norm(dim=1).mean()))
+
     def save(self, path: str | Path) -> Path:
         """Write ``path/item_encoder.safetensors`` and ``path/item_encoder.json`` (each atomically); returns ``path``."""
         folder = Path(path)
@@ -242,6 +248,50 @@ class ItemEncoder:
             model.load_state_dict(state)
             model.eval()
         return cls(meta["item_ids"], tensors["embeddings"], config, model)
+
+
+class UserStateEncoder(nn.Module):
+    """SASRec's hidden state after a history, frozen: the input of LLaRA's user token.
+
+    The state ``h`` after the last history item is what SASRec ranks the next item by
+    (score = ``h · e_item``), so it carries the user's collaborative preference in the item
+    embeddings' own space. Only its direction matters for that ranking; it is returned at the
+    item embeddings' mean norm (``scale``) so that the shared projector sees user and item
+    inputs of one size. An empty history (a correction can remove every item) gives zeros.
+
+    Its parameters never train and it always runs in eval mode (no dropout), whatever
+    ``train()`` is called with: the influence engine differentiates the model many times and
+    needs the same input each time.
+
+    ``forward(rows)`` takes item-table rows ``[n, length]`` (rows of
+    :attr:`ItemEncoder.embeddings`, right-padded with -1; only the last ``max_len`` items of a
+    longer history are used) and returns ``[n, hidden]``.
+    """
+
+    def __init__(self, model: SASRec, scale: float) -> None:
+        super().__init__()
+        self.sasrec = model
+        self.scale = scale
+        self.sasrec.requires_grad_(False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> UserStateEncoder:
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, rows: Tensor) -> Tensor:
+        lengths = (rows >= 0).sum(dim=1)
+        if rows.shape[1] > self.sasrec.max_len:  # keep each history's last max_len items, right-padded again
+            windows = [r[:n][-self.sasrec.max_len:] + 1 for r, n in zip(rows, lengths.tolist())]
+            seqs, lengths = _pad([w.tolist() for w in windows])
+        else:
+            seqs = (rows + 1).clamp(min=0)  # SASRec's index 0 is padding, item row i is index i + 1
+        hidden = self.sasrec(seqs)[torch.arange(len(seqs), device=rows.device), (lengths - 1).clamp(min=0)]
+        states = nn.functional.normalize(hidden, dim=-1) * self.scale
+        return states * (lengths > 0).unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4g}"
 
 
 def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:

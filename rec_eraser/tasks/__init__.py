@@ -7,12 +7,12 @@ from rec_eraser.tasks.prepare import (
 )
 from rec_eraser.tasks.tallrec import build_tallrec, liked_threshold, tallrec_instance
 from rec_eraser.tasks.templates import (
-    CANS_EMB, HISTORY_EMB, llara_prompt, llara_response, tallrec_prompt, tallrec_response,
+    CANS_EMB, HISTORY_EMB, USER_EMB, llara_prompt, llara_response, tallrec_prompt, tallrec_response,
 )
 from rec_eraser.tasks.titles import item_titles, readable_title
 
 __all__ = [
-    "CANS_EMB", "HISTORY_EMB", "TASKS", "Instance", "Source", "TaskError", "build_instances", "build_llara",
+    "CANS_EMB", "HISTORY_EMB", "TASKS", "USER_EMB", "Instance", "Source", "TaskError", "build_instances", "build_llara",
     "build_tallrec", "candidate_rng", "draw_candidates", "eligible_negatives", "first_users", "instance_id",
     "item_titles", "liked_threshold", "llara_instance", "llara_prompt", "llara_response", "load_instances",
     "load_manifest", "load_titles", "prepare", "readable_title", "sources", "tallrec_instance", "tallrec_prompt",

@@ -165,7 +165,7 @@ def template_record(task: str) -> dict[str, str]:
     """The template strings a task's prompts were built with (recorded in the manifest)."""
     if task == "llara":
         return {"llara": templates.LLARA_TEMPLATE, "history_emb": templates.HISTORY_EMB,
-                "cans_emb": templates.CANS_EMB}
+                "cans_emb": templates.CANS_EMB, "user_emb": templates.USER_EMB, "item_token": "before the title"}
     return {"alpaca": templates.ALPACA_TEMPLATE, "instruction": templates.TALLREC_INSTRUCTION,
             "input": templates.TALLREC_INPUT, "none": templates.TALLREC_NONE,
             "yes": templates.TALLREC_RESPONSES[1], "no": templates.TALLREC_RESPONSES[0]}

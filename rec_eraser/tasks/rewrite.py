@@ -26,15 +26,24 @@ class PromptContext:
     titles: Mapping[str, str]
     words: Any
     liked_above: float | None
+    #: why this run's prompts cannot be rebuilt (prepared with other templates), or None. Removing
+    #: instances (a deletion) still works; rebuilding one would mix two layouts in one run.
+    stale_templates: str | None = None
 
     @classmethod
     def of_run(cls, run_dir: Path | str) -> PromptContext:
         from rec_eraser.tasks.prepare import load_manifest, load_titles
 
+        from rec_eraser.tasks.prepare import template_record
+
         manifest = load_manifest(run_dir)
         fields = manifest["mapping"]["fields"]
         words = SimpleNamespace(noun=fields["noun"], verb=fields["verb"], verb_past=fields["verb_past"])
-        return cls(titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"))
+        stale = None
+        if manifest.get("templates") != template_record(manifest["task"]):
+            stale = (f"{run_dir} was prepared with other prompt templates than this version of rec-eraser builds (an "
+                     "older LLaRA layout), so its prompts cannot be rebuilt: prepare and train the run again")
+        return cls(titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"), stale_templates=stale)
 
     def title(self, item: str) -> str:
         if item not in self.titles:
@@ -44,6 +53,8 @@ class PromptContext:
 
 def rebuild(instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext, candidates: tuple[str, ...] | None = None) -> Instance:
     """``instance`` rebuilt from ``interactions`` (history oldest first, target last) and ``candidates``."""
+    if ctx.stale_templates:
+        raise TaskError(ctx.stale_templates)
     history, target = interactions[:-1], interactions[-1]
     if instance.task == "llara":
         cands = candidates if candidates is not None else instance.candidates

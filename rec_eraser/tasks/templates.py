@@ -8,6 +8,15 @@ the first word of the title with its space (LLaRA). Checked on SmolLM2:
 "### Response:" + " Yes." -> [..., ":", "ĠYes", "."]; " No." -> ["ĠNo", "."].
 
 The words (noun, verb, verb_past) come from the dataset mapping's ``[prompt]`` table.
+
+LLaRA's layout here differs from the paper's in two ways, both measured (README, "LLaRA's
+hybrid prompt"): each item's embedding token comes *before* its title (LLaRA puts it
+after), and the prompt ends with a user token ``[UserEmb]`` (the collaborative encoder's
+state after the history). A causal LM predicts the first token of its answer from what it
+has read; with the token before the title, the title's first token sits right after the
+item's collaborative embedding, which is the pattern a pretrained LM's copying
+(induction) heads complete: attend to the position after the best-matching token, copy
+it. With the paper's order the same training left the adapter at chance.
 """
 
 from __future__ import annotations
@@ -15,14 +24,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-#: Placeholder after each history title; the model layer puts a projected item embedding there.
+#: Placeholder before each history title; the model layer puts a projected item embedding there.
 HISTORY_EMB = "[HistoryEmb]"
-#: Placeholder after each candidate title.
+#: Placeholder before each candidate title.
 CANS_EMB = "[CansEmb]"
+#: Placeholder at the end of a LLaRA prompt; the model layer puts the projected state of the
+#: collaborative encoder after the prompt's history there.
+USER_EMB = "[UserEmb]"
 
 #: LLaRA's prompt (its movie template, words from the mapping; the count is the real number of candidates).
 LLARA_TEMPLATE = ("This user has {verb_past} {history} in the previous. Please predict the next {noun} this user "
-                  "will {verb}. Choose the answer from the following {count} {noun} titles: {candidates}. Answer:")
+                  "will {verb}. Choose the answer from the following {count} {noun} titles: {candidates}. Answer: "
+                  + USER_EMB)
 
 #: The Alpaca prompt wrapper TALLRec fine-tunes with (ending at "### Response:", no trailing newline).
 ALPACA_TEMPLATE = ("Below is an instruction that describes a task, paired with an input that provides further "
@@ -47,7 +60,7 @@ class PromptWords(Protocol):
 
 
 def _tagged(titles: Sequence[str], tag: str) -> str:
-    return ", ".join(f"{t} {tag}" for t in titles)
+    return ", ".join(f"{tag} {t}" for t in titles)
 
 
 def llara_prompt(history: Sequence[str], candidates: Sequence[str], words: PromptWords) -> str:

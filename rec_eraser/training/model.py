@@ -17,10 +17,23 @@ from rec_eraser.models.lm_loss import response_token_loss, sampled_response_grad
 
 
 class RecModel(nn.Module):
-    def __init__(self, lm: nn.Module, item_embeddings: torch.Tensor | None = None, projector: nn.Module | None = None) -> None:
+    """``lm`` (LoRA-wrapped) reading a batch whose item and user tokens get projected collaborative inputs.
+
+    Args:
+        lm: the causal LM with its adapter.
+        item_embeddings: the frozen item-embedding table (LLaRA), ``[items, dim]``.
+        projector: maps ``dim`` to the LM's hidden size; trained with the adapter.
+        user_encoder: frozen module from a history's item rows ``[n, length]`` (-1 padded) to
+            ``[n, dim]`` states in the item embeddings' space (SASRec's, see
+            ``rec_eraser.encoders.sasrec.UserStateEncoder``); needed for prompts with user tokens.
+    """
+
+    def __init__(self, lm: nn.Module, item_embeddings: torch.Tensor | None = None, projector: nn.Module | None = None,
+                 user_encoder: nn.Module | None = None) -> None:
         super().__init__()
         self.lm = lm
         self.projector = projector
+        self.user_encoder = user_encoder
         if item_embeddings is not None:
             self.register_buffer("item_embeddings", item_embeddings.detach().clone(), persistent=False)
         else:
@@ -28,10 +41,20 @@ class RecModel(nn.Module):
 
     def input_embeddings(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         embeds = self.lm.get_input_embeddings()(batch["input_ids"])
-        if self.projector is None or batch["item_idx"].numel() == 0:
+        users = batch.get("user_items")
+        has_users = users is not None and len(users) > 0
+        if self.projector is None or (batch["item_idx"].numel() == 0 and not has_users):
             return embeds
-        projected = self.projector(self.item_embeddings[batch["item_idx"]]).to(embeds.dtype)
-        return embeds.index_put((batch["item_rows"], batch["item_cols"]), projected)
+        inputs, rows, cols = [self.item_embeddings[batch["item_idx"]]], [batch["item_rows"]], [batch["item_cols"]]
+        if has_users:
+            if self.user_encoder is None:
+                raise ValueError("the prompts have user tokens but the model has no user encoder (an item encoder "
+                                 "without its SASRec model)")
+            inputs.append(self.user_encoder(users).to(inputs[0].dtype))
+            rows.append(batch["user_rows"])
+            cols.append(batch["user_cols"])
+        projected = self.projector(torch.cat(inputs)).to(embeds.dtype)
+        return embeds.index_put((torch.cat(rows), torch.cat(cols)), projected)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits ``[batch, length, vocab]``."""

@@ -25,6 +25,7 @@ class Recipe:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     # [train]
     lr: float = 1e-3
+    projector_lr: float | None = None  # the item projector's learning rate; None = lr
     epochs: int = 1
     batch_size: int = 8
     seed: int = 0
@@ -40,8 +41,10 @@ class Recipe:
         for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"recipe: {name} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise RecipeError(f"recipe: lr must be in (0, 1), got {self.lr}")
+        for name in ("lr", "projector_lr"):
+            value = getattr(self, name)
+            if value is not None and not 0 < value < 1:
+                raise RecipeError(f"recipe: {name} must be in (0, 1), got {value}")
         if self.max_train is not None and self.max_train < 1:
             raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
 

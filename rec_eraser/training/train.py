@@ -110,7 +110,8 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
     hidden = lm.get_input_embeddings().embedding_dim
     projector = ItemProjector(encoder.embeddings.shape[1], hidden)
     item_index = {item: i for i, item in enumerate(encoder.item_ids)}
-    return RecModel(lora, encoder.embeddings, projector), item_index
+    users = encoder.user_state_encoder() if encoder.model is not None else None
+    return RecModel(lora, encoder.embeddings, projector, users), item_index
 
 
 def training_instances(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None = None) -> list[Instance]:
@@ -132,8 +133,7 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
     samples = [encode_instance(z, tokenizer, item_index, recipe.max_length) for z in instances]
     loss_fn = rec_loss()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
     total, step, losses = steps_per_epoch * recipe.epochs, 0, []
@@ -164,6 +164,18 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
     }
     return model, record
+
+
+def parameter_groups(model: RecModel, recipe: Recipe) -> list[dict[str, Any]]:
+    """The trainable parameters with their learning rates: the adapter's at ``lr``, the
+    projector's at ``projector_lr`` (it starts from random and is the only path from the
+    collaborative embeddings into the LM, so it may learn faster than LoRA's low-rank update)."""
+    projector = [p for p in model.projector.parameters() if p.requires_grad] if model.projector is not None else []
+    own = {id(p) for p in projector}
+    groups = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in own], "lr": recipe.lr}]
+    if projector:
+        groups.append({"params": projector, "lr": recipe.projector_lr or recipe.lr})
+    return groups
 
 
 def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None) -> Path:
@@ -277,6 +289,7 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     item_index = None
     projector = None
     embeddings = None
+    users = None
     if (folder / PROJECTOR_FILE).is_file():
         from rec_eraser.encoders.projector import ItemProjector
         from rec_eraser.encoders.sasrec import ItemEncoder
@@ -286,7 +299,8 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         projector.load_state_dict(load_file(str(folder / PROJECTOR_FILE)))
         item_index = {item: i for i, item in enumerate(encoder.item_ids)}
         embeddings = encoder.embeddings
-    rec = RecModel(model, embeddings, projector)
+        users = encoder.user_state_encoder() if encoder.model is not None else None
+    rec = RecModel(model, embeddings, projector, users)
     rec.eval()
     return LoadedModel(model=rec, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path)
 

@@ -153,3 +153,43 @@ def test_popularity_baseline_by_hand() -> None:
     assert popularity_hit_at_k(data, k=2, exclude_seen=False) == pytest.approx(2 / 3)   # a (y), c (x)
     # excluding seen items (other than the target): a ranks y first; b: x, y seen -> z first; c: z, v, w seen -> x
     assert popularity_hit_at_k(data, k=1, exclude_seen=True) == pytest.approx(1.0)
+
+
+def test_user_states_rank_items_as_sasrec_does(trained: ItemEncoder) -> None:
+    users = trained.user_state_encoder()
+    histories = [["i0", "i1", "i2"], ["i4"], ["i3", "i5"]]
+    rows = torch.full((3, 3), -1, dtype=torch.long)
+    for r, h in enumerate(histories):
+        rows[r, : len(h)] = torch.tensor(trained.indices(h))
+    states = users(rows)
+    # the same direction as SASRec's own state: item scores are a positive multiple of its next-item scores
+    scores = trained.next_item_scores(histories)
+    ratio = (states @ trained.embeddings.T) / scores
+    assert torch.allclose(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4) and (ratio > 0).all()
+    mean_norm = float(trained.embeddings.norm(dim=1).mean())
+    assert torch.allclose(states.norm(dim=1), torch.full((3,), mean_norm), rtol=1e-5)
+
+
+def test_user_states_are_frozen_deterministic_and_zero_without_history(trained: ItemEncoder) -> None:
+    users = trained.user_state_encoder()
+    users.train()  # the engine's models switch to train mode; this one must not (dropout would change its output)
+    assert not users.training and not users.sasrec.training
+    assert not any(p.requires_grad for p in users.parameters())
+    rows = torch.tensor([[0, 1, 2], [-1, -1, -1]])
+    first, second = users(rows), users(rows)
+    assert torch.equal(first, second)
+    assert torch.equal(first[1], torch.zeros(trained.dim))
+
+
+def test_user_states_of_long_histories_use_their_last_items(trained: ItemEncoder) -> None:
+    users = trained.user_state_encoder()
+    max_len = users.sasrec.max_len  # 8 in these tests
+    long = [k % 7 for k in range(max_len + 3)]
+    rows = torch.tensor([long, long[-max_len:] + [-1] * 3])
+    states = users(rows)
+    assert torch.allclose(states[0], states[1], atol=1e-6)
+
+
+def test_user_states_need_the_sasrec_model() -> None:
+    with pytest.raises(RuntimeError, match="no SASRec model"):
+        ItemEncoder(["a"], torch.zeros(1, 4)).user_state_encoder()

@@ -23,9 +23,9 @@ def test_instances_and_golden_prompt(small: Dataset) -> None:
     step = next(s for s in steps(chronological(small.interactions)) if (s.user, s.position) == ("1", 2))
     inst = llara_instance(step, ("9", "4", "40"), item_titles(small), small.mapping)
     assert inst.prompt == (
-        "This user has watched Toy Story [HistoryEmb], The Usual Suspects [HistoryEmb] in the previous. Please "
+        "This user has watched [HistoryEmb] Toy Story, [HistoryEmb] The Usual Suspects in the previous. Please "
         "predict the next movie this user will watch. Choose the answer from the following 3 movie titles: "
-        "Movie 9 [CansEmb], Four Rooms [CansEmb], Toy Story [CansEmb]. Answer:")
+        "[CansEmb] Movie 9, [CansEmb] Four Rooms, [CansEmb] Toy Story. Answer: [UserEmb]")
     assert inst.response == " Four Rooms" and inst.candidates == ("9", "4", "40")
     with pytest.raises(TaskError, match="not among its candidates"):
         llara_instance(step, ("9", "40"), item_titles(small), small.mapping)
@@ -45,7 +45,7 @@ def test_candidates_are_target_plus_negatives(small: Dataset, negatives: int) ->
         assert inst.prompt.count(CANS_EMB) == negatives + 1
         assert inst.prompt.count(HISTORY_EMB) == len(inst.history_items)
         assert f"from the following {negatives + 1} movie titles: " in inst.prompt
-        assert inst.prompt.endswith(". Answer:") and inst.response == " " + titles[inst.target_item]
+        assert inst.prompt.endswith(". Answer: [UserEmb]") and inst.response == " " + titles[inst.target_item]
 
 
 def test_candidates_are_seeded(small: Dataset) -> None:

@@ -13,16 +13,17 @@ ML = mapping_for("ml-100k")
 
 def test_llara_prompt_golden() -> None:
     assert llara_prompt(["Toy Story", "GoldenEye"], ["Babe", "Copycat", "Four Rooms"], ML) == (
-        "This user has watched Toy Story [HistoryEmb], GoldenEye [HistoryEmb] in the previous. Please predict the "
-        "next movie this user will watch. Choose the answer from the following 3 movie titles: Babe [CansEmb], "
-        "Copycat [CansEmb], Four Rooms [CansEmb]. Answer:")
+        "This user has watched [HistoryEmb] Toy Story, [HistoryEmb] GoldenEye in the previous. Please predict the "
+        "next movie this user will watch. Choose the answer from the following 3 movie titles: [CansEmb] Babe, "
+        "[CansEmb] Copycat, [CansEmb] Four Rooms. Answer: [UserEmb]")
     assert llara_response("Copycat") == " Copycat"
 
 
 def test_llara_prompt_uses_the_mapping_words() -> None:
     assert llara_prompt(["Air"], ["Air", "Morcheeba"], mapping_for("lastfm")) == (
-        "This user has listened to Air [HistoryEmb] in the previous. Please predict the next artist this user will "
-        "listen to. Choose the answer from the following 2 artist titles: Air [CansEmb], Morcheeba [CansEmb]. Answer:")
+        "This user has listened to [HistoryEmb] Air in the previous. Please predict the next artist this user will "
+        "listen to. Choose the answer from the following 2 artist titles: [CansEmb] Air, [CansEmb] Morcheeba. "
+        "Answer: [UserEmb]")
 
 
 def test_tallrec_prompt_golden() -> None:

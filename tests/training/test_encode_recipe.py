@@ -20,6 +20,48 @@ def llara_instance() -> Instance:
     )
 
 
+def user_token_instance() -> Instance:
+    """The current layout: item tokens before the titles, a user token at the end."""
+    from dataclasses import replace
+
+    return replace(llara_instance(), prompt="This user has watched [HistoryEmb] Alien, [HistoryEmb] Heat in the previous. "
+                                            "Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]")
+
+
+INDEX = {"10": 0, "11": 1, "12": 2, "13": 3}
+
+
+def test_item_tokens_precede_titles_and_the_user_token_ends_the_prompt(tokenizer):
+    sample = encode_instance(user_token_instance(), tokenizer, INDEX)
+    ids = sample["input_ids"]
+    assert sample["item_idx"].tolist() == [0, 1, 2, 3]
+    first, second = (int(p) for p in sample["item_pos"][:2])
+    assert tokenizer.decode(ids[:first]) == "This user has watched"
+    # a title's first token comes right after its item token, with its leading space (as the response has it)
+    assert tokenizer.decode(ids[first + 1 : second]) == " Alien,"
+    prompt_len = int((sample["labels"] == IGNORE).sum())
+    assert sample["user_pos"].tolist() == [prompt_len - 1] and int(ids[prompt_len - 1]) == tokenizer.unk_token_id
+    assert sample["user_items"].tolist() == [[0, 1]]  # the whole history, in order
+    plain = encode_instance(user_token_instance(), tokenizer, None)
+    assert tokenizer.decode(plain["input_ids"][plain["labels"] == IGNORE]) == (
+        "This user has watched Alien, Heat in the previous. Choose: Up, Cars. Answer:")
+    assert plain["user_pos"].numel() == 0 and plain["user_items"].numel() == 0
+
+
+def test_collate_pads_user_histories(tokenizer):
+    from dataclasses import replace
+
+    long = encode_instance(user_token_instance(), tokenizer, INDEX)
+    short = encode_instance(replace(user_token_instance(), history_items=("11",),
+                                    prompt="Seen [HistoryEmb] Heat. Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]"),
+                            tokenizer, INDEX)
+    old = encode_instance(llara_instance(), tokenizer, INDEX)  # no user token
+    batch = collate([long, old, short])
+    assert batch["user_rows"].tolist() == [0, 2]
+    assert batch["user_cols"].tolist() == [int(long["user_pos"][0]), int(short["user_pos"][0])]
+    assert batch["user_items"].tolist() == [[0, 1], [1, -1]]
+
+
 def test_item_tokens_sit_where_the_placeholders_were(tokenizer):
     z = llara_instance()
     index = {"10": 0, "11": 1, "12": 2, "13": 3}
@@ -74,5 +116,10 @@ def test_recipe_files(tmp_path):
     path.write_text("[train]\nlr = 5\n")
     with pytest.raises(RecipeError, match="lr must be"):
         load_recipe(path)
+    path.write_text("[train]\nprojector_lr = 0\n")
+    with pytest.raises(RecipeError, match="projector_lr must be"):
+        load_recipe(path)
+    path.write_text("[train]\nprojector_lr = 3e-2\n")
+    assert load_recipe(path).projector_lr == 3e-2
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.toml")

@@ -76,12 +76,23 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     assert loaded.model.projector is not None and loaded.item_index
     assert all(p.requires_grad for p in loaded.model.projector.parameters())
     test = load_instances(run, "test")[:2]
+    # the prompt ends with the user token, whose input is the projected SASRec state after the history
+    from rec_eraser.training.encode import collate, encode_instance
+
+    z = test[0]
+    sample = encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length)
+    with torch.no_grad():
+        embeds = loaded.model.input_embeddings(collate([sample]))
+        state = loaded.model.user_encoder(torch.tensor([[loaded.item_index[i] for i in z.history_items]]))
+        expected = loaded.model.projector(state)[0]
+    assert sample["user_pos"].tolist() == [int((sample["labels"] == -100).sum()) - 1]
+    torch.testing.assert_close(embeds[0, int(sample["user_pos"][0])], expected)
+    assert state.abs().sum() > 0
     titles = load_titles(run)
     scores = candidate_scores(loaded, test, titles)
     assert scores.shape == (2, 5) and (scores < 0).all()
     # the shared prompt cache must give what one full pass per candidate gives
     from rec_eraser.models.lm_loss import per_instance_response_loss
-    from rec_eraser.training.encode import collate, encode_instance
 
     for row, z in zip(scores, test):
         with torch.no_grad():
@@ -101,6 +112,23 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     assert sasrec["n"] == 3 and 0 <= sasrec["hit@1"] <= 1 and 0 <= sasrec["ndcg@10"] <= 1
     single = evaluate_version(run, "v0000", limit=1, generate=False, loaded=loaded)["baselines"]["sasrec"]
     assert single["hit@1"] == first_hit
+
+
+def test_the_projector_has_its_own_learning_rate() -> None:
+    from torch import nn
+
+    from rec_eraser.encoders.projector import ItemProjector
+    from rec_eraser.training.model import RecModel
+    from rec_eraser.training.train import parameter_groups
+
+    lm = nn.Linear(3, 3)
+    lm.bias.requires_grad_(False)
+    model = RecModel(lm, torch.zeros(2, 4), ItemProjector(4, 3))
+    groups = parameter_groups(model, Recipe(lr=1e-3, projector_lr=2e-2))
+    assert [g["lr"] for g in groups] == [1e-3, 2e-2]
+    assert [len(g["params"]) for g in groups] == [1, 4]  # lm.weight; the projector's two weights and biases
+    assert [g["lr"] for g in parameter_groups(model, Recipe(lr=1e-3))] == [1e-3, 1e-3]
+    assert [g["lr"] for g in parameter_groups(RecModel(lm), Recipe(lr=1e-3, projector_lr=2e-2))] == [1e-3]
 
 
 def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path):

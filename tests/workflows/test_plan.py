@@ -93,7 +93,28 @@ def test_target_correction_replaces_the_answer_and_the_candidate(llara_run):
     fixed = plan.after[z.id]
     assert fixed.response == " " + ctx.titles[new_item] and fixed.target_item == new_item
     assert fixed.candidates == tuple(new_item if c == z.target_item else c for c in z.candidates)
-    assert f"{ctx.titles[new_item]} [CansEmb]" in fixed.prompt and f"{ctx.titles[z.target_item]} [CansEmb]" not in fixed.prompt
+    listed = fixed.prompt.split("titles: ", 1)[1].rsplit(". Answer:", 1)[0].removeprefix("[CansEmb] ").split(", [CansEmb] ")
+    assert listed == [ctx.titles[c] for c in fixed.candidates]
+
+
+def test_a_run_prepared_with_other_templates_is_not_rewritten(llara_run, tmp_path):
+    import json
+    import shutil
+
+    from rec_eraser.tasks import TaskError
+
+    old = shutil.copytree(llara_run, tmp_path / "old-layout")
+    manifest = json.loads((old / "manifest.json").read_text())
+    manifest["templates"].pop("user_emb")  # as runs prepared before the user token were
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    train, ctx, index = setup(old)
+    user = busiest_user(train)
+    # deleting a user rebuilds nothing, so it still works
+    assert plan_edits([Event("d", "delete_user", user)], train, ctx).removed
+    z = next(x for x in train if x.user == user and x.position > 2)
+    new_item = next(i for i in ctx.titles if i not in index.user_items[user])
+    with pytest.raises(TaskError, match="other prompt templates"):
+        plan_edits([Event("e", "correct_target", user, item=z.target_item, target=new_item)], train, ctx)
 
 
 def test_events_on_one_instance_compose_into_one_edit(tallrec_run):
