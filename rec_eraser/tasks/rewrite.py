@@ -32,9 +32,7 @@ class PromptContext:
 
     @classmethod
     def of_run(cls, run_dir: Path | str) -> PromptContext:
-        from rec_eraser.tasks.prepare import load_manifest, load_titles
-
-        from rec_eraser.tasks.prepare import template_record
+        from rec_eraser.tasks.prepare import load_manifest, load_titles, template_record
 
         manifest = load_manifest(run_dir)
         fields = manifest["mapping"]["fields"]

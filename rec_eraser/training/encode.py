@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from rec_eraser.models.lm_loss import IGNORE, pad_collate
 from rec_eraser.tasks.instance import Instance
@@ -93,7 +94,7 @@ def encode_instance(instance: Instance, tokenizer: Any, item_index: Mapping[str,
     prompt_ids = prompt_ids[cut:]
     items = [(p - cut, row) for p, row in items if p >= cut]
     users = [p - cut for p in users if p >= cut]
-    history = [_row(instance, item, item_index) for item in instance.history_items] if users and item_index else []
+    history = [_row(instance, item, item_index) for item in instance.history_items] if users else []
     return {
         "input_ids": torch.tensor(prompt_ids + answer),
         "labels": torch.tensor([IGNORE] * len(prompt_ids) + answer),
@@ -115,12 +116,7 @@ def collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     users = [(i, s) for i, s in enumerate(samples) if "user_pos" in s and len(s["user_pos"])]
     batch["user_rows"] = torch.tensor([i for i, s in users for _ in s["user_pos"]], dtype=torch.long)
     batch["user_cols"] = torch.cat([s["user_pos"] for _, s in users]) if users else torch.zeros(0, dtype=torch.long)
-    width = max((s["user_items"].shape[1] for _, s in users), default=0)
-    histories = torch.full((len(batch["user_rows"]), width), NO_ITEM, dtype=torch.long)
-    row = 0
-    for _, s in users:
-        for h in s["user_items"]:
-            histories[row, : len(h)] = h
-            row += 1
-    batch["user_items"] = histories
+    histories = [h for _, s in users for h in s["user_items"]]
+    batch["user_items"] = (pad_sequence(histories, batch_first=True, padding_value=NO_ITEM) if histories
+                           else torch.zeros(0, 0, dtype=torch.long))
     return batch

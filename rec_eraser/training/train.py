@@ -104,14 +104,20 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
                                          target_modules=list(recipe.target_modules)))
     if not uses_item_tokens(run_dir, recipe):
         return RecModel(lora), None
+    return with_item_tokens(lora, ensure_item_encoder(run_dir, recipe, seed))
+
+
+def with_item_tokens(lm: nn.Module, encoder: Any, projector_state: dict[str, torch.Tensor] | None = None) -> tuple[RecModel, dict[str, int]]:
+    """A RecModel around ``lm`` fed by ``encoder`` (an ``ItemEncoder``): a projector (fresh, or
+    loaded from ``projector_state``), the item table, SASRec's user states; and the item index."""
     from rec_eraser.encoders.projector import ItemProjector
 
-    encoder = ensure_item_encoder(run_dir, recipe, seed)
-    hidden = lm.get_input_embeddings().embedding_dim
-    projector = ItemProjector(encoder.embeddings.shape[1], hidden)
-    item_index = {item: i for i, item in enumerate(encoder.item_ids)}
+    projector = ItemProjector(encoder.embeddings.shape[1], lm.get_input_embeddings().embedding_dim)
+    if projector_state is not None:
+        projector.load_state_dict(projector_state)
     users = encoder.user_state_encoder() if encoder.model is not None else None
-    return RecModel(lora, encoder.embeddings, projector, users), item_index
+    item_index = {item: i for i, item in enumerate(encoder.item_ids)}
+    return RecModel(lm, encoder.embeddings, projector, users), item_index
 
 
 def training_instances(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None = None) -> list[Instance]:
@@ -287,20 +293,12 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     except (RuntimeError, ValueError, KeyError) as exc:  # size mismatches, missing modules
         raise BaseModelMismatch(f"{folder} does not fit the base model at {base_path}: {str(exc).splitlines()[0]}") from exc
     item_index = None
-    projector = None
-    embeddings = None
-    users = None
     if (folder / PROJECTOR_FILE).is_file():
-        from rec_eraser.encoders.projector import ItemProjector
         from rec_eraser.encoders.sasrec import ItemEncoder
 
-        encoder = ItemEncoder.load(run_dir / ENCODER_DIR)
-        projector = ItemProjector(encoder.embeddings.shape[1], lm.get_input_embeddings().embedding_dim)
-        projector.load_state_dict(load_file(str(folder / PROJECTOR_FILE)))
-        item_index = {item: i for i, item in enumerate(encoder.item_ids)}
-        embeddings = encoder.embeddings
-        users = encoder.user_state_encoder() if encoder.model is not None else None
-    rec = RecModel(model, embeddings, projector, users)
+        rec, item_index = with_item_tokens(model, ItemEncoder.load(run_dir / ENCODER_DIR), load_file(str(folder / PROJECTOR_FILE)))
+    else:
+        rec = RecModel(model)
     rec.eval()
     return LoadedModel(model=rec, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path)
 
