@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("float32", "bfloat16")
+
 
 class RecipeError(ValueError):
     """A recipe file is missing, malformed or has an unknown or invalid setting."""
@@ -31,6 +34,9 @@ class Recipe:
     seed: int = 0
     max_train: int | None = None  # a seeded sub-sample of the training instances
     max_length: int = 512
+    schedule: str = "constant"  # the learning rate over the steps: "constant" or "cosine" (decays to 0)
+    warmup: float = 0.0  # the fraction of the steps over which the learning rate rises linearly from 0
+    precision: str = "float32"  # "bfloat16": matrix products in bfloat16 under autocast (weights stay float32)
     # [model]
     base_model: str | None = None  # a local Hugging Face folder; None = the embedded SmolLM2
     item_tokens: bool = True  # LLaRA: item-embedding tokens through a trainable projector
@@ -45,6 +51,12 @@ class Recipe:
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
                 raise RecipeError(f"recipe: {name} must be in (0, 1), got {value}")
+        if self.schedule not in SCHEDULES:
+            raise RecipeError(f"recipe: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise RecipeError(f"recipe: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not 0 <= self.warmup < 1:
+            raise RecipeError(f"recipe: warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
         if self.max_train is not None and self.max_train < 1:
             raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
 

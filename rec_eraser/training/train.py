@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.training.encode import collate, encode_instance
-from rec_eraser.training.model import RecModel, rec_loss
+from rec_eraser.training.model import RecModel
 from rec_eraser.training.recipe import Recipe
 
 logger = logging.getLogger(__name__)
@@ -138,22 +139,26 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
     samples = [encode_instance(z, tokenizer, item_index, recipe.max_length) for z in instances]
-    loss_fn = rec_loss()
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
     total, step, losses = steps_per_epoch * recipe.epochs, 0, []
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
+    device = next(model.parameters()).device.type
     model.train()
     t0 = time.perf_counter()
     for _ in range(recipe.epochs):
         order = torch.randperm(len(samples), generator=gen).tolist()
         for start in range(0, len(order), recipe.batch_size):
-            loss = loss_fn(model, collate([samples[i] for i in order[start : start + recipe.batch_size]]))
+            batch = collate([samples[i] for i in order[start : start + recipe.batch_size]])
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
+                loss = model.response_losses(batch).float().mean()
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"training diverged at step {step} (loss {float(loss)}): lower the recipe's lr")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
             step += 1
             losses.append(float(loss.detach()))
             if progress:
@@ -170,6 +175,22 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
     }
     return model, record
+
+
+def learning_rate_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
+    """The learning rate at step ``k`` (0-based) as a multiple of the recipe's: a linear rise over
+    ``warmup`` of the steps, then constant or a cosine decay (``schedule``) that reaches 0 after
+    the last step."""
+    warm = round(recipe.warmup * total_steps)
+
+    def factor(k: int) -> float:
+        if k < warm:
+            return (k + 1) / (warm + 1)
+        if recipe.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * (k - warm) / max(1, total_steps - warm)))
+
+    return factor
 
 
 def parameter_groups(model: RecModel, recipe: Recipe) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -121,5 +123,24 @@ def test_recipe_files(tmp_path):
         load_recipe(path)
     path.write_text("[train]\nprojector_lr = 3e-2\n")
     assert load_recipe(path).projector_lr == 3e-2
+    for line, message in [("schedule = \"linear\"", "schedule must be one of constant, cosine"),
+                          ("precision = \"fp16\"", "precision must be one of float32, bfloat16"),
+                          ("warmup = 1.0", "warmup must be in")]:
+        path.write_text(f"[train]\n{line}\n")
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(path)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_learning_rate_schedules():
+    from rec_eraser.training.train import learning_rate_factor
+
+    assert [learning_rate_factor(Recipe(), 4)(k) for k in range(4)] == [1.0] * 4
+    # 10 steps, 2 of warm-up: 1/3, 2/3, then a half cosine over the remaining 8 steps
+    cosine = learning_rate_factor(Recipe(schedule="cosine", warmup=0.2), 10)
+    expected = [1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * j / 8)) for j in range(8)]
+    assert [cosine(k) for k in range(10)] == pytest.approx(expected)
+    assert cosine(2) == 1.0 and 0 < cosine(9) < 0.04  # the peak after warm-up; nearly 0 at the last step
+    assert learning_rate_factor(Recipe(warmup=0.5), 4)(0) == pytest.approx(1 / 3)  # warm-up, then constant
+    assert learning_rate_factor(Recipe(warmup=0.5), 4)(2) == 1.0

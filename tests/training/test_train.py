@@ -69,7 +69,8 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
 
     run = tmp_path / "llara"
     prepare("ml-100k", "llara", run, max_users=6, negatives=4)
-    recipe = Recipe(rank=4, alpha=8, epochs=1, batch_size=4, lr=5e-3, max_train=8, base_model=str(tiny_model_dir), sasrec_epochs=2)
+    recipe = Recipe(rank=4, alpha=8, epochs=1, batch_size=4, lr=5e-3, max_train=8, base_model=str(tiny_model_dir), sasrec_epochs=2,
+                    schedule="cosine", warmup=0.25, precision="bfloat16")
     version = train_run(run, recipe)
     assert (version / "projector.safetensors").is_file() and (run / "item_encoder").is_dir()
     loaded = load_version(run, "v0000")
@@ -88,12 +89,22 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     assert sample["user_pos"].tolist() == [int((sample["labels"] == -100).sum()) - 1]
     torch.testing.assert_close(embeds[0, int(sample["user_pos"][0])], expected)
     assert state.abs().sum() > 0
+    # training's loss computes logits on the response positions only; value and gradient are the full pass's
+    from rec_eraser.models.lm_loss import per_instance_response_loss
+
+    batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length)
+                     for z in load_instances(run, "train")[:3]])
+    assert len(set((batch["labels"] != -100).int().argmax(1).tolist())) > 1  # responses start at different positions
+    params = [p for p in loaded.model.parameters() if p.requires_grad]
+    fast = loaded.model.response_losses(batch)
+    full = per_instance_response_loss(loaded.model(batch), batch)
+    torch.testing.assert_close(fast, full)
+    for g_fast, g_full in zip(torch.autograd.grad(fast.sum(), params), torch.autograd.grad(full.sum(), params)):
+        torch.testing.assert_close(g_fast, g_full)
     titles = load_titles(run)
     scores = candidate_scores(loaded, test, titles)
     assert scores.shape == (2, 5) and (scores < 0).all()
     # the shared prompt cache must give what one full pass per candidate gives
-    from rec_eraser.models.lm_loss import per_instance_response_loss
-
     for row, z in zip(scores, test):
         with torch.no_grad():
             batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]) for c in z.candidates])
