@@ -7,6 +7,7 @@ engine edits; the base LM and the item embeddings stay frozen.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -67,6 +68,9 @@ class RecModel(nn.Module):
         its answer and the vocabulary projection of every prompt position was a fifth of a
         training step's time (SmolLM2, 2 CPU cores)."""
         labels = batch["labels"]
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        if "logits_to_keep" not in inspect.signature(base.forward).parameters:  # a model without it: every position
+            return per_instance_response_loss(self(batch), batch)
         start = max(int((labels != IGNORE).int().argmax(1).min()) - 1, 0)
         logits = self.lm(inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"],
                          logits_to_keep=labels.shape[1] - start).logits

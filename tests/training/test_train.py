@@ -170,3 +170,29 @@ def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     assert 0 <= result["auc"] <= 1 and result["baselines"]["random"]["auc"] == 0.5 and result["n"] == 6
     missing = runner.invoke(app, ["evaluate", str(run), "--version", "v0009"])
     assert missing.exit_code == 1 and "no adapter version" in missing.stderr
+
+
+def test_the_training_loss_falls_back_to_every_position_for_models_without_logits_to_keep() -> None:
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from rec_eraser.models.lm_loss import IGNORE, pad_collate, per_instance_response_loss
+    from rec_eraser.training.model import RecModel
+
+    class PlainLM(nn.Module):  # a causal LM whose forward takes no logits_to_keep
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 10)
+
+        def get_input_embeddings(self) -> nn.Module:
+            return self.embed
+
+        def forward(self, inputs_embeds, attention_mask=None):
+            return SimpleNamespace(logits=self.head(inputs_embeds))
+
+    torch.manual_seed(0)
+    model = RecModel(PlainLM())
+    batch = pad_collate([{"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor([IGNORE, IGNORE, 3, 4])},
+                         {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([IGNORE, 6, 7])}])
+    torch.testing.assert_close(model.response_losses(batch), per_instance_response_loss(model(batch), batch))
