@@ -57,9 +57,10 @@ class RecModel(nn.Module):
         projected = self.projector(torch.cat(inputs)).to(embeds.dtype)
         return embeds.index_put((torch.cat(rows), torch.cat(cols)), projected)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits ``[batch, length, vocab]``."""
-        return self.lm(inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"]).logits
+    def forward(self, batch: dict[str, torch.Tensor], logits_to_keep: int | None = None) -> torch.Tensor:
+        """Logits ``[batch, length, vocab]``; only the last ``logits_to_keep`` positions' when given."""
+        keep = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
+        return self.lm(inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"], **keep).logits
 
     def response_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each instance's mean response cross-entropy ``[batch]``: the value of
@@ -67,14 +68,18 @@ class RecModel(nn.Module):
         the first position that predicts a response token. A prompt is ~50 times longer than
         its answer and the vocabulary projection of every prompt position was a fifth of a
         training step's time (SmolLM2, 2 CPU cores)."""
-        labels = batch["labels"]
-        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        if "logits_to_keep" not in inspect.signature(base.forward).parameters:  # a model without it: every position
+        if not forward_accepts(self.lm, "logits_to_keep"):  # a model without it: every position
             return per_instance_response_loss(self(batch), batch)
+        labels = batch["labels"]
         start = max(int((labels != IGNORE).int().argmax(1).min()) - 1, 0)
-        logits = self.lm(inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"],
-                         logits_to_keep=labels.shape[1] - start).logits
-        return per_instance_response_loss(logits, {"labels": labels[:, start:]})
+        return per_instance_response_loss(self(batch, logits_to_keep=labels.shape[1] - start), {"labels": labels[:, start:]})
+
+
+def forward_accepts(lm: nn.Module, name: str) -> bool:
+    """Whether the forward of ``lm`` (the base model under a PEFT wrapper) takes the keyword ``name``:
+    transformers versions and model classes differ in the ones they take."""
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    return name in inspect.signature(base.forward).parameters
 
 
 def model_logits(model: nn.Module, batch: Any) -> torch.Tensor:

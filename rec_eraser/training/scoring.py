@@ -3,7 +3,6 @@ greedy answers. All run with dropout off and without gradients, in micro-batches
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -12,6 +11,7 @@ import torch
 from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance, response_ids
+from rec_eraser.training.model import forward_accepts
 from rec_eraser.training.train import LoadedModel
 
 Tick = Callable[[int], None]
@@ -62,8 +62,7 @@ def _prompt_batch(loaded: LoadedModel, instance: Instance, max_length: int) -> t
 
 def _cache_keyword(lm: torch.nn.Module) -> str:
     """transformers renamed ``past_key_values`` to ``cache`` (5.x); pass whichever the model takes."""
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if forward_accepts(lm, "cache") else "past_key_values"
 
 
 def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: list[list[int]]) -> torch.Tensor:
