@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -47,6 +48,26 @@ class ItemProjector(nn.Module):
             raise ValueError(f"item embeddings have width {x.shape[-1]}, the projector expects {self.in_dim}")
         x = x.to(self.fc1.weight.dtype)
         return self.fc2(self.act(self.fc1(x)))
+
+    @torch.no_grad()
+    def scale_to(self, items: Tensor, out_norm: float) -> None:
+        """A data-dependent start: zero biases, ``fc1`` rescaled so that its pre-activations over
+        ``items`` (the item table, ``[n, in_dim]``) have unit standard deviation, ``fc2`` so that
+        the projected items' mean norm is ``out_norm`` (the LM's mean token-embedding norm).
+
+        Why: PyTorch's default initialisation maps every item to nearly one vector (fc2's bias
+        dominates; cosine 0.72 between projected ml-100k items) at a third of a SmolLM2 token's
+        norm, so the LM cannot tell item tokens apart until training has grown their
+        differences. From this start (cosine 0.19) the demo LLaRA recipe reached hit@1 0.320
+        on 300 ml-100k test prompts, against 0.223 from the default one (README, results).
+        """
+        if out_norm <= 0:
+            raise ValueError(f"out_norm must be positive, got {out_norm}")
+        items = items.to(self.fc1.weight.dtype)
+        self.fc1.bias.zero_()
+        self.fc2.bias.zero_()
+        self.fc1.weight.div_((items @ self.fc1.weight.T).std().clamp_min(1e-12))
+        self.fc2.weight.mul_(out_norm / self(items).norm(dim=-1).mean().clamp_min(1e-12))
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-ready (``ItemProjector(**p.config())`` rebuilds the shape)."""

@@ -11,6 +11,7 @@ T = TypeVar("T")
 
 SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("float32", "bfloat16")
+PROJECTOR_INITS = ("scaled", "default")
 
 
 class RecipeError(ValueError):
@@ -41,6 +42,9 @@ class Recipe:
     base_model: str | None = None  # a local Hugging Face folder; None = the embedded SmolLM2
     item_tokens: bool = True  # LLaRA: item-embedding tokens through a trainable projector
     sasrec_epochs: int = 20
+    # the item projector's start: "scaled" (ItemProjector.scale_to: distinct items at a token's
+    # norm) or "default" (PyTorch's nn.Linear initialisation, the start before "scaled")
+    projector_init: str = "scaled"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,6 +59,9 @@ class Recipe:
             raise RecipeError(f"recipe: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
             raise RecipeError(f"recipe: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.projector_init not in PROJECTOR_INITS:
+            raise RecipeError(f"recipe: projector_init must be one of {', '.join(PROJECTOR_INITS)}, "
+                              f"got {self.projector_init!r}")
         if not 0 <= self.warmup < 1:
             raise RecipeError(f"recipe: warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
         if self.max_train is not None and self.max_train < 1:

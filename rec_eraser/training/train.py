@@ -105,7 +105,12 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
                                          target_modules=list(recipe.target_modules)))
     if not uses_item_tokens(run_dir, recipe):
         return RecModel(lora), None
-    return with_item_tokens(lora, ensure_item_encoder(run_dir, recipe, seed))
+    encoder = ensure_item_encoder(run_dir, recipe, seed)
+    model, item_index = with_item_tokens(lora, encoder)
+    if recipe.projector_init == "scaled":
+        tokens = lora.get_input_embeddings().weight.detach()
+        model.projector.scale_to(encoder.embeddings, float(tokens.float().norm(dim=-1).mean()))
+    return model, item_index
 
 
 def with_item_tokens(lm: nn.Module, encoder: Any, projector_state: dict[str, torch.Tensor] | None = None) -> tuple[RecModel, dict[str, int]]:

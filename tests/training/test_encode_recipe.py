@@ -125,7 +125,8 @@ def test_recipe_files(tmp_path):
     assert load_recipe(path).projector_lr == 3e-2
     for line, message in [("schedule = \"linear\"", "schedule must be one of constant, cosine"),
                           ("precision = \"fp16\"", "precision must be one of float32, bfloat16"),
-                          ("warmup = 1.0", "warmup must be in")]:
+                          ("warmup = 1.0", "warmup must be in"),
+                          ("projector_init = \"xavier\"", "projector_init must be one of scaled, default")]:
         path.write_text(f"[train]\n{line}\n")
         with pytest.raises(RecipeError, match=message):
             load_recipe(path)

@@ -196,3 +196,24 @@ def test_the_training_loss_falls_back_to_every_position_for_models_without_logit
     batch = pad_collate([{"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor([IGNORE, IGNORE, 3, 4])},
                          {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([IGNORE, 6, 7])}])
     torch.testing.assert_close(model.response_losses(batch), per_instance_response_loss(model(batch), batch))
+
+
+@pytest.mark.parametrize("init", ["scaled", "default"])
+def test_fresh_projector_starts_at_the_token_norm_when_scaled(tmp_path, tiny_model_dir, init):
+    from rec_eraser.models.embedded import load_causal_lm
+    from rec_eraser.tasks.prepare import prepare
+    from rec_eraser.training.train import build_model
+
+    run = tmp_path / "llara"
+    prepare("ml-100k", "llara", run, max_users=6, negatives=4)
+    recipe = Recipe(rank=4, alpha=8, base_model=str(tiny_model_dir), sasrec_epochs=1, projector_init=init)
+    lm, _ = load_causal_lm(tiny_model_dir)
+    model, _ = build_model(run, recipe, lm, seed=0)
+    tokens = model.lm.get_input_embeddings().weight.detach()
+    with torch.no_grad():
+        norm = model.projector(model.item_embeddings).norm(dim=-1).mean().item()
+    biases = float(model.projector.fc1.bias.abs().sum() + model.projector.fc2.bias.abs().sum())
+    if init == "scaled":
+        assert norm == pytest.approx(tokens.norm(dim=-1).mean().item(), rel=1e-4) and biases == 0
+    else:
+        assert biases > 0
