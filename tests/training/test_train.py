@@ -212,7 +212,7 @@ def test_fresh_projector_starts_at_the_token_norm_when_scaled(tmp_path, tiny_mod
     tokens = model.lm.get_input_embeddings().weight.detach()
     with torch.no_grad():
         norm = model.projector(model.item_embeddings).norm(dim=-1).mean().item()
-    biases = float(model.projector.fc1.bias.abs().sum() + model.projector.fc2.bias.abs().sum())
+    biases = float(model.projector.fc1.bias.detach().abs().sum() + model.projector.fc2.bias.detach().abs().sum())
     if init == "scaled":
         assert norm == pytest.approx(tokens.norm(dim=-1).mean().item(), rel=1e-4) and biases == 0
     else:
