@@ -166,8 +166,10 @@ def bench(
     target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: all)."),
-    quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the recipe's [quick] variant (under 30 minutes on 2 CPU cores)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Recipe benchmarks: the folder for the run and its report (default: adapters/bench/RECIPE[-quick])."),
+    quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the same as --tier quick."),
+    tier: Optional[str] = typer.Option(None, "--tier", help="Recipe benchmarks: 'quick' (mechanics and cost, under 30 minutes on 2 CPU cores), "
+                                       "'medium' (sized to judge fidelity) or 'full' (the recipe's own sizes; the default)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Recipe benchmarks: the folder for the run and its report (default: adapters/bench/RECIPE[-TIER])."),
     n_train: int = typer.Option(32, "--n-train", min=4, help="Training instances of the synthetic task."),
     curvature: str = typer.Option("ggn", "--curvature", help="'ggn' or 'hessian'."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
@@ -191,7 +193,9 @@ def bench(
         torch.set_num_threads(threads)
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
     if is_recipe:
-        _bench_recipe(Path(target), quick, out, methods, base_model, as_json, progress)
+        if quick and tier not in (None, "quick"):
+            _fail(f"--quick and --tier {tier} contradict each other; give one", 2)
+        _bench_recipe(Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, as_json, progress)
         return
     if target == "scaling":
         _bench_scaling(sizes, task, out, base_model, as_json, progress)
@@ -236,7 +240,7 @@ def bench(
         console.print(table)
 
 
-def _bench_recipe(recipe: Path, quick: bool, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
     from rec_eraser.core import SolverError
     from rec_eraser.data import DatasetError
     from rec_eraser.models import EmbeddedModelError
@@ -247,7 +251,7 @@ def _bench_recipe(recipe: Path, quick: bool, out: Optional[Path], methods: Optio
     from rec_eraser.workflows.registry import RegistryError
 
     try:
-        result = run_benchmark(recipe, quick=quick, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
+        result = run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
     except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, SolverError,
             EmbeddedModelError, RegistryError, FloatingPointError, BaseModelMismatch) as exc:
         _fail(str(exc))
@@ -328,12 +332,13 @@ def _solver(method: str, sample_size: int, batch_size: int) -> Any:
 
 
 def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
-                earlier_problems: tuple = (), skip_invalid: bool = False) -> None:
+                earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
     from rec_eraser.core import SolverError
     from rec_eraser.tasks import TaskError
     from rec_eraser.training.train import BaseModelMismatch
     from rec_eraser.workflows import RegistryError, apply_events
+    from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
     run_dir = _run_dir(run)
     try:
@@ -344,6 +349,7 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
                 bar.update(job, completed=k, visible=True)
 
             result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
+                                  calibrate=DEFAULT_CALIBRATION if calibrate else None,
                                   say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
     except (RegistryError, SolverError, TaskError, BaseModelMismatch, FileNotFoundError, OSError, ValueError) as exc:
         _fail(str(exc))
@@ -375,6 +381,18 @@ def _print_apply(result: Any) -> None:
                  f"residual {r['relative_residual']:.2g}, {r['seconds']:.1f} s")
     console.print(line)
     m = result.metrics
+    cal = m.get("calibration")
+    if cal:
+        gap = cal.get("memorisation_gap")
+        if gap:
+            console.print(f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained {gap['untrained_loss']:.3f} vs "
+                          f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']})")
+        if result.solver and result.solver.get("calibration"):
+            c = result.solver["calibration"]
+            console.print(f"damping calibrated: x {c['factor']:.3g} of the rule, progress {c['progress']:.3g} "
+                          f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
+        elif cal.get("note"):
+            console.print(cal["note"])
     if m.get("before", {}).get("forgotten_loss") is not None:
         console.print(f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}")
     if m.get("before", {}).get("corrected_loss") is not None:
@@ -394,7 +412,10 @@ RUN_HELP = "A run folder, or its name under adapters/."
 SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
 SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones).")
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
-DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ (default: the automatic rule, recorded in the manifest).")
+DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest.")
+CALIBRATE_OPT = typer.Option(True, "--calibrate/--no-calibrate",
+                             help="fisher: scale the damping so that the edited losses move by the adapter's memorisation gap (default), "
+                                  "or keep the starting damping.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object and nothing else.")
 QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress output.")
 
@@ -404,11 +425,12 @@ def forget_user(
     run: str = typer.Argument(..., help=RUN_HELP),
     users: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
     events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in dict.fromkeys(users)))
-    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
 
 
 @app.command("forget-interactions")
@@ -417,11 +439,12 @@ def forget_interactions(
     user: str = typer.Option(..., "--user", help="The user whose interactions are noise."),
     items: list[str] = typer.Option(..., "--item", help="An item id of a noisy interaction (repeat for several)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
     event = {"id": f"cli:remove_interactions:{user}:{','.join(sorted(items))}", "type": "remove_interactions", "user": user, "items": items}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
 
 
 @app.command()
@@ -432,6 +455,7 @@ def correct(
     label: Optional[str] = typer.Option(None, "--label", help="TALLRec: the right label, Yes or No."),
     target: Optional[str] = typer.Option(None, "--target", help="LLaRA: the item the interaction was really with."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
@@ -441,7 +465,7 @@ def correct(
         event = {"id": f"cli:correct_label:{user}:{item}:{label}", "type": "correct_label", "user": user, "item": item, "label": label}
     else:
         event = {"id": f"cli:correct_target:{user}:{item}:{target}", "type": "correct_target", "user": user, "item": item, "target": target}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet)
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
 
 
 @app.command("apply-events")
@@ -450,6 +474,7 @@ def apply_events_command(
     events_file: Path = typer.Argument(..., help="JSON Lines: one event object per line (see the README)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Drain an events file in one solve; events applied before are skipped, bad lines reported by number."""
@@ -466,7 +491,8 @@ def apply_events_command(
         for problem in problems:
             sys.stderr.write(f"error: {problem} (not applied)\n")
         raise typer.Exit(0 if skip_invalid else 1)
-    _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid)
+    _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid,
+                calibrate=calibrate)
 
 
 adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run: list, show, diff, rollback.")

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rec_eraser.core.calibration import CalibrationConfig, Objective, ParameterSnapshot, calibrate_scale
 from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_mode, summed_gradient
 from rec_eraser.core.damping import auto_damping
@@ -73,6 +74,11 @@ class SolverReport:
     # with damping_groups: λ per name prefix, "other" for the rest; ``damping`` is then "other"'s
     damping_by_group: dict[str, float] | None = None
     top_eigenvalue: float | None = None
+    # fisher with an objective: how the damping's scale was chosen (CalibrationConfig, trials)
+    calibration: dict[str, Any] | None = None
+    # n·bᵀΔθ: the first-order change of Σ_j [ℓ(z_j) − ℓ(z'_j)] over the edits (a trust check
+    # beside the measured change)
+    predicted_change: float | None = None
     rhs_norm: float = 0.0
     delta_norm: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
@@ -169,9 +175,21 @@ class InfluenceEngine:
         return CurvatureOperator(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.curvature_kind, self.config.batch_size)
 
     # -- the whole computation ---------------------------------------------------------------
-    def compute(self, edits: Sequence[Edit]) -> Update:
-        """Δθ for ``edits``; raises :class:`SolverError` on divergence (nothing is applied)."""
+    def compute(self, edits: Sequence[Edit], objective: Objective | None = None,
+                calibration: CalibrationConfig | None = None, damping_factor: float = 1.0) -> Update:
+        """Δθ for ``edits``; raises :class:`SolverError` on divergence (nothing is applied).
+
+        With ``objective`` (``fisher`` only), the damping is the starting one (the rule's, or
+        the given one) times the factor that brings ``objective(model)`` nearest to 1, the
+        model holding the trial update (see :mod:`rec_eraser.core.calibration`); the model is
+        left as it was. ``damping_factor`` (``fisher`` only) scales the starting damping
+        without a search.
+        """
         edits = list(edits)
+        if (objective is not None or damping_factor != 1.0) and self.config.method != "fisher":
+            raise ValueError(f"calibrating or scaling the damping is implemented for method='fisher' only, not {self.config.method!r}")
+        if not damping_factor > 0:
+            raise ValueError(f"damping_factor must be > 0, got {damping_factor}")
         validate_edits(edits)
         cfg = self.config
         t0 = time.perf_counter()
@@ -179,7 +197,7 @@ class InfluenceEngine:
             b = self.rhs(edits)
             rhs_passes = -(-len(old_samples(edits)) // cfg.batch_size) + -(-len(new_samples(edits)) // cfg.batch_size)
             if cfg.method == "fisher":
-                return self._compute_fisher(edits, b, rhs_passes, t0)
+                return self._compute_fisher(edits, b, rhs_passes, t0, objective, calibration, damping_factor)
             curvature = self.curvature_operator(self.curvature_samples(edits))
             if self.damping is None:
                 choice = auto_damping(curvature, scale=cfg.damping_scale, seed=cfg.seed)
@@ -214,7 +232,9 @@ class InfluenceEngine:
             logger.warning("%s stopped at relative residual %.3g above tol %.3g", cfg.method, residual, cfg.tol)
         return Update(delta=self.space.to_dict(solution.x), report=report)
 
-    def _compute_fisher(self, edits: list[Edit], b: torch.Tensor, rhs_passes: int, t0: float) -> Update:
+    def _compute_fisher(self, edits: list[Edit], b: torch.Tensor, rhs_passes: int, t0: float,
+                        objective: Objective | None = None, calibration: CalibrationConfig | None = None,
+                        damping_factor: float = 1.0) -> Update:
         """The ``fisher`` method: (F + λI)⁻¹ b with F the empirical Fisher of the curvature sub-sample."""
         cfg = self.config
         # the corrected forms join the sample: b holds −g(z'), and a direction outside the span
@@ -234,7 +254,17 @@ class InfluenceEngine:
                 rule = f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
         else:
             damping, rule = self.damping, "given"
+        if damping_factor != 1.0:
+            damping = damping * damping_factor
+            by_group = {k: v * damping_factor for k, v in by_group.items()} if by_group else None
+            rule = f"{rule}, x {damping_factor:g}"
         b_norm = float(torch.linalg.vector_norm(b))
+        calibrated = None
+        if objective is not None and b_norm > 0.0:
+            calibrated = self._calibrate(fisher, b, damping, objective, calibration or CalibrationConfig())
+            damping = damping * calibrated.factor
+            by_group = {k: v * calibrated.factor for k, v in by_group.items()} if by_group else None
+            rule = f"{rule}, x {calibrated.factor:.3g} (calibrated: progress {calibrated.progress:.3g})"
         if b_norm == 0.0:
             x, residual = torch.zeros_like(b), 0.0
         else:
@@ -249,9 +279,30 @@ class InfluenceEngine:
             damping=by_group.get("other", max(by_group.values())) if by_group else float(damping), iterations=1, hvps=0, hvp_samples=0,
             gradient_passes=rhs_passes + fisher.size, relative_residual=residual, converged=residual <= cfg.tol,
             seconds=time.perf_counter() - t0, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
+            calibration=None if calibrated is None else {**calibrated.to_dict(), "config": (calibration or CalibrationConfig()).to_dict()},
+            predicted_change=float(len(self.train_samples) * torch.dot(b.to(torch.float64), x.to(torch.float64))),
             rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
         )
         return Update(delta=self.space.to_dict(x), report=report)
+
+    def _calibrate(self, fisher: EmpiricalFisher, b: torch.Tensor, damping: float | torch.Tensor, objective: Objective,
+                   config: CalibrationConfig):
+        """Search the damping's factor with ``objective`` measured on the model holding each trial update."""
+        snapshot = ParameterSnapshot(self.space.params)
+
+        def progress_at(factor: float) -> float:
+            x = fisher.solve(b, damping * factor)
+            if not torch.isfinite(x).all():
+                return float("inf")
+            with torch.no_grad():
+                for p, d in zip(self.space.params, self.space.unflatten(x)):
+                    p.add_(d)
+            try:
+                return objective(self.model)
+            finally:
+                snapshot.restore()
+
+        return calibrate_scale(progress_at, config)
 
     def _damping_groups(self) -> dict[str, torch.Tensor]:
         """Parameter-name prefix → a [p] mask of its parameters; "other" holds the rest. Empty groups are dropped."""

@@ -54,7 +54,7 @@ def markdown(result: dict[str, Any]) -> str:
     main = _main_metric(result)
     agreement = "top-1 agreement" if exp["task"] == "llara" else "score correlation"
     head = [
-        f"# {Path(result['recipe']).stem}{' (quick)' if result['quick'] else ''}",
+        f"# {Path(result['recipe']).stem} ({result.get('tier', 'quick' if result.get('quick') else 'full')} tier)",
         "",
         (f"{exp['dataset']}, {exp['task']}, edit {exp['edit']} (fraction {exp['fraction']}): {result['events']} events; "
          f"{result['forget_instances']} of {result['train_instances']} training instances edited "
@@ -75,7 +75,55 @@ def markdown(result: dict[str, Any]) -> str:
     caveat = recovery_caveat(result)
     if caveat:
         notes.insert(0, f"- {caveat}")
-    return "\n".join(head + lines + (["", "Notes:", *notes] if notes else []) + [""])
+    return "\n".join(head + judging_lines(result) + lines + (["", "Notes:", *notes] if notes else []) + targets_lines(result) + [""])
+
+
+def judging_lines(result: dict[str, Any]) -> list[str]:
+    """The can_judge conditions, one line each, and what they mean for the table below."""
+    judge = result.get("can_judge")
+    if not judge:
+        return []
+    b, mem, mv, n = judge["beats_baselines"], judge["memorised"], judge["retrain_moves_target"], judge["test_prompts"]
+    mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    out = [
+        "Can this run judge the methods?",
+        "",
+        f"- the original adapter beats the simple baseline: {mark(b['verdict'])} ({b['metric']} {_fmt(b['adapter'])} vs "
+        f"{b['baseline']} {_fmt(b['baseline_value'])})",
+        f"- it memorised its training data: {mark(mem['verdict'])} (mean loss trained {_fmt(mem.get('trained_loss'))} vs never-trained "
+        f"{_fmt(mem.get('untrained_loss'))}: gap {_fmt(mem.get('gap'))} ± {_fmt(mem.get('standard_error'))}, {mem.get('untrained_source')})",
+        f"- Retrain moves the {mv['figure']} more than its seeds differ: {mark(mv['verdict'])} (original {_fmt(mv['original'])}, "
+        f"Retrain seeds {_fmt(mv['retrain_seed0'])} / {_fmt(mv['retrain_seed1'])}: move {_fmt(mv['move'])} vs spread {_fmt(mv['seed_spread'])})",
+        f"- at least {n['minimum']} test prompts: {mark(n['verdict'])} ({n['n']})",
+        "",
+    ]
+    if not judge["can_judge_fidelity"]:
+        out += ["**This experiment cannot judge fidelity**: Retrain does not move the target figure beyond its own seed noise, "
+                "so doing nothing is as close to Retrain as anything.", ""]
+    return out
+
+
+def targets_lines(result: dict[str, Any]) -> list[str]:
+    """A table of the five fidelity targets per method (``rec_eraser.workflows.fidelity``)."""
+    named = [(name, row["targets"]) for name, row in result["methods"].items() if "targets" in row and name != "retrain"]
+    if not named:
+        return []
+    head = ["", "Targets against Retrain's seed spread (✓ met, ✗ missed):", "",
+            "| method | target figure in seeds' interval ±10% | agreement ≥ seed 1's − 0.02 | utility gap ≤ seeds' + 0.01 "
+            "| membership AUC within 0.05 | cost ≤ 0.1 × Retrain | met |", "|---|---|---|---|---|---|---|"]
+    body = []
+    for name, t in named:
+        f = t["target_figure"]
+        cells = [
+            f"{_fmt(f['value'])} in [{_fmt(f['low'])}, {_fmt(f['high'])}] {'✓' if f['met'] else '✗'}",
+            f"{_fmt(t['agreement']['value'])} vs {_fmt(t['agreement']['min'])} {'✓' if t['agreement']['met'] else '✗'}",
+            f"{_fmt(t['utility_gap']['value'])} vs {_fmt(t['utility_gap']['max'])} {'✓' if t['utility_gap']['met'] else '✗'}",
+            f"{_fmt(t['membership_auc']['value'])} {'✓' if t['membership_auc']['met'] else '✗'}",
+            f"{_fmt(t['cost']['value'])} {'✓' if t['cost']['met'] else '✗'}",
+            f"{t['met']}/{t['of']}",
+        ]
+        body.append(f"| {name} | " + " | ".join(cells) + " |")
+    return head + body
 
 
 def recovery_caveat(result: dict[str, Any]) -> str | None:

@@ -43,6 +43,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -53,6 +54,7 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, SolverError, SolverReport
+from rec_eraser.evaluation.baselines import like_counts, like_rate_baseline, popularity_baseline
 from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
 from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
 from rec_eraser.tasks.instance import Instance
@@ -67,11 +69,14 @@ from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import apply_events, validate_events
+from rec_eraser.workflows.calibration import memorisation_gap, untrained_reference
+from rec_eraser.workflows.fidelity import can_judge, targets
+from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_cg", "rec_eraser_sqp", "reference_recipe")
+METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_rule", "rec_eraser_cg",
+           "rec_eraser_sqp", "reference_recipe")
 #: run only when named in ``methods``: ``rec_eraser_cg`` never and always building its preconditioner,
 #: to measure what the preconditioner and the choice of when to build it save
 OPTIONAL_METHODS = ("rec_eraser_cg_plain", "rec_eraser_cg_lowrank")
@@ -171,8 +176,8 @@ class BenchContext:
     events: list[Event]
 
 
-def default_out(recipe_path: Path, quick: bool) -> Path:
-    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("-quick" if quick else ""))
+def default_out(recipe_path: Path, tier: str) -> Path:
+    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}"))
 
 
 #: the experiment settings that shape the run's data and events; a run folder serves one set of them
@@ -342,9 +347,34 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
     cost_file = ctx.run.parent / COST_FILE
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
     s = record["solver"]
-    return _observe(ctx, load_version(ctx.run, version), s["seconds"], gradient_passes=s["gradient_passes"], hvps=s["hvps"],
-                    peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
-                    notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}")
+    return _observe(ctx, load_version(ctx.run, version), _update_seconds(record), gradient_passes=s["gradient_passes"],
+                    hvps=s["hvps"], peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
+                    notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
+                          f"{_calibration_note(record)}")
+
+
+def _update_seconds(record: dict[str, Any]) -> float:
+    """The request's own work: the solve (its calibration trials included) plus measuring the memorisation gap."""
+    cal = (record.get("metrics") or {}).get("calibration") or {}
+    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0))
+
+
+def _calibration_note(record: dict[str, Any]) -> str:
+    """What the calibration measured and chose, for the notes."""
+    cal = (record.get("metrics") or {}).get("calibration")
+    if not cal:
+        return "no calibration"
+    gap = cal.get("memorisation_gap") or {}
+    search = (record.get("solver") or {}).get("calibration")
+    text = f"calibration: memorisation gap {gap.get('gap', float('nan')):.3g} ± {gap.get('standard_error', float('nan')):.2g}"
+    if search:
+        text += f", damping x {search['factor']:.3g} of the rule, progress {search['progress']:.3g} in {len(search['trials'])} trials"
+    if cal.get("note"):
+        text += f" ({cal['note']})"
+    trust = cal.get("trust") or {}
+    if trust.get("ratio") is not None:
+        text += f"; measured/predicted change {trust['ratio']:.3g}"
+    return text
 
 
 def _run_baseline(ctx: BenchContext, method: str) -> Outcome:
@@ -360,6 +390,33 @@ def _run_baseline(ctx: BenchContext, method: str) -> Outcome:
                               lr=exp.baseline_lr, seed=exp.seed)
     return _observe(ctx, loaded, report.seconds, gradient_passes=report.gradient_passes, hvps=0, peak_mb=memory.peak_mb,
                     notes=f"{report.steps} steps at lr {exp.baseline_lr:g}")
+
+
+# -- can the run judge? -------------------------------------------------------------------------
+REFERENCE_SIZE = 128  # trained and never-trained instances behind the memorisation gap the report prints
+
+
+def _baseline(ctx: BenchContext) -> dict[str, Any]:
+    """The task's simple baseline on the test prompts, on the main metric (as ``rec-eraser evaluate`` computes it)."""
+    train = load_instances(ctx.run, "train")
+    if ctx.task == "tallrec":
+        likes = like_counts([z.target_item for z in train], [z.label for z in train])
+        value = like_rate_baseline(likes, [z.target_item for z in ctx.test], np.array([z.label for z in ctx.test]))["auc"]
+        return {"name": "like_rate", "value": value}
+    targets_ = np.array([z.candidates.index(z.target_item) for z in ctx.test])
+    popularity = Counter(z.target_item for z in train)
+    return {"name": "popularity", "value": popularity_baseline(popularity, [list(z.candidates) for z in ctx.test], targets_)["hit@1"]}
+
+
+def _memorisation(ctx: BenchContext, loaded: LoadedModel) -> dict[str, Any]:
+    """The original adapter's memorisation gap: never-trained minus trained instances' mean loss."""
+    seed = ctx.experiment.seed
+    rng = np.random.default_rng([seed, 2])
+    trained = [ctx.before[i] for i in np.sort(rng.choice(len(ctx.before), min(REFERENCE_SIZE, len(ctx.before)), replace=False))]
+    untrained, source = untrained_reference(ctx.before, load_instances(ctx.run, "train"), load_instances(ctx.run, "valid"), REFERENCE_SIZE, seed)
+    if len(trained) < 2 or len(untrained) < 2:
+        return {"gap": None, "standard_error": None, "untrained_source": source}
+    return memorisation_gap(instance_losses(loaded, trained), instance_losses(loaded, untrained), source).to_dict()
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -417,7 +474,7 @@ def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: 
 
 
 # -- the command ------------------------------------------------------------------------------
-def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None = None, methods: Sequence[str] | None = None,
+def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None = None, methods: Sequence[str] | None = None,
                   base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
     """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder.
 
@@ -426,7 +483,7 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
     """
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
-    experiment, recipe = load_experiment(recipe_path, quick)
+    experiment, recipe = load_experiment(recipe_path, tier)
     if base_model is not None:
         recipe = replace(recipe, base_model=str(base_model))
     chosen = [m.strip() for m in (methods or METHODS) if m.strip()]
@@ -437,7 +494,7 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
         chosen = [m for m in chosen if m not in CORRECTION_ONLY]
         if not chosen:
             raise ValueError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
-    out = Path(out) if out is not None else default_out(recipe_path, quick)
+    out = Path(out) if out is not None else default_out(recipe_path, tier)
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)
@@ -462,7 +519,10 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
         raise ValueError("the experiment's events change no training instance of v0000 (raise fraction or max_train)")
 
     say("measuring the original adapter")
-    original = _observe(ctx, load_version(run, "v0000"), float(registry.manifest("v0000")["training"]["seconds"]))
+    original_model = load_version(run, "v0000")
+    original = _observe(ctx, original_model, float(registry.manifest("v0000")["training"]["seconds"]))
+    memorisation = _memorisation(ctx, original_model)
+    del original_model
     retrains = {seed: _run_retrain(ctx, seed, say) for seed in experiment.retrain_seeds}
     reference = retrains[experiment.retrain_seeds[0]]
     gauss_newton = replace(_default_solver(experiment), sample_size=experiment.hvp_sample_size)
@@ -477,6 +537,8 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
                 outcomes[name] = _run_sisa(ctx, say)
             elif name == "rec_eraser":
                 outcomes[name] = _run_rec_eraser(ctx, version)
+            elif name == "rec_eraser_rule":
+                outcomes[name] = _solve_from_original(ctx, _default_solver(experiment))
             elif name in CG_PRECONDITIONERS:
                 outcomes[name] = _solve_from_original(ctx, replace(gauss_newton, method="cg", preconditioner=CG_PRECONDITIONERS[name], tol=1e-2,
                                                                  hvp_budget=experiment.sqp_hvp_budget, max_residual=float("inf")))
@@ -493,7 +555,7 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
 
     retrain_seconds = reference.seconds
     result: dict[str, Any] = {
-        "recipe": str(recipe_path), "quick": quick, "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
+        "recipe": str(recipe_path), "tier": tier, "quick": tier == "quick", "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
         "run": str(run), "unlearned_version": version, "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
         "events": len(events), "forget_instances": len(ctx.forget), "corrected_instances": len(ctx.corrected),
         "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds},
@@ -513,6 +575,11 @@ def run_benchmark(recipe_path: Path | str, quick: bool = False, out: Path | None
         f"seed{seed}_vs_seed{seeds[0]}": metrics_of(ctx, retrains[seed], reference, original) | {"seconds": retrains[seed].seconds}
         for seed in seeds[1:]
     }
+    if "retrain" in result["methods"] and "metrics" in result["methods"]["retrain"]:
+        result["can_judge"] = can_judge(result, _baseline(ctx), memorisation)
+        for row in result["methods"].values():
+            if "metrics" in row:
+                row["targets"] = targets(result, row)
     result["seconds"] = time.perf_counter() - t_start
     result["report"] = str(out / "report")
     write_report(result, out / "report")
@@ -533,4 +600,8 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
     if len(chain) != 2 or applied != {e.id for e in events}:
         raise ValueError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
                          "use another --out or remove that folder")
+    made_with = (chain[0].get("metrics") or {}).get("calibration", {}).get("settings")
+    if made_with != DEFAULT_CALIBRATION.to_dict():
+        raise ValueError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
+                         "settings differ); use another --out, or remove that version folder to apply the events again")
     return current

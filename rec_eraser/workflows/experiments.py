@@ -1,8 +1,8 @@
 """The paper's experiments as recipe files: which data, which corruption, which events.
 
 A benchmark recipe (``recipes/ml100k-<task>-<edit>.toml``) holds a training recipe
-(``[lora]``, ``[train]``, ``[model]``) and an ``[experiment]`` section; ``[quick]`` overrides
-settings of either for ``--quick``::
+(``[lora]``, ``[train]``, ``[model]``) and an ``[experiment]`` section; ``[quick]`` and
+``[medium]`` override settings of either for ``--tier quick`` / ``--tier medium``::
 
     [experiment]
     dataset = "ml-100k"     # or lastfm / steam / a folder (see rec_eraser.data)
@@ -100,18 +100,25 @@ def _experiment(values: dict[str, Any], source: str) -> Experiment:
         raise RecipeError(f"{source}: {exc}") from exc
 
 
-def load_experiment(path: Path | str, quick: bool = False) -> tuple[Experiment, Recipe]:
-    """Read a benchmark recipe; with ``quick``, its ``[quick]`` settings override the others."""
+#: the sizes a benchmark recipe can run at: ``full`` is the recipe's own settings; ``quick`` and
+#: ``medium`` override some of them from the recipe's ``[quick]`` / ``[medium]`` section
+TIERS = ("quick", "medium", "full")
+
+
+def load_experiment(path: Path | str, tier: str = "full") -> tuple[Experiment, Recipe]:
+    """Read a benchmark recipe at ``tier``: its ``[quick]`` or ``[medium]`` settings override the others."""
+    if tier not in TIERS:
+        raise RecipeError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
     path = Path(path)
     raw = read_toml(path)
     experiment_values = raw.pop("experiment", None)
     if not isinstance(experiment_values, dict):
         raise RecipeError(f"{path}: a benchmark recipe needs an [experiment] section")
-    quick_values = raw.pop("quick", {})
-    if quick and not quick_values:
-        raise RecipeError(f"{path}: no [quick] section, so there is no --quick variant")
+    tier_values = {name: raw.pop(name, {}) for name in TIERS if name != "full"}
+    overrides = tier_values.get(tier, {})
+    if tier != "full" and not overrides:
+        raise RecipeError(f"{path}: no [{tier}] section, so there is no {tier} tier")
     experiment_names = {f.name for f in fields(Experiment)}
-    overrides = quick_values if quick else {}
     experiment = _experiment({**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path))
     recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
     return experiment, recipe

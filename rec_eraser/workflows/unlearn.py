@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.core.calibration import CalibrationConfig
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import load_version, save_version
+from rec_eraser.workflows.calibration import EditedLossObjective, memorisation_gap, trained_reference, untrained_reference
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 from rec_eraser.workflows.registry import EDITED, Registry, now
@@ -37,6 +39,28 @@ logger = logging.getLogger(__name__)
 #: (always holding the edited instances), solved exactly. It costs one gradient per
 #: sub-sample instance and no HVP; see ``rec_eraser.core.fisher`` for why.
 DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
+
+
+@dataclass(frozen=True)
+class Calibrate:
+    """How an update's damping is calibrated (``rec_eraser.workflows.calibration``).
+
+    ``reference_size`` trained and as many never-trained instances measure the memorisation
+    gap; at most ``max_edited`` removed instances and as many corrected forms are measured at
+    each trial of the search.
+    """
+
+    search: CalibrationConfig = field(default_factory=CalibrationConfig)
+    reference_size: int = 64
+    max_edited: int = 64
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"search": self.search.to_dict(), "reference_size": self.reference_size, "max_edited": self.max_edited, "seed": self.seed}
+
+
+#: The workflows' default: calibrate the fisher update's damping (``None`` keeps the fixed rule).
+DEFAULT_CALIBRATION = Calibrate()
 
 Say = Callable[[str], None]
 
@@ -69,8 +93,14 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
-                 damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None) -> ApplyResult:
+                 damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None,
+                 calibrate: Calibrate | None = DEFAULT_CALIBRATION) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
+
+    ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request so
+    that the edited instances' losses move by the adapter's memorisation gap (see
+    ``rec_eraser.workflows.calibration``); ``None`` keeps the starting damping (the rule's, or
+    ``damping``). Other solvers ignore it.
 
     Returns the result; a new version exists iff ``result.version`` is not None. Bad events
     are in ``result.problems`` and were not applied.
@@ -115,7 +145,16 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         solution = None
         if plan.changed:
             say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
-            solution, metrics = _solve(loaded, training_set, plan, solver or DEFAULT_SOLVER, damping, on_gradient)
+            reference = None
+            solver = solver or DEFAULT_SOLVER
+            if calibrate is not None and solver.method == "fisher":
+                say("measuring the memorisation gap")
+                ever_trained = registry.training_set("v0000", train_split)
+                untrained, source = untrained_reference(ever_trained, train_split, load_instances(run_dir, "valid"),
+                                                        calibrate.reference_size, calibrate.seed)
+                edited_ids = set(plan.changed) | set(registry.edited(parent))
+                reference = (trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed), untrained, source)
+            solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, reference)
             result.solver, result.metrics = solution.report.to_dict(), metrics
         edited = registry.edited(parent)
         edited.update({i: plan.after[i] for i in plan.changed})
@@ -163,8 +202,15 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
-           on_gradient: Callable[[int], None] | None) -> tuple[Any, dict[str, Any]]:
-    """Compute and apply the update in place; return it with losses before and after."""
+           on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
+           reference: tuple[list, list, str] | None = None) -> tuple[Any, dict[str, Any]]:
+    """Compute and apply the update in place; return it with losses before and after.
+
+    With ``reference`` (trained instances, never-trained instances, where the latter came
+    from), the damping is calibrated on the memorisation gap they measure; the metrics then
+    hold the gap, the targets, the retained instances' loss change and the trust check
+    (the first-order prediction of the edited losses' change against the measured one).
+    """
     tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
     encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
     edits = []
@@ -173,12 +219,53 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
         edits.append(Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tok, items, max_length)))
     removed = [plan.before[i] for i in plan.removed]
     corrected = [plan.after[i] for i in plan.modified]
-    before = {"forgotten_loss": _mean(instance_losses(loaded, removed)), "corrected_loss": _mean(instance_losses(loaded, corrected))}
+    corrected_old = [plan.before[i] for i in plan.modified]
+
+    def losses(instances: Sequence) -> np.ndarray:
+        return instance_losses(loaded, instances)
+
+    removed_before, corrected_before, corrected_old_before = losses(removed), losses(corrected), losses(corrected_old)
+    before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
     engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
     engine.on_gradient = on_gradient
-    update = engine.compute(edits)
+    objective, calibration, retained_before = None, {}, None
+    if reference is not None and calibrate is not None:
+        t_reference = time.perf_counter()
+        trained, untrained, source = reference
+        retained_before = losses(trained)
+        if len(trained) >= 2 and len(untrained) >= 2:
+            gap = memorisation_gap(retained_before, losses(untrained), source)
+            calibration["memorisation_gap"] = gap.to_dict()
+            if gap.gap > 0:
+                rng = np.random.default_rng(calibrate.seed)
+                cap = calibrate.max_edited
+                pick = lambda xs: xs if len(xs) <= cap else [xs[j] for j in np.sort(rng.choice(len(xs), cap, replace=False))]  # noqa: E731
+                objective = EditedLossObjective(losses, pick(removed), pick(corrected), gap.gap)
+                calibration["targets"] = objective.targets()
+            else:
+                calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
+        else:
+            calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
+        calibration["reference_seconds"] = time.perf_counter() - t_reference  # part of the request's cost
+    if objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
+        update = engine.compute(edits, damping_factor=calibrate.search.max_factor)
+    else:
+        update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None)
     update.apply(loaded.model)
-    after = {"forgotten_loss": _mean(instance_losses(loaded, removed)), "corrected_loss": _mean(instance_losses(loaded, corrected))}
+    removed_after, corrected_after, corrected_old_after = losses(removed), losses(corrected), losses(corrected_old)
+    after = {"forgotten_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
+    metrics: dict[str, Any] = {"before": before, "after": after}
+    if calibration:
+        measured = float((removed_after - removed_before).sum() + (corrected_old_after - corrected_old_before).sum()
+                         - (corrected_after - corrected_before).sum())
+        predicted = update.report.predicted_change
+        calibration["trust"] = {"predicted_change": predicted, "measured_change": measured,
+                                "ratio": measured / predicted if predicted else None}
+        if retained_before is not None and len(retained_before):
+            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(reference[0]).mean())}
+        calibration["settings"] = calibrate.to_dict()
+        metrics["calibration"] = calibration
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the
     # loss of the corrected instances' new form) should fall
-    return update, {"before": before, "after": after}
+    return update, metrics
+

@@ -86,6 +86,23 @@ def test_the_json_has_every_method_with_metrics_seconds_and_ratio(ir_bench):
     assert data["forget_instances"] > 0 and data["edited_train_instances"] == data["train_instances"] - data["forget_instances"]
 
 
+def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_meets(ir_bench):
+    data, out = ir_bench
+    judge = data["can_judge"]
+    assert set(judge) == {"beats_baselines", "memorised", "retrain_moves_target", "test_prompts", "verdict", "can_judge_fidelity"}
+    assert judge["test_prompts"] == {"n": 5, "minimum": 200, "verdict": False} and judge["verdict"] is False
+    mem = judge["memorised"]
+    assert mem["gap"] == pytest.approx(mem["untrained_loss"] - mem["trained_loss"]) and mem["trained_instances"] >= 2
+    assert judge["retrain_moves_target"]["retrain_seed0"] == data["methods"]["retrain"]["metrics"]["forget_loss"]
+    for row in data["methods"].values():
+        assert set(row["targets"]) == {"target_figure", "agreement", "utility_gap", "membership_auc", "cost", "met", "of"}
+    assert data["methods"]["retrain"]["targets"]["target_figure"]["met"]  # Retrain lies in its own seeds' interval
+    # the default update is calibrated; the fixed rule is its own row, computed from v0000 in memory
+    assert "calibration" in data["methods"]["rec_eraser"]["notes"] and "rec_eraser_rule" in data["methods"]
+    text = (out / "report" / "report.md").read_text()
+    assert "Can this run judge the methods?" in text and "Targets against Retrain" in text
+
+
 def test_the_rec_eraser_row_is_the_registry_version_the_workflow_wrote(ir_bench):
     data, out = ir_bench
     ledger = [json.loads(line) for line in (out / "run" / "ledger.jsonl").read_text().splitlines()]

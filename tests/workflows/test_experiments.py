@@ -23,13 +23,16 @@ def small():
     return first_users(load_dataset("ml-100k"), 12)
 
 
-def test_every_shipped_benchmark_recipe_loads_with_its_quick_variant():
+def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
     paths = sorted(glob.glob(str(RECIPES / "ml100k-*-*.toml")))
     names = {Path(p).stem for p in paths}
     assert {f"ml100k-{t}-{e}" for t in ("tallrec", "llara") for e in ("ir", "qm", "rc")} <= names
     for path in paths:
         full, recipe = load_experiment(path)
-        quick, quick_recipe = load_experiment(path, quick=True)
+        quick, quick_recipe = load_experiment(path, "quick")
+        medium, medium_recipe = load_experiment(path, "medium")
+        assert quick_recipe.max_train < medium_recipe.max_train and medium.eval_prompts >= 200
+        assert (medium.task, medium.edit) == (full.task, full.edit)
         assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
         assert (full.task, full.edit) == (quick.task, quick.edit)
@@ -55,12 +58,15 @@ def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, messa
         load_experiment(path)
 
 
-def test_quick_needs_a_quick_section(tmp_path):
+def test_a_tier_needs_its_section(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text("[experiment]\ntask = 'tallrec'\n")
+    path.write_text("[experiment]\ntask = 'tallrec'\n[medium]\nmax_train = 64\n")
     load_experiment(path)
+    assert load_experiment(path, "medium")[1].max_train == 64
     with pytest.raises(RecipeError, match="no \\[quick\\] section"):
-        load_experiment(path, quick=True)
+        load_experiment(path, "quick")
+    with pytest.raises(RecipeError, match="unknown tier"):
+        load_experiment(path, "huge")
 
 
 def test_injected_items_land_in_the_training_span_of_the_chosen_users(small):

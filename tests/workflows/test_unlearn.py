@@ -157,18 +157,37 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     shutil.copytree(tallrec_run, run)
     recipe = tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2)
     train_run(run, recipe)
+    calibrated_run = tmp_path / "calibrated"
+    shutil.copytree(run, calibrated_run)
     user = a_trained_user(run)
     forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
     original = float(np.mean(instance_losses(load_version(run, "v0000"), forgotten)))
-    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=SolverConfig(method="fisher", sample_size=32, batch_size=4))
+    solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
+    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=None)
     unlearned = float(np.mean(instance_losses(load_version(run, result.version), forgotten)))
     retrain_model, _ = fit_adapter(run, recipe, Registry(run).training_set(result.version))
     loaded = load_version(run, "v0000")
     loaded.model = retrain_model
     retrained = float(np.mean(instance_losses(loaded, forgotten)))
     assert retrained > original, "the set-up must memorise: Retrain's loss on the forgotten user is higher"
-    # measured: original 7.47, unlearned 8.20, retrained 8.20 (a user with 12 of the 32 instances)
+    # the fixed rule; measured: original 7.47, unlearned 8.20, retrained 8.20 (a user with 12 of the 32 instances)
     assert abs(unlearned - retrained) < 0.5 * abs(original - retrained), (original, unlearned, retrained)
+
+    # calibrated (the default): the forgotten loss moves by the memorisation gap measured on other
+    # instances, and what the manifest records is what the search measured
+    calibrated = apply_events(calibrated_run, [(None, Event("e1", "delete_user", user))], solver=solver)
+    record = Registry(calibrated_run).manifest(calibrated.version)
+    cal, search = record["metrics"]["calibration"], record["solver"]["calibration"]
+    gap = cal["memorisation_gap"]
+    # all 6 users are in the training set, so the never-trained reference is other instances of
+    # trained users, which share their histories: the gap misses user-level memorisation
+    assert gap["untrained_source"] == "train split, instances outside the training set"
+    assert gap["gap"] > 0 and search is not None and len(search["trials"]) >= 1
+    before, after = record["metrics"]["before"]["forgotten_loss"], record["metrics"]["after"]["forgotten_loss"]
+    assert after - before == pytest.approx(search["progress"] * gap["gap"], abs=1e-3)
+    assert cal["targets"]["removed_loss"] == pytest.approx(before + gap["gap"])
+    assert set(cal["trust"]) == {"predicted_change", "measured_change", "ratio"} and cal["trust"]["predicted_change"] > 0
+    assert cal["retained_loss"]["before"] > 0 and cal["settings"]["reference_size"] == 64
 
 
 def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):

@@ -1,0 +1,144 @@
+"""Choosing the damping of one request from a figure of the updated model, without retraining.
+
+An influence step Δθ(λ) = (C + λI)⁻¹ b shrinks as λ grows (each eigen-component of b by
+1/(μ + λ)), from the undamped Newton step at λ → 0 to nothing at λ → ∞. A fixed rule for λ
+(``rec_eraser.core.damping``) was tuned on one toy task and lands far from retraining
+elsewhere: too long a step on adapters that did not memorise their data, too short on ones
+whose curvature is set by a few large gradients. Here λ is chosen per request instead: the
+caller measures a figure of the *updated* model and says how far it moved toward where
+retraining would put it, as a ``progress`` (0 = where it started, 1 = on target), and the
+calibration searches the damping's scale for progress 1.
+
+What the target is comes from the caller (the unlearning workflows use the loss of
+comparable instances the model never trained on; see ``rec_eraser.workflows.calibration``);
+this module only searches. The search is a bisection in log λ: starting from the rule's λ,
+it steps by ``expand`` until the target is bracketed (or the bracket's end is reached), then
+halves the bracket in log space. It assumes progress falls as λ grows, which holds for the
+first-order change of the edited losses (−bᵀ(C + λI)⁻¹b·n is monotone in λ) and was the
+case in every measured run; where it is not, the best trial found is returned all the same
+and every trial is in the report.
+
+Why not the first-order prediction alone: it is exact only for small steps, and the steps
+that matter here are not small (on TALLRec adapters the rule's step raised the forgotten
+loss by twice what the linear model predicted). So every trial measures the real figure;
+the linear prediction is kept beside it as a trust check.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+#: ``objective(model) -> progress``: measured on the model with the trial update applied
+Objective = Callable[[torch.nn.Module], float]
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How the damping's scale is searched.
+
+    Attributes:
+        min_factor, max_factor: the search range, as multiples of the starting damping (the
+            automatic rule's λ, or the one given).
+        expand: the factor of each step while the target is not bracketed.
+        trials: the most evaluations of the objective (each costs what the objective costs:
+            in the workflows, forward passes over the edited instances).
+        tol: stop once |progress − 1| is at most this.
+    """
+
+    min_factor: float = 1e-3
+    max_factor: float = 1e3
+    expand: float = 10.0
+    trials: int = 8
+    tol: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_factor <= 1 <= self.max_factor:
+            raise ValueError(f"calibration needs 0 < min_factor <= 1 <= max_factor, got {self.min_factor}, {self.max_factor}")
+        if not self.expand > 1:
+            raise ValueError(f"calibration expand must be > 1, got {self.expand}")
+        if self.trials < 1:
+            raise ValueError(f"calibration trials must be >= 1, got {self.trials}")
+        if not self.tol > 0:
+            raise ValueError(f"calibration tol must be > 0, got {self.tol}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Calibration:
+    """The chosen scale of the damping and how it was found."""
+
+    factor: float  # the chosen damping = factor × the starting damping
+    progress: float  # the objective at the chosen factor (1 = on target)
+    reached: bool  # |progress − 1| <= tol
+    trials: list[tuple[float, float]] = field(default_factory=list)  # (factor, progress) in the order tried
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factor": self.factor, "progress": self.progress, "reached": self.reached, "trials": [list(t) for t in self.trials]}
+
+
+def calibrate_scale(progress_at: Callable[[float], float], config: CalibrationConfig | None = None) -> Calibration:
+    """The damping factor whose update brings ``progress_at(factor)`` nearest to 1.
+
+    ``progress_at`` is assumed to fall as the factor grows (a larger damping, a shorter step).
+    Non-finite progress (a step so long the model broke) counts as overshooting.
+    """
+    cfg = config or CalibrationConfig()
+    trials: list[tuple[float, float]] = []
+
+    def measure(factor: float) -> float:
+        value = float(progress_at(factor))
+        if not math.isfinite(value):
+            value = math.inf
+        trials.append((factor, value))
+        logger.info("calibration: damping x %.3g -> progress %.3g", factor, value)
+        return value
+
+    def done() -> bool:
+        return abs(trials[-1][1] - 1) <= cfg.tol or len(trials) >= cfg.trials
+
+    lo = hi = None  # log factors with progress above (lo: short of damping) and below 1
+    log_f = 0.0
+    value = measure(1.0)
+    step = math.log(cfg.expand)
+    log_min, log_max = math.log(cfg.min_factor), math.log(cfg.max_factor)
+    while not done():
+        if value > 1:
+            lo = log_f
+        else:
+            hi = log_f
+        if lo is not None and hi is not None:
+            log_f = (lo + hi) / 2
+        elif value > 1:  # overshoot: more damping
+            if log_f >= log_max:
+                break
+            log_f = min(log_f + step, log_max)
+        else:  # short of the target: less damping
+            if log_f <= log_min:
+                break
+            log_f = max(log_f - step, log_min)
+        value = measure(math.exp(log_f))
+    factor, best = min(trials, key=lambda t: (abs(t[1] - 1), -t[0]))
+    return Calibration(factor=factor, progress=best, reached=abs(best - 1) <= cfg.tol, trials=trials)
+
+
+class ParameterSnapshot:
+    """The trainable parameters' values, to try an update and put the model back exactly."""
+
+    def __init__(self, params: list[torch.nn.Parameter]) -> None:
+        self.params = params
+        self.values = [p.detach().clone() for p in params]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, v in zip(self.params, self.values):
+                p.copy_(v)

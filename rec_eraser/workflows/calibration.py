@@ -1,0 +1,135 @@
+"""Where retraining would put the edited instances' losses, estimated without retraining.
+
+Retraining without an instance turns it into one the model never saw; retraining on a
+corrected form turns that form into one it trained on. How far such an instance's loss moves
+is what the adapter memorised, and that can be measured on instances that are not edited at
+all: the **memorisation gap** is the mean loss of comparable instances never trained on
+minus that of instances trained on (both under the current adapter). The targets of one
+request are then
+
+- each removed instance: its loss now **plus** the gap (it becomes never-trained);
+- each corrected form: its loss now **minus** the gap (it becomes trained-on),
+
+and the update's damping is calibrated (``rec_eraser.core.calibration``) so that the
+measured move of the edited instances' losses equals the target move. An adapter that has
+memorised nothing (gap ≤ 0) gets the smallest step of the search range: retraining would
+leave it where it is.
+
+The targets are shifts, not levels, so that an edited instance harder or easier than average
+keeps its own difficulty. Never-trained instances are, in order of preference, training-split
+instances of users with no instance in the training set (what a deleted user is to a
+retrained model), other training-split instances outside the training set, then validation
+instances; the manifest records which.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from rec_eraser.tasks.instance import Instance
+
+logger = logging.getLogger(__name__)
+
+LossesOf = Callable[[Sequence[Instance]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class MemorisationGap:
+    """Mean loss of never-trained minus trained reference instances, with its standard error."""
+
+    gap: float
+    standard_error: float
+    trained_loss: float
+    untrained_loss: float
+    trained_instances: int
+    untrained_instances: int
+    untrained_source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def memorisation_gap(trained: np.ndarray, untrained: np.ndarray, untrained_source: str = "given") -> MemorisationGap:
+    """The gap between two samples of per-instance losses (Welch's standard error)."""
+    trained, untrained = np.asarray(trained, dtype=float), np.asarray(untrained, dtype=float)
+    if len(trained) < 2 or len(untrained) < 2:
+        raise ValueError(f"the memorisation gap needs at least 2 trained and 2 untrained instances, got {len(trained)} and {len(untrained)}")
+    se = float(np.sqrt(trained.var(ddof=1) / len(trained) + untrained.var(ddof=1) / len(untrained)))
+    return MemorisationGap(gap=float(untrained.mean() - trained.mean()), standard_error=se, trained_loss=float(trained.mean()),
+                           untrained_loss=float(untrained.mean()), trained_instances=len(trained), untrained_instances=len(untrained),
+                           untrained_source=untrained_source)
+
+
+def untrained_reference(training_set: Sequence[Instance], train_split: Sequence[Instance], valid_split: Sequence[Instance],
+                        size: int, seed: int) -> tuple[list[Instance], str]:
+    """Up to ``size`` instances the adapter never trained on, from the best source available (module docstring)."""
+    trained_ids = {z.id for z in training_set}
+    trained_users = {z.user for z in training_set}
+    outside = [z for z in train_split if z.id not in trained_ids]
+    sources = [
+        ("train split, users outside the training set", [z for z in outside if z.user not in trained_users]),
+        ("train split, instances outside the training set", outside),
+        ("validation split, users outside the training set", [z for z in valid_split if z.user not in trained_users]),
+        ("validation split", list(valid_split)),
+    ]
+    for label, pool in sources:
+        if len(pool) >= min(size, 16):  # a source with a handful only would make the gap noise
+            return _sample(pool, size, seed), label
+    return [], "none"
+
+
+def _sample(pool: Sequence[Instance], size: int, seed: int) -> list[Instance]:
+    if len(pool) <= size:
+        return list(pool)
+    rng = np.random.default_rng(seed)
+    return [pool[i] for i in np.sort(rng.choice(len(pool), size, replace=False))]
+
+
+def trained_reference(training_set: Sequence[Instance], edited_ids: set[str], size: int, seed: int) -> list[Instance]:
+    """Up to ``size`` training instances the request leaves alone."""
+    return _sample([z for z in training_set if z.id not in edited_ids], size, seed)
+
+
+class EditedLossObjective:
+    """The calibration's objective: how far the edited losses moved, as a fraction of the target move.
+
+    progress = [Σ_removed (ℓ_after − ℓ_before) + Σ_corrected (ℓ_before − ℓ_after)] / ((k_removed + k_corrected) · gap)
+
+    measured on ``losses_of`` (the model holding the trial update); 1 = on target.
+    """
+
+    def __init__(self, losses_of: LossesOf, removed: Sequence[Instance], corrected: Sequence[Instance], gap: float) -> None:
+        if not gap > 0:
+            raise ValueError(f"a target move needs a positive memorisation gap, got {gap}")
+        if not removed and not corrected:
+            raise ValueError("nothing to calibrate on: no removed and no corrected instance")
+        self.losses_of = losses_of
+        self.removed, self.corrected, self.gap = list(removed), list(corrected), gap
+        self.removed_before = losses_of(self.removed) if self.removed else np.zeros(0)
+        self.corrected_before = losses_of(self.corrected) if self.corrected else np.zeros(0)
+        self.last: dict[str, float | None] = {}
+
+    def move(self) -> float:
+        """The measured move of the current model, in units of loss summed over the edited instances."""
+        removed_after = self.losses_of(self.removed) if self.removed else np.zeros(0)
+        corrected_after = self.losses_of(self.corrected) if self.corrected else np.zeros(0)
+        self.last = {"removed_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
+        return float((removed_after - self.removed_before).sum() + (self.corrected_before - corrected_after).sum())
+
+    def __call__(self, _model: torch.nn.Module) -> float:
+        return self.move() / ((len(self.removed) + len(self.corrected)) * self.gap)
+
+    def targets(self) -> dict[str, float | None]:
+        """The target mean losses of the two groups."""
+        return {"removed_loss": None if not self.removed else float(self.removed_before.mean() + self.gap),
+                "corrected_loss": None if not self.corrected else float(self.corrected_before.mean() - self.gap)}
+
+
+def _mean(x: np.ndarray) -> float | None:
+    return float(x.mean()) if len(x) else None

@@ -1,0 +1,119 @@
+"""Calibrating the damping of one request: the search, and its target against exact retraining."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
+from rec_eraser.core.calibration import CalibrationConfig, calibrate_scale
+from rec_eraser.workflows.calibration import memorisation_gap
+
+from .conftest import collate, fit_logistic, logistic_loss
+
+
+def test_search_finds_the_factor_of_a_closed_form_progress():
+    # progress(f) = 2 / (1 + f / 7): exactly 1 at f = 7, falling in f
+    result = calibrate_scale(lambda f: 2 / (1 + f / 7), CalibrationConfig(tol=1e-3, trials=40))
+    assert result.reached and abs(result.progress - 1) <= 1e-3
+    assert result.factor == pytest.approx(7, rel=5e-3)
+    assert result.trials[0][0] == 1.0  # starts at the rule's damping
+
+
+def test_search_stops_at_the_end_of_its_range_and_says_it_missed():
+    short = calibrate_scale(lambda f: 0.5 - 0.01 * math.log10(f), CalibrationConfig(min_factor=1e-2, trials=10))
+    assert not short.reached and short.factor == pytest.approx(1e-2)
+    broken = calibrate_scale(lambda f: math.nan, CalibrationConfig(max_factor=1e2, trials=10))
+    assert not broken.reached and broken.factor == pytest.approx(1e2)  # non-finite counts as overshooting
+
+
+def test_calibration_settings_are_validated():
+    with pytest.raises(ValueError, match="min_factor"):
+        CalibrationConfig(min_factor=2.0)
+    with pytest.raises(ValueError, match="expand"):
+        CalibrationConfig(expand=1.0)
+
+
+@pytest.fixture(scope="module")
+def memorising_logistic():
+    """Logistic regression with p/n large enough that training points are visibly memorised."""
+    rng = np.random.default_rng(3)
+    n, n_out, p = 240, 4000, 60
+    w_true = rng.normal(size=p) / np.sqrt(p) * 2
+    x = rng.normal(size=(n + n_out, p))
+    y = (rng.random(n + n_out) < 1 / (1 + np.exp(-x @ w_true))).astype(np.float64)
+    w = fit_logistic(x[:n], y[:n])
+    samples = [(torch.from_numpy(x[i]), torch.tensor(y[i])) for i in range(n + n_out)]
+    removed = list(rng.choice(n, 40, replace=False))
+    keep = np.setdiff1d(np.arange(n), removed)
+    retrained = fit_logistic(x[keep], y[keep])
+    return x, y, w, samples, removed, retrained, n
+
+
+def _bce(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    z = x @ w
+    return np.logaddexp(0.0, z) - y * z
+
+
+def _model(w: np.ndarray) -> torch.nn.Linear:
+    m = torch.nn.Linear(len(w), 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        m.weight.copy_(torch.from_numpy(w)[None])
+    return m
+
+
+def _forget_loss_of(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    return float(_bce(model.weight.detach().numpy().ravel(), x, y).mean())
+
+
+def _engine(model, samples, n):
+    return InfluenceEngine(model, logistic_loss, samples[:n], collate, curvature="hessian", solver=SolverConfig(method="fisher", batch_size=40))
+
+
+def test_calibration_with_retrainings_figure_picks_what_a_brute_force_scan_against_retraining_picks(memorising_logistic):
+    x, y, w, samples, removed, retrained, n = memorising_logistic
+    xf, yf = x[removed], y[removed]
+    start, target = float(_bce(w, xf, yf).mean()), float(_bce(retrained, xf, yf).mean())
+    assert target - start > 0.05  # the removed points were memorised: retraining raises their loss
+    edits = [Removal(samples[i]) for i in removed]
+
+    factors = 10.0 ** np.linspace(-3, 3, 121)
+    scan = []
+    for f in factors:
+        model = _model(w)
+        _engine(model, samples, n).compute(edits, damping_factor=float(f)).apply(model)
+        scan.append(abs(_forget_loss_of(model, xf, yf) - target))
+    brute_force = factors[int(np.argmin(scan))]
+
+    model = _model(w)
+    update = _engine(model, samples, n).compute(
+        edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / (target - start), calibration=CalibrationConfig(tol=1e-3, trials=40))
+    chosen = update.report.calibration["factor"]
+    assert update.report.calibration["reached"]
+    assert abs(math.log10(chosen) - math.log10(brute_force)) <= 0.05, (chosen, brute_force)
+    assert np.allclose(model.weight.detach().numpy().ravel(), w)  # the search leaves the model as it was
+    update.apply(model)
+    assert _forget_loss_of(model, xf, yf) == pytest.approx(target, abs=1e-3)
+
+
+def test_memorisation_gap_target_lands_near_retraining_without_retraining(memorising_logistic):
+    """The workflows' target: removed points' loss now plus (never-trained − trained loss), measured on other points."""
+    x, y, w, samples, removed, retrained, n = memorising_logistic
+    xf, yf = x[removed], y[removed]
+    retained = np.setdiff1d(np.arange(n), removed)
+    gap = memorisation_gap(_bce(w, x[retained], y[retained]), _bce(w, x[n:], y[n:]))
+    start, retrain_loss = float(_bce(w, xf, yf).mean()), float(_bce(retrained, xf, yf).mean())
+    assert gap.gap > 2 * gap.standard_error
+    edits = [Removal(samples[i]) for i in removed]
+    model = _model(w)
+    update = _engine(model, samples, n).compute(edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap.gap)
+    update.apply(model)
+    calibrated = _forget_loss_of(model, xf, yf)
+    rule = _model(w)
+    _engine(rule, samples, n).compute(edits).apply(rule)
+    # within a third of Retrain's move, and nearer Retrain than the fixed rule's step
+    assert abs(calibrated - retrain_loss) <= (retrain_loss - start) / 3, (start, calibrated, retrain_loss)
+    assert abs(calibrated - retrain_loss) < abs(_forget_loss_of(rule, xf, yf) - retrain_loss)
