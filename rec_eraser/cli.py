@@ -175,6 +175,10 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice)."),
     scales: str = typer.Option("0.01,0.1,1", "--scales", help="damping: the automatic rule's scales to compare."),
     sizes: str = typer.Option("32,64,128", "--sizes", help="scaling: training-set sizes."),
+    sequential: Optional[int] = typer.Option(None, "--sequential", min=1, help="Recipe benchmarks (ir): apply this many successive "
+                                             "deletion batches, one request each, and compare with Retrain at --checkpoints."),
+    checkpoints: str = typer.Option("1,5,10", "--checkpoints", help="--sequential: the batches after which Retrain is trained and compared."),
+    batch_fraction: float = typer.Option(0.01, "--batch-fraction", min=0.0, help="--sequential: the share of the trained users per batch."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
@@ -195,6 +199,10 @@ def bench(
     if is_recipe:
         if quick and tier not in (None, "quick"):
             _fail(f"--quick and --tier {tier} contradict each other; give one", 2)
+        if sequential is not None:
+            _bench_sequential(Path(target), tier or ("quick" if quick else "medium"), sequential, checkpoints, batch_fraction, out,
+                              base_model, as_json, progress)
+            return
         _bench_recipe(Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, as_json, progress)
         return
     if target == "scaling":
@@ -266,6 +274,37 @@ def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optiona
         table.add_row(row["method"], *(_fmt(row.get(c)) for c in shown))
     console.print(f"{result['experiment']['task']} {result['experiment']['edit']}: {result['forget_instances']} of "
                   f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)")
+    console.print(table)
+    console.print(f"report: {result['report']}")
+
+
+def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, batch_fraction: float, out: Optional[Path],
+                      base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+    from rec_eraser.core import SolverError
+    from rec_eraser.data import DatasetError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.workflows.registry import RegistryError
+    from rec_eraser.workflows.sequential import run_sequential
+
+    try:
+        marks = tuple(int(x) for x in checkpoints.split(","))
+    except ValueError:
+        _fail(f"--checkpoints {checkpoints!r}: expected comma-separated integers", 2)
+    try:
+        result = run_sequential(recipe, tier=tier, batches=batches, checkpoints=marks, batch_fraction=batch_fraction, out=out,
+                                base_model=base_model, say=progress)
+    except (RecipeError, DatasetError, ValueError, FileNotFoundError, OSError, SolverError, EmbeddedModelError, RegistryError) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        return
+    table = Table("after batch", "forgotten", "forget loss: update", "Retrain", "original", "relative error", "agreement",
+                  "utility gap", "retained drift", "update / Retrain")
+    for row in result["checkpoints"]:
+        table.add_row(str(row["batch"]), str(row["forget_instances"]), _fmt(row["current"]["forget_loss"]), _fmt(row["retrain"]["forget_loss"]),
+                      _fmt(row["original"]["forget_loss"]), _fmt(row["relative_error"]), _fmt(row["current"]["agreement_with_retrain"]),
+                      _fmt(row["current"]["utility_gap"]), _fmt(row["retained_drift"]), _fmt(row["ratio_to_retrain"]))
     console.print(table)
     console.print(f"report: {result['report']}")
 

@@ -3,9 +3,9 @@
 from rec_eraser.workflows.events import Event, EventError, EventProblem, parse_event, read_events
 from rec_eraser.workflows.plan import EditPlan, RunIndex, plan_edits
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, RegistryError, resolve_run
-from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, ApplyResult, apply_events
+from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, DEFAULT_SOLVER, ApplyResult, Calibrate, apply_events
 
 __all__ = [
-    "DEFAULT_ROOT", "DEFAULT_SOLVER", "ApplyResult", "EditPlan", "Event", "EventError", "EventProblem", "Registry", "RegistryError",
+    "DEFAULT_CALIBRATION", "DEFAULT_ROOT", "DEFAULT_SOLVER", "ApplyResult", "Calibrate", "EditPlan", "Event", "EventError", "EventProblem", "Registry", "RegistryError",
     "RunIndex", "apply_events", "parse_event", "plan_edits", "read_events", "resolve_run",
 ]

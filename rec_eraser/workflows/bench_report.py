@@ -218,3 +218,11 @@ def write_report(result: dict[str, Any], folder: Path) -> Path:
     (folder / "results.csv").write_text(csv_text(result))
     plots(result, folder)
     return folder
+
+
+if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESULT.json`: the report's Markdown, for docs
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json")
+    sys.stdout.write(markdown(json.loads(Path(sys.argv[1]).read_text())))
