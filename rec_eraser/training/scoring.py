@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
+from rec_eraser.models.lm_loss import IGNORE, first_response_logits
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance, response_ids
 from rec_eraser.training.model import forward_accepts
@@ -28,7 +28,9 @@ def instance_losses(loaded: LoadedModel, instances: Sequence[Instance], batch_si
     out = []
     for chunk in _batches(list(instances), batch_size):
         batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in chunk])
-        out.append(per_instance_response_loss(loaded.model(batch), batch))
+        # logits from the first response position only (the loss reads nothing earlier): the same
+        # values as the full pass, without the vocabulary projection of every prompt position
+        out.append(loaded.model.response_losses(batch))
         if tick:
             tick(len(chunk))
     return torch.cat(out).numpy() if out else np.zeros(0)
