@@ -104,16 +104,25 @@ class EditedLossObjective:
     measured on ``losses_of`` (the model holding the trial update); 1 = on target.
     """
 
-    def __init__(self, losses_of: LossesOf, removed: Sequence[Instance], corrected: Sequence[Instance], gap: float) -> None:
+    def __init__(self, losses_of: LossesOf, removed: Sequence[Instance], corrected: Sequence[Instance], gap: float,
+                 removed_before: np.ndarray | None = None, corrected_before: np.ndarray | None = None) -> None:
+        """``removed_before`` / ``corrected_before``: the groups' current losses when the caller has them already."""
         if not gap > 0:
             raise ValueError(f"a target move needs a positive memorisation gap, got {gap}")
         if not removed and not corrected:
             raise ValueError("nothing to calibrate on: no removed and no corrected instance")
         self.losses_of = losses_of
         self.removed, self.corrected, self.gap = list(removed), list(corrected), gap
-        self.removed_before = losses_of(self.removed) if self.removed else np.zeros(0)
-        self.corrected_before = losses_of(self.corrected) if self.corrected else np.zeros(0)
+        self.removed_before = self._current(self.removed, removed_before)
+        self.corrected_before = self._current(self.corrected, corrected_before)
         self.last: dict[str, float | None] = {}
+
+    def _current(self, instances: list[Instance], given: np.ndarray | None) -> np.ndarray:
+        if given is not None:
+            if len(given) != len(instances):
+                raise ValueError(f"{len(given)} losses given for {len(instances)} instances")
+            return np.asarray(given, dtype=float)
+        return self.losses_of(instances) if instances else np.zeros(0)
 
     def move(self) -> float:
         """The measured move of the current model, in units of loss summed over the edited instances."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from rec_eraser.jsonable import finite
 from rec_eraser.training.train import load_version
-from rec_eraser.workflows.benchmark import _cached_adapter, _context, _observe, _prepare, default_out, metrics_of
+from rec_eraser.workflows.benchmark import _cached_adapter, _context, _observe, _prepare, _update_seconds, default_out, metrics_of
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import load_experiment
 from rec_eraser.workflows.registry import Registry
@@ -72,7 +72,10 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         recipe = replace(recipe, base_model=str(base_model))
     if batches < 1 or not checkpoints or any(not 1 <= c <= batches for c in checkpoints):
         raise ValueError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
-    out = Path(out) if out is not None else default_out(recipe_path, tier).with_name(default_out(recipe_path, tier).name + "-sequential")
+    if out is None:
+        single = default_out(recipe_path, tier)
+        out = single.with_name(single.name + "-sequential")
+    out = Path(out)
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)
@@ -94,7 +97,7 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         cal = (record.get("metrics") or {}).get("calibration") or {}
         search = (record.get("solver") or {}).get("calibration") or {}
         requests.append({"batch": k, "version": version, "users": users, "removed": record["edits"]["removed"],
-                         "seconds": record["solver"]["seconds"] + cal.get("reference_seconds", 0.0),
+                         "seconds": _update_seconds(record),
                          "memorisation_gap": (cal.get("memorisation_gap") or {}).get("gap"), "damping_factor": search.get("factor"),
                          "progress": search.get("progress"), "trust_ratio": (cal.get("trust") or {}).get("ratio")})
         if k not in checkpoints:

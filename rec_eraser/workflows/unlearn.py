@@ -239,8 +239,11 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
             if gap.gap > 0:
                 rng = np.random.default_rng(calibrate.seed)
                 cap = calibrate.max_edited
-                pick = lambda xs: xs if len(xs) <= cap else [xs[j] for j in np.sort(rng.choice(len(xs), cap, replace=False))]  # noqa: E731
-                objective = EditedLossObjective(losses, pick(removed), pick(corrected), gap.gap)
+                # at most ``cap`` of each group, with the losses measured above (no second pass)
+                pick = lambda n: np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))  # noqa: E731
+                r, c = pick(len(removed)), pick(len(corrected))
+                objective = EditedLossObjective(losses, [removed[j] for j in r], [corrected[j] for j in c], gap.gap,
+                                                removed_before=removed_before[r], corrected_before=corrected_before[c])
                 calibration["targets"] = objective.targets()
             else:
                 calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
