@@ -22,7 +22,8 @@ Two judgements over the figures ``run_benchmark`` collects, both written into it
   of Retrain's move from the original;
 - ``agreement``: agreement with Retrain at least Retrain seed 1's minus 0.02;
 - ``utility_gap``: |utility − Retrain's| no larger than the seeds' gap plus 0.01;
-- ``membership_auc``: within 0.05 of Retrain's;
+- ``membership_auc``: within 0.05 of Retrain's (``seed_spread``: how far Retrain's own seed 1
+  is, which says whether 0.05 is above the run's noise);
 - ``cost``: at most 0.1 of Retrain's seconds.
 """
 
@@ -46,6 +47,10 @@ def target_figure(edit: str) -> str:
 
 def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _distance(a: Any, b: Any) -> float | None:
+    return abs(a - b) if _finite(a) and _finite(b) else None
 
 
 def _spread(result: dict[str, Any]) -> dict[str, Any]:
@@ -101,8 +106,11 @@ def targets(result: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     bound = abs(seed1["utility_gap"]) + UTILITY_SLACK if _finite(seed1.get("utility_gap")) else None
     value = abs(m["utility_gap"]) if _finite(m.get("utility_gap")) else None
     out["utility_gap"] = {"value": value, "max": bound, "met": bound is not None and value is not None and value <= bound}
-    value = abs(m["membership_auc"] - retrain["membership_auc"]) if _finite(m.get("membership_auc")) and _finite(retrain.get("membership_auc")) else None
-    out["membership_auc"] = {"value": value, "max": MEMBERSHIP_SLACK, "met": value is not None and value <= MEMBERSHIP_SLACK}
+    value = _distance(m.get("membership_auc"), retrain.get("membership_auc"))
+    # the seeds' own distance says whether the 0.05 is above this run's noise (it need not be: a forget set of
+    # a few dozen instances gives an AUC whose standard error is several hundredths)
+    out["membership_auc"] = {"value": value, "max": MEMBERSHIP_SLACK, "met": value is not None and value <= MEMBERSHIP_SLACK,
+                             "seed_spread": _distance(seed1.get("membership_auc"), retrain.get("membership_auc"))}
     value = row.get("ratio_to_retrain")
     out["cost"] = {"value": value, "max": MAX_COST, "met": _finite(value) and value <= MAX_COST}
     out["met"] = sum(1 for t in out.values() if t["met"])

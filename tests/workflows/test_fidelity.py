@@ -68,6 +68,7 @@ def test_targets_read_retrains_seed_spread():
     assert t["agreement"]["min"] == pytest.approx(0.96) and t["agreement"]["met"]
     assert t["utility_gap"]["max"] == pytest.approx(0.02) and t["utility_gap"]["met"]
     assert t["membership_auc"]["value"] == pytest.approx(0.04) and t["membership_auc"]["met"]
+    assert t["membership_auc"]["seed_spread"] == pytest.approx(0.02)
     assert t["cost"]["met"] and t["met"] == 5
     r["methods"]["update"]["metrics"]["forget_loss"] = 0.60  # overshoot
     r["methods"]["update"]["ratio_to_retrain"] = 0.5
@@ -83,3 +84,16 @@ def test_the_report_prints_the_conditions_and_the_targets():
     text = markdown(r)
     assert "Can this run judge the methods?" in text and "cannot judge fidelity" in text
     assert "| update |" in text and "/5 |" in text
+
+
+def test_the_report_says_when_the_membership_target_is_below_the_seeds_noise():
+    r = result()
+    r["can_judge"] = can_judge(r, {"name": "like_rate", "value": 0.65}, MEMORISED)
+    for row in r["methods"].values():
+        row["targets"] = targets(r, row)
+    assert "tighter than this run's noise" not in markdown(r)  # seeds 0.02 apart
+    r["retrain_spread"]["seed1_vs_seed0"]["membership_auc"] = 0.68  # 0.18 from seed 0, as measured at 256 x 4
+    for row in r["methods"].values():
+        row["targets"] = targets(r, row)
+    assert r["methods"]["update"]["targets"]["membership_auc"]["seed_spread"] == pytest.approx(0.18)
+    assert "Retrain's own seed 1 is 0.18 from seed 0 on membership AUC" in markdown(r)
