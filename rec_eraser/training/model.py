@@ -68,11 +68,17 @@ class RecModel(nn.Module):
         the first position that predicts a response token. A prompt is ~50 times longer than
         its answer and the vocabulary projection of every prompt position was a fifth of a
         training step's time (SmolLM2, 2 CPU cores)."""
-        if not forward_accepts(self.lm, "logits_to_keep"):  # a model without it: every position
-            return per_instance_response_loss(self(batch), batch)
+        logits, labels = self.response_logits(batch)
+        return per_instance_response_loss(logits, {"labels": labels})
+
+    def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits from the first position that predicts a response token on, and the labels cut
+        to the same positions: what every response readout (losses, Yes/No scores) needs."""
         labels = batch["labels"]
+        if not forward_accepts(self.lm, "logits_to_keep"):  # a model without it: every position
+            return self(batch), labels
         start = max(int((labels != IGNORE).int().argmax(1).min()) - 1, 0)
-        return per_instance_response_loss(self(batch, logits_to_keep=labels.shape[1] - start), {"labels": labels[:, start:]})
+        return self(batch, logits_to_keep=labels.shape[1] - start), labels[:, start:]
 
 
 def forward_accepts(lm: nn.Module, name: str) -> bool:

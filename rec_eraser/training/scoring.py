@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from rec_eraser.models.lm_loss import IGNORE, first_response_logits
+from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance, response_ids
 from rec_eraser.training.model import forward_accepts
@@ -90,21 +90,30 @@ def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: li
     return token_logp.sum(1) / mask.sum(1)
 
 
-@torch.no_grad()
 def yes_no_scores(loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None) -> np.ndarray:
     """TALLRec: logit(" Yes") − logit(" No") at the first response position, ``[n]``."""
+    return yes_no_scores_and_losses(loaded, instances, batch_size, tick)[0]
+
+
+@torch.no_grad()
+def yes_no_scores_and_losses(loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8,
+                             tick: Tick | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`yes_no_scores` and :func:`instance_losses` of the same instances from one forward pass each."""
     tok = loaded.tokenizer
     yes = tok(" Yes", add_special_tokens=False)["input_ids"][0]
     no = tok(" No", add_special_tokens=False)["input_ids"][0]
-    out = []
+    scores, losses = [], []
     for chunk in _batches(list(instances), batch_size):
         batch = collate([encode_instance(z, tok, loaded.item_index, loaded.recipe.max_length) for z in chunk])
-        logits = loaded.model(batch)
-        at = first_response_logits(logits, batch)
-        out.append(at[:, yes] - at[:, no])
+        logits, labels = loaded.model.response_logits(batch)
+        at = first_response_logits(logits, {"labels": labels})
+        scores.append(at[:, yes] - at[:, no])
+        losses.append(per_instance_response_loss(logits, {"labels": labels}))
         if tick:
             tick(len(chunk))
-    return torch.cat(out).numpy() if out else np.zeros(0)
+    if not scores:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(scores).float().numpy(), torch.cat(losses).numpy()
 
 
 @torch.no_grad()

@@ -62,7 +62,7 @@ from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles,
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores
+from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores_and_losses
 from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
@@ -227,17 +227,19 @@ def _context(run: Path, experiment: Experiment, recipe: Recipe, events: list[Eve
                         titles=load_titles(run) if manifest["task"] == "llara" else {}, events=events)
 
 
-def _scores(ctx: BenchContext, loaded: LoadedModel) -> np.ndarray:
+def _test_scores_and_losses(ctx: BenchContext, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """The test prompts' scores and losses; TALLRec reads both from one forward pass."""
     if ctx.task == "llara":
-        return candidate_scores(loaded, ctx.test, ctx.titles)
-    return yes_no_scores(loaded, ctx.test)
+        return candidate_scores(loaded, ctx.test, ctx.titles), instance_losses(loaded, ctx.test)
+    return yes_no_scores_and_losses(loaded, ctx.test)
 
 
 def _observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any) -> Outcome:
     answers = generate_answers(loaded, ctx.test) if ctx.task == "llara" and ctx.experiment.generate else None
-    return Outcome(test_scores=_scores(ctx, loaded),
+    test_scores, test_losses = _test_scores_and_losses(ctx, loaded)
+    return Outcome(test_scores=test_scores,
                    forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
-                   unseen_losses=instance_losses(loaded, ctx.test),
+                   unseen_losses=test_losses,
                    corrected_losses=instance_losses(loaded, ctx.corrected) if ctx.corrected else None,
                    answers=answers, seconds=seconds, **cost)
 
@@ -299,8 +301,9 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
             steps += record["training"]["steps"]
             mb = record.get("bench_cost", {}).get("peak_mb")
             peak = mb if peak is None or (mb is not None and mb > peak) else peak
-        scores.append(_scores(ctx, loaded))
-        unseen_losses.append(instance_losses(loaded, ctx.test))
+        shard_scores, shard_losses = _test_scores_and_losses(ctx, loaded)
+        scores.append(shard_scores)
+        unseen_losses.append(shard_losses)
         if ctx.forget:
             forget_losses.append(instance_losses(loaded, ctx.forget))
         if ctx.corrected:

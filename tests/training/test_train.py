@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from rec_eraser.models.lm_loss import first_response_logits
 from rec_eraser.tasks.prepare import load_instances
+from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.scoring import instance_losses, yes_no_scores
+from rec_eraser.training.scoring import instance_losses, yes_no_scores, yes_no_scores_and_losses
 from rec_eraser.training.train import load_version, train_run
 
 
@@ -54,6 +56,14 @@ def test_trained_version_is_a_loadable_peft_adapter_and_training_is_deterministi
     assert loaded.model.lm.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight.requires_grad
     assert yes_no_scores(loaded, test).shape == (len(test),)
     assert (instance_losses(loaded, test) > 0).all()
+    # the one-pass readout the benchmark uses gives the full pass's Yes/No margins and instance_losses' values
+    scores, losses = yes_no_scores_and_losses(loaded, test, batch_size=3)
+    yes, no = (loaded.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" Yes", " No"))
+    with torch.no_grad():
+        batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in test])
+        at = first_response_logits(loaded.model(batch), batch)
+    np.testing.assert_allclose(scores, (at[:, yes] - at[:, no]).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(losses, instance_losses(loaded, test), rtol=1e-5, atol=1e-6)
     with pytest.raises(FileExistsError, match="trained already"):
         train_run(run_a, recipe_for(tiny_model_dir))
 
@@ -78,8 +88,6 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     assert all(p.requires_grad for p in loaded.model.projector.parameters())
     test = load_instances(run, "test")[:2]
     # the prompt ends with the user token, whose input is the projected SASRec state after the history
-    from rec_eraser.training.encode import collate, encode_instance
-
     z = test[0]
     sample = encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length)
     with torch.no_grad():
