@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from rec_eraser.evaluation.metrics import auc
-from rec_eraser.models.lm_loss import IGNORE, pad_collate, per_instance_response_loss, response_token_loss
+from rec_eraser.models.lm_loss import (IGNORE, first_response_logits, pad_collate, per_instance_response_loss, response_token_loss,
+                                      sampled_response_gradient)
 
 
 def test_auc_on_hand_computed_examples():
@@ -33,6 +35,16 @@ def test_response_loss_is_the_mean_of_per_instance_means_over_response_tokens():
     assert torch.allclose(per[0], (math.log(10) - torch.log(p8)) / 2)
     assert torch.allclose(per[1], torch.tensor(math.log(10)))
     assert torch.allclose(response_token_loss(logits, batch), per.mean())
+    # logits kept from the first position that predicts a response token (position 1) on give
+    # the same losses, Yes/No readout position and sampled output gradients as every position's
+    kept = logits[:, 1:]
+    assert torch.allclose(per_instance_response_loss(kept, batch), per)
+    assert torch.equal(first_response_logits(kept, batch), first_response_logits(logits, batch))
+    full = sampled_response_gradient(logits, batch, torch.Generator().manual_seed(0))
+    assert torch.allclose(sampled_response_gradient(kept, batch, torch.Generator().manual_seed(0)), full[:, 1:])
+    assert full[:, 0].abs().sum() == 0  # nothing was lost: position 0 predicts a prompt token
+    with pytest.raises(ValueError, match="cover 5 positions"):
+        per_instance_response_loss(torch.zeros(2, 5, 10), batch)
 
 
 def test_pcg_iterations_and_the_block_jacobi_ceiling_on_known_spectra():

@@ -15,9 +15,19 @@ from rec_eraser.core import OutputLoss
 IGNORE = -100
 
 
+def aligned_labels(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The labels of the positions ``logits`` covers: all of them, or the last ``logits.shape[1]``
+    when the model computed logits only from the first position that predicts a response token
+    (``logits_to_keep``), which every loss here accepts."""
+    labels = batch["labels"]
+    if logits.shape[1] > labels.shape[1]:
+        raise ValueError(f"logits cover {logits.shape[1]} positions but the labels only {labels.shape[1]}")
+    return labels[:, labels.shape[1] - logits.shape[1]:]
+
+
 def per_instance_response_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Each instance's mean cross-entropy over its response tokens, shape ``[batch]``."""
-    labels = batch["labels"][:, 1:]
+    labels = aligned_labels(logits, batch)[:, 1:]
     logits = logits[:, :-1]
     token_loss = nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE, reduction="none"
@@ -33,7 +43,7 @@ def response_token_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) ->
 
 def first_response_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits ``[batch, vocab]`` at the position that predicts each instance's first response token."""
-    position = (batch["labels"] != IGNORE).int().argmax(1) - 1
+    position = (aligned_labels(logits, batch) != IGNORE).int().argmax(1) - 1
     return logits[torch.arange(logits.shape[0]), position]
 
 
@@ -43,14 +53,18 @@ def sampled_response_gradient(logits: torch.Tensor, batch: dict[str, torch.Tenso
     Its covariance per instance is the Hessian of the instance's mean response
     cross-entropy w.r.t. the logits (see ``OutputLoss``).
     """
-    labels = batch["labels"][:, 1:]
-    probs = torch.softmax(logits[:, :-1].detach().float(), dim=-1)
-    sampled = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator).view(labels.shape)
+    labels = aligned_labels(logits, batch)[:, 1:]
+    mask = labels != IGNORE
+    # sampled at the response positions only, in row-major order: the draw does not depend on
+    # how many prompt positions the logits cover, and no softmax is spent on the prompt
+    probs = torch.softmax(logits[:, :-1].detach().float()[mask], dim=-1)
+    sampled = torch.multinomial(probs, 1, generator=generator).squeeze(1)
     eps = probs - nn.functional.one_hot(sampled, probs.shape[-1]).to(probs.dtype)
-    mask = (labels != IGNORE).to(probs.dtype)
-    eps = eps * (mask / mask.sum(1, keepdim=True).clamp(min=1).sqrt()).unsqueeze(-1)
+    scale = mask.sum(1).clamp(min=1).to(probs.dtype).rsqrt()  # 1/√T_n
+    rows = mask.nonzero(as_tuple=True)[0]  # each response position's instance, in the mask's order
     out = torch.zeros_like(logits)
-    out[:, :-1] = eps.to(logits.dtype)
+    shifted = out[:, :-1]
+    shifted[mask] = (eps * scale[rows].unsqueeze(1)).to(logits.dtype)
     return out
 
 

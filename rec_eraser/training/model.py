@@ -68,17 +68,17 @@ class RecModel(nn.Module):
         the first position that predicts a response token. A prompt is ~50 times longer than
         its answer and the vocabulary projection of every prompt position was a fifth of a
         training step's time (SmolLM2, 2 CPU cores)."""
-        logits, labels = self.response_logits(batch)
-        return per_instance_response_loss(logits, {"labels": labels})
+        return per_instance_response_loss(self.response_logits(batch), batch)
 
-    def response_logits(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits from the first position that predicts a response token on, and the labels cut
-        to the same positions: what every response readout (losses, Yes/No scores) needs."""
+    def response_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from the first position that predicts a response token on (every position for a
+        model without ``logits_to_keep``): all that any response readout or loss reads. The
+        losses and readouts of ``rec_eraser.models.lm_loss`` align the labels to them."""
+        if not forward_accepts(self.lm, "logits_to_keep"):
+            return self(batch)
         labels = batch["labels"]
-        if not forward_accepts(self.lm, "logits_to_keep"):  # a model without it: every position
-            return self(batch), labels
         start = max(int((labels != IGNORE).int().argmax(1).min()) - 1, 0)
-        return self(batch, logits_to_keep=labels.shape[1] - start), labels[:, start:]
+        return self(batch, logits_to_keep=labels.shape[1] - start)
 
 
 def forward_accepts(lm: nn.Module, name: str) -> bool:
@@ -89,7 +89,9 @@ def forward_accepts(lm: nn.Module, name: str) -> bool:
 
 
 def model_logits(model: nn.Module, batch: Any) -> torch.Tensor:
-    return model(batch)
+    # response positions only: the loss reads nothing earlier, and the vocabulary projection
+    # of every prompt position (and its backward) was a fifth of a gradient's time
+    return model.response_logits(batch)
 
 
 def rec_loss() -> OutputLoss:

@@ -105,10 +105,10 @@ def yes_no_scores_and_losses(loaded: LoadedModel, instances: Sequence[Instance],
     scores, losses = [], []
     for chunk in _batches(list(instances), batch_size):
         batch = collate([encode_instance(z, tok, loaded.item_index, loaded.recipe.max_length) for z in chunk])
-        logits, labels = loaded.model.response_logits(batch)
-        at = first_response_logits(logits, {"labels": labels})
+        logits = loaded.model.response_logits(batch)
+        at = first_response_logits(logits, batch)
         scores.append(at[:, yes] - at[:, no])
-        losses.append(per_instance_response_loss(logits, {"labels": labels}))
+        losses.append(per_instance_response_loss(logits, batch))
         if tick:
             tick(len(chunk))
     if not scores:

@@ -25,7 +25,6 @@ from typing import Any
 import torch
 
 from rec_eraser.core.curvature import deterministic_mode
-from rec_eraser.models.lm_loss import per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.train import LoadedModel
@@ -50,8 +49,7 @@ def _encode(loaded: LoadedModel, instances: Sequence[Instance]) -> list[dict[str
 
 
 def _losses(loaded: LoadedModel, samples: list[dict[str, torch.Tensor]]) -> torch.Tensor:
-    batch = collate(samples)
-    return per_instance_response_loss(loaded.model(batch), batch)
+    return loaded.model.response_losses(collate(samples))
 
 
 def _batches(samples: list, size: int, gen: torch.Generator):

@@ -11,6 +11,7 @@ import torch
 from rec_eraser.models.lm_loss import first_response_logits
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses, yes_no_scores, yes_no_scores_and_losses
 from rec_eraser.training.train import load_version, train_run
@@ -64,6 +65,8 @@ def test_trained_version_is_a_loadable_peft_adapter_and_training_is_deterministi
         at = first_response_logits(loaded.model(batch), batch)
     np.testing.assert_allclose(scores, (at[:, yes] - at[:, no]).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(losses, instance_losses(loaded, test), rtol=1e-5, atol=1e-6)
+    # the engine's batched per-instance gradients (padded prompts of different lengths) equal one pass per instance
+    assert_batched_fisher_matches(loaded, load_instances(run_a, "train")[:5], passes=2)
     with pytest.raises(FileExistsError, match="trained already"):
         train_run(run_a, recipe_for(tiny_model_dir))
 
@@ -108,6 +111,15 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     full = per_instance_response_loss(loaded.model(batch), batch)
     torch.testing.assert_close(fast, full)
     for g_fast, g_full in zip(torch.autograd.grad(fast.sum(), params), torch.autograd.grad(full.sum(), params)):
+        torch.testing.assert_close(g_fast, g_full)
+    # the engine's loss reads the same response-only logits: same value and gradient as the full pass
+    # the projector sees every item token of a batch at once, so its gradient cannot be split by
+    # instance: the first batched pass finds that, then one pass per instance
+    assert_batched_fisher_matches(loaded, load_instances(run, "train")[:3], passes=1 + 3)
+    engine_loss, full = rec_loss(), per_instance_response_loss(loaded.model(batch), batch).mean()
+    assert engine_loss.outputs(loaded.model, batch).shape[1] < batch["labels"].shape[1]
+    torch.testing.assert_close(engine_loss(loaded.model, batch), full)
+    for g_fast, g_full in zip(torch.autograd.grad(engine_loss(loaded.model, batch), params), torch.autograd.grad(full, params)):
         torch.testing.assert_close(g_fast, g_full)
     titles = load_titles(run)
     scores = candidate_scores(loaded, test, titles)
@@ -225,3 +237,18 @@ def test_fresh_projector_starts_at_the_token_norm_when_scaled(tmp_path, tiny_mod
         assert norm == pytest.approx(tokens.norm(dim=-1).mean().item(), rel=1e-4) and biases == 0
     else:
         assert biases > 0
+
+
+def assert_batched_fisher_matches(loaded, instances, passes: int) -> None:
+    """EmpiricalFisher rows from micro-batches of 3 equal those of one instance per pass; ``passes`` were made."""
+    from rec_eraser.core import EmpiricalFisher, ParameterSpace
+    from rec_eraser.core.curvature import deterministic_mode
+
+    samples = [encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in instances]
+    space = ParameterSpace(loaded.model)
+    with deterministic_mode(loaded.model):
+        single = EmpiricalFisher.from_samples(loaded.model, rec_loss(), space, samples, collate, batch_size=1)
+        batched = EmpiricalFisher.from_samples(loaded.model, rec_loss(), space, samples, collate, batch_size=3)
+    assert batched.passes == passes
+    scale = float(single.gradients.abs().max())
+    torch.testing.assert_close(batched.gradients, single.gradients, rtol=1e-4, atol=1e-5 * scale)
