@@ -240,7 +240,7 @@ class InfluenceEngine:
         # the corrected forms join the sample: b holds −g(z'), and a direction outside the span
         # of the sample's gradients would be multiplied by 1/λ
         samples = self.curvature_samples(edits) + new_samples(edits)
-        fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient)
+        fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient, cfg.batch_size)
         by_group: dict[str, float] | None = None
         if self.damping is None:
             trace = fisher.trace()
@@ -277,7 +277,7 @@ class InfluenceEngine:
         report = SolverReport(
             method="fisher", curvature="empirical_fisher", damping_rule=rule, damping_by_group=by_group,
             damping=by_group.get("other", max(by_group.values())) if by_group else float(damping), iterations=1, hvps=0, hvp_samples=0,
-            gradient_passes=rhs_passes + fisher.size, relative_residual=residual, converged=residual <= cfg.tol,
+            gradient_passes=rhs_passes + fisher.passes, relative_residual=residual, converged=residual <= cfg.tol,
             seconds=time.perf_counter() - t0, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
             calibration=None if calibrated is None else {**calibrated.to_dict(), "config": (calibration or CalibrationConfig()).to_dict()},
             predicted_change=float(len(self.train_samples) * torch.dot(b.to(torch.float64), x.to(torch.float64))),

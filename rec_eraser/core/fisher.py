@@ -13,10 +13,11 @@ first measurement in DESIGN.md §7, which moved the adapter toward Retrain in fu
 Its curvature is the empirical Fisher, not the Hessian or Gauss–Newton matrix; the report
 says so.
 
-Per-instance gradients are computed one instance at a time, each from a batch of one:
-vectorising them (``torch.func.vmap`` over a peft-wrapped transformers model) would need a
-functional copy of the model and more memory, and on CPU a batch of one is already a
-matrix-matrix product over the prompt's tokens.
+Per-instance gradients come from batched backward passes where every trainable parameter
+sits in an ``nn.Linear`` (LoRA, a linear projector): the layers' hooks keep each instance's
+inputs and output gradients, and DW_n = Σ_t g_{n,t} a_{n,t}ᵀ splits the pass per instance.
+Other models get one backward pass per instance. (``torch.func.vmap`` over a peft-wrapped
+transformers model would need a functional copy of the model; the hooks need none.)
 """
 
 from __future__ import annotations
@@ -29,24 +30,58 @@ import torch
 from torch import nn
 
 from rec_eraser.core.curvature import LossFn
+from rec_eraser.core.linear_capture import UnsupportedCurvatureError, capture_passes, flat_instance_rows, linear_layers
 from rec_eraser.core.params import ParameterSpace
 
 logger = logging.getLogger(__name__)
 
 
+_CAPTURE_TOL = 1e-4  # relative: float32 captures of a sum against autograd's own sum
+
+
+class _IncompleteCapture(RuntimeError):
+    """The per-instance captures miss part of the gradient; ``passes``: the batched passes spent."""
+
+    def __init__(self, passes: int, message: str) -> None:
+        super().__init__(message)
+        self.passes = passes
+
+
 class EmpiricalFisher:
     """F = (1/m) Σ g_i g_iᵀ over m instances, held as its gradient matrix G (float64)."""
 
-    def __init__(self, gradients: torch.Tensor) -> None:
+    def __init__(self, gradients: torch.Tensor, passes: int | None = None) -> None:
+        """``passes``: the backward passes that produced ``gradients`` (one per row unless batched)."""
         if gradients.dim() != 2 or gradients.shape[0] == 0:
             raise ValueError(f"expected a non-empty [m, p] gradient matrix, got shape {tuple(gradients.shape)}")
         self.gradients = gradients.to(torch.float64)
         self.gram = self.gradients @ self.gradients.T  # G Gᵀ, [m, m]
+        self.passes = gradients.shape[0] if passes is None else passes
 
     @classmethod
     def from_samples(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, samples: Sequence[Any],
-                     collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None = None) -> EmpiricalFisher:
-        """Per-instance gradients of ``loss_fn`` at the model's current parameters."""
+                     collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None = None,
+                     batch_size: int = 1) -> EmpiricalFisher:
+        """Per-instance gradients of ``loss_fn`` at the model's current parameters.
+
+        With ``batch_size`` > 1 and every trainable parameter in an ``nn.Linear`` (LoRA, a linear
+        projector), one backward pass serves ``batch_size`` instances: the layers' hooks split
+        its gradient per instance (:mod:`rec_eraser.core.linear_capture`). Same values, fewer
+        passes; other models get one pass per instance.
+        """
+        layers = None
+        if batch_size > 1:
+            try:
+                layers = linear_layers(model, space)
+            except UnsupportedCurvatureError as exc:
+                logger.info("empirical Fisher: one instance per pass (%s)", exc)
+        wasted = 0
+        if layers is not None:
+            try:
+                return cls._batched(model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size)
+            except _IncompleteCapture as exc:
+                logger.info("empirical Fisher: one instance per pass (%s)", exc)
+                wasted = exc.passes
         rows = []
         for i, sample in enumerate(samples):
             loss = loss_fn(model, collate_fn([sample]))
@@ -54,7 +89,37 @@ class EmpiricalFisher:
             rows.append(space.flatten(list(grads)).to(torch.float64).cpu())
             if on_gradient:
                 on_gradient(i + 1)
-        return cls(torch.stack(rows))
+        return cls(torch.stack(rows), len(rows) + wasted)
+
+    @classmethod
+    def _batched(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, layers: list, samples: Sequence[Any],
+                 collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None, batch_size: int) -> EmpiricalFisher:
+        rows: list[torch.Tensor] = []
+        sums: list[torch.Tensor] = []
+
+        def take(count: int) -> None:
+            for layer in layers:
+                # per instance only when the layer ran on [count, tokens, d] inputs: a projector applied
+                # to every item token of the batch at once (LLaRA) has no instance axis to split
+                if layer.inputs is None or layer.out_grads is None:
+                    raise _IncompleteCapture(len(rows) + 1, "a trainable layer was not reached by this micro-batch")
+                if layer.inputs.dim() != 3 or layer.inputs.shape[0] != count or layer.out_grads.shape[0] != count:
+                    raise _IncompleteCapture(len(rows) + 1, f"a trainable layer's inputs {tuple(layer.inputs.shape)} have no instance axis")
+            rows.append(flat_instance_rows(layers, space, count).to(torch.float64).cpu())
+            for layer in layers:  # a layer the next micro-batch does not reach must not keep these
+                layer.inputs = layer.out_grads = None
+            # the hooks see only what flows through the layers' outputs; a loss term on the
+            # parameters themselves (weight decay in the loss) would be missing from the rows
+            split, total = rows[-1].sum(0), sums[-1]
+            scale = float(torch.linalg.vector_norm(rows[-1], dim=1).sum())
+            if float(torch.linalg.vector_norm(split - total)) > _CAPTURE_TOL * max(scale, 1e-30):
+                raise _IncompleteCapture(len(rows), "the layers' captures do not add up to the pass's gradient: the loss has terms outside them")
+            if on_gradient:
+                on_gradient(sum(r.shape[0] for r in rows))
+
+        passes = capture_passes(model, loss_fn, space, layers, samples, collate_fn, batch_size, torch.Generator(), take,
+                                empirical=True, on_sum=lambda grads: sums.append(space.flatten(list(grads)).to(torch.float64).cpu()))
+        return cls(torch.cat(rows), passes)
 
     @property
     def size(self) -> int:

@@ -7,8 +7,8 @@ micro-batch cost one pass, where asking autograd for them would cost one pass pe
 LoRA's A and B matrices and LLaRA-style projectors are ``nn.Linear`` modules, so this covers
 every trainable parameter of those adapters; a bias is handled by appending 1 to the input.
 
-Used by EK-FAC (:mod:`rec_eraser.core.ekfac`) and the low-rank Gauss–Newton preconditioner
-(:mod:`rec_eraser.core.lowrank`).
+Used by EK-FAC (:mod:`rec_eraser.core.ekfac`), the low-rank Gauss–Newton preconditioner
+(:mod:`rec_eraser.core.lowrank`) and the empirical Fisher (:mod:`rec_eraser.core.fisher`).
 """
 
 from __future__ import annotations
@@ -76,6 +76,18 @@ def linear_layers(model: nn.Module, space: ParameterSpace, factory: Callable[[nn
     return layers
 
 
+def flat_instance_rows(layers: Sequence[CapturedLinear], space: ParameterSpace, count: int) -> torch.Tensor:
+    """The captured micro-batch's per-instance gradients as flat rows ``[count, p]``, in ``space``'s order."""
+    parts: dict[int, torch.Tensor] = {}
+    for layer in layers:
+        grads = layer.instance_gradients(count)
+        if layer.has_bias:
+            parts[id(layer.module.bias)] = grads[:, :, -1]
+            grads = grads[:, :, :-1]
+        parts[id(layer.module.weight)] = grads
+    return torch.cat([parts[id(p)].reshape(count, -1) for p in space.params], dim=1).to(space.dtype)
+
+
 def uses_sampled_labels(loss_fn: LossFn) -> bool:
     """Whether backward passes can use labels sampled from the model (true Fisher = Gauss–Newton for cross-entropy)."""
     return isinstance(loss_fn, OutputLoss) and loss_fn.sample_output_gradient is not None
@@ -84,13 +96,16 @@ def uses_sampled_labels(loss_fn: LossFn) -> bool:
 def capture_passes(
     model: nn.Module, loss_fn: LossFn, space: ParameterSpace, layers: Sequence[CapturedLinear], samples: Sequence[Any],
     collate_fn: Callable[[list[Any]], Any], batch_size: int, generator: torch.Generator, on_batch: Callable[[int], None],
+    empirical: bool = False, on_sum: Callable[[list[torch.Tensor | None]], None] | None = None,
 ) -> int:
     """One backward pass per micro-batch of ``samples`` with the layers' hooks on; returns the passes made.
 
     The backward pass starts from output gradients sampled from the model when the loss
     allows it (:func:`uses_sampled_labels`), else from the training loss itself (the
-    empirical Fisher's gradients). ``on_batch(count)`` runs after each pass, while the
-    layers hold that micro-batch's captures.
+    empirical Fisher's gradients; ``empirical=True`` asks for these whatever the loss).
+    ``on_batch(count)`` runs after each pass, while the layers hold that micro-batch's captures;
+    ``on_sum(grads)``, before it, receives the pass's own parameter gradients (for the training
+    loss: the sum of the micro-batch's per-instance gradients, a check on the captures).
     """
     handles = []
     for layer in layers:
@@ -107,7 +122,7 @@ def capture_passes(
     try:
         for chunk in _chunks(list(samples), batch_size):
             batch = collate_fn(list(chunk))
-            if uses_sampled_labels(loss_fn):
+            if not empirical and uses_sampled_labels(loss_fn):
                 assert isinstance(loss_fn, OutputLoss) and loss_fn.sample_output_gradient is not None
                 outputs = loss_fn.outputs(model, batch)
                 eps = loss_fn.sample_output_gradient(outputs.detach(), batch, generator)
@@ -115,7 +130,9 @@ def capture_passes(
             else:
                 loss = loss_fn(model, batch)
                 # loss is the batch mean: scale so the captured gradients are per-instance ones
-                torch.autograd.grad(loss * len(chunk), space.params, allow_unused=True)
+                grads = torch.autograd.grad(loss * len(chunk), space.params, allow_unused=True)
+                if on_sum:
+                    on_sum(list(grads))
             passes += 1
             on_batch(len(chunk))
     finally:

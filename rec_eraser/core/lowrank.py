@@ -40,7 +40,7 @@ from torch import nn
 
 from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import LossFn
-from rec_eraser.core.linear_capture import capture_passes, linear_layers, uses_sampled_labels
+from rec_eraser.core.linear_capture import capture_passes, flat_instance_rows, linear_layers, uses_sampled_labels
 from rec_eraser.core.params import ParameterSpace
 
 logger = logging.getLogger(__name__)
@@ -77,18 +77,6 @@ class LowRankGaussNewton:
     def rank(self) -> int:
         return 0 if self.eigenvalues is None else int(self.eigenvalues.numel())
 
-    def _instance_rows(self, count: int) -> torch.Tensor:
-        """The captured micro-batch's per-instance gradients as flat rows ``[count, p]``."""
-        parts: dict[int, torch.Tensor] = {}
-        for layer in self.layers:
-            grads = layer.instance_gradients(count)
-            weight = layer.module.weight
-            if layer.has_bias:
-                parts[id(layer.module.bias)] = grads[:, :, -1]
-                grads = grads[:, :, :-1]
-            parts[id(weight)] = grads
-        return torch.cat([parts[id(p)].reshape(count, -1) for p in self.space.params], dim=1).to(self.space.dtype)
-
     def fit(self, samples: Sequence[Any]) -> None:
         """``samples_per_instance`` gradient passes over ``samples``, then the eigen-decomposition."""
         if not samples:
@@ -97,7 +85,7 @@ class LowRankGaussNewton:
         for _ in range(self.samples_per_instance):
             self.gradient_passes += capture_passes(
                 self.model, self.loss_fn, self.space, self.layers, samples, self.collate_fn, self.batch_size, self.generator,
-                lambda count: rows.append(self._instance_rows(count)),
+                lambda count: rows.append(flat_instance_rows(self.layers, self.space, count)),
             )
         gradients = torch.cat(rows)
         gradients /= math.sqrt(gradients.shape[0])  # GᵀG = (1/ms) Σ g gᵀ, the mean like C's

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from rec_eraser.core import EmpiricalFisher, InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.core import EmpiricalFisher, InfluenceEngine, ParameterSpace, Removal, Replacement, SolverConfig
 
 from .conftest import MU, collate, logistic_loss
 
@@ -133,3 +133,26 @@ def test_damping_groups_apply_the_rule_to_each_block_and_solve_with_the_diagonal
 def test_damping_groups_are_refused_outside_the_fisher_method():
     with pytest.raises(ValueError, match="damping_groups"):
         SolverConfig(method="cg", damping_groups=("projector.",))
+
+
+def test_batched_per_instance_gradients_equal_one_pass_per_instance():
+    from rec_eraser.bench.toy import ToyTask, make_toy_task
+    from rec_eraser.core.curvature import deterministic_mode
+
+    task = make_toy_task(n_train=12, rank=2, train_steps=20)  # LoRA-style: every trainable parameter in an nn.Linear
+    space = ParameterSpace(task.model)
+    with deterministic_mode(task.model):
+        single = EmpiricalFisher.from_samples(task.model, task.loss_fn, space, task.train, ToyTask.collate, batch_size=1)
+        seen: list[int] = []
+        batched = EmpiricalFisher.from_samples(task.model, task.loss_fn, space, task.train, ToyTask.collate, seen.append, batch_size=5)
+    assert single.passes == 12 and batched.passes == 3 and seen == [5, 10, 12]
+    torch.testing.assert_close(batched.gradients, single.gradients, rtol=1e-5, atol=1e-6 * float(single.gradients.abs().max()))
+
+
+def test_a_loss_with_a_term_outside_the_layers_falls_back_to_one_pass_per_instance(logistic):
+    # BCE + (MU/2)||w||^2: the regulariser's gradient reaches w directly, not through the layer's output
+    model, rows = logistic.model(), [0, 1, 2, 3, 4]
+    space = ParameterSpace(model)
+    fisher = EmpiricalFisher.from_samples(model, logistic_loss, space, [logistic.samples[i] for i in rows], collate, batch_size=4)
+    assert fisher.passes == 1 + len(rows)  # the batched pass that found the gap, then one per instance
+    np.testing.assert_allclose(fisher.gradients.numpy(), closed_form_gradients(logistic, rows), rtol=1e-10)
