@@ -179,6 +179,8 @@ def bench(
                                              "deletion batches, one request each, and compare with Retrain at --checkpoints."),
     checkpoints: str = typer.Option("1,5,10", "--checkpoints", help="--sequential: the batches after which Retrain is trained and compared."),
     batch_fraction: float = typer.Option(0.01, "--batch-fraction", min=0.0, help="--sequential: the share of the trained users per batch."),
+    check: bool = typer.Option(False, "--check", help="Recipe benchmarks: train (or reuse) the tier's v0000 only and say whether it "
+                               "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
@@ -199,6 +201,11 @@ def bench(
     if is_recipe:
         if quick and tier not in (None, "quick"):
             _fail(f"--quick and --tier {tier} contradict each other; give one", 2)
+        if check and sequential is not None:
+            _fail("--check and --sequential contradict each other; give one", 2)
+        if check:
+            _bench_check(Path(target), tier or ("quick" if quick else "full"), out, base_model, as_json, progress)
+            return
         if sequential is not None:
             _bench_sequential(Path(target), tier or ("quick" if quick else "medium"), sequential, checkpoints, batch_fraction, out,
                               base_model, as_json, progress)
@@ -276,6 +283,35 @@ def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optiona
                   f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)")
     console.print(table)
     console.print(f"report: {result['report']}")
+
+
+def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+    from rec_eraser.data import DatasetError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.tasks.instance import TaskError
+    from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.training.train import BaseModelMismatch
+    from rec_eraser.workflows.benchmark import check_adapter
+    from rec_eraser.workflows.registry import RegistryError
+
+    try:
+        result = check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress)
+    except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, EmbeddedModelError,
+            RegistryError, BaseModelMismatch) as exc:
+        _fail(str(exc))
+    if as_json:
+        _emit_json(result)
+        if not result["verdict"]:
+            raise typer.Exit(1)
+        return
+    b, mem = result["beats_baselines"], result["memorised"]
+    mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    console.print(f"{result['train_instances']} training instances, {result['training']['seconds']:.0f} s of training; {result['test_prompts']} test prompts")
+    console.print(f"beats the baseline: {mark(b['verdict'])} ({b['metric']} {_fmt(b['adapter'])} vs {b['baseline']} {_fmt(b['baseline_value'])})")
+    console.print(f"memorised: {mark(mem['verdict'])} (gap {_fmt(mem.get('gap'))} ± {_fmt(mem.get('standard_error'))}, {mem.get('untrained_source')})")
+    console.print(f"report: {result['report']}")
+    if not result["verdict"]:
+        raise typer.Exit(1)
 
 
 def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, batch_fraction: float, out: Optional[Path],

@@ -57,6 +57,7 @@ from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig,
 from rec_eraser.evaluation.baselines import like_counts, like_rate_baseline, popularity_baseline
 from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
 from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
+from rec_eraser.jsonable import finite
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles, prepare
 from rec_eraser.training.encode import collate, encode_instance
@@ -70,7 +71,7 @@ from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.calibration import memorisation_gap, untrained_reference
-from rec_eraser.workflows.fidelity import can_judge, targets
+from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events
 
 logger = logging.getLogger(__name__)
@@ -586,6 +587,42 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     result["seconds"] = time.perf_counter() - t_start
     result["report"] = str(out / "report")
     write_report(result, out / "report")
+    return result
+
+
+CHECK_FILE = "check.json"
+
+
+def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None = None, base_model: Path | None = None,
+                  say: Say | None = None) -> dict[str, Any]:
+    """Train (or reuse) a benchmark's ``v0000`` and judge the adapter alone, before any Retrain.
+
+    The two ``can_judge`` conditions that need no retraining (``beats_baselines``,
+    ``memorised``), measured exactly as the benchmark measures them and in the same run
+    folder, so the benchmark reuses the adapter: sizing a tier costs one training and an
+    evaluation instead of the whole benchmark. Writes ``OUT/report/check.json``.
+    """
+    say = say or (lambda _m: None)
+    recipe_path = Path(recipe_path)
+    experiment, recipe = load_experiment(recipe_path, tier)
+    if base_model is not None:
+        recipe = replace(recipe, base_model=str(base_model))
+    out = Path(out) if out is not None else default_out(recipe_path, tier)
+    run = out / "run"
+    _prepare(run, experiment, recipe, say)
+    ctx = _context(run, experiment, recipe, [], "v0000")
+    say("measuring the original adapter")
+    loaded = load_version(run, "v0000")
+    scores, losses = _test_scores_and_losses(ctx, loaded)
+    main = main_metric(ctx.task)
+    utility = _utility(ctx, Outcome(test_scores=scores, forget_losses=None, unseen_losses=losses, corrected_losses=None, answers=None, seconds=0.0))
+    conditions = adapter_conditions(main, utility[main], _baseline(ctx), _memorisation(ctx, loaded))
+    training = Registry(run).manifest("v0000")["training"]
+    result = {"recipe": str(recipe_path), "tier": tier, "run": str(run), "train_instances": len(ctx.before), "test_prompts": len(ctx.test),
+              "training": training, **conditions, "verdict": all(c["verdict"] for c in conditions.values())}
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    (out / "report" / CHECK_FILE).write_text(json.dumps(finite(result), indent=2, allow_nan=False, default=str) + "\n")
+    result["report"] = str(out / "report" / CHECK_FILE)
     return result
 
 

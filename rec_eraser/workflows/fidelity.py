@@ -58,24 +58,36 @@ def _spread(result: dict[str, Any]) -> dict[str, Any]:
     return next(iter(result["retrain_spread"].values()))
 
 
+def main_metric(task: str) -> str:
+    """The utility figure the baseline condition compares: AUC (tallrec) or hit@1 (llara)."""
+    return "auc" if task == "tallrec" else "hit@1"
+
+
+def adapter_conditions(metric: str, adapter: float | None, baseline: dict[str, Any], memorisation: dict[str, Any]) -> dict[str, Any]:
+    """The two conditions on the original adapter alone (``beats_baselines``, ``memorised``), which
+    ``rec-eraser bench RECIPE --check`` reads before any Retrain is trained."""
+    gap, se = memorisation.get("gap"), memorisation.get("standard_error")
+    return {
+        "beats_baselines": {"metric": metric, "adapter": adapter, "baseline": baseline.get("name"), "baseline_value": baseline.get("value"),
+                            "verdict": _finite(adapter) and _finite(baseline.get("value")) and adapter > baseline["value"]},
+        "memorised": {**memorisation, "verdict": _finite(gap) and _finite(se) and gap > 2 * se},
+    }
+
+
 def can_judge(result: dict[str, Any], baseline: dict[str, Any], memorisation: dict[str, Any]) -> dict[str, Any]:
     """The four conditions with their figures and verdicts; ``verdict`` is true when all hold.
 
     ``baseline``: ``{"name", "value"}`` of the simple baseline on the main metric;
     ``memorisation``: a :class:`~rec_eraser.workflows.calibration.MemorisationGap` as a dict.
     """
-    main = "auc" if result["experiment"]["task"] == "tallrec" else "hit@1"
+    main = main_metric(result["experiment"]["task"])
     figure = target_figure(result["experiment"]["edit"])
-    adapter = result["original"]["metrics"].get(main)
     retrain = result["methods"].get("retrain", {}).get("metrics", {})
     original_value, seed0, seed1 = result["original"]["metrics"].get(figure), retrain.get(figure), _spread(result).get(figure)
     move = abs(seed0 - original_value) if _finite(seed0) and _finite(original_value) else None
     spread = abs(seed1 - seed0) if _finite(seed0) and _finite(seed1) else None
-    gap, se = memorisation.get("gap"), memorisation.get("standard_error")
     conditions = {
-        "beats_baselines": {"metric": main, "adapter": adapter, "baseline": baseline.get("name"), "baseline_value": baseline.get("value"),
-                            "verdict": _finite(adapter) and _finite(baseline.get("value")) and adapter > baseline["value"]},
-        "memorised": {**memorisation, "verdict": _finite(gap) and _finite(se) and gap > 2 * se},
+        **adapter_conditions(main, result["original"]["metrics"].get(main), baseline, memorisation),
         "retrain_moves_target": {"figure": figure, "original": original_value, "retrain_seed0": seed0, "retrain_seed1": seed1,
                                  "move": move, "seed_spread": spread, "verdict": move is not None and spread is not None and move > spread},
         "test_prompts": {"n": result["test_prompts"], "minimum": MIN_TEST_PROMPTS, "verdict": result["test_prompts"] >= MIN_TEST_PROMPTS},

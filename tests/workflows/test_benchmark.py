@@ -277,3 +277,21 @@ def test_the_experiments_run_on_lastfm_and_steam_files(tmp_path, tiny_model_dir,
     manifest = load_manifest(out / "run")
     assert manifest["dataset"]["name"] == kind and manifest["transform"]["kind"] == ("corrupt_targets" if edit == "rc" else "inject")
     assert 0 <= data["methods"]["rec_eraser"]["metrics"]["hit@1"] <= 1
+
+
+def test_check_measures_the_adapter_as_the_benchmark_does_and_reuses_its_run(ir_bench):
+    data, out = ir_bench
+    manifest = out / "run" / "v0000" / "manifest.json"
+    stamp = manifest.read_bytes()
+    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--check", "--json"])
+    judged = json.loads(result.stdout)
+    assert result.exit_code == (0 if judged["verdict"] else 1), result.output
+    for name in ("beats_baselines", "memorised"):  # the same figures the whole benchmark printed
+        expected = data["can_judge"][name]
+        assert judged[name].keys() == expected.keys()
+        for key, value in expected.items():
+            assert judged[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)
+    assert judged["test_prompts"] == data["test_prompts"] and json.loads((out / "report" / "check.json").read_text())["verdict"] == judged["verdict"]
+    assert manifest.read_bytes() == stamp  # v0000 reused, not retrained
+    result = CliRunner().invoke(app, ["bench", data["recipe"], "--check", "--sequential", "2"])
+    assert result.exit_code == 2 and "contradict" in result.output
