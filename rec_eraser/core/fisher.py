@@ -17,7 +17,9 @@ Per-instance gradients come from batched backward passes where every trainable p
 sits in an ``nn.Linear`` (LoRA, a linear projector): the layers' hooks keep each instance's
 inputs and output gradients, and DW_n = Σ_t g_{n,t} a_{n,t}ᵀ splits the pass per instance.
 Other models get one backward pass per instance. (``torch.func.vmap`` over a peft-wrapped
-transformers model would need a functional copy of the model; the hooks need none.)
+transformers model would need a functional copy of the model; the hooks need none.) On 2 CPU
+cores batching gave no speed (a batch of one is already a matrix product over the prompt's
+tokens), so the engine asks for one instance per pass; ``batch_size`` is there for accelerators.
 """
 
 from __future__ import annotations
