@@ -175,29 +175,53 @@ class InfluenceEngine:
         return CurvatureOperator(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.curvature_kind, self.config.batch_size)
 
     # -- the whole computation ---------------------------------------------------------------
+    def fisher_samples(self, edits: Sequence[Edit]) -> list[Any]:
+        """The ``fisher`` method's rows: the curvature sub-sample plus the corrected forms.
+
+        The corrected forms join because b holds −g(z'), and a direction outside the span of
+        the sample's gradients would be multiplied by 1/λ.
+        """
+        return self.curvature_samples(edits) + new_samples(list(edits))
+
+    def empirical_fisher(self, edits: Sequence[Edit]) -> EmpiricalFisher:
+        """The ``fisher`` method's curvature for ``edits``, built once so that a caller can read its
+        per-instance losses (``losses``, ``samples``) before :meth:`compute` (pass it back as
+        ``fisher=``); its ``seconds`` are counted in that update's."""
+        edits = list(edits)
+        validate_edits(edits)
+        # one instance per pass: batching them through the layers' hooks gave the same rows but no
+        # speed on 2 CPU cores (SmolLM2 r16 q,k,v,o, 16 instances: 0.69 s each at 1 per pass, 0.70
+        # at 4, 0.68 at 8) and holds float64 copies of every LoRA input; kept for accelerators
+        with deterministic_mode(self.model):
+            return EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, self.fisher_samples(edits),
+                                                self.collate_fn, self.on_gradient)
+
     def compute(self, edits: Sequence[Edit], objective: Objective | None = None,
-                calibration: CalibrationConfig | None = None, damping_factor: float = 1.0) -> Update:
+                calibration: CalibrationConfig | None = None, damping_factor: float = 1.0,
+                fisher: EmpiricalFisher | None = None) -> Update:
         """Δθ for ``edits``; raises :class:`SolverError` on divergence (nothing is applied).
 
         With ``objective`` (``fisher`` only), the damping is the starting one (the rule's, or
         the given one) times the factor that brings ``objective(model)`` nearest to 1, the
         model holding the trial update (see :mod:`rec_eraser.core.calibration`); the model is
         left as it was. ``damping_factor`` (``fisher`` only) scales the starting damping
-        without a search.
+        without a search. ``fisher``: the result of :meth:`empirical_fisher` for the same
+        edits at the current parameters (built here when not given).
         """
         edits = list(edits)
-        if (objective is not None or damping_factor != 1.0) and self.config.method != "fisher":
-            raise ValueError(f"calibrating or scaling the damping is implemented for method='fisher' only, not {self.config.method!r}")
+        if (objective is not None or damping_factor != 1.0 or fisher is not None) and self.config.method != "fisher":
+            raise ValueError(f"calibrating, scaling the damping or a given Fisher is for method='fisher' only, not {self.config.method!r}")
         if not damping_factor > 0:
             raise ValueError(f"damping_factor must be > 0, got {damping_factor}")
         validate_edits(edits)
         cfg = self.config
+        if cfg.method == "fisher":
+            with deterministic_mode(self.model):
+                return self._compute_fisher(edits, objective, calibration, damping_factor, fisher)
         t0 = time.perf_counter()
         with deterministic_mode(self.model):
             b = self.rhs(edits)
             rhs_passes = -(-len(old_samples(edits)) // cfg.batch_size) + -(-len(new_samples(edits)) // cfg.batch_size)
-            if cfg.method == "fisher":
-                return self._compute_fisher(edits, b, rhs_passes, t0, objective, calibration, damping_factor)
             curvature = self.curvature_operator(self.curvature_samples(edits))
             if self.damping is None:
                 choice = auto_damping(curvature, scale=cfg.damping_scale, seed=cfg.seed)
@@ -232,18 +256,19 @@ class InfluenceEngine:
             logger.warning("%s stopped at relative residual %.3g above tol %.3g", cfg.method, residual, cfg.tol)
         return Update(delta=self.space.to_dict(solution.x), report=report)
 
-    def _compute_fisher(self, edits: list[Edit], b: torch.Tensor, rhs_passes: int, t0: float,
-                        objective: Objective | None = None, calibration: CalibrationConfig | None = None,
-                        damping_factor: float = 1.0) -> Update:
+    def _compute_fisher(self, edits: list[Edit], objective: Objective | None, calibration: CalibrationConfig | None,
+                        damping_factor: float, fisher: EmpiricalFisher | None) -> Update:
         """The ``fisher`` method: (F + λI)⁻¹ b with F the empirical Fisher of the curvature sub-sample."""
         cfg = self.config
-        # the corrected forms join the sample: b holds −g(z'), and a direction outside the span
-        # of the sample's gradients would be multiplied by 1/λ
-        samples = self.curvature_samples(edits) + new_samples(edits)
-        # one instance per pass: batching them through the layers' hooks gave the same rows but no
-        # speed on 2 CPU cores (SmolLM2 r16 q,k,v,o, 16 instances: 0.69 s each at 1 per pass, 0.70
-        # at 4, 0.68 at 8) and holds float64 copies of every LoRA input; kept for accelerators
-        fisher = EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.on_gradient)
+        t0 = time.perf_counter()
+        if fisher is None:
+            fisher = self.empirical_fisher(edits)
+            built = 0.0  # inside this call's own clock
+        else:
+            if fisher.samples is None or [id(z) for z in fisher.samples] != [id(z) for z in self.fisher_samples(edits)]:
+                raise ValueError("the given empirical Fisher was not built by empirical_fisher() for these edits")
+            built = fisher.seconds
+        b, rhs_passes = self._fisher_rhs(edits, fisher)
         by_group: dict[str, float] | None = None
         if self.damping is None:
             trace = fisher.trace()
@@ -281,12 +306,27 @@ class InfluenceEngine:
             method="fisher", curvature="empirical_fisher", damping_rule=rule, damping_by_group=by_group,
             damping=by_group.get("other", max(by_group.values())) if by_group else float(damping), iterations=1, hvps=0, hvp_samples=0,
             gradient_passes=rhs_passes + fisher.passes, relative_residual=residual, converged=residual <= cfg.tol,
-            seconds=time.perf_counter() - t0, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
+            seconds=time.perf_counter() - t0 + built, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
             calibration=None if calibrated is None else {**calibrated.to_dict(), "config": (calibration or CalibrationConfig()).to_dict()},
             predicted_change=float(len(self.train_samples) * torch.dot(b.to(torch.float64), x.to(torch.float64))),
             rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
         )
         return Update(delta=self.space.to_dict(x), report=report)
+
+    def _fisher_rhs(self, edits: list[Edit], fisher: EmpiricalFisher) -> tuple[torch.Tensor, int]:
+        """b and the backward passes it cost: read off the Fisher's rows when they hold every edited
+        instance (they are g(z_j) and g(z'_j) at the same parameters, so no pass is repeated),
+        else computed by :meth:`rhs`."""
+        row_of = {id(z): i for i, z in enumerate(fisher.samples or [])}
+        old, new = old_samples(edits), new_samples(edits)
+        if all(id(z) in row_of for z in old + new):
+            total = fisher.gradients[[row_of[id(z)] for z in old]].sum(0)
+            if new:
+                total = total - fisher.gradients[[row_of[id(z)] for z in new]].sum(0)
+            like = self.space.zeros()
+            return (total / len(self.train_samples)).to(dtype=like.dtype, device=like.device), 0
+        bs = self.config.batch_size
+        return self.rhs(edits), -(-len(old) // bs) + -(-len(new) // bs)
 
     def _calibrate(self, fisher: EmpiricalFisher, b: torch.Tensor, damping: float | torch.Tensor, objective: Objective,
                    config: CalibrationConfig):

@@ -25,6 +25,7 @@ tokens), so the engine asks for one instance per pass; ``batch_size`` is there f
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -52,13 +53,23 @@ class _IncompleteCapture(RuntimeError):
 class EmpiricalFisher:
     """F = (1/m) Σ g_i g_iᵀ over m instances, held as its gradient matrix G (float64)."""
 
-    def __init__(self, gradients: torch.Tensor, passes: int | None = None) -> None:
-        """``passes``: the backward passes that produced ``gradients`` (one per row unless batched)."""
+    def __init__(self, gradients: torch.Tensor, passes: int | None = None, losses: torch.Tensor | None = None,
+                 samples: Sequence[Any] | None = None, seconds: float = 0.0) -> None:
+        """``passes``: the backward passes that produced ``gradients`` (one per row unless batched);
+        ``losses``: each row's loss at the same parameters, when the passes gave it (``[m]``);
+        ``samples``: the rows' instances; ``seconds``: what building the rows took."""
         if gradients.dim() != 2 or gradients.shape[0] == 0:
             raise ValueError(f"expected a non-empty [m, p] gradient matrix, got shape {tuple(gradients.shape)}")
+        if losses is not None and losses.shape != (gradients.shape[0],):
+            raise ValueError(f"expected one loss per gradient row ({gradients.shape[0]}), got shape {tuple(losses.shape)}")
+        if samples is not None and len(samples) != gradients.shape[0]:
+            raise ValueError(f"expected one sample per gradient row ({gradients.shape[0]}), got {len(samples)}")
         self.gradients = gradients.to(torch.float64)
         self.gram = self.gradients @ self.gradients.T  # G Gᵀ, [m, m]
         self.passes = gradients.shape[0] if passes is None else passes
+        self.losses = None if losses is None else losses.to(torch.float64)
+        self.samples = None if samples is None else list(samples)
+        self.seconds = seconds
 
     @classmethod
     def from_samples(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, samples: Sequence[Any],
@@ -69,8 +80,11 @@ class EmpiricalFisher:
         With ``batch_size`` > 1 and every trainable parameter in an ``nn.Linear`` (LoRA, a linear
         projector), one backward pass serves ``batch_size`` instances: the layers' hooks split
         its gradient per instance (:mod:`rec_eraser.core.linear_capture`). Same values, fewer
-        passes; other models get one pass per instance.
+        passes; other models get one pass per instance. One pass per instance also keeps each
+        instance's loss (``losses``), which a caller can use instead of a second forward pass;
+        a batched pass yields only the batch's mean, so ``losses`` is then ``None``.
         """
+        t0 = time.perf_counter()
         layers = None
         if batch_size > 1:
             try:
@@ -80,22 +94,26 @@ class EmpiricalFisher:
         wasted = 0
         if layers is not None:
             try:
-                return cls._batched(model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size)
+                gradients, passes = cls._batched(model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size)
+                return cls(gradients, passes, samples=samples, seconds=time.perf_counter() - t0)
             except _IncompleteCapture as exc:
                 logger.info("empirical Fisher: one instance per pass (%s)", exc)
                 wasted = exc.passes
-        rows = []
+        rows, losses = [], []
         for i, sample in enumerate(samples):
             loss = loss_fn(model, collate_fn([sample]))
             grads = torch.autograd.grad(loss, space.params, allow_unused=True)
             rows.append(space.flatten(list(grads)).to(torch.float64).cpu())
+            losses.append(float(loss.detach()))
             if on_gradient:
                 on_gradient(i + 1)
-        return cls(torch.stack(rows), len(rows) + wasted)
+        return cls(torch.stack(rows), len(rows) + wasted, losses=torch.tensor(losses, dtype=torch.float64), samples=samples,
+                   seconds=time.perf_counter() - t0)
 
     @classmethod
     def _batched(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, layers: list, samples: Sequence[Any],
-                 collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None, batch_size: int) -> EmpiricalFisher:
+                 collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None,
+                 batch_size: int) -> tuple[torch.Tensor, int]:
         rows: list[torch.Tensor] = []
         sums: list[torch.Tensor] = []
 
@@ -121,7 +139,7 @@ class EmpiricalFisher:
 
         passes = capture_passes(model, loss_fn, space, layers, samples, collate_fn, batch_size, torch.Generator(), take,
                                 empirical=True, on_sum=lambda grads: sums.append(space.flatten(list(grads)).to(torch.float64).cpu()))
-        return cls(torch.cat(rows), passes)
+        return torch.cat(rows), passes
 
     @property
     def size(self) -> int:

@@ -152,8 +152,8 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
                 ever_trained = registry.training_set("v0000", train_split)
                 untrained, source = untrained_reference(ever_trained, train_split, load_instances(run_dir, "valid"),
                                                         calibrate.reference_size, calibrate.seed)
-                edited_ids = set(plan.changed) | set(registry.edited(parent))
-                reference = (trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed), untrained, source)
+                # the trained side: unedited instances of the Fisher's sample (their losses come with its passes)
+                reference = (set(plan.changed) | set(registry.edited(parent)), untrained, source)
             solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, reference)
             result.solver, result.metrics = solution.report.to_dict(), metrics
         edited = registry.edited(parent)
@@ -201,15 +201,37 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
     return problems
 
 
+def _trained_reference(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
+                       losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray]:
+    """Up to ``reference_size`` unedited training instances and their current losses.
+
+    They are the Fisher sample's own rows, whose losses its per-instance passes measured at
+    these parameters (no second forward); a Fisher without per-row losses (batched passes)
+    gets a fresh seeded sample and one forward each.
+    """
+    if fisher.losses is None:
+        trained = trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed)
+        return trained, losses(trained)
+    instance_of = {id(encoded[z.id]): z for z in training_set}
+    rows = [(instance_of[id(s)], float(fisher.losses[i])) for i, s in enumerate(fisher.samples)
+            if id(s) in instance_of and instance_of[id(s)].id not in edited_ids]
+    if len(rows) > calibrate.reference_size:
+        pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
+        rows = [rows[i] for i in np.sort(pick)]
+    return [z for z, _ in rows], np.array([loss for _, loss in rows], dtype=float)
+
+
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
            on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
            reference: tuple[list, list, str] | None = None) -> tuple[Any, dict[str, Any]]:
     """Compute and apply the update in place; return it with losses before and after.
 
-    With ``reference`` (trained instances, never-trained instances, where the latter came
-    from), the damping is calibrated on the memorisation gap they measure; the metrics then
-    hold the gap, the targets, the retained instances' loss change and the trust check
-    (the first-order prediction of the edited losses' change against the measured one).
+    With ``reference`` (ids of instances ever edited, never-trained instances, where the
+    latter came from), the damping is calibrated on the memorisation gap between those and
+    the unedited instances of the Fisher's sample, whose losses its gradient passes measured
+    already; the metrics then hold the gap, the targets, the retained instances' loss change
+    and the trust check (the first-order prediction of the edited losses' change against
+    the measured one).
     """
     tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
     encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
@@ -228,11 +250,12 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
     before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
     engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
     engine.on_gradient = on_gradient
-    objective, calibration, retained_before = None, {}, None
+    objective, calibration, retained_before, fisher, trained = None, {}, None, None, []
     if reference is not None and calibrate is not None:
+        fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
         t_reference = time.perf_counter()
-        trained, untrained, source = reference
-        retained_before = losses(trained)
+        edited_ids, untrained, source = reference
+        trained, retained_before = _trained_reference(fisher, encoded, training_set, edited_ids, calibrate, losses)
         if len(trained) >= 2 and len(untrained) >= 2:
             gap = memorisation_gap(retained_before, losses(untrained), source)
             calibration["memorisation_gap"] = gap.to_dict()
@@ -251,9 +274,10 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
             calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
         calibration["reference_seconds"] = time.perf_counter() - t_reference  # part of the request's cost
     if objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
-        update = engine.compute(edits, damping_factor=calibrate.search.max_factor)
+        update = engine.compute(edits, damping_factor=calibrate.search.max_factor, fisher=fisher)
     else:
-        update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None)
+        update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None,
+                                fisher=fisher)
     update.apply(loaded.model)
     removed_after, corrected_after, corrected_old_after = losses(removed), losses(corrected), losses(corrected_old)
     after = {"forgotten_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
@@ -265,7 +289,7 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
         calibration["trust"] = {"predicted_change": predicted, "measured_change": measured,
                                 "ratio": measured / predicted if predicted else None}
         if retained_before is not None and len(retained_before):
-            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(reference[0]).mean())}
+            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(trained).mean())}
         calibration["settings"] = calibrate.to_dict()
         metrics["calibration"] = calibration
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the

@@ -64,6 +64,8 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     report = update.report
     assert report.method == "fisher" and report.curvature == "empirical_fisher"
     assert report.hvps == 0 and report.curvature_samples == sample_size + 1 and report.relative_residual < 1e-10
+    # b is read off the sample's rows (g of the edited instances and of the new form): no pass repeated
+    assert report.gradient_passes == sample_size + 1
 
 
 def problem_copy_with_label(problem, row: int, label: float):
@@ -156,3 +158,42 @@ def test_a_loss_with_a_term_outside_the_layers_falls_back_to_one_pass_per_instan
     fisher = EmpiricalFisher.from_samples(model, logistic_loss, space, [logistic.samples[i] for i in rows], collate, batch_size=4)
     assert fisher.passes == 1 + len(rows)  # the batched pass that found the gap, then one per instance
     np.testing.assert_allclose(fisher.gradients.numpy(), closed_form_gradients(logistic, rows), rtol=1e-10)
+
+
+def closed_form_losses(problem, rows: list[int]) -> np.ndarray:
+    """Per-instance BCE + (MU/2)‖w‖²."""
+    x, y, w = problem.x[rows], problem.y[rows], problem.w
+    s = 1.0 / (1.0 + np.exp(-(x @ w)))
+    return -(y * np.log(s) + (1 - y) * np.log(1 - s)) + 0.5 * MU * float(w @ w)
+
+
+def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
+    model = logistic.model()
+    engine = InfluenceEngine(model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=30, seed=1))
+    edits = [Removal(logistic.samples[i]) for i in (5, 9)]
+    fisher = engine.empirical_fisher(edits)
+    index = {id(s): i for i, s in enumerate(logistic.samples)}
+    rows = [index[id(s)] for s in fisher.samples]
+    assert rows[:2] == [5, 9] and len(rows) == 30
+    # the losses of the rows' own passes: what a caller reads instead of a second forward
+    np.testing.assert_allclose(fisher.losses.numpy(), closed_form_losses(logistic, rows), rtol=1e-10)
+    np.testing.assert_allclose(fisher.gradients.numpy(), closed_form_gradients(logistic, rows), rtol=1e-10)
+    given, fresh = engine.compute(edits, fisher=fisher), engine.compute(edits)
+    np.testing.assert_allclose(given.delta["weight"].numpy(), fresh.delta["weight"].numpy(), rtol=1e-12)
+    assert given.report.seconds >= fisher.seconds > 0 and given.report.gradient_passes == fresh.report.gradient_passes == 30
+    with pytest.raises(ValueError, match="not built by empirical_fisher"):
+        engine.compute([Removal(logistic.samples[6])], fisher=fisher)
+
+
+def test_b_falls_back_to_its_own_passes_when_the_rows_miss_an_edited_instance(logistic):
+    # a sample size of n takes the training set as given: an edit of an equal copy is not among its rows
+    n = len(logistic.samples)
+    engine = InfluenceEngine(logistic.model(), logistic_loss, logistic.samples, collate, damping=1e-3,
+                             solver=SolverConfig(method="fisher", sample_size=n, batch_size=4))
+    copy = (logistic.samples[3][0].clone(), logistic.samples[3][1].clone())
+    update = engine.compute([Removal(copy)])
+    assert update.report.gradient_passes == n + 1  # the rows, then one batch for b
+    b = closed_form_gradients(logistic, [3])[0] / n
+    g = closed_form_gradients(logistic, list(range(n)))
+    expected = np.linalg.solve(g.T @ g / n + 1e-3 * np.eye(g.shape[1]), b)
+    np.testing.assert_allclose(update.delta["weight"].reshape(-1).numpy(), expected, rtol=1e-7, atol=1e-12)

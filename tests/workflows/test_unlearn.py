@@ -188,6 +188,12 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     assert cal["targets"]["removed_loss"] == pytest.approx(before + gap["gap"])
     assert set(cal["trust"]) == {"predicted_change", "measured_change", "ratio"} and cal["trust"]["predicted_change"] > 0
     assert cal["retained_loss"]["before"] > 0 and cal["settings"]["reference_size"] == 64
+    # the trained side is the Fisher sample's unedited rows (here the whole training set but the
+    # user), their losses those of its own gradient passes: equal to a separate forward of each
+    retained = [z for z in Registry(calibrated_run).training_set("v0000") if z.user != user]
+    assert gap["trained_instances"] == len(retained) == 32 - len(forgotten)
+    separately = float(np.mean(instance_losses(load_version(calibrated_run, "v0000"), retained)))
+    assert gap["trained_loss"] == pytest.approx(separately, rel=1e-4) and cal["retained_loss"]["before"] == gap["trained_loss"]
 
 
 def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
