@@ -323,8 +323,7 @@ class InfluenceEngine:
             total = fisher.gradients[[row_of[id(z)] for z in old]].sum(0)
             if new:
                 total = total - fisher.gradients[[row_of[id(z)] for z in new]].sum(0)
-            like = self.space.zeros()
-            return (total / len(self.train_samples)).to(dtype=like.dtype, device=like.device), 0
+            return (total / len(self.train_samples)).to(dtype=self.space.dtype, device=self.space.device), 0
         bs = self.config.batch_size
         return self.rhs(edits), -(-len(old) // bs) + -(-len(new) // bs)
 

@@ -47,6 +47,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +68,11 @@ from rec_eraser.training.scoring import candidate_scores, generate_answers, inst
 from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
+from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
-from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.calibration import memorisation_gap, untrained_reference
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
+from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events
 
 logger = logging.getLogger(__name__)
@@ -177,8 +178,15 @@ class BenchContext:
     events: list[Event]
 
 
-def default_out(recipe_path: Path, tier: str) -> Path:
-    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}"))
+def default_out(recipe_path: Path, tier: str, study: str = "") -> Path:
+    """``adapters/bench/RECIPE[-TIER][-STUDY]``: one folder per recipe, tier and kind of study."""
+    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}") + (f"-{study}" if study else ""))
+
+
+def load_bench_recipe(recipe_path: Path, tier: str, base_model: Path | None) -> tuple[Experiment, Recipe]:
+    """The experiment and training recipe of ``recipe_path`` at ``tier``, on ``base_model`` when given."""
+    experiment, recipe = load_experiment(recipe_path, tier)
+    return experiment, recipe if base_model is None else replace(recipe, base_model=str(base_model))
 
 
 #: the experiment settings that shape the run's data and events; a run folder serves one set of them
@@ -358,7 +366,8 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
 
 
 def _update_seconds(record: dict[str, Any]) -> float:
-    """The request's own work: the solve (its calibration trials included) plus measuring the memorisation gap."""
+    """The request's own work: the solve (its calibration trials included) plus measuring the
+    memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
     cal = (record.get("metrics") or {}).get("calibration") or {}
     return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0))
 
@@ -371,6 +380,9 @@ def _calibration_note(record: dict[str, Any]) -> str:
     gap = cal.get("memorisation_gap") or {}
     search = (record.get("solver") or {}).get("calibration")
     text = f"calibration: memorisation gap {gap.get('gap', float('nan')):.3g} ± {gap.get('standard_error', float('nan')):.2g}"
+    if gap.get("measured_on") and not cal.get("reference_seconds") and gap.get("seconds") is not None:
+        text += (f" (measured on {gap['measured_on']} once, {gap['seconds']:.3g} s of {gap['trained_instances']} + "
+                 f"{gap['untrained_instances']} forwards, reused by every request on the lineage: not in this row's seconds)")
     if search:
         text += f", damping x {search['factor']:.3g} of the rule, progress {search['progress']:.3g} in {len(search['trials'])} trials"
     if cal.get("note"):
@@ -397,9 +409,6 @@ def _run_baseline(ctx: BenchContext, method: str) -> Outcome:
 
 
 # -- can the run judge? -------------------------------------------------------------------------
-REFERENCE_SIZE = 128  # trained and never-trained instances behind the memorisation gap the report prints
-
-
 def _baseline(ctx: BenchContext) -> dict[str, Any]:
     """The task's simple baseline on the test prompts, on the main metric (as ``rec-eraser evaluate`` computes it)."""
     train = load_instances(ctx.run, "train")
@@ -412,15 +421,22 @@ def _baseline(ctx: BenchContext) -> dict[str, Any]:
     return {"name": "popularity", "value": popularity_baseline(popularity, [list(z.candidates) for z in ctx.test], targets_)["hit@1"]}
 
 
-def _memorisation(ctx: BenchContext, loaded: LoadedModel) -> dict[str, Any]:
-    """The original adapter's memorisation gap: never-trained minus trained instances' mean loss."""
-    seed = ctx.experiment.seed
-    rng = np.random.default_rng([seed, 2])
-    trained = [ctx.before[i] for i in np.sort(rng.choice(len(ctx.before), min(REFERENCE_SIZE, len(ctx.before)), replace=False))]
-    untrained, source = untrained_reference(ctx.before, load_instances(ctx.run, "train"), load_instances(ctx.run, "valid"), REFERENCE_SIZE, seed)
-    if len(trained) < 2 or len(untrained) < 2:
-        return {"gap": None, "standard_error": None, "untrained_source": source}
-    return memorisation_gap(instance_losses(loaded, trained), instance_losses(loaded, untrained), source).to_dict()
+def original_memorisation(run: Path, say: Say) -> MemorisationGap | None:
+    """``v0000``'s memorisation gap, measured as the default update's calibration measures it
+    (same sample and settings), so the benchmark's ``can_judge`` and the update read one figure
+    and the request reuses it (it is a property of the adapter, measured once per lineage)."""
+    registry = Registry(run)
+    train_split = load_instances(run, "train")
+    ever_trained = registry.training_set("v0000", train_split)
+    say("measuring v0000's memorisation gap")
+    return measure_memorisation(partial(instance_losses, load_version(run, "v0000")), "v0000", ever_trained, set(), ever_trained,
+                                train_split, load_instances(run, "valid"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+
+
+def _memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:
+    if gap is None:
+        return {"gap": None, "standard_error": None, "untrained_source": "too few reference instances"}
+    return gap.to_dict()
 
 
 # -- metrics ----------------------------------------------------------------------------------
@@ -487,9 +503,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     """
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
-    experiment, recipe = load_experiment(recipe_path, tier)
-    if base_model is not None:
-        recipe = replace(recipe, base_model=str(base_model))
+    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
     chosen = [m.strip() for m in (methods or METHODS) if m.strip()]
     unknown = [m for m in chosen if m not in METHODS + OPTIONAL_METHODS]
     if unknown:
@@ -507,6 +521,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     if not events:
         raise ValueError("the experiment yields no events (raise fraction or max_users)")
     version = _unlearned_version(registry, events)
+    memorisation = original_memorisation(run, say)
     if version is None:
         problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
         if problems:
@@ -515,7 +530,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
         say(f"rec_eraser: applying {len(events)} events")
         memory = PeakMemory()
         with memory.watch():
-            applied = apply_events(run, [(None, e) for e in events], solver=_default_solver(experiment), say=say)
+            applied = apply_events(run, [(None, e) for e in events], solver=_default_solver(experiment), say=say, memorisation=memorisation)
         version = applied.version
         (out / COST_FILE).write_text(json.dumps({"version": version, "peak_mb": memory.peak_mb}))
     ctx = _context(run, experiment, recipe, events, version)
@@ -525,7 +540,6 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     say("measuring the original adapter")
     original_model = load_version(run, "v0000")
     original = _observe(ctx, original_model, float(registry.manifest("v0000")["training"]["seconds"]))
-    memorisation = _memorisation(ctx, original_model)
     del original_model
     retrains = {seed: _run_retrain(ctx, seed, say) for seed in experiment.retrain_seeds}
     reference = retrains[experiment.retrain_seeds[0]]
@@ -580,7 +594,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
         for seed in seeds[1:]
     }
     if "retrain" in result["methods"] and "metrics" in result["methods"]["retrain"]:
-        result["can_judge"] = can_judge(result, _baseline(ctx), memorisation)
+        result["can_judge"] = can_judge(result, _baseline(ctx), _memorisation_dict(memorisation))
         for row in result["methods"].values():
             if "metrics" in row:
                 row["targets"] = targets(result, row)
@@ -604,9 +618,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     """
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
-    experiment, recipe = load_experiment(recipe_path, tier)
-    if base_model is not None:
-        recipe = replace(recipe, base_model=str(base_model))
+    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
     out = Path(out) if out is not None else default_out(recipe_path, tier)
     run = out / "run"
     _prepare(run, experiment, recipe, say)
@@ -616,7 +628,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     scores, losses = _test_scores_and_losses(ctx, loaded)
     main = main_metric(ctx.task)
     utility = _utility(ctx, Outcome(test_scores=scores, forget_losses=None, unseen_losses=losses, corrected_losses=None, answers=None, seconds=0.0))
-    conditions = adapter_conditions(main, utility[main], _baseline(ctx), _memorisation(ctx, loaded))
+    conditions = adapter_conditions(main, utility[main], _baseline(ctx), _memorisation_dict(original_memorisation(run, say)))
     training = Registry(run).manifest("v0000")["training"]
     result = {"recipe": str(recipe_path), "tier": tier, "run": str(run), "train_instances": len(ctx.before), "test_prompts": len(ctx.test),
               "training": training, **conditions, "verdict": all(c["verdict"] for c in conditions.values())}

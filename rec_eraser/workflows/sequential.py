@@ -21,7 +21,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,17 @@ import numpy as np
 
 from rec_eraser.jsonable import finite
 from rec_eraser.training.train import load_version
-from rec_eraser.workflows.benchmark import _cached_adapter, _context, _observe, _prepare, _update_seconds, default_out, metrics_of
+from rec_eraser.workflows.benchmark import (
+    _cached_adapter,
+    _context,
+    _observe,
+    _prepare,
+    _update_seconds,
+    default_out,
+    load_bench_recipe,
+    metrics_of,
+)
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.experiments import load_experiment
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.unlearn import apply_events
 
@@ -65,17 +72,12 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
     """Run the sequential study of an IR benchmark recipe; returns the JSON-ready result and writes ``OUT/report/sequential.json``."""
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
-    experiment, recipe = load_experiment(recipe_path, tier)
+    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
     if experiment.edit != "ir":
         raise ValueError(f"the sequential study deletes users: it needs an ir recipe, and {recipe_path} is {experiment.edit}")
-    if base_model is not None:
-        recipe = replace(recipe, base_model=str(base_model))
     if batches < 1 or not checkpoints or any(not 1 <= c <= batches for c in checkpoints):
         raise ValueError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
-    if out is None:
-        single = default_out(recipe_path, tier)
-        out = single.with_name(single.name + "-sequential")
-    out = Path(out)
+    out = Path(out) if out is not None else default_out(recipe_path, tier, "sequential")
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,12 @@ from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import load_version, save_version
-from rec_eraser.workflows.calibration import EditedLossObjective, memorisation_gap, trained_reference, untrained_reference
+from rec_eraser.workflows.calibration import (
+    EditedLossObjective,
+    MemorisationGap,
+    measure_memorisation,
+    recorded_memorisation,
+)
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 from rec_eraser.workflows.registry import EDITED, Registry, now
@@ -45,13 +51,13 @@ DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
 class Calibrate:
     """How an update's damping is calibrated (``rec_eraser.workflows.calibration``).
 
-    ``reference_size`` trained and as many never-trained instances measure the memorisation
-    gap; at most ``max_edited`` removed instances and as many corrected forms are measured at
+    Up to ``reference_size`` trained and as many never-trained instances measure the
+    memorisation gap, once per lineage (``rec_eraser.workflows.calibration``); at most ``max_edited`` removed instances and as many corrected forms are measured at
     each trial of the search.
     """
 
     search: CalibrationConfig = field(default_factory=CalibrationConfig)
-    reference_size: int = 64
+    reference_size: int = 128
     max_edited: int = 64
     seed: int = 0
 
@@ -94,13 +100,15 @@ def _mean(values: np.ndarray) -> float | None:
 
 def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
                  damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None,
-                 calibrate: Calibrate | None = DEFAULT_CALIBRATION) -> ApplyResult:
+                 calibrate: Calibrate | None = DEFAULT_CALIBRATION, memorisation: MemorisationGap | None = None) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request so
     that the edited instances' losses move by the adapter's memorisation gap (see
     ``rec_eraser.workflows.calibration``); ``None`` keeps the starting damping (the rule's, or
-    ``damping``). Other solvers ignore it.
+    ``damping``). Other solvers ignore it. The gap is ``memorisation`` when the caller
+    measured it on the current version or an ancestor (with ``calibrate``'s settings), else
+    the one recorded nearest on the lineage, else measured now (and then recorded).
 
     Returns the result; a new version exists iff ``result.version`` is not None. Bad events
     are in ``result.problems`` and were not applied.
@@ -145,16 +153,20 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         solution = None
         if plan.changed:
             say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
-            reference = None
+            gauge = None
             solver = solver or DEFAULT_SOLVER
             if calibrate is not None and solver.method == "fisher":
-                say("measuring the memorisation gap")
-                ever_trained = registry.training_set("v0000", train_split)
-                untrained, source = untrained_reference(ever_trained, train_split, load_instances(run_dir, "valid"),
-                                                        calibrate.reference_size, calibrate.seed)
-                # the trained side: unedited instances of the Fisher's sample (their losses come with its passes)
-                reference = (set(plan.changed) | set(registry.edited(parent)), untrained, source)
-            solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, reference)
+                edited_ids = set(plan.changed) | set(registry.edited(parent))
+                gap = memorisation or recorded_memorisation(registry.lineage(parent), calibrate.reference_size, calibrate.seed)
+                measured_now = 0.0
+                if gap is None:
+                    say(f"measuring {parent}'s memorisation gap (once per lineage)")
+                    gap = measure_memorisation(partial(instance_losses, loaded), parent, training_set, set(registry.edited(parent)),
+                                               registry.training_set("v0000", train_split), train_split,
+                                               load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed)
+                    measured_now = gap.seconds if gap is not None else 0.0
+                gauge = _Gauge(gap, measured_now, edited_ids)
+            solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
             result.solver, result.metrics = solution.report.to_dict(), metrics
         edited = registry.edited(parent)
         edited.update({i: plan.after[i] for i in plan.changed})
@@ -201,37 +213,43 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
     return problems
 
 
-def _trained_reference(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
-                       losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray]:
-    """Up to ``reference_size`` unedited training instances and their current losses.
+@dataclass(frozen=True)
+class _Gauge:
+    """What a calibrated request knows before its solve: the gap (None: too few reference
+    instances), the seconds this request spent measuring it, the ids its lineage edited."""
 
-    They are the Fisher sample's own rows, whose losses its per-instance passes measured at
-    these parameters (no second forward); a Fisher without per-row losses (batched passes)
-    gets a fresh seeded sample and one forward each.
-    """
-    if fisher.losses is None:
-        trained = trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed)
-        return trained, losses(trained)
+    gap: MemorisationGap | None
+    seconds: float
+    edited_ids: set[str]
+
+
+def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
+                   losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray]:
+    """Unedited training instances of the Fisher's sample (up to ``reference_size``) and their current
+    losses: those of its per-instance passes (no second forward), or one forward each when its
+    rows came from batched passes. The retained-loss check before and after the update."""
     instance_of = {id(encoded[z.id]): z for z in training_set}
-    rows = [(instance_of[id(s)], float(fisher.losses[i])) for i, s in enumerate(fisher.samples)
+    rows = [(i, instance_of[id(s)]) for i, s in enumerate(fisher.samples)
             if id(s) in instance_of and instance_of[id(s)].id not in edited_ids]
     if len(rows) > calibrate.reference_size:
         pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
         rows = [rows[i] for i in np.sort(pick)]
-    return [z for z, _ in rows], np.array([loss for _, loss in rows], dtype=float)
+    retained = [z for _, z in rows]
+    if fisher.losses is None:
+        return retained, losses(retained)
+    return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float)
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
            on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
-           reference: tuple[list, list, str] | None = None) -> tuple[Any, dict[str, Any]]:
+           gauge: _Gauge | None = None) -> tuple[Any, dict[str, Any]]:
     """Compute and apply the update in place; return it with losses before and after.
 
-    With ``reference`` (ids of instances ever edited, never-trained instances, where the
-    latter came from), the damping is calibrated on the memorisation gap between those and
-    the unedited instances of the Fisher's sample, whose losses its gradient passes measured
-    already; the metrics then hold the gap, the targets, the retained instances' loss change
-    and the trust check (the first-order prediction of the edited losses' change against
-    the measured one).
+    With ``gauge`` (the memorisation gap and what measuring it cost this request), the damping
+    is calibrated on that gap; the metrics then hold the gap, the targets, the retained
+    instances' loss change (the unedited instances of the Fisher's sample, whose losses its
+    gradient passes measured already) and the trust check (the first-order prediction of the
+    edited losses' change against the measured one).
     """
     tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
     encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
@@ -250,14 +268,15 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
     before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
     engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
     engine.on_gradient = on_gradient
-    objective, calibration, retained_before, fisher, trained = None, {}, None, None, []
-    if reference is not None and calibrate is not None:
+    objective, calibration, retained, retained_before, fisher = None, {}, [], None, None
+    if gauge is not None and calibrate is not None:
         fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
-        t_reference = time.perf_counter()
-        edited_ids, untrained, source = reference
-        trained, retained_before = _trained_reference(fisher, encoded, training_set, edited_ids, calibrate, losses)
-        if len(trained) >= 2 and len(untrained) >= 2:
-            gap = memorisation_gap(retained_before, losses(untrained), source)
+        retained, retained_before = _retained_rows(fisher, encoded, training_set, gauge.edited_ids, calibrate, losses)
+        calibration["reference_seconds"] = gauge.seconds  # part of the request's cost (0 when reused)
+        gap = gauge.gap
+        if gap is None:
+            calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
+        else:
             calibration["memorisation_gap"] = gap.to_dict()
             if gap.gap > 0:
                 rng = np.random.default_rng(calibrate.seed)
@@ -270,9 +289,6 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
                 calibration["targets"] = objective.targets()
             else:
                 calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
-        else:
-            calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
-        calibration["reference_seconds"] = time.perf_counter() - t_reference  # part of the request's cost
     if objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
         update = engine.compute(edits, damping_factor=calibrate.search.max_factor, fisher=fisher)
     else:
@@ -288,8 +304,9 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
         predicted = update.report.predicted_change
         calibration["trust"] = {"predicted_change": predicted, "measured_change": measured,
                                 "ratio": measured / predicted if predicted else None}
-        if retained_before is not None and len(retained_before):
-            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(trained).mean())}
+        if len(retained):
+            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(retained).mean()),
+                                            "instances": len(retained)}
         calibration["settings"] = calibrate.to_dict()
         metrics["calibration"] = calibration
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the

@@ -98,7 +98,12 @@ def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_m
         assert set(row["targets"]) == {"target_figure", "agreement", "utility_gap", "membership_auc", "cost", "met", "of"}
     assert data["methods"]["retrain"]["targets"]["target_figure"]["met"]  # Retrain lies in its own seeds' interval
     # the default update is calibrated; the fixed rule is its own row, computed from v0000 in memory
-    assert "calibration" in data["methods"]["rec_eraser"]["notes"] and "rec_eraser_rule" in data["methods"]
+    assert "calibration: memorisation gap" in data["methods"]["rec_eraser"]["notes"] and "rec_eraser_rule" in data["methods"]
+    # the request reused v0000's gap, the very figure can_judge prints (measured once, outside the row's seconds)
+    record = json.loads((out / "run" / "v0001" / "manifest.json").read_text())
+    cal = record["metrics"]["calibration"]
+    assert cal["memorisation_gap"] == {k: v for k, v in mem.items() if k != "verdict"} and cal["reference_seconds"] == 0.0
+    assert "reused by every request on the lineage" in data["methods"]["rec_eraser"]["notes"]
     text = (out / "report" / "report.md").read_text()
     assert "Can this run judge the methods?" in text and "Targets against Retrain" in text
 
@@ -290,7 +295,8 @@ def test_check_measures_the_adapter_as_the_benchmark_does_and_reuses_its_run(ir_
         expected = data["can_judge"][name]
         assert judged[name].keys() == expected.keys()
         for key, value in expected.items():
-            assert judged[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)
+            if key != "seconds":  # what measuring took, not a figure
+                assert judged[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)
     assert judged["test_prompts"] == data["test_prompts"] and json.loads((out / "report" / "check.json").read_text())["verdict"] == judged["verdict"]
     assert manifest.read_bytes() == stamp  # v0000 reused, not retrained
     result = CliRunner().invoke(app, ["bench", data["recipe"], "--check", "--sequential", "2"])

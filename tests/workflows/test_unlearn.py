@@ -187,13 +187,37 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     assert after - before == pytest.approx(search["progress"] * gap["gap"], abs=1e-3)
     assert cal["targets"]["removed_loss"] == pytest.approx(before + gap["gap"])
     assert set(cal["trust"]) == {"predicted_change", "measured_change", "ratio"} and cal["trust"]["predicted_change"] > 0
-    assert cal["retained_loss"]["before"] > 0 and cal["settings"]["reference_size"] == 64
-    # the trained side is the Fisher sample's unedited rows (here the whole training set but the
-    # user), their losses those of its own gradient passes: equal to a separate forward of each
-    retained = [z for z in Registry(calibrated_run).training_set("v0000") if z.user != user]
-    assert gap["trained_instances"] == len(retained) == 32 - len(forgotten)
-    separately = float(np.mean(instance_losses(load_version(calibrated_run, "v0000"), retained)))
-    assert gap["trained_loss"] == pytest.approx(separately, rel=1e-4) and cal["retained_loss"]["before"] == gap["trained_loss"]
+    assert cal["settings"]["reference_size"] == 128
+    # the gap is v0000's, measured by this first request on its whole training set (32 < 128)
+    # and counted in its cost; the losses are a forward of each instance
+    v0000 = load_version(calibrated_run, "v0000")
+    trained_all = Registry(calibrated_run).training_set("v0000")
+    assert gap["measured_on"] == "v0000" and gap["trained_instances"] == 32
+    assert gap["trained_loss"] == pytest.approx(float(np.mean(instance_losses(v0000, trained_all))), rel=1e-6)
+    assert cal["reference_seconds"] == gap["seconds"] > 0
+    # the retained check: the Fisher sample's unedited rows (here all but the user's), their
+    # losses those of its own gradient passes, equal to a separate forward of each
+    retained = [z for z in trained_all if z.user != user]
+    assert cal["retained_loss"]["instances"] == len(retained) == 32 - len(forgotten)
+    assert cal["retained_loss"]["before"] == pytest.approx(float(np.mean(instance_losses(v0000, retained))), rel=1e-4)
+
+    # a second request on the lineage reuses the recorded gap: no reference forwards, same figure
+    other = next(u for u in sorted({z.user for z in retained}) if u != user)
+    second = apply_events(calibrated_run, [(None, Event("e2", "delete_user", other))], solver=solver)
+    cal2 = Registry(calibrated_run).manifest(second.version)["metrics"]["calibration"]
+    assert cal2["memorisation_gap"] == gap and cal2["reference_seconds"] == 0.0
+
+
+def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
+    from rec_eraser.workflows.calibration import MemorisationGap
+
+    given = MemorisationGap(gap=0.5, standard_error=0.1, trained_loss=1.0, untrained_loss=1.5, trained_instances=10,
+                            untrained_instances=10, untrained_source="test", measured_on="v0000", seconds=3.0)
+    result = apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST, memorisation=given)
+    record = Registry(run).manifest(result.version)
+    cal = record["metrics"]["calibration"]
+    assert cal["memorisation_gap"] == given.to_dict() and cal["reference_seconds"] == 0.0
+    assert cal["targets"]["removed_loss"] == pytest.approx(record["metrics"]["before"]["forgotten_loss"] + 0.5)
 
 
 def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):

@@ -1,0 +1,53 @@
+"""The memorisation gap is measured once per lineage and found again by the settings it was measured with."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rec_eraser.tasks.instance import Instance
+from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation, recorded_memorisation
+
+
+def _record(gap: dict | None, size: int = 128, seed: int = 0) -> dict:
+    return {"metrics": {"calibration": {"memorisation_gap": gap, "settings": {"reference_size": size, "seed": seed}}}}
+
+
+def _gap(value: float, on: str | None = "v0000") -> dict:
+    return MemorisationGap(gap=value, standard_error=0.01, trained_loss=1.0, untrained_loss=1.0 + value, trained_instances=5,
+                           untrained_instances=5, untrained_source="test", measured_on=on, seconds=1.0).to_dict()
+
+
+def test_the_nearest_gap_with_the_same_settings_is_found():
+    lineage = [{"metrics": {}}, _record(_gap(0.2, "v0001")), _record(_gap(0.1))]  # newest first
+    assert recorded_memorisation(lineage, 128, 0).gap == 0.2
+    assert recorded_memorisation(lineage[2:], 128, 0).gap == 0.1
+    # other settings, or a record from before gaps named their version, are measured again
+    assert recorded_memorisation([_record(_gap(0.2), size=64)], 128, 0) is None
+    assert recorded_memorisation([_record(_gap(0.2), seed=1)], 128, 0) is None
+    assert recorded_memorisation([_record(_gap(0.2, on=None))], 128, 0) is None
+    assert recorded_memorisation([{"metrics": None}, {}], 128, 0) is None
+
+
+def _instance(name: str, user: str) -> Instance:
+    return Instance(id=name, task="tallrec", split="train", user=user, position=0, prompt="p", response=" Yes.", interactions=(),
+                    history_items=(), target_item="i", label=1)
+
+
+def test_measure_uses_unedited_trained_instances_and_never_trained_users():
+    trained = [_instance(f"t{i}", f"u{i % 4}") for i in range(20)]
+    outside = [_instance(f"n{i}", f"w{i}") for i in range(20)]  # users the adapter never saw
+    loss = {z.id: 1.0 + 0.01 * i for i, z in enumerate(trained)} | {z.id: 3.0 for z in outside}
+    seen: list[list[str]] = []
+
+    def losses_of(instances):
+        seen.append([z.id for z in instances])
+        return np.array([loss[z.id] for z in instances])
+
+    edited = {"t0", "t1"}
+    gap = measure_memorisation(losses_of, "v0003", trained, edited, trained, trained + outside, [], size=8, seed=0)
+    assert gap.measured_on == "v0003" and gap.seconds >= 0 and gap.untrained_source == "train split, users outside the training set"
+    assert len(seen[0]) == 8 and not edited & set(seen[0]) and all(i.startswith("t") for i in seen[0])
+    assert len(seen[1]) == 8 and all(i.startswith("n") for i in seen[1])
+    assert gap.gap == np.mean([loss[i] for i in seen[1]]) - np.mean([loss[i] for i in seen[0]])
+    assert gap.trained_instances == gap.untrained_instances == 8
+    assert measure_memorisation(losses_of, "v0000", trained[:1], set(), trained, trained, [], size=8, seed=0) is None
