@@ -336,11 +336,12 @@ def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, b
         _emit_json(result)
         return
     table = Table("after batch", "forgotten", "forget loss: update", "Retrain", "original", "relative error", "agreement",
-                  "utility gap", "retained drift", "update / Retrain")
+                  "utility gap", "retained drift", "trusted", "update / Retrain")
     for row in result["checkpoints"]:
+        trusted = {True: "yes", False: "NO: retrain", None: "–"}[row.get("trusted")]
         table.add_row(str(row["batch"]), str(row["forget_instances"]), _fmt(row["current"]["forget_loss"]), _fmt(row["retrain"]["forget_loss"]),
                       _fmt(row["original"]["forget_loss"]), _fmt(row["relative_error"]), _fmt(row["current"]["agreement_with_retrain"]),
-                      _fmt(row["current"]["utility_gap"]), _fmt(row["retained_drift"]), _fmt(row["ratio_to_retrain"]))
+                      _fmt(row["current"]["utility_gap"]), _fmt(row["retained_drift"]), trusted, _fmt(row["ratio_to_retrain"]))
     console.print(table)
     console.print(f"report: {result['report']}")
 
@@ -460,14 +461,24 @@ def _print_apply(result: Any) -> None:
     if cal:
         gap = cal.get("memorisation_gap")
         if gap:
+            how = "measured now" if cal.get("reference_seconds") else "reused"
             console.print(f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained {gap['untrained_loss']:.3f} vs "
-                          f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']})")
+                          f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']}; measured on {gap.get('measured_on')}, {how})")
         if result.solver and result.solver.get("calibration"):
             c = result.solver["calibration"]
             console.print(f"damping calibrated: x {c['factor']:.3g} of the rule, progress {c['progress']:.3g} "
                           f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
         elif cal.get("note"):
             console.print(cal["note"])
+    drift = m.get("drift")
+    if drift and drift.get("trusted") is not None:
+        text = (f"retained drift over the lineage {drift['retained_drift']:.3g} in {drift['requests']} requests "
+                f"(bound: the memorisation gap {drift['bound']:.3g})")
+        if drift["trusted"]:
+            console.print(text)
+        else:
+            err.print(f"[yellow]warning: {text}: this version has drifted too far to trust further approximate updates; "
+                      "retrain the adapter from scratch on its training set[/yellow]")
     if m.get("before", {}).get("forgotten_loss") is not None:
         console.print(f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}")
     if m.get("before", {}).get("corrected_loss") is not None:

@@ -26,9 +26,10 @@ and ``ndcg@10`` by likelihood ranking, generation's ``gen_hit@1`` and ``valid_ra
 recipe asks), agreement with Retrain (LLaRA: top-1 agreement; TALLRec: correlation of the
 Yes/No scores), the loss on the forget set beside that of never-trained (test) instances,
 a loss-based membership-inference AUC, recovery (qm, rc), and its cost: seconds of the
-method's own work (model loading excluded for all), gradient passes and HVPs as the
-method counts them, the process's peak resident memory while it ran, and its seconds as a
-ratio to Retrain's.
+method's own work (model loading excluded for all; for ``rec_eraser``, one request's, the
+memorisation gap being measured once on ``v0000`` beforehand and reused, as every later
+request of a lineage reuses it), gradient passes and HVPs as the method counts them, the
+process's peak resident memory while it ran, and its seconds as a ratio to Retrain's.
 
 Adapters that are costly to make (``v0000``, Retrain's, SISA's shards) are cached in the
 run folder, so a second run re-measures without retraining.
@@ -68,7 +69,7 @@ from rec_eraser.training.scoring import candidate_scores, generate_answers, inst
 from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
-from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation
+from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
@@ -521,7 +522,10 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     if not events:
         raise ValueError("the experiment yields no events (raise fraction or max_users)")
     version = _unlearned_version(registry, events)
-    memorisation = original_memorisation(run, say)
+    # v0000's gap: the one the cached update used, else measured now (and handed to the update)
+    memorisation = None if version is None else recorded_memorisation(registry.lineage(version), DEFAULT_CALIBRATION.reference_size,
+                                                                       DEFAULT_CALIBRATION.seed)
+    memorisation = memorisation or original_memorisation(run, say)
     if version is None:
         problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
         if problems:
@@ -576,7 +580,8 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
         "recipe": str(recipe_path), "tier": tier, "quick": tier == "quick", "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
         "run": str(run), "unlearned_version": version, "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
         "events": len(events), "forget_instances": len(ctx.forget), "corrected_instances": len(ctx.corrected),
-        "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds},
+        "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds,
+                                                    "memorisation_seconds": memorisation.seconds if memorisation else None},
         "methods": {},
     }
     for name, outcome in outcomes.items():
@@ -626,6 +631,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     say("measuring the original adapter")
     loaded = load_version(run, "v0000")
     scores, losses = _test_scores_and_losses(ctx, loaded)
+    del loaded  # the gap loads its own copy
     main = main_metric(ctx.task)
     utility = _utility(ctx, Outcome(test_scores=scores, forget_losses=None, unseen_losses=losses, corrected_losses=None, answers=None, seconds=0.0))
     conditions = adapter_conditions(main, utility[main], _baseline(ctx), _memorisation_dict(original_memorisation(run, say)))

@@ -4,7 +4,8 @@ Retraining without an instance turns it into one the model never saw; retraining
 corrected form turns that form into one it trained on. How far such an instance's loss moves
 is what the adapter memorised, and that can be measured on instances that are not edited at
 all: the **memorisation gap** is the mean loss of comparable instances never trained on
-minus that of instances trained on (both under the current adapter). The targets of one
+minus that of instances trained on (both under one version of the adapter: the request's
+parent, or the ancestor it was measured on, see below). The targets of one
 request are then
 
 - each removed instance: its loss now **plus** the gap (it becomes never-trained);
@@ -35,7 +36,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -61,6 +62,8 @@ class MemorisationGap:
     untrained_source: str
     measured_on: str | None = None  # the version whose losses these are
     seconds: float | None = None  # what measuring it took
+    reference_size: int | None = None  # the sample settings it was measured with
+    seed: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -103,7 +106,7 @@ def _sample(pool: Sequence[Instance], size: int, seed: int) -> list[Instance]:
 
 
 def trained_reference(training_set: Sequence[Instance], edited_ids: set[str], size: int, seed: int) -> list[Instance]:
-    """Up to ``size`` training instances the request leaves alone."""
+    """Up to ``size`` training instances not in ``edited_ids``."""
     return _sample([z for z in training_set if z.id not in edited_ids], size, seed)
 
 
@@ -122,17 +125,54 @@ def measure_memorisation(losses_of: LossesOf, version: str, training_set: Sequen
     if len(trained) < 2 or len(untrained) < 2:
         return None
     gap = memorisation_gap(losses_of(trained), losses_of(untrained), source)
-    return replace(gap, measured_on=version, seconds=time.perf_counter() - t0)
+    return replace(gap, measured_on=version, seconds=time.perf_counter() - t0, reference_size=size, seed=seed)
 
 
 def recorded_memorisation(lineage: Sequence[dict[str, Any]], size: int, seed: int) -> MemorisationGap | None:
     """The gap the nearest version of ``lineage`` (manifests, newest first) recorded with these settings."""
+    known = {f.name for f in fields(MemorisationGap)}
     for record in lineage:
-        cal = (record.get("metrics") or {}).get("calibration") or {}
-        gap, settings = cal.get("memorisation_gap"), cal.get("settings") or {}
-        if gap and gap.get("measured_on") and settings.get("reference_size") == size and settings.get("seed") == seed:
-            return MemorisationGap(**gap)
+        gap = ((record.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap")
+        if gap and gap.get("measured_on") and gap.get("reference_size") == size and gap.get("seed") == seed:
+            return MemorisationGap(**{k: v for k, v in gap.items() if k in known})
     return None
+
+
+def retained_drift(lineage: Sequence[dict[str, Any]]) -> tuple[float, int, int]:
+    """Σ over the lineage's approximate requests (``kind`` "unlearned") of |retained reference loss
+    after − before| as each recorded it; how many recorded one, and how many did not (an
+    uncalibrated or Gauss–Newton update measures no retained loss)."""
+    total, measured, unmeasured = 0.0, 0, 0
+    for record in lineage:
+        if record.get("kind") != "unlearned":
+            continue
+        retained = ((record.get("metrics") or {}).get("calibration") or {}).get("retained_loss")
+        if retained:
+            total += abs(retained["after"] - retained["before"])
+            measured += 1
+        else:
+            unmeasured += 1
+    return total, measured, unmeasured
+
+
+def drift_check(lineage: Sequence[dict[str, Any]], gap: float | None) -> dict[str, Any]:
+    """Is a version still to be trusted? Its lineage's retained drift against the memorisation gap.
+
+    Each calibrated request moves the edited instances' loss by the gap on purpose; the loss of
+    the instances it should leave alone moves too, as collateral. Once that collateral change,
+    summed over the lineage, reaches the gap itself, approximate updates have changed the data
+    they keep as much as the memorisation they remove, and the version should be retrained
+    (compacted) before further updates are relied on. The bound is that scale, fixed a priori
+    (no benchmark chose it). ``trusted`` is None (unknown) without a positive gap or when a
+    request of the lineage measured no retained loss.
+
+    The retained instances are the unedited rows of each update's curvature sample, on which
+    the update is damped most, so the figure is in-sample and may understate the change on
+    other retained data.
+    """
+    drift, measured, unmeasured = retained_drift(lineage)
+    trusted = None if gap is None or not gap > 0 or unmeasured else drift < gap
+    return {"retained_drift": drift, "requests": measured, "unmeasured_requests": unmeasured, "bound": gap, "trusted": trusted}
 
 
 class EditedLossObjective:

@@ -38,6 +38,7 @@ from rec_eraser.workflows.benchmark import (
     load_bench_recipe,
     metrics_of,
 )
+from rec_eraser.workflows.calibration import retained_drift
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.unlearn import apply_events
@@ -54,16 +55,6 @@ def deletion_batches(users: list[str], batches: int, batch_fraction: float, seed
         raise ValueError(f"{batches} batches of {size} users need {size * batches} users; the adapter was trained on {len(ordered)}")
     perm = np.random.default_rng([seed, 3]).permutation(len(ordered))
     return [[ordered[j] for j in sorted(perm[i * size:(i + 1) * size])] for i in range(batches)]
-
-
-def _retained_drift(registry: Registry, version: str) -> float:
-    """Σ over the lineage's requests of |retained reference loss after − before| (what each request measured)."""
-    total = 0.0
-    for record in registry.lineage(version):
-        retained = ((record.get("metrics") or {}).get("calibration") or {}).get("retained_loss")
-        if retained:
-            total += abs(retained["after"] - retained["before"])
-    return total
 
 
 def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int = 10, checkpoints: tuple[int, ...] = (1, 5, 10),
@@ -116,7 +107,8 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         rows.append({"batch": k, "version": version, "forget_instances": len(ctx.forget), "train_instances": len(ctx.after),
                      "removed_share": len(ctx.forget) / len(ctx.before), "current": m, "original": o, "retrain": r,
                      "relative_error": abs(m["forget_loss"] - r["forget_loss"]) / abs(move) if move else None,
-                     "retained_drift": _retained_drift(registry, version),
+                     "retained_drift": retained_drift(registry.lineage(version))[0],
+                     "trusted": ((record.get("metrics") or {}).get("drift") or {}).get("trusted"),
                      "update_seconds": current.seconds, "retrain_seconds": retrain.seconds,
                      "ratio_to_retrain": current.seconds / retrain.seconds if retrain.seconds else None})
     result = {"recipe": str(recipe_path), "tier": tier, "batches": batches, "batch_fraction": batch_fraction,

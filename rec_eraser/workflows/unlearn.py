@@ -32,8 +32,10 @@ from rec_eraser.training.train import load_version, save_version
 from rec_eraser.workflows.calibration import (
     EditedLossObjective,
     MemorisationGap,
+    drift_check,
     measure_memorisation,
     recorded_memorisation,
+    trained_reference,
 )
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.plan import RunIndex, plan_edits
@@ -155,19 +157,27 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
             say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
             gauge = None
             solver = solver or DEFAULT_SOLVER
+            lineage = registry.lineage(parent)
             if calibrate is not None and solver.method == "fisher":
-                edited_ids = set(plan.changed) | set(registry.edited(parent))
-                gap = memorisation or recorded_memorisation(registry.lineage(parent), calibrate.reference_size, calibrate.seed)
+                lineage_edits = set(registry.edited(parent))
+                gap = _given_gap(memorisation, lineage, calibrate) or recorded_memorisation(lineage, calibrate.reference_size,
+                                                                                            calibrate.seed)
                 measured_now = 0.0
                 if gap is None:
                     say(f"measuring {parent}'s memorisation gap (once per lineage)")
-                    gap = measure_memorisation(partial(instance_losses, loaded), parent, training_set, set(registry.edited(parent)),
+                    gap = measure_memorisation(partial(instance_losses, loaded), parent, training_set, lineage_edits,
                                                registry.training_set("v0000", train_split), train_split,
                                                load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed)
                     measured_now = gap.seconds if gap is not None else 0.0
-                gauge = _Gauge(gap, measured_now, edited_ids)
+                gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
             solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
             result.solver, result.metrics = solution.report.to_dict(), metrics
+            if gauge is not None and gauge.gap is not None:  # this request's retained change plus its lineage's, against the gap
+                drift = drift_check([{"kind": "unlearned", "metrics": result.metrics}, *lineage], gauge.gap.gap)
+                result.metrics["drift"] = drift
+                if drift["trusted"] is False:
+                    logger.warning("the lineage's retained drift %.3g has reached the memorisation gap %.3g: retrain before trusting "
+                                   "further approximate updates", drift["retained_drift"], gauge.gap.gap)
         edited = registry.edited(parent)
         edited.update({i: plan.after[i] for i in plan.changed})
         result.train_instances = len(training_set) - result.removed
@@ -213,10 +223,24 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
     return problems
 
 
+def _given_gap(gap: MemorisationGap | None, lineage: list[dict[str, Any]], calibrate: Calibrate) -> MemorisationGap | None:
+    """A caller's gap, checked: measured on a version of this lineage, with ``calibrate``'s sample settings."""
+    if gap is None:
+        return None
+    versions = [record["version"] for record in lineage]
+    if gap.measured_on not in versions:
+        raise ValueError(f"the memorisation gap given was measured on {gap.measured_on!r}, not on a version of this lineage ({versions[0]})")
+    if (gap.reference_size, gap.seed) != (calibrate.reference_size, calibrate.seed):
+        raise ValueError(f"the memorisation gap given was measured with reference_size {gap.reference_size}, seed {gap.seed}; "
+                         f"the calibration asks for {calibrate.reference_size}, {calibrate.seed}")
+    return gap
+
+
 @dataclass(frozen=True)
 class _Gauge:
     """What a calibrated request knows before its solve: the gap (None: too few reference
-    instances), the seconds this request spent measuring it, the ids its lineage edited."""
+    instances), the seconds this request spent measuring it, and the ids of every instance
+    edited by its lineage or by itself (kept out of the retained check)."""
 
     gap: MemorisationGap | None
     seconds: float
@@ -235,6 +259,9 @@ def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edi
         pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
         rows = [rows[i] for i in np.sort(pick)]
     retained = [z for _, z in rows]
+    if len(retained) < 2:  # the request edits (nearly) the whole sample: a seeded draw, one forward each
+        retained = trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed)
+        return retained, losses(retained)
     if fisher.losses is None:
         return retained, losses(retained)
     return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float)

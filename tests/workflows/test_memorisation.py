@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rec_eraser.tasks.instance import Instance
-from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation, recorded_memorisation
+from rec_eraser.workflows.calibration import MemorisationGap, drift_check, measure_memorisation, recorded_memorisation
 
 
-def _record(gap: dict | None, size: int = 128, seed: int = 0) -> dict:
-    return {"metrics": {"calibration": {"memorisation_gap": gap, "settings": {"reference_size": size, "seed": seed}}}}
+def _record(gap: dict | None) -> dict:
+    return {"metrics": {"calibration": {"memorisation_gap": gap}}}
 
 
-def _gap(value: float, on: str | None = "v0000") -> dict:
+def _gap(value: float, on: str | None = "v0000", size: int = 128, seed: int = 0) -> dict:
     return MemorisationGap(gap=value, standard_error=0.01, trained_loss=1.0, untrained_loss=1.0 + value, trained_instances=5,
-                           untrained_instances=5, untrained_source="test", measured_on=on, seconds=1.0).to_dict()
+                           untrained_instances=5, untrained_source="test", measured_on=on, seconds=1.0, reference_size=size,
+                           seed=seed).to_dict()
 
 
 def test_the_nearest_gap_with_the_same_settings_is_found():
@@ -22,10 +24,12 @@ def test_the_nearest_gap_with_the_same_settings_is_found():
     assert recorded_memorisation(lineage, 128, 0).gap == 0.2
     assert recorded_memorisation(lineage[2:], 128, 0).gap == 0.1
     # other settings, or a record from before gaps named their version, are measured again
-    assert recorded_memorisation([_record(_gap(0.2), size=64)], 128, 0) is None
-    assert recorded_memorisation([_record(_gap(0.2), seed=1)], 128, 0) is None
+    assert recorded_memorisation([_record(_gap(0.2, size=64))], 128, 0) is None
+    assert recorded_memorisation([_record(_gap(0.2, seed=1))], 128, 0) is None
     assert recorded_memorisation([_record(_gap(0.2, on=None))], 128, 0) is None
     assert recorded_memorisation([{"metrics": None}, {}], 128, 0) is None
+    # a key a later version may add does not break reading
+    assert recorded_memorisation([_record(_gap(0.3) | {"added_later": 1})], 128, 0).gap == 0.3
 
 
 def _instance(name: str, user: str) -> Instance:
@@ -45,9 +49,27 @@ def test_measure_uses_unedited_trained_instances_and_never_trained_users():
 
     edited = {"t0", "t1"}
     gap = measure_memorisation(losses_of, "v0003", trained, edited, trained, trained + outside, [], size=8, seed=0)
-    assert gap.measured_on == "v0003" and gap.seconds >= 0 and gap.untrained_source == "train split, users outside the training set"
+    assert gap.measured_on == "v0003" and (gap.reference_size, gap.seed) == (8, 0)
+    assert gap.untrained_source == "train split, users outside the training set"
     assert len(seen[0]) == 8 and not edited & set(seen[0]) and all(i.startswith("t") for i in seen[0])
     assert len(seen[1]) == 8 and all(i.startswith("n") for i in seen[1])
-    assert gap.gap == np.mean([loss[i] for i in seen[1]]) - np.mean([loss[i] for i in seen[0]])
+    assert gap.gap == pytest.approx(np.mean([loss[i] for i in seen[1]]) - np.mean([loss[i] for i in seen[0]]))
     assert gap.trained_instances == gap.untrained_instances == 8
     assert measure_memorisation(losses_of, "v0000", trained[:1], set(), trained, trained, [], size=8, seed=0) is None
+
+
+def _retained(before: float, after: float) -> dict:
+    return {"kind": "unlearned", "metrics": {"calibration": {"retained_loss": {"before": before, "after": after}}}}
+
+
+def test_a_lineage_is_trusted_until_its_retained_drift_reaches_the_gap():
+    trained = {"kind": "trained", "metrics": {}}
+    lineage = [_retained(0.20, 0.21), _retained(0.30, 0.28), trained]  # |+0.01| + |-0.02|, two requests
+    check = drift_check(lineage, gap=0.05)
+    assert check["retained_drift"] == pytest.approx(0.03) and check["requests"] == 2 and check["unmeasured_requests"] == 0
+    assert check["bound"] == 0.05 and check["trusted"] is True
+    assert drift_check(lineage, gap=0.03 - 1e-9)["trusted"] is False
+    assert drift_check(lineage, gap=None)["trusted"] is None and drift_check(lineage, gap=-0.1)["trusted"] is None
+    # an approximate request that measured no retained loss (uncalibrated, Gauss-Newton) makes it unknown
+    blind = {"kind": "unlearned", "metrics": {}}
+    assert drift_check([blind, *lineage], gap=0.05)["trusted"] is None

@@ -39,6 +39,10 @@ def test_each_batch_is_its_own_version_and_checkpoints_compare_with_retrain(tmp_
         assert row["train_instances"] + row["forget_instances"] == len(registry.training_set("v0000"))
         assert row["retrain"]["agreement_with_retrain"] == pytest.approx(1.0)
         assert row["retained_drift"] >= 0 and row["update_seconds"] > 0
+        # every request reused the first one's gap; the version is trusted while the drift is below it
+        gap = data["requests"][0]["memorisation_gap"]
+        assert all(r["memorisation_gap"] == gap for r in data["requests"])
+        assert row["trusted"] == ((row["retained_drift"] < gap) if gap is not None and gap > 0 else None)
     assert second["update_seconds"] == pytest.approx(sum(r["seconds"] for r in data["requests"]))
     assert (out / "report" / "sequential.json").is_file()
     # a second call reuses every version and Retrain

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -206,14 +207,26 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     second = apply_events(calibrated_run, [(None, Event("e2", "delete_user", other))], solver=solver)
     cal2 = Registry(calibrated_run).manifest(second.version)["metrics"]["calibration"]
     assert cal2["memorisation_gap"] == gap and cal2["reference_seconds"] == 0.0
+    # the drift check sums both requests' retained change against that gap
+    drift = Registry(calibrated_run).manifest(second.version)["metrics"]["drift"]
+    changes = [abs(c["retained_loss"]["after"] - c["retained_loss"]["before"]) for c in (cal, cal2)]
+    assert drift["requests"] == 2 and drift["retained_drift"] == pytest.approx(sum(changes)) and drift["bound"] == gap["gap"]
+    assert drift["trusted"] == (sum(changes) < gap["gap"])
 
 
 def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
     from rec_eraser.workflows.calibration import MemorisationGap
 
     given = MemorisationGap(gap=0.5, standard_error=0.1, trained_loss=1.0, untrained_loss=1.5, trained_instances=10,
-                            untrained_instances=10, untrained_source="test", measured_on="v0000", seconds=3.0)
-    result = apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST, memorisation=given)
+                            untrained_instances=10, untrained_source="test", measured_on="v0000", seconds=3.0, reference_size=128, seed=0)
+    event = [(None, Event("e1", "delete_user", a_trained_user(run)))]
+    # a gap from outside the lineage, or from another sample, is refused before anything is written
+    for wrong, message in ((replace(given, measured_on="v0042"), "not on a version of this lineage"),
+                           (replace(given, reference_size=64), "reference_size 64")):
+        with pytest.raises(ValueError, match=message):
+            apply_events(run, event, solver=FAST, memorisation=wrong)
+    assert Registry(run).versions() == ["v0000"]
+    result = apply_events(run, event, solver=FAST, memorisation=given)
     record = Registry(run).manifest(result.version)
     cal = record["metrics"]["calibration"]
     assert cal["memorisation_gap"] == given.to_dict() and cal["reference_seconds"] == 0.0
