@@ -34,6 +34,9 @@ class Recipe:
     batch_size: int = 8
     seed: int = 0
     max_train: int | None = None  # a seeded sub-sample of the training instances
+    # users of that sub-sample kept out of training (seeded): never-trained users drawn exactly
+    # like trained ones, the reference a deleted user's instances are calibrated against
+    holdout_users: int = 0
     max_length: int = 512
     schedule: str = "constant"  # the learning rate over the steps: "constant" or "cosine" (decays to 0)
     warmup: float = 0.0  # the fraction of the steps over which the learning rate rises linearly from 0
@@ -66,6 +69,8 @@ class Recipe:
             raise RecipeError(f"recipe: warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
         if self.max_train is not None and self.max_train < 1:
             raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
+        if self.holdout_users < 0:
+            raise RecipeError(f"recipe: holdout_users must be >= 0, got {self.holdout_users}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

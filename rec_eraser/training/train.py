@@ -10,7 +10,6 @@ temporary folder and renamed into place, so a crash never leaves a half-written 
 from __future__ import annotations
 
 import dataclasses
-
 import datetime as _dt
 import json
 import logging
@@ -34,7 +33,7 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
-from rec_eraser.training.recipe import Recipe
+from rec_eraser.training.recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +126,34 @@ def with_item_tokens(lm: nn.Module, encoder: Any, projector_state: dict[str, tor
 
 
 def training_instances(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None = None) -> list[Instance]:
-    """The training split, or a seeded sub-sample of ``max_train`` of it (in file order).
+    """The training split, or a seeded sub-sample of ``max_train`` of it (in file order), without
+    the instances of the recipe's ``holdout_users``.
 
     ``train_split``: the run's training split when the caller has read it already.
     """
+    return _drawn(run_dir, recipe, train_split)[0]
+
+
+def held_out_instances(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None = None) -> list[Instance]:
+    """The sub-sample's instances of the recipe's ``holdout_users``: drawn exactly as the training
+    instances were, then kept out, so they are what a deleted user's instances are to a model
+    retrained without them (empty when ``holdout_users`` is 0)."""
+    return _drawn(run_dir, recipe, train_split)[1]
+
+
+def _drawn(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None) -> tuple[list[Instance], list[Instance]]:
     instances = load_instances(run_dir, "train") if train_split is None else train_split
     if recipe.max_train is not None and recipe.max_train < len(instances):
         keep = np.sort(np.random.default_rng(recipe.seed).choice(len(instances), recipe.max_train, replace=False))
         instances = [instances[i] for i in keep]
-    return instances
+    if not recipe.holdout_users:
+        return instances, []
+    users = sorted({z.user for z in instances}, key=lambda u: (len(u), u))
+    if recipe.holdout_users >= len(users):
+        raise RecipeError(f"recipe: holdout_users {recipe.holdout_users} would hold out every one of the {len(users)} users drawn")
+    # a stream of its own, so that holding users out leaves the instance draw above unchanged
+    held = {users[i] for i in np.random.default_rng([recipe.seed, 7]).choice(len(users), recipe.holdout_users, replace=False)}
+    return [z for z in instances if z.user not in held], [z for z in instances if z.user in held]
 
 
 def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None) -> tuple[RecModel, dict[str, Any]]:

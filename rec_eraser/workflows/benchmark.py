@@ -66,7 +66,15 @@ from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores_and_losses
-from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
+from rec_eraser.training.train import (
+    LoadedModel,
+    fit_adapter,
+    held_out_instances,
+    instance_ids_hash,
+    load_version,
+    save_version,
+    train_run,
+)
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation, recorded_memorisation
@@ -259,7 +267,8 @@ def _cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: l
     target = ctx.run / folder
     if (target / "manifest.json").is_file():
         cached = json.loads((target / "manifest.json").read_text())
-        if cached.get("train_ids_sha256") != instance_ids_hash(instances) or cached.get("recipe") != recipe.to_dict():
+        # compared as recipes, not dicts, so that a setting added later with its default keeps the cache
+        if cached.get("train_ids_sha256") != instance_ids_hash(instances) or Recipe.from_dict(cached.get("recipe") or {}) != recipe:
             logger.info("%s was trained on other instances or with another recipe: training it again", target)
             shutil.rmtree(target)
     if not (target / "manifest.json").is_file():
@@ -430,8 +439,10 @@ def original_memorisation(run: Path, say: Say) -> MemorisationGap | None:
     train_split = load_instances(run, "train")
     ever_trained = registry.training_set("v0000", train_split)
     say("measuring v0000's memorisation gap")
+    held_out = held_out_instances(run, Recipe.from_dict(registry.manifest("v0000")["recipe"]), train_split)
     return measure_memorisation(partial(instance_losses, load_version(run, "v0000")), "v0000", ever_trained, set(), ever_trained,
-                                train_split, load_instances(run, "valid"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+                                train_split, load_instances(run, "valid"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed,
+                                held_out)
 
 
 def _memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:

@@ -17,10 +17,11 @@ memorised nothing (gap ≤ 0) gets the smallest step of the search range: retrai
 leave it where it is.
 
 The targets are shifts, not levels, so that an edited instance harder or easier than average
-keeps its own difficulty. Never-trained instances are, in order of preference, training-split
-instances of users with no instance in the training set (what a deleted user is to a
-retrained model), other training-split instances outside the training set, then validation
-instances; the manifest records which.
+keeps its own difficulty. Never-trained instances are, in order of preference, the instances
+of users the recipe holds out of training (``holdout_users``: drawn exactly like trained
+users, so what a deleted user is to a retrained model), training-split instances of users
+with no instance in the training set, other training-split instances outside the training
+set, then validation instances; the manifest records which.
 
 The gap is a property of the adapter, not of a request, and its sampling noise is what limits
 the calibration: on the medium TALLRec adapter, a sample of 64 trained + 64 never-trained
@@ -80,13 +81,22 @@ def memorisation_gap(trained: np.ndarray, untrained: np.ndarray, untrained_sourc
                            untrained_source=untrained_source)
 
 
+HELD_OUT_SOURCE = "held-out users (drawn like the trained ones, kept out of training)"
+
+
 def untrained_reference(training_set: Sequence[Instance], train_split: Sequence[Instance], valid_split: Sequence[Instance],
-                        size: int, seed: int) -> tuple[list[Instance], str]:
-    """Up to ``size`` instances the adapter never trained on, from the best source available (module docstring)."""
+                        size: int, seed: int, held_out: Sequence[Instance] = ()) -> tuple[list[Instance], str]:
+    """Up to ``size`` instances the adapter never trained on, from the best source available (module docstring).
+
+    ``held_out``: the training draw's instances of the recipe's held-out users, the best source
+    when there are enough of them: users outside the training set otherwise are the users the
+    seeded sub-sample happened not to reach, lighter users on average than the trained ones.
+    """
     trained_ids = {z.id for z in training_set}
     trained_users = {z.user for z in training_set}
     outside = [z for z in train_split if z.id not in trained_ids]
     sources = [
+        (HELD_OUT_SOURCE, [z for z in held_out if z.id not in trained_ids]),
         ("train split, users outside the training set", [z for z in outside if z.user not in trained_users]),
         ("train split, instances outside the training set", outside),
         ("validation split, users outside the training set", [z for z in valid_split if z.user not in trained_users]),
@@ -112,16 +122,17 @@ def trained_reference(training_set: Sequence[Instance], edited_ids: set[str], si
 
 def measure_memorisation(losses_of: LossesOf, version: str, training_set: Sequence[Instance], edited_ids: set[str],
                          ever_trained: Sequence[Instance], train_split: Sequence[Instance], valid_split: Sequence[Instance],
-                         size: int, seed: int) -> MemorisationGap | None:
+                         size: int, seed: int, held_out: Sequence[Instance] = ()) -> MemorisationGap | None:
     """The gap of ``version`` (whose training set is ``training_set``) on up to ``size`` + ``size``
     seeded instances; ``None`` when fewer than 2 of either kind exist.
 
     ``edited_ids``: instances its lineage edited (a corrected form was not trained on by the
-    root); ``ever_trained``: the root's training set (never-trained means never by any version).
+    root); ``ever_trained``: the root's training set (never-trained means never by any version); ``held_out``: the
+    recipe's held-out users' instances (see :func:`untrained_reference`).
     """
     t0 = time.perf_counter()
     trained = trained_reference(training_set, edited_ids, size, seed)
-    untrained, source = untrained_reference(ever_trained, train_split, valid_split, size, seed)
+    untrained, source = untrained_reference(ever_trained, train_split, valid_split, size, seed, held_out)
     if len(trained) < 2 or len(untrained) < 2:
         return None
     gap = memorisation_gap(losses_of(trained), losses_of(untrained), source)

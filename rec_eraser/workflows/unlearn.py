@@ -27,8 +27,9 @@ from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
+from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import load_version, save_version
+from rec_eraser.training.train import held_out_instances, load_version, save_version
 from rec_eraser.workflows.calibration import (
     EditedLossObjective,
     MemorisationGap,
@@ -165,9 +166,11 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
                 measured_now = 0.0
                 if gap is None:
                     say(f"measuring {parent}'s memorisation gap (once per lineage)")
+                    root_recipe = Recipe.from_dict(lineage[-1]["recipe"])
                     gap = measure_memorisation(partial(instance_losses, loaded), parent, training_set, lineage_edits,
                                                registry.training_set("v0000", train_split), train_split,
-                                               load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed)
+                                               load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
+                                               held_out_instances(run_dir, root_recipe, train_split))
                     measured_now = gap.seconds if gap is not None else 0.0
                 gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
             solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)

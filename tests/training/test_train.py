@@ -252,3 +252,21 @@ def assert_batched_fisher_matches(loaded, instances, passes: int) -> None:
     assert batched.passes == passes
     scale = float(single.gradients.abs().max())
     torch.testing.assert_close(batched.gradients, single.gradients, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_held_out_users_are_drawn_like_trained_ones_and_never_trained(tallrec_run):
+    from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.training.train import held_out_instances, training_instances
+
+    plain = Recipe(max_train=40, seed=3)
+    holding = Recipe(max_train=40, seed=3, holdout_users=2)
+    drawn = training_instances(tallrec_run, plain)
+    trained, held = training_instances(tallrec_run, holding), held_out_instances(tallrec_run, holding)
+    # the same instance draw, split by user: held-out users have no trained instance
+    assert sorted(z.id for z in trained + held) == sorted(z.id for z in drawn)
+    assert len({z.user for z in held}) == 2 and not {z.user for z in held} & {z.user for z in trained}
+    assert held_out_instances(tallrec_run, plain) == []
+    with pytest.raises(RecipeError, match="every one of the"):
+        training_instances(tallrec_run, Recipe(max_train=40, seed=3, holdout_users=len({z.user for z in drawn})))
+    with pytest.raises(RecipeError, match="holdout_users must be >= 0"):
+        Recipe(holdout_users=-1)

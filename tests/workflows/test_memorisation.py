@@ -73,3 +73,16 @@ def test_a_lineage_is_trusted_until_its_retained_drift_reaches_the_gap():
     # an approximate request that measured no retained loss (uncalibrated, Gauss-Newton) makes it unknown
     blind = {"kind": "unlearned", "metrics": {}}
     assert drift_check([blind, *lineage], gap=0.05)["trusted"] is None
+
+
+def test_held_out_users_are_the_preferred_never_trained_reference():
+    from rec_eraser.workflows.calibration import HELD_OUT_SOURCE, untrained_reference
+
+    trained = [_instance(f"t{i}", f"u{i % 4}") for i in range(20)]
+    outside = [_instance(f"n{i}", f"w{i}") for i in range(20)]
+    held = [_instance(f"h{i}", f"x{i % 5}") for i in range(20)]
+    picked, source = untrained_reference(trained, trained + outside + held, [], size=8, seed=0, held_out=held)
+    assert source == HELD_OUT_SOURCE and all(z.id.startswith("h") for z in picked) and len(picked) == 8
+    # too few held out (fewer than 16 here): the next source
+    picked, source = untrained_reference(trained, trained + outside + held, [], size=16, seed=0, held_out=held[:5])
+    assert source == "train split, users outside the training set"
