@@ -226,9 +226,35 @@ def write_report(result: dict[str, Any], folder: Path) -> Path:
     return folder
 
 
+SEQUENTIAL_COLUMNS = ("after batch", "forgotten", "removed share", "forget loss: update", "Retrain", "original", "relative error",
+                      "agreement", "utility gap", "membership AUC: update", "membership AUC: Retrain", "retained drift", "trusted",
+                      "update s (so far)", "Retrain s", "update / Retrain")
+
+
+def sequential_markdown(result: dict[str, Any]) -> str:
+    """The sequential study's checkpoints and requests as Markdown (from ``sequential.json``)."""
+    trusted = {True: "yes", False: "no", None: "–"}
+    lines = [f"{result['batches']} successive requests of {result['batch_fraction']:g} of the trained users each; "
+             f"Retrain (seed 0) after batches {', '.join(str(r['batch']) for r in result['checkpoints'])}.", "",
+             "| " + " | ".join(SEQUENTIAL_COLUMNS) + " |", "|" + "---|" * len(SEQUENTIAL_COLUMNS)]
+    for row in result["checkpoints"]:
+        cur, ret, org = row["current"], row["retrain"], row["original"]
+        cells = (row["batch"], row["forget_instances"], row["removed_share"], cur["forget_loss"], ret["forget_loss"], org["forget_loss"],
+                 row["relative_error"], cur["agreement_with_retrain"], cur["utility_gap"], cur["membership_auc"], ret["membership_auc"],
+                 row["retained_drift"], trusted[row.get("trusted")], row["update_seconds"], row["retrain_seconds"], row["ratio_to_retrain"])
+        lines.append("| " + " | ".join(c if isinstance(c, str) else _fmt(c) for c in cells) + " |")
+    lines += ["", "| request | version | removed | seconds | memorisation gap | damping factor | progress | measured/predicted |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in result["requests"]:
+        cells = (r["batch"], r["version"], r["removed"], r["seconds"], r["memorisation_gap"], r["damping_factor"], r["progress"], r["trust_ratio"])
+        lines.append("| " + " | ".join(c if isinstance(c, str) else _fmt(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESULT.json`: the report's Markdown, for docs
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json")
-    sys.stdout.write(markdown(json.loads(Path(sys.argv[1]).read_text())))
+        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json")
+    loaded = json.loads(Path(sys.argv[1]).read_text())
+    sys.stdout.write(sequential_markdown(loaded) if "checkpoints" in loaded else markdown(loaded))

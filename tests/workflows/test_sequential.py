@@ -45,6 +45,12 @@ def test_each_batch_is_its_own_version_and_checkpoints_compare_with_retrain(tmp_
         assert row["trusted"] == ((row["retained_drift"] < gap) if gap is not None and gap > 0 else None)
     assert second["update_seconds"] == pytest.approx(sum(r["seconds"] for r in data["requests"]))
     assert (out / "report" / "sequential.json").is_file()
+    from rec_eraser.workflows.bench_report import SEQUENTIAL_COLUMNS, sequential_markdown
+
+    text = sequential_markdown(json.loads((out / "report" / "sequential.json").read_text()))
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert len(table) == 1 + 2 + 1 + 2  # header and two checkpoints, header and two requests
+    assert all(line.count("|") == len(SEQUENTIAL_COLUMNS) + 1 for line in table[:3])
     # a second call reuses every version and Retrain
     again = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--checkpoints", "1,2",
                                      "--batch-fraction", "0.2", "--out", str(out), "--json"])
