@@ -55,8 +55,9 @@ class Calibrate:
     """How an update's damping is calibrated (``rec_eraser.workflows.calibration``).
 
     Up to ``reference_size`` trained and as many never-trained instances measure the
-    memorisation gap, once per lineage (``rec_eraser.workflows.calibration``); at most ``max_edited`` removed instances and as many corrected forms are measured at
-    each trial of the search.
+    memorisation gap, once per lineage (``rec_eraser.workflows.calibration``); at most
+    ``max_edited`` removed instances and as many corrected forms are measured at each trial of
+    the search.
     """
 
     search: CalibrationConfig = field(default_factory=CalibrationConfig)
