@@ -369,13 +369,13 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
     cost_file = ctx.run.parent / COST_FILE
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
     s = record["solver"]
-    return _observe(ctx, load_version(ctx.run, version), _update_seconds(record), gradient_passes=s["gradient_passes"],
+    return _observe(ctx, load_version(ctx.run, version), update_seconds(record), gradient_passes=s["gradient_passes"],
                     hvps=s["hvps"], peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
                     notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
                           f"{_calibration_note(record)}")
 
 
-def _update_seconds(record: dict[str, Any]) -> float:
+def update_seconds(record: dict[str, Any]) -> float:
     """The request's own work: the solve (its calibration trials included) plus measuring the
     memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
     cal = (record.get("metrics") or {}).get("calibration") or {}

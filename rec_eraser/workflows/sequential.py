@@ -33,10 +33,10 @@ from rec_eraser.workflows.benchmark import (
     _context,
     _observe,
     _prepare,
-    _update_seconds,
     default_out,
     load_bench_recipe,
     metrics_of,
+    update_seconds,
 )
 from rec_eraser.workflows.calibration import retained_drift
 from rec_eraser.workflows.events import Event
@@ -90,7 +90,7 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         cal = (record.get("metrics") or {}).get("calibration") or {}
         search = (record.get("solver") or {}).get("calibration") or {}
         requests.append({"batch": k, "version": version, "users": users, "removed": record["edits"]["removed"],
-                         "seconds": _update_seconds(record),
+                         "seconds": update_seconds(record),
                          "memorisation_gap": (cal.get("memorisation_gap") or {}).get("gap"), "damping_factor": search.get("factor"),
                          "progress": search.get("progress"), "trust_ratio": (cal.get("trust") or {}).get("ratio")})
         if k not in checkpoints:
