@@ -48,7 +48,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +68,6 @@ from rec_eraser.training.scoring import candidate_scores, generate_answers, inst
 from rec_eraser.training.train import (
     LoadedModel,
     fit_adapter,
-    held_out_instances,
     instance_ids_hash,
     load_version,
     save_version,
@@ -77,12 +75,12 @@ from rec_eraser.training.train import (
 )
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
-from rec_eraser.workflows.calibration import MemorisationGap, measure_memorisation, recorded_memorisation
+from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events
+from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events, version_memorisation
 
 logger = logging.getLogger(__name__)
 
@@ -435,14 +433,8 @@ def original_memorisation(run: Path, say: Say) -> MemorisationGap | None:
     """``v0000``'s memorisation gap, measured as the default update's calibration measures it
     (same sample and settings), so the benchmark's ``can_judge`` and the update read one figure
     and the request reuses it (it is a property of the adapter, measured once per lineage)."""
-    registry = Registry(run)
-    train_split = load_instances(run, "train")
-    ever_trained = registry.training_set("v0000", train_split)
     say("measuring v0000's memorisation gap")
-    held_out = held_out_instances(run, Recipe.from_dict(registry.manifest("v0000")["recipe"]), train_split)
-    return measure_memorisation(partial(instance_losses, load_version(run, "v0000")), "v0000", ever_trained, set(), ever_trained,
-                                train_split, load_instances(run, "valid"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed,
-                                held_out)
+    return version_memorisation(Registry(run), "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
 
 
 def _memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:

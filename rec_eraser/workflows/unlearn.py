@@ -167,11 +167,7 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
                 measured_now = 0.0
                 if gap is None:
                     say(f"measuring {parent}'s memorisation gap (once per lineage)")
-                    root_recipe = Recipe.from_dict(lineage[-1]["recipe"])
-                    gap = measure_memorisation(partial(instance_losses, loaded), parent, training_set, lineage_edits,
-                                               registry.training_set("v0000", train_split), train_split,
-                                               load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
-                                               held_out_instances(run_dir, root_recipe, train_split))
+                    gap = version_memorisation(registry, parent, loaded, train_split, calibrate)
                     measured_now = gap.seconds if gap is not None else 0.0
                 gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
             solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
@@ -225,6 +221,16 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
         except EventError as exc:
             problems.append(EventProblem(0, str(exc), event.id))
     return problems
+
+
+def version_memorisation(registry: Registry, version: str, loaded: Any, train_split: list, calibrate: Calibrate) -> MemorisationGap | None:
+    """Measure ``version``'s memorisation gap with ``calibrate``'s sample (done once per lineage,
+    then recorded and reused); ``loaded``: that version's model."""
+    root_recipe = Recipe.from_dict(registry.lineage(version)[-1]["recipe"])
+    return measure_memorisation(partial(instance_losses, loaded), version, registry.training_set(version, train_split),
+                                set(registry.edited(version)), registry.training_set("v0000", train_split), train_split,
+                                load_instances(registry.run_dir, "valid"), calibrate.reference_size, calibrate.seed,
+                                held_out_instances(registry.run_dir, root_recipe, train_split))
 
 
 def _given_gap(gap: MemorisationGap | None, lineage: list[dict[str, Any]], calibrate: Calibrate) -> MemorisationGap | None:
