@@ -6,7 +6,7 @@ like X? Answer:" → " Yes" / " No" — whose labels follow a hidden item catego
 label noise, so the adapter both generalises and memorises. Some users are then
 forgotten, by retraining without them (two seeds: the noise floor) and by influence
 updates with the automatic damping rule scaled by several factors. Everything is judged
-in function space (DESIGN.md §7): test AUC, the loss on forgotten instances against that
+in function space (docs/design.md, "Judging an update"): test AUC, the loss on forgotten instances against that
 on never-seen ones, and the correlation of Yes/No scores with Retrain's.
 """
 

@@ -172,7 +172,7 @@ def run_solver_benchmark(
     seed: int = 0,
     on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the benchmark; returns the JSON-ready result (see the README for its fields)."""
+    """Run the benchmark; returns the JSON-ready result (docs/engine.md, "Solver benchmark", describes its fields)."""
     say = on_progress or (lambda _msg: None)
     names = list(methods or DEFAULT_SOLVERS)
     unknown = [m for m in names if m not in DEFAULT_SOLVERS]

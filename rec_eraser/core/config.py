@@ -51,7 +51,7 @@ class SolverConfig:
             a damping of their own: the automatic rule applied to their diagonal block of the
             curvature; the parameters matching no prefix form one more group (``"other"``).
             For modules whose curvature lives on different scales: on LLaRA adapters the
-            projector's block sets the shared λ, 16–480× LoRA's own (README, "Damping per
+            projector's block sets the shared λ, 16–480× LoRA's own (docs/engine.md, "Damping per
             parameter group", where it is measured: not a clear gain, so off by default).
             ``fisher`` only; ``()`` = one group.
         lr: the ``adam`` method's learning rate.

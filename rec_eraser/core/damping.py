@@ -6,14 +6,14 @@
 Why this rule: tr(C²)/tr(C) = Σμ²/Σμ is the mean of C's eigenvalues μ weighted by
 themselves. For a curvature of rank r with equal non-zero eigenvalues it is exactly their
 mean, and it never counts the null space — unlike "a fraction of the mean eigenvalue over
-all p dimensions", which for a low-rank adapter curvature came out about 100 times too
-small and destroyed the model (DESIGN.md §7). There, the damping that kept utility and
-moved the model toward retraining was 0.07–0.3 times the mean of the non-zero spectrum;
-for a decaying spectrum Σμ²/Σμ exceeds that mean, so the scale must be smaller than that.
+all p dimensions": the empirical Fisher of m instances has rank at most m, far below an
+adapter's p, so that mean is the non-zero spectrum's mean times rank/p, orders of magnitude
+too small, and a step damped by it overshoots. For a decaying spectrum Σμ²/Σμ exceeds the
+non-zero spectrum's mean, so the rule's scale is well below 1.
 
 The default ``scale = 0.03`` was chosen in function space on a real adapter
 (``rec-eraser bench damping``: SmolLM2-135M, LoRA r=8, a TALLRec-shaped task, 6 of 48
-instances forgotten; README "Damping"): scales 1 → 0.003 moved the forgotten instances'
+instances forgotten; docs/engine.md, "Damping, checked on a real adapter"): scales 1 → 0.003 moved the forgotten instances'
 loss monotonically from 0.55 to 0.86; 0.03 put it closest to the loss of never-seen
 instances (0.68 vs 0.72) while the update's agreement with Retrain stayed above Retrain's
 own seed-to-seed agreement (0.93 vs 0.92); at 0.003 that agreement fell to 0.87.

@@ -1,6 +1,6 @@
 """The influence engine: from edits of the training set to a change of the adapter.
 
-Sign and scale, stated once (DESIGN.md §3). With L(θ) = (1/n) Σ_i ℓ(z_i; θ) the training
+Sign and scale, stated once (docs/design.md, "Sign and scale"). With L(θ) = (1/n) Σ_i ℓ(z_i; θ) the training
 objective, g(z) = ∇θ ℓ(z; θ̂) at the trained parameters θ̂, C the curvature of L
 (Hessian, or Gauss–Newton) and λ the damping, a list of edits {z_j → z'_j} (a removal has
 z'_j = ∅ with g(∅) = 0) gives

@@ -8,9 +8,8 @@ Fisher is F = (1/m) Gᵀ G, of rank at most m, and
 Building G costs m gradient evaluations and no curvature products; each solve afterwards
 costs two products with G and an m×m solve. This is what makes an update on a real LLM far
 cheaper than retraining when HVPs are expensive (one HVP of SmolLM2 on a LLaRA prompt costs
-about 2.6 gradients, and CG needs tens of them per instance): it is the method of the
-first measurement in DESIGN.md §7, which moved the adapter toward Retrain in function space.
-Its curvature is the empirical Fisher, not the Hessian or Gauss–Newton matrix; the report
+about 2.6 gradients, and CG needs tens of them per instance); docs/fidelity.md measures how
+close its updates land to retraining. Its curvature is the empirical Fisher, not the Hessian or Gauss–Newton matrix; the report
 says so.
 
 Per-instance gradients come from batched backward passes where every trainable parameter

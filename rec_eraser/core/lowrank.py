@@ -2,7 +2,7 @@
 
 Why not EK-FAC: every block-diagonal approximation of a LoRA adapter's curvature leaves CG's
 iteration count about where it was, because most of that curvature couples LoRA's A and B
-matrices and the layers. Measured by ``rec-eraser bench solvers`` on the tiny Llama (README,
+matrices and the layers. Measured by ``rec-eraser bench solvers`` on the tiny Llama (docs/engine.md,
 "Solver benchmark"): the *exact* per-tensor blocks, the best EK-FAC could be, save nothing,
 and EK-FAC itself makes CG slower. A preconditioner must keep the coupling; this one does.
 

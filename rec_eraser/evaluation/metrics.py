@@ -7,7 +7,7 @@ Generation (LLaRA). A greedy answer is matched to one of the prompt's candidate 
 :func:`match_answer` (the rule is defined there). :func:`generation_metrics` reports
 ``hit@1`` = hits / **all** prompts (an invalid answer counts as a miss) — the figure to quote —
 and, labelled, LLaRA's own ``hit@1_over_valid`` = hits / valid answers, which rewards a model
-for answering invalidly when unsure (DESIGN.md section 5).
+for answering invalidly when unsure (docs/design.md, "Data and metric definitions").
 
 Ranking. :func:`ranking_metrics` ranks every candidate by a score (higher = better, e.g. the
 log-likelihood of its title as the response). Ties are broken **pessimistically** by default:

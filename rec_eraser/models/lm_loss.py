@@ -1,7 +1,7 @@
 """The training loss of a causal-LM recommender, split for the engine's Gauss–Newton products.
 
 ℓ(z) = mean cross-entropy over the response tokens of instance z (labels ≠ -100); a batch
-loss is the mean of per-instance losses (DESIGN.md §3). The same function trains the
+loss is the mean of per-instance losses (docs/design.md, "Sign and scale"). The same function trains the
 adapter and is differentiated by the engine.
 """
 

@@ -1,4 +1,4 @@
-"""From events to edits of the training set (DESIGN.md §2).
+"""From events to edits of the training set (docs/design.md, "Edits").
 
 - ``delete_user`` u: every training instance of u is removed (Instance Removal).
 - ``remove_interactions`` u, items: an instance of u whose target is one of the items is
