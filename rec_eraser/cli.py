@@ -14,10 +14,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rec_eraser.errors import RecEraserError
 from rec_eraser.jsonable import finite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
 err = Console(stderr=True)
+#: what a command reports as one line and a non-zero exit: the project's own errors, plus the
+#: library's argument checks (ValueError) and the file system's; anything else is a bug
+USER_ERRORS = (RecEraserError, ValueError, OSError)
 console = Console()
 
 
@@ -58,13 +62,11 @@ def prepare(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
 ) -> None:
     """Read a dataset, split it per user in time, build a task's instances and write the run folder."""
-    from rec_eraser.data import DatasetError
-    from rec_eraser.tasks import TaskError
     from rec_eraser.tasks.prepare import prepare as prepare_run
 
     try:
         summary = prepare_run(dataset, task, out, seed=seed, negatives=negatives, max_history=max_history, max_users=max_users, root=root)
-    except (DatasetError, TaskError, FileExistsError, FileNotFoundError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(summary)
@@ -102,8 +104,7 @@ def train(
 ) -> None:
     """Train the run's first adapter version (v0000): LoRA (+ LLaRA's item projector)."""
     from rec_eraser.tasks.prepare import load_manifest
-    from rec_eraser.training.encode import EncodingError
-    from rec_eraser.training.recipe import RecipeError, load_recipe
+    from rec_eraser.training.recipe import load_recipe
 
     run = _run_dir(run)
     try:
@@ -117,7 +118,7 @@ def train(
             job = bar.add_task("training", total=None)
             version = train_run(run, recipe, progress=lambda step, total, loss: bar.update(
                 job, completed=step, total=total, description=f"training (loss {loss:.3f})"))
-    except (RecipeError, EncodingError, FileNotFoundError, FileExistsError, FloatingPointError, OSError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     manifest = json.loads((version / "manifest.json").read_text())
     if as_json:
@@ -140,14 +141,13 @@ def evaluate(
 ) -> None:
     """Metrics of an adapter version on the run's test prompts, beside baselines (random, popularity, SASRec alone; like-rate)."""
     from rec_eraser.evaluation.evaluate import evaluate_version
-    from rec_eraser.tasks import TaskError
 
     run = _run_dir(run)
     try:
         with _progress_bar(quiet or as_json) as bar:
             job = bar.add_task("evaluating", total=None)
             result = evaluate_version(run, version, split, limit, generate=not no_generate, tick=lambda k: bar.advance(job, k))
-    except (TaskError, FileNotFoundError, OSError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -193,7 +193,6 @@ def bench(
         _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'scaling' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
     import torch
 
-    from rec_eraser.core import SolverError
 
     if threads:
         torch.set_num_threads(threads)
@@ -226,7 +225,7 @@ def bench(
 
     try:
         result = run_solver_benchmark(base_model, methods.split(",") if methods else None, n_train, curvature, seed=seed, on_progress=progress)
-    except (ValueError, FileNotFoundError, OSError, SolverError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     result["threads"] = torch.get_num_threads()
     if as_json:
@@ -256,19 +255,11 @@ def bench(
 
 
 def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
-    from rec_eraser.core import SolverError
-    from rec_eraser.data import DatasetError
-    from rec_eraser.models import EmbeddedModelError
-    from rec_eraser.tasks.instance import TaskError
-    from rec_eraser.training.recipe import RecipeError
-    from rec_eraser.training.train import BaseModelMismatch
     from rec_eraser.workflows.benchmark import run_benchmark
-    from rec_eraser.workflows.registry import RegistryError
 
     try:
         result = run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
-    except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, SolverError,
-            EmbeddedModelError, RegistryError, FloatingPointError, BaseModelMismatch) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -286,18 +277,11 @@ def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optiona
 
 
 def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
-    from rec_eraser.data import DatasetError
-    from rec_eraser.models import EmbeddedModelError
-    from rec_eraser.tasks.instance import TaskError
-    from rec_eraser.training.recipe import RecipeError
-    from rec_eraser.training.train import BaseModelMismatch
     from rec_eraser.workflows.benchmark import check_adapter
-    from rec_eraser.workflows.registry import RegistryError
 
     try:
         result = check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress)
-    except (RecipeError, DatasetError, TaskError, ValueError, FileNotFoundError, FileExistsError, OSError, EmbeddedModelError,
-            RegistryError, BaseModelMismatch) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -316,11 +300,6 @@ def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optio
 
 def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, batch_fraction: float, out: Optional[Path],
                       base_model: Optional[Path], as_json: bool, progress: Any) -> None:
-    from rec_eraser.core import SolverError
-    from rec_eraser.data import DatasetError
-    from rec_eraser.models import EmbeddedModelError
-    from rec_eraser.training.recipe import RecipeError
-    from rec_eraser.workflows.registry import RegistryError
     from rec_eraser.workflows.sequential import run_sequential
 
     try:
@@ -330,7 +309,7 @@ def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, b
     try:
         result = run_sequential(recipe, tier=tier, batches=batches, checkpoints=marks, batch_fraction=batch_fraction, out=out,
                                 base_model=base_model, say=progress)
-    except (RecipeError, DatasetError, ValueError, FileNotFoundError, OSError, SolverError, EmbeddedModelError, RegistryError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -347,9 +326,6 @@ def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, b
 
 
 def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
-    from rec_eraser.core import SolverError
-    from rec_eraser.models import EmbeddedModelError
-    from rec_eraser.workflows.registry import RegistryError
     from rec_eraser.workflows.scaling import run_scaling
 
     if task not in ("tallrec", "llara"):
@@ -360,7 +336,7 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
         _fail(f"--sizes {sizes!r}: expected comma-separated integers")
     try:
         result = run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress)
-    except (ValueError, FileNotFoundError, OSError, SolverError, EmbeddedModelError, RegistryError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -373,12 +349,10 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
     from rec_eraser.bench.damping import run_damping_check
-    from rec_eraser.core import SolverError
-    from rec_eraser.models import EmbeddedModelError
 
     try:
         result = run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress)
-    except (FileNotFoundError, OSError, SolverError, EmbeddedModelError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)
@@ -410,10 +384,7 @@ def _solver(method: str, sample_size: int, batch_size: int) -> Any:
 def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
                 earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
-    from rec_eraser.core import SolverError
-    from rec_eraser.tasks import TaskError
-    from rec_eraser.training.train import BaseModelMismatch
-    from rec_eraser.workflows import RegistryError, apply_events
+    from rec_eraser.workflows import apply_events
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
     run_dir = _run_dir(run)
@@ -427,7 +398,7 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
             result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
                                   calibrate=DEFAULT_CALIBRATION if calibrate else None,
                                   say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
-    except (RegistryError, SolverError, TaskError, BaseModelMismatch, FileNotFoundError, OSError, ValueError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result.to_dict())
@@ -587,11 +558,11 @@ app.add_typer(adapters, name="adapters")
 
 def _with_registry(run: str, action: Any) -> Any:
     """``action(registry)`` for the run, any registry error ending as one line."""
-    from rec_eraser.workflows import Registry, RegistryError, resolve_run
+    from rec_eraser.workflows import Registry, resolve_run
 
     try:
         return action(Registry(resolve_run(run)))
-    except (RegistryError, OSError, ValueError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
 
 
@@ -660,16 +631,12 @@ def demo(
 
     ml-100k, SmolLM2-135M, LLaRA task. Each step is cached in the run folder, so a rerun only evaluates.
     """
-    from rec_eraser.core import SolverError
-    from rec_eraser.data import DatasetError
-    from rec_eraser.models import EmbeddedModelError
-    from rec_eraser.tasks import TaskError
     from rec_eraser.workflows.demo import run_demo
 
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
     try:
         result = run_demo(out, quick=quick, base_model=base_model, say=progress)
-    except (DatasetError, TaskError, SolverError, EmbeddedModelError, OSError, RuntimeError, ValueError) as exc:
+    except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
         _emit_json(result)

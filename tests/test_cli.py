@@ -69,3 +69,47 @@ def test_prepare_json_and_refusal_to_overwrite(tmp_path):
 def test_prepare_unknown_dataset_is_one_line_error(tmp_path):
     result = runner.invoke(app, ["prepare", "--dataset", "nope", "--task", "llara", "--out", str(tmp_path / "r")])
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and not (tmp_path / "r").exists()
+
+
+def _every_user_error():
+    from rec_eraser.core import SolverError
+    from rec_eraser.core.damping import DampingError
+    from rec_eraser.data import DatasetError
+    from rec_eraser.models import EmbeddedModelError
+    from rec_eraser.tasks import TaskError
+    from rec_eraser.training.encode import EncodingError
+    from rec_eraser.training.recipe import RecipeError
+    from rec_eraser.training.train import BaseModelMismatch, TrainingDiverged
+    from rec_eraser.workflows import EventError, RegistryError
+
+    return {DatasetError: ValueError, TaskError: ValueError, RecipeError: ValueError, EncodingError: ValueError,
+            EventError: ValueError, SolverError: RuntimeError, DampingError: RuntimeError, RegistryError: RuntimeError,
+            EmbeddedModelError: RuntimeError, BaseModelMismatch: RuntimeError, TrainingDiverged: FloatingPointError}
+
+
+def test_every_user_error_has_the_common_base_and_keeps_its_builtin():
+    from rec_eraser.cli import USER_ERRORS
+    from rec_eraser.errors import RecEraserError
+
+    for error, builtin in _every_user_error().items():
+        assert issubclass(error, RecEraserError) and issubclass(error, builtin), error
+        assert issubclass(error, USER_ERRORS), error
+
+
+def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    import rec_eraser.workflows.demo as demo
+    from rec_eraser.workflows import RegistryError
+
+    def refused(*_args, **_kwargs):
+        raise RegistryError("another job holds\nthe run")
+
+    monkeypatch.setattr(demo, "run_demo", refused)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and result.stderr == "error: another job holds the run\n"
+
+    def bug(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(demo, "run_demo", bug)
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    assert isinstance(result.exception, KeyError)

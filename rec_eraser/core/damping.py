@@ -27,11 +27,12 @@ from dataclasses import dataclass
 import torch
 
 from rec_eraser.core.curvature import CurvatureOperator
+from rec_eraser.errors import RecEraserError
 
 logger = logging.getLogger(__name__)
 
 
-class DampingError(RuntimeError):
+class DampingError(RecEraserError, RuntimeError):
     """The automatic damping rule cannot be applied (e.g. an indefinite Hessian)."""
 
 

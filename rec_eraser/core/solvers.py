@@ -16,13 +16,14 @@ import torch
 from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
+from rec_eraser.errors import RecEraserError
 
 logger = logging.getLogger(__name__)
 
 Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 
 
-class SolverError(RuntimeError):
+class SolverError(RecEraserError, RuntimeError):
     """A solver diverged, produced non-finite values or met an operator it cannot invert."""
 
 

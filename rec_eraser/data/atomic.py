@@ -17,12 +17,14 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from rec_eraser.errors import RecEraserError
+
 logger = logging.getLogger(__name__)
 
 TYPES = ("token", "token_seq", "float", "float_seq")
 
 
-class DatasetError(ValueError):
+class DatasetError(RecEraserError, ValueError):
     """A dataset file is missing or malformed; the message says where (file, line, field)."""
 
     def __init__(self, path: Path | str, message: str, *, line: int | None = None, field: str | None = None):

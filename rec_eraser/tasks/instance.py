@@ -14,9 +14,10 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rec_eraser.data import Interaction, Step
+from rec_eraser.errors import RecEraserError
 
 
-class TaskError(ValueError):
+class TaskError(RecEraserError, ValueError):
     """A task cannot be built from this dataset or with these settings; the message says why."""
 
 

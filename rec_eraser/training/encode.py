@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from rec_eraser.errors import RecEraserError
 from rec_eraser.models.lm_loss import IGNORE, pad_collate
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.templates import CANS_EMB, HISTORY_EMB, USER_EMB
@@ -30,7 +31,7 @@ PLACEHOLDER = re.compile("(" + "|".join(" ?" + re.escape(p) for p in (HISTORY_EM
 NO_ITEM = -1
 
 
-class EncodingError(ValueError):
+class EncodingError(RecEraserError, ValueError):
     """An instance cannot be encoded (unknown item, placeholders that do not match its items)."""
 
 

@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rec_eraser.errors import RecEraserError
+
 T = TypeVar("T")
 
 SCHEDULES = ("constant", "cosine")
@@ -14,7 +16,7 @@ PRECISIONS = ("float32", "bfloat16")
 PROJECTOR_INITS = ("scaled", "default")
 
 
-class RecipeError(ValueError):
+class RecipeError(RecEraserError, ValueError):
     """A recipe file is missing, malformed or has an unknown or invalid setting."""
 
 

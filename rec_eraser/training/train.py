@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rec_eraser.errors import RecEraserError
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
@@ -177,7 +178,7 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
             with torch.autocast(device, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
                 loss = model.response_losses(batch).float().mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"training diverged at step {step} (loss {float(loss)}): lower the recipe's lr")
+                raise TrainingDiverged(f"training diverged at step {step} (loss {float(loss)}): lower the recipe's lr")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -308,7 +309,11 @@ def base_model_fingerprint(path: Path | str) -> str:
     return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
 
 
-class BaseModelMismatch(RuntimeError):
+class TrainingDiverged(RecEraserError, FloatingPointError):
+    """The training loss became non-finite; a lower learning rate is the usual fix."""
+
+
+class BaseModelMismatch(RecEraserError, RuntimeError):
     """An adapter version is loaded on a base model other than the one it was trained on."""
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from rec_eraser.core import SolverConfig
+from rec_eraser.errors import RecEraserError
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.evaluation.unlearning import membership_inference_auc
 from rec_eraser.tasks.prepare import load_instances, prepare
@@ -127,7 +128,7 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
     say(f"forgetting {size.forget_users} users and {len(events) - size.forget_users} noisy interactions in one solve")
     result = apply_events(run, [(None, e) for e in events], solver=SolverConfig(method="fisher", sample_size=size.sample_size, batch_size=4), say=say)
     if result.problems:
-        raise RuntimeError(f"demo events were refused: {result.problems[0]}")
+        raise RecEraserError(f"demo events were refused: {result.problems[0]}")
     applied = registry.applied_events(registry.current())
     unlearned_version = applied[events[0].id]
     record = registry.manifest(unlearned_version)

@@ -20,11 +20,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rec_eraser.errors import RecEraserError
+
 TYPES = ("delete_user", "remove_interactions", "correct_label", "correct_target")
 LABELS = {"yes": True, "no": False}
 
 
-class EventError(ValueError):
+class EventError(RecEraserError, ValueError):
     """An event is malformed or does not fit the run (unknown user or item, wrong task)."""
 
 

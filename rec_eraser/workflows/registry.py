@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.train import (PROJECTOR_FILE, VERSION_MANIFEST, list_versions, training_instances, version_name,
@@ -43,7 +44,7 @@ LOCK = ".lock"
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(RecEraserError, RuntimeError):
     """The run folder or a version is missing, or another job holds the run."""
 
 

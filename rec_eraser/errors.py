@@ -1,0 +1,14 @@
+"""The one base of every error a user can cause and fix.
+
+Bad input (a malformed file, an unknown user, a wrong base model), a refused operation (a run
+another job holds, a solve above its residual bound) and the like raise a subclass of
+:class:`RecEraserError`, each also deriving from the builtin it stood for before (``ValueError``,
+``RuntimeError``), so existing ``except`` clauses keep working. The CLI turns any of them into
+one line on stderr and a non-zero exit; other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+
+class RecEraserError(Exception):
+    """Bad input or a refused operation; the message says what and, where it can, what to do."""
