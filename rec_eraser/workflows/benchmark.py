@@ -498,6 +498,20 @@ def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: 
 
 
 # -- the command ------------------------------------------------------------------------------
+def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None) -> list[str]:
+    """The methods a run measures: ``methods`` if given, else the tier's ``methods`` setting, else
+    every method; correction-only methods are left out of an IR experiment."""
+    chosen = [m.strip() for m in (methods or experiment.methods or METHODS) if m.strip()]
+    unknown = [m for m in chosen if m not in METHODS + OPTIONAL_METHODS]
+    if unknown:
+        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
+    if experiment.edit == "ir":
+        chosen = [m for m in chosen if m not in CORRECTION_ONLY]
+        if not chosen:
+            raise ValueError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
+    return chosen
+
+
 def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None = None, methods: Sequence[str] | None = None,
                   base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
     """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder.
@@ -508,14 +522,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     say = say or (lambda _m: None)
     recipe_path = Path(recipe_path)
     experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
-    chosen = [m.strip() for m in (methods or METHODS) if m.strip()]
-    unknown = [m for m in chosen if m not in METHODS + OPTIONAL_METHODS]
-    if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
-    if experiment.edit == "ir":
-        chosen = [m for m in chosen if m not in CORRECTION_ONLY]
-        if not chosen:
-            raise ValueError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
+    chosen = chosen_methods(experiment, methods)
     out = Path(out) if out is not None else default_out(recipe_path, tier)
     run = out / "run"
     t_start = time.perf_counter()

@@ -68,6 +68,7 @@ class Experiment:
     baseline_steps: int = 10
     baseline_lr: float = 1e-4
     retain_sample: int = 64  # graddiff: retained instances it descends on
+    methods: tuple[str, ...] | None = None  # the default method set of `bench` at this tier (None: every method)
 
     def __post_init__(self) -> None:
         if self.edit not in EDITS:
@@ -80,6 +81,8 @@ class Experiment:
             raise RecipeError("experiment: retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)")
         if not self.baseline_lr > 0:
             raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
+        if self.methods is not None and not self.methods:
+            raise RecipeError("experiment: methods must name at least one method (leave it out for every method)")
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
         for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
@@ -90,12 +93,13 @@ class Experiment:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["retrain_seeds"] = list(self.retrain_seeds)
+        d["methods"] = None if self.methods is None else list(self.methods)
         return d
 
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:
     try:
-        return settings_from_dict(Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds",))
+        return settings_from_dict(Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds", "methods"))
     except TypeError as exc:
         raise RecipeError(f"{source}: {exc}") from exc
 

@@ -190,6 +190,26 @@ def test_bad_recipes_and_methods_get_one_line_and_exit_1(tmp_path, tiny_model_di
     assert result.exit_code == 2
 
 
+def test_a_tier_names_its_default_methods_and_the_command_line_overrides_them(tmp_path, tiny_model_dir):
+    from rec_eraser.workflows.benchmark import chosen_methods
+    from rec_eraser.workflows.experiments import load_experiment
+
+    recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "ir", 0.3)
+    recipe.write_text(recipe.read_text() + '\n[medium]\nmethods = ["retrain", "rec_eraser", "finetune"]\n')
+    medium, _ = load_experiment(recipe, "medium")
+    full, _ = load_experiment(recipe, "full")
+    assert medium.methods == ("retrain", "rec_eraser", "finetune") and full.methods is None
+    assert chosen_methods(medium) == ["retrain", "rec_eraser"]  # finetune corrects, an IR run has nothing to correct
+    assert chosen_methods(medium, ["npo"]) == ["npo"]
+    assert chosen_methods(full) == [m for m in METHODS if m != "finetune"]
+    recipe.write_text(recipe.read_text().replace('"finetune"]', '"magic"]'))
+    with pytest.raises(ValueError, match="unknown method 'magic'"):
+        chosen_methods(load_experiment(recipe, "medium")[0])
+    recipe.write_text(recipe.read_text().replace('methods = ["retrain", "rec_eraser", "magic"]', "methods = []"))
+    result = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "medium"])
+    assert result.exit_code == 1 and "methods must name at least one method" in result.output
+
+
 def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_model_dir):
     from rec_eraser.workflows.scaling import run_scaling
 
