@@ -99,10 +99,16 @@ def train(
     run: str = typer.Argument(..., help="A run folder made by `rec-eraser prepare`, or its name under adapters/."),
     recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file (default: recipes/demo-<task>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (overrides the recipe; default: embedded SmolLM2)."),
+    measure_gap: bool = typer.Option(True, "--measure-gap/--no-measure-gap",
+                                     help="Measure the adapter's memorisation gap now (256 forward passes), so no deletion request pays it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Train the run's first adapter version (v0000): LoRA (+ LLaRA's item projector)."""
+    """Train the run's first adapter version (v0000): LoRA (+ LLaRA's item projector).
+
+    By default it also measures the adapter's memorisation gap, which the calibrated update of
+    every later request reads (recorded in v0000's manifest).
+    """
     from rec_eraser.tasks.prepare import load_manifest
     from rec_eraser.training.recipe import load_recipe
 
@@ -113,20 +119,31 @@ def train(
         if base_model is not None:
             recipe = dataclasses.replace(recipe, base_model=str(base_model))
         from rec_eraser.training.train import train_run
+        from rec_eraser.workflows.unlearn import training_memorisation
 
         with _progress_bar(quiet or as_json) as bar:
             job = bar.add_task("training", total=None)
+
+            def measure(loaded, instances):
+                bar.update(job, description="measuring the memorisation gap")
+                return training_memorisation(run, recipe)(loaded, instances)
+
             version = train_run(run, recipe, progress=lambda step, total, loss: bar.update(
-                job, completed=step, total=total, description=f"training (loss {loss:.3f})"))
+                job, completed=step, total=total, description=f"training (loss {loss:.3f})"), measure=measure if measure_gap else None)
     except USER_ERRORS as exc:
         _fail(str(exc))
     manifest = json.loads((version / "manifest.json").read_text())
+    gap = ((manifest.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap")
     if as_json:
-        _emit_json({"version": version.name, "path": str(version), **manifest["training"], "train_instances": manifest["train_instances"]})
+        _emit_json({"version": version.name, "path": str(version), **manifest["training"], "train_instances": manifest["train_instances"],
+                    "memorisation_gap": gap})
         return
     t = manifest["training"]
     console.print(f"trained {version} on {manifest['train_instances']} instances: {t['steps']} steps in {t['seconds']:.0f} s "
                   f"({t['seconds_per_instance_step']:.2f} s per instance-step), final epoch loss {t['final_loss']:.3f}")
+    if gap:
+        console.print(f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained minus trained loss, "
+                      f"{gap['trained_instances']} + {gap['untrained_instances']} instances, {gap['seconds']:.0f} s)")
 
 
 @app.command()

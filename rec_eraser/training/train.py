@@ -159,6 +159,11 @@ def _drawn(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None) ->
 
 def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None) -> tuple[RecModel, dict[str, Any]]:
     """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record."""
+    loaded, record = _fit(run_dir, recipe, instances, progress)
+    return loaded.model, record
+
+
+def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None) -> tuple[LoadedModel, dict[str, Any]]:
     base_path = base_model_path(recipe)
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
@@ -198,7 +203,7 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
         "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
     }
-    return model, record
+    return LoadedModel(model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path), record
 
 
 def learning_rate_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
@@ -229,14 +234,28 @@ def parameter_groups(model: RecModel, recipe: Recipe) -> list[dict[str, Any]]:
     return groups
 
 
-def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None) -> Path:
-    """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one."""
+#: measures the freshly trained model (its training instances given) before v0000 is written;
+#: returns the manifest's ``metrics``
+Measure = Callable[[LoadedModel, list[Instance]], dict[str, Any]]
+
+
+def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None, measure: Measure | None = None) -> Path:
+    """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one.
+
+    ``measure``: figures of the trained adapter to record in its manifest (``metrics``), taken
+    from the model in memory before the version is written, so they are part of it from the start.
+    """
     run_dir = Path(run_dir)
     target = run_dir / version_name(0)
     if target.exists():
         raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
-    model, record = fit_adapter(run_dir, recipe, training_instances(run_dir, recipe), progress)
-    save_version(model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
+    instances = training_instances(run_dir, recipe)
+    loaded, record = _fit(run_dir, recipe, instances, progress)
+    if measure is not None:
+        t0 = time.perf_counter()
+        record["metrics"] = measure(loaded, instances)
+        record["training"]["measure_seconds"] = time.perf_counter() - t0
+    save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
     return target
 
 

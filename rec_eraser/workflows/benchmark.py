@@ -80,7 +80,8 @@ from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, apply_events, validate_events, version_memorisation
+from rec_eraser.workflows.unlearn import (DEFAULT_CALIBRATION, apply_events, training_memorisation, validate_events,
+                                         version_memorisation)
 
 logger = logging.getLogger(__name__)
 
@@ -223,8 +224,8 @@ def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
     """Train the run's v0000 with ``recipe``, or check that the one already there was trained with it."""
     registry = Registry(run)
     if not registry.versions():
-        say(f"training v0000 ({recipe.max_train or 'all'} instances)")
-        train_run(run, recipe)
+        say(f"training v0000 ({recipe.max_train or 'all'} instances) and measuring its memorisation gap")
+        train_run(run, recipe, measure=training_memorisation(run, recipe))
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
         raise ValueError(f"{run}/v0000 was trained with another recipe (another base model?); "
                          f"use another --out or remove {run}")
@@ -432,9 +433,14 @@ def _baseline(ctx: BenchContext) -> dict[str, Any]:
 def original_memorisation(run: Path, say: Say) -> MemorisationGap | None:
     """``v0000``'s memorisation gap, measured as the default update's calibration measures it
     (same sample and settings), so the benchmark's ``can_judge`` and the update read one figure
-    and the request reuses it (it is a property of the adapter, measured once per lineage)."""
+    and the request reuses it (it is a property of the adapter, measured once per lineage): the
+    one recorded at training, else measured now (a v0000 trained before training recorded it)."""
+    registry = Registry(run)
+    recorded = recorded_memorisation(registry.lineage("v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+    if recorded is not None:  # measured at training
+        return recorded
     say("measuring v0000's memorisation gap")
-    return version_memorisation(Registry(run), "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
+    return version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
 
 
 def _memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, save_version, train_run
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import apply_events
+from rec_eraser.workflows.unlearn import apply_events, training_memorisation
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
         prepare("ml-100k", "llara", run, max_users=size.max_users)
     registry = Registry(run)
     if not registry.versions():
-        say(f"training v0000 ({recipe.max_train} instances; SASRec item encoder first)")
-        train_run(run, recipe)
+        say(f"training v0000 ({recipe.max_train} instances; SASRec item encoder first) and measuring its memorisation gap")
+        train_run(run, recipe, measure=training_memorisation(run, recipe))
     else:
         trained = Recipe.from_dict(registry.manifest("v0000")["recipe"])
         if trained != recipe:

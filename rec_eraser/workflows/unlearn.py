@@ -23,13 +23,14 @@ import numpy as np
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
 from rec_eraser.core.calibration import CalibrationConfig
+from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import held_out_instances, load_version, save_version
+from rec_eraser.training.train import LoadedModel, Measure, held_out_instances, load_version, save_version, version_name
 from rec_eraser.workflows.calibration import (
     EditedLossObjective,
     MemorisationGap,
@@ -231,6 +232,23 @@ def version_memorisation(registry: Registry, version: str, loaded: Any, train_sp
                                 set(registry.edited(version)), registry.training_set("v0000", train_split), train_split,
                                 load_instances(registry.run_dir, "valid"), calibrate.reference_size, calibrate.seed,
                                 held_out_instances(registry.run_dir, root_recipe, train_split))
+
+
+def training_memorisation(run_dir: Path | str, recipe: Recipe, calibrate: Calibrate = DEFAULT_CALIBRATION) -> Measure:
+    """For ``train_run(..., measure=)``: v0000's memorisation gap, measured on the freshly trained
+    model with ``calibrate``'s sample, recorded in v0000's manifest where every request of the
+    lineage finds and reuses it. Training pays the one-time measurement, so no deletion request
+    does (a lineage trained without it gets it measured by its first calibrated request)."""
+    run_dir = Path(run_dir)
+
+    def measure(loaded: LoadedModel, training_set: list[Instance]) -> dict[str, Any]:
+        train_split = load_instances(run_dir, "train")
+        gap = measure_memorisation(partial(instance_losses, loaded), version_name(0), training_set, set(), training_set, train_split,
+                                   load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
+                                   held_out_instances(run_dir, recipe, train_split))
+        return {} if gap is None else {"calibration": {"memorisation_gap": gap.to_dict()}}
+
+    return measure
 
 
 def _given_gap(gap: MemorisationGap | None, lineage: list[dict[str, Any]], calibrate: Calibrate) -> MemorisationGap | None:

@@ -233,6 +233,27 @@ def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
     assert cal["targets"]["removed_loss"] == pytest.approx(record["metrics"]["before"]["forgotten_loss"] + 0.5)
 
 
+def test_training_records_the_gap_the_first_request_would_measure_and_the_request_reuses_it(tmp_path, tallrec_run, tiny_model_dir):
+    from rec_eraser.tasks.prepare import load_instances
+    from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisation, version_memorisation
+
+    run = tmp_path / "run"
+    shutil.copytree(tallrec_run, run)
+    recipe = tiny_recipe(tiny_model_dir)
+    train_run(run, recipe, measure=training_memorisation(run, recipe))
+    registry = Registry(run)
+    recorded = registry.manifest("v0000")["metrics"]["calibration"]["memorisation_gap"]
+    assert recorded["measured_on"] == "v0000" and recorded["reference_size"] == DEFAULT_CALIBRATION.reference_size
+    # the same figure a first request measures on the saved adapter (same sample, same model)
+    measured = version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
+    for key in ("gap", "standard_error", "trained_loss", "untrained_loss"):
+        assert recorded[key] == pytest.approx(getattr(measured, key), rel=1e-4, abs=1e-6), key
+    assert (recorded["trained_instances"], recorded["untrained_source"]) == (measured.trained_instances, measured.untrained_source)
+    result = apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST)
+    cal = registry.manifest(result.version)["metrics"]["calibration"]
+    assert cal["memorisation_gap"] == recorded and cal["reference_seconds"] == 0.0
+
+
 def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
     from rec_eraser.core import SolverError
 
