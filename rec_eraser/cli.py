@@ -182,7 +182,7 @@ def evaluate(
 def bench(
     target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
-    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: all)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: the tier's `methods` setting, else all)."),
     quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the same as --tier quick."),
     tier: Optional[str] = typer.Option(None, "--tier", help="Recipe benchmarks: 'quick' (mechanics and cost, under 30 minutes on 2 CPU cores), "
                                        "'medium' (sized to judge fidelity) or 'full' (the recipe's own sizes; the default)."),
@@ -209,7 +209,6 @@ def bench(
     if target not in ("solvers", "damping", "scaling") and not is_recipe:
         _fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'scaling' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
     import torch
-
 
     if threads:
         torch.set_num_threads(threads)

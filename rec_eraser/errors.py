@@ -4,7 +4,9 @@ Bad input (a malformed file, an unknown user, a wrong base model), a refused ope
 another job holds, a solve above its residual bound) and the like raise a subclass of
 :class:`RecEraserError`, each also deriving from the builtin it stood for before (``ValueError``,
 ``RuntimeError``), so existing ``except`` clauses keep working. The CLI turns any of them into
-one line on stderr and a non-zero exit; other exceptions are bugs and keep their traceback.
+one line on stderr and a non-zero exit, and so it does with ``ValueError`` and ``OSError``:
+many argument checks in the library still raise a plain ``ValueError`` (moving them onto this
+base is open work). Other exceptions are taken for bugs and keep their traceback.
 """
 
 from __future__ import annotations

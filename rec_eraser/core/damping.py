@@ -8,8 +8,10 @@ themselves. For a curvature of rank r with equal non-zero eigenvalues it is exac
 mean, and it never counts the null space — unlike "a fraction of the mean eigenvalue over
 all p dimensions": the empirical Fisher of m instances has rank at most m, far below an
 adapter's p, so that mean is the non-zero spectrum's mean times rank/p, orders of magnitude
-too small, and a step damped by it overshoots. For a decaying spectrum Σμ²/Σμ exceeds the
-non-zero spectrum's mean, so the rule's scale is well below 1.
+too small, and a step damped by it overshoots. Σμ²/Σμ is of the order of the largest
+eigenvalues instead: for a decaying spectrum it exceeds the non-zero spectrum's mean, since
+large eigenvalues count more, so a damping comparable to the curvature's typical non-zero
+eigenvalue is a small fraction of it, and the rule's scale is well below 1.
 
 The default ``scale = 0.03`` was chosen in function space on a real adapter
 (``rec-eraser bench damping``: SmolLM2-135M, LoRA r=8, a TALLRec-shaped task, 6 of 48

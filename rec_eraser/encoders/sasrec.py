@@ -73,6 +73,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from rec_eraser.data import Dataset, chronological, leave_last_out
+from rec_eraser.errors import RecEraserError
 
 logger = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ class ItemEncoder:
         Each history is item ids, oldest first (non-empty); only its last ``max_len`` items are used.
         """
         if self.model is None:
-            raise RuntimeError("this item encoder has no SASRec model (only an embedding table)")
+            raise RecEraserError("this item encoder has no SASRec model (only an embedding table)")
         if any(len(h) == 0 for h in histories):
             raise ValueError("empty history")
         windows = [[i + 1 for i in self.indices(list(h)[-self.model.max_len:])] for h in histories]
@@ -211,7 +212,7 @@ class ItemEncoder:
     def user_state_encoder(self) -> UserStateEncoder:
         """The frozen module that turns a history into LLaRA's user token input (see :class:`UserStateEncoder`)."""
         if self.model is None:
-            raise RuntimeError("this item encoder has no SASRec model (only an embedding table): no user states")
+            raise RecEraserError("this item encoder has no SASRec model (only an embedding table): no user states")
         return UserStateEncoder(self.model, scale=float(self.embeddings.norm(dim=1).mean()))
 
     def save(self, path: str | Path) -> Path:

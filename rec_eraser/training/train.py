@@ -244,6 +244,8 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
 
     ``measure``: figures of the trained adapter to record in its manifest (``metrics``), taken
     from the model in memory before the version is written, so they are part of it from the start.
+    If measuring fails, the version is written without them (and a warning logged): a lineage
+    without a recorded gap has it measured by its first calibrated request.
     """
     run_dir = Path(run_dir)
     target = run_dir / version_name(0)
@@ -253,8 +255,11 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
     loaded, record = _fit(run_dir, recipe, instances, progress)
     if measure is not None:
         t0 = time.perf_counter()
-        record["metrics"] = measure(loaded, instances)
-        record["training"]["measure_seconds"] = time.perf_counter() - t0
+        try:
+            record["metrics"] = measure(loaded, instances)
+            record["training"]["measure_seconds"] = time.perf_counter() - t0
+        except Exception as exc:  # the training is worth more than the figures: save it without them
+            logger.warning("v0000 is saved without its measurements, which failed: %s", exc)
     save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
     return target
 

@@ -77,7 +77,7 @@ from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.experiments import Experiment, corruption, experiment_events, load_experiment
+from rec_eraser.workflows.experiments import METHODS, OPTIONAL_METHODS, Experiment, corruption, experiment_events, load_experiment
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import (DEFAULT_CALIBRATION, apply_events, training_memorisation, validate_events,
@@ -85,11 +85,6 @@ from rec_eraser.workflows.unlearn import (DEFAULT_CALIBRATION, apply_events, tra
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_rule", "rec_eraser_cg",
-           "rec_eraser_sqp", "reference_recipe")
-#: run only when named in ``methods``: ``rec_eraser_cg`` never and always building its preconditioner,
-#: to measure what the preconditioner and the choice of when to build it save
-OPTIONAL_METHODS = ("rec_eraser_cg_plain", "rec_eraser_cg_lowrank")
 CG_PRECONDITIONERS = {"rec_eraser_cg": "auto", "rec_eraser_cg_plain": None, "rec_eraser_cg_lowrank": "lowrank"}
 CORRECTION_ONLY = ("finetune",)
 Say = Callable[[str], None]

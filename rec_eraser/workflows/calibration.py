@@ -27,9 +27,10 @@ The gap is a property of the adapter, not of a request, and its sampling noise i
 the calibration: on the medium TALLRec adapter, a sample of 64 trained + 64 never-trained
 instances gave 0.031 ± 0.019 and one of 46 + 64 gave 0.007 ± 0.022, and the two chose
 dampings ten times apart. So it is
-measured once per lineage on a larger sample (128 + 128 by default), recorded in the
-manifest of the request that measured it (``measured_on`` names the version), and reused
-by every later request on that lineage with the same settings.
+measured once per lineage on a larger sample (128 + 128 by default): at training, in
+``v0000``'s manifest (``rec-eraser train``), or else by the first calibrated request, in its
+version's manifest (``measured_on`` names the version measured); every later request on that
+lineage with the same settings reuses it.
 """
 
 from __future__ import annotations

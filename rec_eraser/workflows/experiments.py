@@ -43,6 +43,12 @@ from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_fr
 from rec_eraser.workflows.events import Event
 
 EDITS = ("ir", "qm", "rc")
+#: the benchmark's methods (``rec_eraser/workflows/benchmark.py`` runs them), in report order
+METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_rule", "rec_eraser_cg",
+           "rec_eraser_sqp", "reference_recipe")
+#: run only when named in ``methods``: ``rec_eraser_cg`` never and always building its preconditioner,
+#: to measure what the preconditioner and the choice of when to build it save
+OPTIONAL_METHODS = ("rec_eraser_cg_plain", "rec_eraser_cg_lowrank")
 TASKS = ("tallrec", "llara")
 
 
@@ -83,6 +89,9 @@ class Experiment:
             raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
         if self.methods is not None and not self.methods:
             raise RecipeError("experiment: methods must name at least one method (leave it out for every method)")
+        unknown = [m for m in self.methods or () if m not in METHODS + OPTIONAL_METHODS]
+        if unknown:
+            raise RecipeError(f"experiment: unknown method {unknown[0]!r} in methods; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
         for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
@@ -98,6 +107,8 @@ class Experiment:
 
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:
+    if isinstance(values.get("methods"), str):
+        raise RecipeError(f"{source}: methods must be a list of method names, e.g. methods = [\"retrain\", \"rec_eraser\"]")
     try:
         return settings_from_dict(Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds", "methods"))
     except TypeError as exc:

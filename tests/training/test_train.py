@@ -172,6 +172,17 @@ def test_greedy_answers_come_back_as_text(tallrec_run, tiny_model_dir, tmp_path)
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
 
 
+def test_a_failed_measurement_does_not_lose_the_training(tmp_path, tallrec_run, tiny_model_dir):
+    run = copy_run(tallrec_run, tmp_path / "run")
+
+    def broken(_loaded, _instances):
+        raise ZeroDivisionError("a broken measurement")
+
+    version = train_run(run, Recipe(rank=4, alpha=8, epochs=1, batch_size=4, max_train=4, base_model=str(tiny_model_dir)), measure=broken)
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["version"] == "v0000" and "metrics" not in manifest and "measure_seconds" not in manifest["training"]
+
+
 def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     from typer.testing import CliRunner
 
@@ -183,7 +194,19 @@ def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     runner = CliRunner()
     trained = runner.invoke(app, ["train", str(run), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--json"])
     assert trained.exit_code == 0, trained.output
-    assert json.loads(trained.stdout)["version"] == "v0000"
+    data = json.loads(trained.stdout)
+    assert data["version"] == "v0000"
+    # the memorisation gap is measured at training and recorded where unlearning requests find it
+    manifest = json.loads((run / "v0000" / "manifest.json").read_text())
+    assert data["memorisation_gap"]["measured_on"] == "v0000"
+    assert data["memorisation_gap"] == manifest["metrics"]["calibration"]["memorisation_gap"]
+    assert manifest["training"]["measure_seconds"] > 0
+    skipped = copy_run(tallrec_run, tmp_path / "cli-no-gap")
+    args = ["train", str(skipped), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--no-measure-gap", "--json"]
+    no_gap = runner.invoke(app, args)
+    assert no_gap.exit_code == 0, no_gap.output
+    assert json.loads(no_gap.stdout)["memorisation_gap"] is None
+    assert "metrics" not in json.loads((skipped / "v0000" / "manifest.json").read_text())
     evaluated = runner.invoke(app, ["evaluate", str(run), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.stdout)

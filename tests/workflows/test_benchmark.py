@@ -191,6 +191,7 @@ def test_bad_recipes_and_methods_get_one_line_and_exit_1(tmp_path, tiny_model_di
 
 
 def test_a_tier_names_its_default_methods_and_the_command_line_overrides_them(tmp_path, tiny_model_dir):
+    from rec_eraser.training.recipe import RecipeError
     from rec_eraser.workflows.benchmark import chosen_methods
     from rec_eraser.workflows.experiments import load_experiment
 
@@ -202,10 +203,15 @@ def test_a_tier_names_its_default_methods_and_the_command_line_overrides_them(tm
     assert chosen_methods(medium) == ["retrain", "rec_eraser"]  # finetune corrects, an IR run has nothing to correct
     assert chosen_methods(medium, ["npo"]) == ["npo"]
     assert chosen_methods(full) == [m for m in METHODS if m != "finetune"]
-    recipe.write_text(recipe.read_text().replace('"finetune"]', '"magic"]'))
     with pytest.raises(ValueError, match="unknown method 'magic'"):
-        chosen_methods(load_experiment(recipe, "medium")[0])
-    recipe.write_text(recipe.read_text().replace('methods = ["retrain", "rec_eraser", "magic"]', "methods = []"))
+        chosen_methods(medium, ["magic"])
+    recipe.write_text(recipe.read_text().replace('"finetune"]', '"magic"]'))
+    with pytest.raises(RecipeError, match="unknown method 'magic' in methods"):
+        load_experiment(recipe, "medium")  # refused when the recipe is read, before any training
+    recipe.write_text(recipe.read_text().replace('methods = ["retrain", "rec_eraser", "magic"]', 'methods = "retrain"'))
+    with pytest.raises(RecipeError, match="methods must be a list"):
+        load_experiment(recipe, "medium")
+    recipe.write_text(recipe.read_text().replace('methods = "retrain"', "methods = []"))
     result = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "medium"])
     assert result.exit_code == 1 and "methods must name at least one method" in result.output
 
