@@ -111,8 +111,11 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
                      "trusted": ((record.get("metrics") or {}).get("drift") or {}).get("trusted"),
                      "update_seconds": current.seconds, "retrain_seconds": retrain.seconds,
                      "ratio_to_retrain": current.seconds / retrain.seconds if retrain.seconds else None})
+    # the one-time gap, when training measured it (otherwise the first request did, in its seconds)
+    at_training = registry.manifest("v0000")["training"].get("measure_seconds")
     result = {"recipe": str(recipe_path), "tier": tier, "batches": batches, "batch_fraction": batch_fraction,
-              "checkpoints": rows, "requests": requests, "run": str(run), "seconds": time.perf_counter() - t_start}
+              "checkpoints": rows, "requests": requests, "gap_seconds_at_training": at_training, "run": str(run),
+              "seconds": time.perf_counter() - t_start}
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / "sequential.json").write_text(json.dumps(finite(result), indent=2, allow_nan=False, default=str) + "\n")
     result["report"] = str(out / "report" / "sequential.json")

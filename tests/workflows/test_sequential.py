@@ -39,11 +39,13 @@ def test_each_batch_is_its_own_version_and_checkpoints_compare_with_retrain(tmp_
         assert row["train_instances"] + row["forget_instances"] == len(registry.training_set("v0000"))
         assert row["retrain"]["agreement_with_retrain"] == pytest.approx(1.0)
         assert row["retained_drift"] >= 0 and row["update_seconds"] > 0
-        # every request reused the first one's gap; the version is trusted while the drift is below it
+        # every request reused v0000's gap; the version is trusted while the drift is below it
         gap = data["requests"][0]["memorisation_gap"]
         assert all(r["memorisation_gap"] == gap for r in data["requests"])
         assert row["trusted"] == ((row["retained_drift"] < gap) if gap is not None and gap > 0 else None)
     assert second["update_seconds"] == pytest.approx(sum(r["seconds"] for r in data["requests"]))
+    # the benchmark's v0000 measured the gap at training: no request of the lineage paid it
+    assert data["gap_seconds_at_training"] == registry.manifest("v0000")["training"]["measure_seconds"] > 0
     assert (out / "report" / "sequential.json").is_file()
     from rec_eraser.workflows.bench_report import SEQUENTIAL_COLUMNS, sequential_markdown
 
