@@ -84,6 +84,10 @@ META_FILE = "item_encoder.json"
 _MODEL_PREFIX = "sasrec."
 
 
+class NoSasrecModel(RecEraserError, RuntimeError):
+    """The encoder holds an embedding table only, and the caller asked for what needs the model."""
+
+
 class UnknownItemError(KeyError):
     """An item id the encoder has no embedding for."""
 
@@ -196,7 +200,7 @@ class ItemEncoder:
         Each history is item ids, oldest first (non-empty); only its last ``max_len`` items are used.
         """
         if self.model is None:
-            raise RecEraserError("this item encoder has no SASRec model (only an embedding table)")
+            raise NoSasrecModel("this item encoder has no SASRec model (only an embedding table)")
         if any(len(h) == 0 for h in histories):
             raise ValueError("empty history")
         windows = [[i + 1 for i in self.indices(list(h)[-self.model.max_len:])] for h in histories]
@@ -212,7 +216,7 @@ class ItemEncoder:
     def user_state_encoder(self) -> UserStateEncoder:
         """The frozen module that turns a history into LLaRA's user token input (see :class:`UserStateEncoder`)."""
         if self.model is None:
-            raise RecEraserError("this item encoder has no SASRec model (only an embedding table): no user states")
+            raise NoSasrecModel("this item encoder has no SASRec model (only an embedding table): no user states")
         return UserStateEncoder(self.model, scale=float(self.embeddings.norm(dim=1).mean()))
 
     def save(self, path: str | Path) -> Path:
