@@ -425,14 +425,15 @@ def _baseline(ctx: BenchContext) -> dict[str, Any]:
     return {"name": "popularity", "value": popularity_baseline(popularity, [list(z.candidates) for z in ctx.test], targets_)["hit@1"]}
 
 
-def original_memorisation(run: Path, say: Say) -> MemorisationGap | None:
+def original_memorisation(run: Path, say: Say, version: str | None = None) -> MemorisationGap | None:
     """``v0000``'s memorisation gap, measured as the default update's calibration measures it
     (same sample and settings), so the benchmark's ``can_judge`` and the update read one figure
     and the request reuses it (it is a property of the adapter, measured once per lineage): the
-    one recorded at training, else measured now (a v0000 trained before training recorded it)."""
+    one recorded on ``version``'s lineage (at training, or by the request that wrote ``version``),
+    else measured now (a v0000 trained before training recorded it)."""
     registry = Registry(run)
-    recorded = recorded_memorisation(registry.lineage("v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
-    if recorded is not None:  # measured at training
+    recorded = recorded_memorisation(registry.lineage(version or "v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+    if recorded is not None:
         return recorded
     say("measuring v0000's memorisation gap")
     return version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
@@ -533,10 +534,8 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     if not events:
         raise ValueError("the experiment yields no events (raise fraction or max_users)")
     version = _unlearned_version(registry, events)
-    # v0000's gap: the one the cached update used, else measured now (and handed to the update)
-    memorisation = None if version is None else recorded_memorisation(registry.lineage(version), DEFAULT_CALIBRATION.reference_size,
-                                                                       DEFAULT_CALIBRATION.seed)
-    memorisation = memorisation or original_memorisation(run, say)
+    # v0000's gap: the one the cached update used or training recorded, else measured now (and handed to the update)
+    memorisation = original_memorisation(run, say, version)
     if version is None:
         problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
         if problems:

@@ -228,10 +228,17 @@ def version_memorisation(registry: Registry, version: str, loaded: Any, train_sp
     """Measure ``version``'s memorisation gap with ``calibrate``'s sample (done once per lineage,
     then recorded and reused); ``loaded``: that version's model."""
     root_recipe = Recipe.from_dict(registry.lineage(version)[-1]["recipe"])
-    return measure_memorisation(partial(instance_losses, loaded), version, registry.training_set(version, train_split),
-                                set(registry.edited(version)), registry.training_set("v0000", train_split), train_split,
-                                load_instances(registry.run_dir, "valid"), calibrate.reference_size, calibrate.seed,
-                                held_out_instances(registry.run_dir, root_recipe, train_split))
+    return _memorisation_of(registry.run_dir, root_recipe, version, loaded, registry.training_set(version, train_split),
+                            set(registry.edited(version)), registry.training_set("v0000", train_split), train_split, calibrate)
+
+
+def _memorisation_of(run_dir: Path, root_recipe: Recipe, version: str, loaded: Any, training_set: list, edited_ids: set[str],
+                     ever_trained: list, train_split: list, calibrate: Calibrate) -> MemorisationGap | None:
+    """The one wiring of the gap's sample (validation split, held-out users, size, seed) that
+    requests and training share, so both measure the same figure."""
+    return measure_memorisation(partial(instance_losses, loaded), version, training_set, edited_ids, ever_trained, train_split,
+                                load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
+                                held_out_instances(run_dir, root_recipe, train_split))
 
 
 def training_memorisation(run_dir: Path | str, recipe: Recipe, calibrate: Calibrate = DEFAULT_CALIBRATION) -> Measure:
@@ -243,9 +250,7 @@ def training_memorisation(run_dir: Path | str, recipe: Recipe, calibrate: Calibr
 
     def measure(loaded: LoadedModel, training_set: list[Instance]) -> dict[str, Any]:
         train_split = load_instances(run_dir, "train")
-        gap = measure_memorisation(partial(instance_losses, loaded), version_name(0), training_set, set(), training_set, train_split,
-                                   load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
-                                   held_out_instances(run_dir, recipe, train_split))
+        gap = _memorisation_of(run_dir, recipe, version_name(0), loaded, training_set, set(), training_set, train_split, calibrate)
         return {} if gap is None else {"calibration": {"memorisation_gap": gap.to_dict()}}
 
     return measure
