@@ -59,7 +59,7 @@ class ItemProjector(nn.Module):
         dominates; cosine 0.72 between projected ml-100k items) at a third of a SmolLM2 token's
         norm, so the LM cannot tell item tokens apart until training has grown their
         differences. From this start (cosine 0.19) the demo LLaRA recipe reached hit@1 0.320
-        on 300 ml-100k test prompts, against 0.223 from the default one (README, results).
+        on 300 ml-100k test prompts, against 0.223 from the default one (docs/training.md, results).
         """
         if out_norm <= 0:
             raise ValueError(f"out_norm must be positive, got {out_norm}")

@@ -9,7 +9,7 @@ the first word of the title with its space (LLaRA). Checked on SmolLM2:
 
 The words (noun, verb, verb_past) come from the dataset mapping's ``[prompt]`` table.
 
-LLaRA's layout here differs from the paper's in two ways, both measured (README, "LLaRA's
+LLaRA's layout here differs from the paper's in two ways, both measured (docs/training.md, "LLaRA's
 hybrid prompt"): each item's embedding token comes *before* its title (LLaRA puts it
 after), and the prompt ends with a user token ``[UserEmb]`` (the collaborative encoder's
 state after the history). A causal LM predicts the first token of its answer from what it
