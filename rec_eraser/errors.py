@@ -5,8 +5,9 @@ another job holds, a solve above its residual bound) and the like raise a subcla
 :class:`RecEraserError`, each also deriving from the builtin it stood for before (``ValueError``,
 ``RuntimeError``), so existing ``except`` clauses keep working. The CLI turns any of them into
 one line on stderr and a non-zero exit, and so it does with ``ValueError`` and ``OSError``:
-many argument checks in the library still raise a plain ``ValueError`` (moving them onto this
-base is open work). Other exceptions are taken for bugs and keep their traceback.
+the workflows' checks raise ``ExperimentError`` (``rec_eraser.workflows.experiments``), but
+many argument checks of the lower layers still raise a plain ``ValueError`` (moving them onto
+this base is open work). Other exceptions are taken for bugs and keep their traceback.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ from rec_eraser.core.curvature import deterministic_mode
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.train import LoadedModel
+from rec_eraser.workflows.experiments import ExperimentError
 
 METHODS = ("gradient_ascent", "graddiff", "npo", "finetune")
 
@@ -64,12 +65,12 @@ def run_baseline(method: str, loaded: LoadedModel, forget: Sequence[Instance] = 
                  beta: float = 0.1, seed: int = 0) -> BaselineReport:
     """Apply ``method`` to ``loaded.model`` in place; see the module docstring for each objective."""
     if method not in METHODS:
-        raise ValueError(f"unknown baseline {method!r} (known: {', '.join(METHODS)})")
+        raise ExperimentError(f"unknown baseline {method!r} (known: {', '.join(METHODS)})")
     targets = corrected if method == "finetune" else forget
     if not targets:
-        raise ValueError(f"{method} needs {'corrected' if method == 'finetune' else 'forget'} instances")
+        raise ExperimentError(f"{method} needs {'corrected' if method == 'finetune' else 'forget'} instances")
     if method == "graddiff" and not retain:
-        raise ValueError("graddiff needs retained instances")
+        raise ExperimentError("graddiff needs retained instances")
     t0 = time.perf_counter()  # NPO's reference pass is part of its cost
     gen = torch.Generator().manual_seed(seed)
     main = _batches(_encode(loaded, targets), batch_size, gen)

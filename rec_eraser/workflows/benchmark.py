@@ -77,7 +77,8 @@ from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.experiments import METHODS, OPTIONAL_METHODS, Experiment, corruption, experiment_events, load_experiment
+from rec_eraser.workflows.experiments import (METHODS, OPTIONAL_METHODS, Experiment, ExperimentError, corruption,
+                                              experiment_events, load_experiment)
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import (DEFAULT_CALIBRATION, apply_events, training_memorisation, validate_events,
@@ -204,7 +205,7 @@ def _prepare(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> Non
         kept = json.loads(stamp.read_text()) if stamp.is_file() else None
         if kept != fingerprint:
             differs = sorted(k for k in DATA_SETTINGS if (kept or {}).get(k) != fingerprint[k])
-            raise ValueError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
+            raise ExperimentError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
                              "use another --out or remove that folder")
     else:
         say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
@@ -222,7 +223,7 @@ def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
         say(f"training v0000 ({recipe.max_train or 'all'} instances) and measuring its memorisation gap")
         train_run(run, recipe, measure=training_memorisation(run, recipe))
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
-        raise ValueError(f"{run}/v0000 was trained with another recipe (another base model?); "
+        raise ExperimentError(f"{run}/v0000 was trained with another recipe (another base model?); "
                          f"use another --out or remove {run}")
     return registry
 
@@ -506,11 +507,11 @@ def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None)
     chosen = [m.strip() for m in (methods or experiment.methods or METHODS) if m.strip()]
     unknown = [m for m in chosen if m not in METHODS + OPTIONAL_METHODS]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
+        raise ExperimentError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
     if experiment.edit == "ir":
         chosen = [m for m in chosen if m not in CORRECTION_ONLY]
         if not chosen:
-            raise ValueError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
+            raise ExperimentError(f"{', '.join(CORRECTION_ONLY)} corrects data, and an ir experiment has nothing to correct; choose other methods")
     return chosen
 
 
@@ -532,14 +533,14 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     registry = Registry(run)
     events = experiment_events(experiment, load_manifest(run).get("transform"), sorted({z.user for z in registry.training_set("v0000")}))
     if not events:
-        raise ValueError("the experiment yields no events (raise fraction or max_users)")
+        raise ExperimentError("the experiment yields no events (raise fraction or max_users)")
     version = _unlearned_version(registry, events)
     # v0000's gap: the one the cached update used or training recorded, else measured now (and handed to the update)
     memorisation = original_memorisation(run, say, version)
     if version is None:
         problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
         if problems:
-            raise ValueError(f"the experiment's events do not fit its run: {problems[0].message} ({problems[0].event_id})")
+            raise ExperimentError(f"the experiment's events do not fit its run: {problems[0].message} ({problems[0].event_id})")
         (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
         say(f"rec_eraser: applying {len(events)} events")
         memory = PeakMemory()
@@ -549,7 +550,7 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
         (out / COST_FILE).write_text(json.dumps({"version": version, "peak_mb": memory.peak_mb}))
     ctx = _context(run, experiment, recipe, events, version)
     if not ctx.forget:
-        raise ValueError("the experiment's events change no training instance of v0000 (raise fraction or max_train)")
+        raise ExperimentError("the experiment's events change no training instance of v0000 (raise fraction or max_train)")
 
     say("measuring the original adapter")
     original_model = load_version(run, "v0000")
@@ -666,10 +667,10 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
     chain = registry.lineage(current)
     applied = {e["id"] for record in chain for e in record.get("events", [])}
     if len(chain) != 2 or applied != {e.id for e in events}:
-        raise ValueError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
+        raise ExperimentError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
                          "use another --out or remove that folder")
     made_with = (chain[0].get("metrics") or {}).get("calibration", {}).get("settings")
     if made_with != DEFAULT_CALIBRATION.to_dict():
-        raise ValueError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
+        raise ExperimentError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
                          "settings differ); use another --out, or remove that version folder to apply the events again")
     return current

@@ -38,9 +38,16 @@ import numpy as np
 from rec_eraser.data import Dataset
 from rec_eraser.data.dataset import Interaction
 from rec_eraser.data.split import chronological
+from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.tallrec import liked_threshold
 from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_from_sections, settings_from_dict
 from rec_eraser.workflows.events import Event
+
+
+class ExperimentError(RecEraserError, ValueError):
+    """A benchmark experiment that cannot run as asked: methods that do not fit its edit, a run
+    folder of another experiment, too few users for the batches requested, and the like."""
+
 
 EDITS = ("ir", "qm", "rc")
 #: the benchmark's methods (``rec_eraser/workflows/benchmark.py`` runs them), in report order

@@ -20,6 +20,7 @@ from rec_eraser.tasks.prepare import prepare
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.workflows.benchmark import ensure_trained
 from rec_eraser.workflows.events import Event
+from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import DEFAULT_ROOT
 from rec_eraser.workflows.unlearn import apply_events
 
@@ -34,7 +35,7 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
     ``max_users`` keeps the dataset's first users only (for small checks)."""
     say = say or (lambda _m: None)
     if len(set(sizes)) < 2 or len(set(sizes)) != len(sizes) or any(n < 4 for n in sizes):
-        raise ValueError(f"scaling needs at least two distinct sizes of at least 4 instances, got {list(sizes)}")
+        raise ExperimentError(f"scaling needs at least two distinct sizes of at least 4 instances, got {list(sizes)}")
     out = Path(out) if out is not None else DEFAULT_ROOT / "bench" / f"scaling-{task}"
     solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4)
     rows = []

@@ -40,6 +40,7 @@ from rec_eraser.workflows.benchmark import (
 )
 from rec_eraser.workflows.calibration import retained_drift
 from rec_eraser.workflows.events import Event
+from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.unlearn import apply_events
 
@@ -52,7 +53,7 @@ def deletion_batches(users: list[str], batches: int, batch_fraction: float, seed
     ordered = sorted(set(users), key=lambda u: (len(u), u))
     size = max(1, round(batch_fraction * len(ordered)))
     if size * batches > len(ordered):
-        raise ValueError(f"{batches} batches of {size} users need {size * batches} users; the adapter was trained on {len(ordered)}")
+        raise ExperimentError(f"{batches} batches of {size} users need {size * batches} users; the adapter was trained on {len(ordered)}")
     perm = np.random.default_rng([seed, 3]).permutation(len(ordered))
     return [[ordered[j] for j in sorted(perm[i * size:(i + 1) * size])] for i in range(batches)]
 
@@ -65,9 +66,9 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
     recipe_path = Path(recipe_path)
     experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
     if experiment.edit != "ir":
-        raise ValueError(f"the sequential study deletes users: it needs an ir recipe, and {recipe_path} is {experiment.edit}")
+        raise ExperimentError(f"the sequential study deletes users: it needs an ir recipe, and {recipe_path} is {experiment.edit}")
     if batches < 1 or not checkpoints or any(not 1 <= c <= batches for c in checkpoints):
-        raise ValueError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
+        raise ExperimentError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
     out = Path(out) if out is not None else default_out(recipe_path, tier, "sequential")
     run = out / "run"
     t_start = time.perf_counter()
@@ -83,7 +84,7 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
             say(f"batch {k}/{batches}: deleting {len(users)} users")
             result = apply_events(run, [(None, e) for e in events], say=say)
             if result.problems:
-                raise ValueError(f"batch {k}: {result.problems[0].message}")
+                raise ExperimentError(f"batch {k}: {result.problems[0].message}")
         applied += events
         version = registry.current()
         record = registry.manifest(version)

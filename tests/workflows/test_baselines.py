@@ -9,6 +9,7 @@ from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import load_version
 from rec_eraser.workflows import Registry
 from rec_eraser.workflows.baselines import run_baseline
+from rec_eraser.workflows.experiments import ExperimentError
 
 from .test_unlearn import a_trained_user, trained  # noqa: F401  (the module-scoped trained run)
 
@@ -39,9 +40,9 @@ def test_finetune_lowers_the_corrected_loss(trained):  # noqa: F811
 
 def test_bad_requests_are_refused(trained):  # noqa: F811
     loaded = load_version(trained, "v0000")
-    with pytest.raises(ValueError, match="unknown baseline"):
+    with pytest.raises(ExperimentError, match="unknown baseline"):
         run_baseline("retrain-lite", loaded, forget=split(trained)[0])
-    with pytest.raises(ValueError, match="needs forget"):
+    with pytest.raises(ExperimentError, match="needs forget"):
         run_baseline("gradient_ascent", loaded)
-    with pytest.raises(ValueError, match="needs retained"):
+    with pytest.raises(ExperimentError, match="needs retained"):
         run_baseline("graddiff", loaded, forget=split(trained)[0])

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from rec_eraser.cli import app
 from rec_eraser.workflows.benchmark import METHODS, sisa_shards
+from rec_eraser.workflows.experiments import ExperimentError
 from tests.data.conftest import LASTFM_INTER, LASTFM_ITEM, STEAM_INTER, STEAM_ITEM, steam_item, write_atomic
 
 SMALL = """
@@ -203,7 +204,7 @@ def test_a_tier_names_its_default_methods_and_the_command_line_overrides_them(tm
     assert chosen_methods(medium) == ["retrain", "rec_eraser"]  # finetune corrects, an IR run has nothing to correct
     assert chosen_methods(medium, ["npo"]) == ["npo"]
     assert chosen_methods(full) == [m for m in METHODS if m != "finetune"]
-    with pytest.raises(ValueError, match="unknown method 'magic'"):
+    with pytest.raises(ExperimentError, match="unknown method 'magic'"):
         chosen_methods(medium, ["magic"])
     recipe.write_text(recipe.read_text().replace('"finetune"]', '"magic"]'))
     with pytest.raises(RecipeError, match="unknown method 'magic' in methods"):
@@ -228,9 +229,9 @@ def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_mode
     from rec_eraser.workflows.registry import Registry
 
     assert [Registry(tmp_path / "scaling" / f"n{n}").versions() for n in (6, 12)] == [["v0000", "v0001"]] * 2
-    with pytest.raises(ValueError, match="at least two distinct sizes"):
+    with pytest.raises(ExperimentError, match="at least two distinct sizes"):
         run_scaling([6], out=tmp_path / "x")
-    with pytest.raises(ValueError, match="another recipe"):  # a cached size trained on another base model is not reused
+    with pytest.raises(ExperimentError, match="another recipe"):  # a cached size trained on another base model is not reused
         run_scaling([6, 12], out=tmp_path / "scaling", sample_size=4, max_users=8)
 
 
@@ -242,11 +243,11 @@ def test_a_run_folder_of_another_experiment_is_refused_and_stale_adapters_are_re
 
 
 def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, tiny_model_dir):
+    from rec_eraser.tasks.prepare import load_instances, prepare
     from rec_eraser.training.recipe import Recipe
     from rec_eraser.training.train import instance_ids_hash
     from rec_eraser.workflows.benchmark import BenchContext, _cached_adapter
     from rec_eraser.workflows.experiments import Experiment
-    from rec_eraser.tasks.prepare import load_instances, prepare
 
     run = tmp_path / "run"
     prepare("ml-100k", "tallrec", run, max_users=4)

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
+from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.sequential import deletion_batches
 from tests.workflows.test_benchmark import write_recipe
@@ -19,7 +20,7 @@ def test_deletion_batches_are_disjoint_seeded_and_sized_by_the_fraction():
     assert [len(g) for g in groups] == [1] * 10 and len({u for g in groups for u in g}) == 10
     assert groups == deletion_batches(list(reversed(users)), 10, 0.01, seed=0)  # depends on the set, not its order
     assert deletion_batches(users, 3, 0.05, seed=1) != deletion_batches(users, 3, 0.05, seed=2)
-    with pytest.raises(ValueError, match="need 120 users"):
+    with pytest.raises(ExperimentError, match="need 120 users"):
         deletion_batches(users, 4, 0.3, seed=0)
 
 
