@@ -48,6 +48,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -193,6 +194,30 @@ def load_bench_recipe(recipe_path: Path, tier: str, base_model: Path | None) -> 
     return experiment, recipe if base_model is None else replace(recipe, base_model=str(base_model))
 
 
+PROGRESS_LOG = "bench.log"
+
+
+def open_study(recipe_path: Path | str, tier: str, out: Path | None, base_model: Path | None, say: Say | None,
+               study: str = "") -> tuple[Experiment, Recipe, Path, Say]:
+    """What every recipe study starts with: its experiment and recipe (refused before anything is
+    written), its folder (``out`` or the default), and a progress callback that also appends each
+    message, timestamped, to ``OUT/bench.log``: a study runs for an hour or more, and ``--json``
+    or a closed terminal must not lose where it got to."""
+    recipe_path = Path(recipe_path)
+    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
+    out = Path(out) if out is not None else default_out(recipe_path, tier, study)
+    log = out / PROGRESS_LOG
+
+    def tell(message: str) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
+        if say is not None:
+            say(message)
+
+    return experiment, recipe, out, tell
+
+
 #: the experiment settings that shape the run's data and events; a run folder serves one set of them
 DATA_SETTINGS = ("dataset", "task", "edit", "fraction", "injected", "max_users", "seed")
 EXPERIMENT_FILE = "experiment.json"
@@ -206,7 +231,7 @@ def _prepare(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> Non
         if kept != fingerprint:
             differs = sorted(k for k in DATA_SETTINGS if (kept or {}).get(k) != fingerprint[k])
             raise ExperimentError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
-                             "use another --out or remove that folder")
+                                  "use another --out or remove that folder")
     else:
         say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
         run.parent.mkdir(parents=True, exist_ok=True)
@@ -224,7 +249,7 @@ def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
         train_run(run, recipe, measure=training_memorisation(run, recipe))
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
         raise ExperimentError(f"{run}/v0000 was trained with another recipe (another base model?); "
-                         f"use another --out or remove {run}")
+                              f"use another --out or remove {run}")
     return registry
 
 
@@ -522,11 +547,8 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     A method that fails (a diverging solver, a training that blows up) gets ``{"error": ...}``
     in place of its figures; the others are still measured.
     """
-    say = say or (lambda _m: None)
-    recipe_path = Path(recipe_path)
-    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say)
     chosen = chosen_methods(experiment, methods)
-    out = Path(out) if out is not None else default_out(recipe_path, tier)
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)
@@ -632,10 +654,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     folder, so the benchmark reuses the adapter: sizing a tier costs one training and an
     evaluation instead of the whole benchmark. Writes ``OUT/report/check.json``.
     """
-    say = say or (lambda _m: None)
-    recipe_path = Path(recipe_path)
-    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
-    out = Path(out) if out is not None else default_out(recipe_path, tier)
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say)
     run = out / "run"
     _prepare(run, experiment, recipe, say)
     ctx = _context(run, experiment, recipe, [], "v0000")
@@ -668,9 +687,9 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
     applied = {e["id"] for record in chain for e in record.get("events", [])}
     if len(chain) != 2 or applied != {e.id for e in events}:
         raise ExperimentError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
-                         "use another --out or remove that folder")
+                              "use another --out or remove that folder")
     made_with = (chain[0].get("metrics") or {}).get("calibration", {}).get("settings")
     if made_with != DEFAULT_CALIBRATION.to_dict():
         raise ExperimentError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
-                         "settings differ); use another --out, or remove that version folder to apply the events again")
+                              "settings differ); use another --out, or remove that version folder to apply the events again")
     return current

@@ -33,9 +33,8 @@ from rec_eraser.workflows.benchmark import (
     _context,
     _observe,
     _prepare,
-    default_out,
-    load_bench_recipe,
     metrics_of,
+    open_study,
     update_seconds,
 )
 from rec_eraser.workflows.calibration import retained_drift
@@ -62,14 +61,11 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
                    batch_fraction: float = 0.01, out: Path | None = None, base_model: Path | None = None,
                    say: Say | None = None) -> dict[str, Any]:
     """Run the sequential study of an IR benchmark recipe; returns the JSON-ready result and writes ``OUT/report/sequential.json``."""
-    say = say or (lambda _m: None)
-    recipe_path = Path(recipe_path)
-    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, "sequential")
     if experiment.edit != "ir":
         raise ExperimentError(f"the sequential study deletes users: it needs an ir recipe, and {recipe_path} is {experiment.edit}")
     if batches < 1 or not checkpoints or any(not 1 <= c <= batches for c in checkpoints):
         raise ExperimentError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
-    out = Path(out) if out is not None else default_out(recipe_path, tier, "sequential")
     run = out / "run"
     t_start = time.perf_counter()
     _prepare(run, experiment, recipe, say)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,16 @@ def test_the_json_has_every_method_with_metrics_seconds_and_ratio(ir_bench):
     (spread,) = data["retrain_spread"].values()
     assert -1 <= spread["agreement_with_retrain"] <= 1
     assert data["forget_instances"] > 0 and data["edited_train_instances"] == data["train_instances"] - data["forget_instances"]
+
+
+def test_progress_goes_to_the_study_log_even_under_json(ir_bench):
+    _, out = ir_bench
+    lines = (out / "bench.log").read_text().splitlines()
+    stamped = [line.split(" ", 1) for line in lines]
+    assert all(datetime.fromisoformat(stamp) for stamp, _ in stamped)  # each message carries its time
+    messages = [message for _, message in stamped]
+    assert messages[0].startswith("preparing ml-100k") and "measuring the original adapter" in messages
+    assert [m for m in messages if m.startswith("method ")] == [f"method {name}" for name in FAST_METHODS]
 
 
 def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_meets(ir_bench):

@@ -65,3 +65,4 @@ def test_a_sequential_study_needs_an_ir_recipe(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "rc", 0.1)
     cli = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--out", str(tmp_path / "x")])
     assert cli.exit_code == 1 and "needs an ir recipe" in cli.output
+    assert not (tmp_path / "x").exists()  # refused before anything is written, the progress log included
