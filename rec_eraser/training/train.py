@@ -34,6 +34,7 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
+from rec_eraser.training.precision import precision_warning
 from rec_eraser.training.recipe import Recipe, RecipeError
 
 logger = logging.getLogger(__name__)
@@ -174,6 +175,9 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
     total, step, losses = steps_per_epoch * recipe.epochs, 0, []
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
     device = next(model.parameters()).device.type
+    warning = precision_warning(recipe.precision, device)
+    if warning:
+        logger.warning(warning)
     model.train()
     t0 = time.perf_counter()
     for _ in range(recipe.epochs):
