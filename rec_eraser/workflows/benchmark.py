@@ -188,23 +188,19 @@ def default_out(recipe_path: Path, tier: str, study: str = "") -> Path:
     return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}") + (f"-{study}" if study else ""))
 
 
-def load_bench_recipe(recipe_path: Path, tier: str, base_model: Path | None) -> tuple[Experiment, Recipe]:
-    """The experiment and training recipe of ``recipe_path`` at ``tier``, on ``base_model`` when given."""
-    experiment, recipe = load_experiment(recipe_path, tier)
-    return experiment, recipe if base_model is None else replace(recipe, base_model=str(base_model))
-
-
 PROGRESS_LOG = "bench.log"
 
 
 def open_study(recipe_path: Path | str, tier: str, out: Path | None, base_model: Path | None, say: Say | None,
                study: str = "") -> tuple[Experiment, Recipe, Path, Say]:
-    """What every recipe study starts with: its experiment and recipe (refused before anything is
-    written), its folder (``out`` or the default), and a progress callback that also appends each
+    """What every recipe study starts with: its experiment and training recipe at ``tier``, on
+    ``base_model`` when given (refused before anything is written), its folder (``out`` or the default), and a progress callback that also appends each
     message, timestamped, to ``OUT/bench.log``: a study runs for an hour or more, and ``--json``
     or a closed terminal must not lose where it got to."""
     recipe_path = Path(recipe_path)
-    experiment, recipe = load_bench_recipe(recipe_path, tier, base_model)
+    experiment, recipe = load_experiment(recipe_path, tier)
+    if base_model is not None:
+        recipe = replace(recipe, base_model=str(base_model))
     out = Path(out) if out is not None else default_out(recipe_path, tier, study)
     log = out / PROGRESS_LOG
 
