@@ -196,6 +196,8 @@ def bench(
                                              "deletion batches, one request each, and compare with Retrain at --checkpoints."),
     checkpoints: str = typer.Option("1,5,10", "--checkpoints", help="--sequential: the batches after which Retrain is trained and compared."),
     batch_fraction: float = typer.Option(0.01, "--batch-fraction", min=0.0, help="--sequential: the share of the trained users per batch."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Recipe benchmarks: train in 'float32' or 'bfloat16' whatever the tier says "
+                                            "(where bfloat16 is slow on this CPU; recorded in the run's recipe, so a run folder keeps one precision)."),
     check: bool = typer.Option(False, "--check", help="Recipe benchmarks: train (or reuse) the tier's v0000 only and say whether it "
                                "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
@@ -219,13 +221,13 @@ def bench(
         if check and sequential is not None:
             _fail("--check and --sequential contradict each other; give one", 2)
         if check:
-            _bench_check(Path(target), tier or ("quick" if quick else "full"), out, base_model, as_json, progress)
+            _bench_check(Path(target), tier or ("quick" if quick else "full"), out, base_model, precision, as_json, progress)
             return
         if sequential is not None:
             _bench_sequential(Path(target), tier or ("quick" if quick else "medium"), sequential, checkpoints, batch_fraction, out,
-                              base_model, as_json, progress)
+                              base_model, precision, as_json, progress)
             return
-        _bench_recipe(Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, as_json, progress)
+        _bench_recipe(Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, precision, as_json, progress)
         return
     if target == "scaling":
         _bench_scaling(sizes, task, out, base_model, as_json, progress)
@@ -270,11 +272,13 @@ def bench(
         console.print(table)
 
 
-def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], precision: Optional[str],
+                  as_json: bool, progress: Any) -> None:
     from rec_eraser.workflows.benchmark import run_benchmark
 
     try:
-        result = run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress)
+        result = run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress,
+                               precision=precision)
     except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
@@ -292,11 +296,12 @@ def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optiona
     console.print(f"report: {result['report']}")
 
 
-def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optional[Path], precision: Optional[str], as_json: bool,
+                 progress: Any) -> None:
     from rec_eraser.workflows.benchmark import check_adapter
 
     try:
-        result = check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress)
+        result = check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress, precision=precision)
     except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:
@@ -315,7 +320,7 @@ def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optio
 
 
 def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, batch_fraction: float, out: Optional[Path],
-                      base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+                      base_model: Optional[Path], precision: Optional[str], as_json: bool, progress: Any) -> None:
     from rec_eraser.workflows.sequential import run_sequential
 
     try:
@@ -324,7 +329,7 @@ def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, b
         _fail(f"--checkpoints {checkpoints!r}: expected comma-separated integers", 2)
     try:
         result = run_sequential(recipe, tier=tier, batches=batches, checkpoints=marks, batch_fraction=batch_fraction, out=out,
-                                base_model=base_model, say=progress)
+                                base_model=base_model, say=progress, precision=precision)
     except USER_ERRORS as exc:
         _fail(str(exc))
     if as_json:

@@ -192,15 +192,19 @@ PROGRESS_LOG = "bench.log"
 
 
 def open_study(recipe_path: Path | str, tier: str, out: Path | None, base_model: Path | None, say: Say | None,
-               study: str = "") -> tuple[Experiment, Recipe, Path, Say]:
+               study: str = "", precision: str | None = None) -> tuple[Experiment, Recipe, Path, Say]:
     """What every recipe study starts with: its experiment and training recipe at ``tier``, on
-    ``base_model`` when given (refused before anything is written), its folder (``out`` or the default), and a progress callback that also appends each
+    ``base_model`` and in ``precision`` when given (refused before anything is written; the
+    override is part of the recipe that v0000's manifest and the report record, so a run
+    folder never mixes precisions), its folder (``out`` or the default), and a progress callback that also appends each
     message, timestamped, to ``OUT/bench.log``: a study runs for an hour or more, and ``--json``
     or a closed terminal must not lose where it got to."""
     recipe_path = Path(recipe_path)
     experiment, recipe = load_experiment(recipe_path, tier)
     if base_model is not None:
         recipe = replace(recipe, base_model=str(base_model))
+    if precision is not None:
+        recipe = replace(recipe, precision=precision)
     out = Path(out) if out is not None else default_out(recipe_path, tier, study)
     log = out / PROGRESS_LOG
 
@@ -537,13 +541,13 @@ def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None)
 
 
 def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None = None, methods: Sequence[str] | None = None,
-                  base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
+                  base_model: Path | None = None, say: Say | None = None, precision: str | None = None) -> dict[str, Any]:
     """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder.
 
     A method that fails (a diverging solver, a training that blows up) gets ``{"error": ...}``
     in place of its figures; the others are still measured.
     """
-    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say)
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, precision=precision)
     chosen = chosen_methods(experiment, methods)
     run = out / "run"
     t_start = time.perf_counter()
@@ -642,7 +646,7 @@ CHECK_FILE = "check.json"
 
 
 def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None = None, base_model: Path | None = None,
-                  say: Say | None = None) -> dict[str, Any]:
+                  say: Say | None = None, precision: str | None = None) -> dict[str, Any]:
     """Train (or reuse) a benchmark's ``v0000`` and judge the adapter alone, before any Retrain.
 
     The two ``can_judge`` conditions that need no retraining (``beats_baselines``,
@@ -650,7 +654,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     folder, so the benchmark reuses the adapter: sizing a tier costs one training and an
     evaluation instead of the whole benchmark. Writes ``OUT/report/check.json``.
     """
-    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say)
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, precision=precision)
     run = out / "run"
     _prepare(run, experiment, recipe, say)
     ctx = _context(run, experiment, recipe, [], "v0000")
@@ -663,6 +667,7 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     conditions = adapter_conditions(main, utility[main], _baseline(ctx), _memorisation_dict(original_memorisation(run, say)))
     training = Registry(run).manifest("v0000")["training"]
     result = {"recipe": str(recipe_path), "tier": tier, "run": str(run), "train_instances": len(ctx.before), "test_prompts": len(ctx.test),
+              "training_recipe": recipe.to_dict(),
               "training": training, **conditions, "verdict": all(c["verdict"] for c in conditions.values())}
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / CHECK_FILE).write_text(json.dumps(finite(result), indent=2, allow_nan=False, default=str) + "\n")

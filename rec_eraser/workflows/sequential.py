@@ -59,9 +59,9 @@ def deletion_batches(users: list[str], batches: int, batch_fraction: float, seed
 
 def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int = 10, checkpoints: tuple[int, ...] = (1, 5, 10),
                    batch_fraction: float = 0.01, out: Path | None = None, base_model: Path | None = None,
-                   say: Say | None = None) -> dict[str, Any]:
+                   say: Say | None = None, precision: str | None = None) -> dict[str, Any]:
     """Run the sequential study of an IR benchmark recipe; returns the JSON-ready result and writes ``OUT/report/sequential.json``."""
-    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, "sequential")
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, "sequential", precision)
     if experiment.edit != "ir":
         raise ExperimentError(f"the sequential study deletes users: it needs an ir recipe, and {recipe_path} is {experiment.edit}")
     if batches < 1 or not checkpoints or any(not 1 <= c <= batches for c in checkpoints):

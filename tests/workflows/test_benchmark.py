@@ -253,6 +253,16 @@ def test_a_run_folder_of_another_experiment_is_refused_and_stale_adapters_are_re
     assert result.exit_code == 1 and "differs in fraction" in result.output
 
 
+def test_precision_overrides_the_recipe_and_a_run_folder_keeps_one(ir_bench, tmp_path):
+    data, out = ir_bench
+    assert data["training_recipe"]["precision"] == "float32"
+    # the override is part of the recipe v0000 was trained with: the cached float32 run refuses a bfloat16 study
+    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain", "--precision", "bfloat16"])
+    assert result.exit_code == 1 and "trained with another recipe" in result.output
+    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(tmp_path / "new"), "--precision", "float16", "--check"])
+    assert result.exit_code == 1 and "precision must be one of" in result.output and not (tmp_path / "new").exists()
+
+
 def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, tiny_model_dir):
     from rec_eraser.tasks.prepare import load_instances, prepare
     from rec_eraser.training.recipe import Recipe
