@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,13 @@ from rec_eraser.training.recipe import Recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, save_version, train_run
 from rec_eraser.workflows.events import Event
+from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import apply_events, training_memorisation
 
 logger = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -50,12 +50,6 @@ class ExperimentError(RecEraserError, ValueError):
 
 
 EDITS = ("ir", "qm", "rc")
-#: the benchmark's methods (``rec_eraser/workflows/benchmark.py`` runs them), in report order
-METHODS = ("retrain", "sisa", "gradient_ascent", "graddiff", "npo", "finetune", "rec_eraser", "rec_eraser_rule", "rec_eraser_cg",
-           "rec_eraser_sqp", "reference_recipe")
-#: run only when named in ``methods``: ``rec_eraser_cg`` never and always building its preconditioner,
-#: to measure what the preconditioner and the choice of when to build it save
-OPTIONAL_METHODS = ("rec_eraser_cg_plain", "rec_eraser_cg_lowrank")
 TASKS = ("tallrec", "llara")
 
 
@@ -96,9 +90,10 @@ class Experiment:
             raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
         if self.methods is not None and not self.methods:
             raise RecipeError("experiment: methods must name at least one method (leave it out for every method)")
-        unknown = [m for m in self.methods or () if m not in METHODS + OPTIONAL_METHODS]
+        known = _benchmark_methods() if self.methods else ()
+        unknown = [m for m in self.methods or () if m not in known]
         if unknown:
-            raise RecipeError(f"experiment: unknown method {unknown[0]!r} in methods; choose from {', '.join(METHODS + OPTIONAL_METHODS)}")
+            raise RecipeError(f"experiment: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}")
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
         for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
@@ -111,6 +106,14 @@ class Experiment:
         d["retrain_seeds"] = list(self.retrain_seeds)
         d["methods"] = None if self.methods is None else list(self.methods)
         return d
+
+
+def _benchmark_methods() -> tuple[str, ...]:
+    """The registered benchmark methods, optional ones included. Imported when a recipe names
+    methods rather than at import: the registry's runners import this module (for Experiment)."""
+    from rec_eraser.workflows.bench_methods import method_names
+
+    return method_names(optional=True)
 
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:

@@ -11,20 +11,19 @@ not with n; retraining grows linearly in n (times epochs).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from rec_eraser.core import SolverConfig
 from rec_eraser.tasks.prepare import prepare
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.workflows.benchmark import ensure_trained
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import DEFAULT_ROOT
+from rec_eraser.workflows.study import Say, ensure_trained
 from rec_eraser.workflows.unlearn import apply_events
 
-Say = Callable[[str], None]
 DEFAULT_SIZES = (32, 64, 128)
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,23 +27,23 @@ import numpy as np
 
 from rec_eraser.jsonable import finite
 from rec_eraser.training.train import load_version
-from rec_eraser.workflows.benchmark import (
-    _cached_adapter,
-    _context,
-    _observe,
-    _prepare,
-    metrics_of,
-    open_study,
-    update_seconds,
-)
 from rec_eraser.workflows.calibration import retained_drift
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import Registry
+from rec_eraser.workflows.study import (
+    Say,
+    cached_adapter,
+    metrics_of,
+    observe,
+    open_study,
+    prepare_study_run,
+    study_context,
+    update_seconds,
+)
 from rec_eraser.workflows.unlearn import apply_events
 
 logger = logging.getLogger(__name__)
-Say = Callable[[str], None]
 
 
 def deletion_batches(users: list[str], batches: int, batch_fraction: float, seed: int) -> list[list[str]]:
@@ -68,7 +67,7 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         raise ExperimentError(f"checkpoints must lie in 1..{batches}, got {list(checkpoints)}")
     run = out / "run"
     t_start = time.perf_counter()
-    _prepare(run, experiment, recipe, say)
+    prepare_study_run(run, experiment, recipe, say)
     registry = Registry(run)
     groups = deletion_batches([z.user for z in registry.training_set("v0000")], batches, batch_fraction, experiment.seed)
     applied: list[Event] = []
@@ -93,11 +92,11 @@ def run_sequential(recipe_path: Path | str, tier: str = "medium", batches: int =
         if k not in checkpoints:
             continue
         say(f"checkpoint after batch {k}: Retrain on the edited training set")
-        ctx = _context(run, experiment, recipe, applied, version)
-        original = _observe(ctx, load_version(run, "v0000"), 0.0)
-        loaded, trained = _cached_adapter(ctx, f"bench-sequential-retrain-b{k}", recipe, ctx.after, say, f"Retrain after batch {k}")
-        retrain = _observe(ctx, loaded, trained["training"]["seconds"])
-        current = _observe(ctx, load_version(run, version), sum(r["seconds"] for r in requests))
+        ctx = study_context(run, experiment, recipe, applied, version)
+        original = observe(ctx, load_version(run, "v0000"), 0.0)
+        loaded, trained = cached_adapter(ctx, f"bench-sequential-retrain-b{k}", recipe, ctx.after, say, f"Retrain after batch {k}")
+        retrain = observe(ctx, loaded, trained["training"]["seconds"])
+        current = observe(ctx, load_version(run, version), sum(r["seconds"] for r in requests))
         m, o = metrics_of(ctx, current, retrain, original), metrics_of(ctx, original, retrain, original)
         r = metrics_of(ctx, retrain, retrain, original)
         move = r["forget_loss"] - o["forget_loss"]

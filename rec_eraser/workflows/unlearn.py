@@ -41,6 +41,7 @@ from rec_eraser.workflows.calibration import (
 )
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.plan import RunIndex, plan_edits
+from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import EDITED, Registry, now
 
 logger = logging.getLogger(__name__)
@@ -72,8 +73,6 @@ class Calibrate:
 
 #: The workflows' default: calibrate the fisher update's damping (``None`` keeps the fixed rule).
 DEFAULT_CALIBRATION = Calibrate()
-
-Say = Callable[[str], None]
 
 
 @dataclass

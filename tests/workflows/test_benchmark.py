@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
-from rec_eraser.workflows.benchmark import METHODS, sisa_shards
+from rec_eraser.workflows.bench_methods import sisa_shards
+from rec_eraser.workflows.benchmark import METHODS
 from rec_eraser.workflows.experiments import ExperimentError
 from tests.data.conftest import LASTFM_INTER, LASTFM_ITEM, STEAM_INTER, STEAM_ITEM, steam_item, write_atomic
 
@@ -175,6 +176,34 @@ def test_a_second_run_reuses_the_trained_adapters(ir_bench, tiny_model_dir):
     assert {p.name: (p / "manifest.json").stat().st_mtime for p in (out / "run").glob("bench-*")} == stamps
 
 
+def test_a_registered_method_runs_by_name_with_no_other_change(ir_bench):
+    from rec_eraser.training.train import load_version
+    from rec_eraser.workflows.bench_methods import BENCH_METHODS, register_method
+    from rec_eraser.workflows.study import observe
+
+    data, out = ir_bench
+    seen = []
+
+    def do_nothing(call):  # the original adapter as an "unlearning method": its figures must equal the original's
+        seen.append(call.version)
+        return observe(call.ctx, load_version(call.ctx.run, "v0000"), 0.0, notes="did nothing")
+
+    register_method("do_nothing", do_nothing)
+    try:
+        with pytest.raises(ValueError, match="registered twice"):
+            register_method("do_nothing", do_nothing)
+        result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain,do_nothing", "--json"])
+        assert result.exit_code == 0, result.output
+        again = json.loads(result.stdout)
+    finally:
+        del BENCH_METHODS["do_nothing"]
+    assert seen == [data["unlearned_version"]]
+    row = again["methods"]["do_nothing"]
+    assert row["notes"] == "did nothing" and row["seconds"] == 0.0
+    assert row["metrics"]["forget_loss"] == pytest.approx(again["original"]["metrics"]["forget_loss"])
+    assert row["metrics"]["auc"] == pytest.approx(again["original"]["metrics"]["auc"])
+
+
 def test_a_correction_benchmark_reports_recovery_and_finetunes(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "rc", 0.3)
     result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(tmp_path / "out"), "--methods", "retrain,finetune,rec_eraser", "--json"])
@@ -267,8 +296,8 @@ def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, 
     from rec_eraser.tasks.prepare import load_instances, prepare
     from rec_eraser.training.recipe import Recipe
     from rec_eraser.training.train import instance_ids_hash
-    from rec_eraser.workflows.benchmark import BenchContext, _cached_adapter
     from rec_eraser.workflows.experiments import Experiment
+    from rec_eraser.workflows.study import BenchContext, cached_adapter
 
     run = tmp_path / "run"
     prepare("ml-100k", "tallrec", run, max_users=4)
@@ -276,10 +305,10 @@ def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, 
     recipe = Recipe(base_model=str(tiny_model_dir), max_train=None)
     ctx = BenchContext(run=run, experiment=Experiment(), recipe=recipe, task="tallrec", before=train, after=train, forget=[],
                        corrected=[], test=[], titles={}, events=[])
-    _, first = _cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
-    _, again = _cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
+    _, first = cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
+    _, again = cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
     assert again["created"] == first["created"]  # reused
-    _, other = _cached_adapter(ctx, "bench-x", recipe, train[:3], lambda _m: None, "x")
+    _, other = cached_adapter(ctx, "bench-x", recipe, train[:3], lambda _m: None, "x")
     assert other["train_ids_sha256"] == instance_ids_hash(train[:3]) != first["train_ids_sha256"]
 
 

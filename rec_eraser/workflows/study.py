@@ -1,0 +1,359 @@
+"""What every recipe study shares: opening it, its run folder and v0000, the context its
+methods run in, their observed outcomes and every figure computed from them.
+
+``rec-eraser bench RECIPE`` (:mod:`rec_eraser.workflows.benchmark`), its ``--check`` and the
+sequential study (:mod:`rec_eraser.workflows.sequential`) all start with :func:`open_study`,
+prepare the same run folder (:func:`prepare_study_run`) and measure adapters in the same way
+(:func:`observe`, :func:`metrics_of`), so a figure means one thing in every report.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import logging
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rec_eraser.core import SolverConfig
+from rec_eraser.evaluation.baselines import like_counts, like_rate_baseline, popularity_baseline
+from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
+from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
+from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles, prepare
+from rec_eraser.training.recipe import Recipe
+from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores_and_losses
+from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
+from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
+from rec_eraser.workflows.events import Event
+from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment
+from rec_eraser.workflows.progress import Say
+from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
+from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisation, version_memorisation
+
+logger = logging.getLogger(__name__)
+
+
+
+# -- cost accounting ----------------------------------------------------------------------
+class PeakMemory:
+    """The process's peak resident memory while a block runs (Linux: /proc/self/statm, sampled
+    every 20 ms; CUDA: the allocator's peak), in MiB; None where neither is available.
+
+    Before the block, garbage is collected and glibc is asked to return freed memory to the
+    system (``malloc_trim``): otherwise memory an earlier method freed but the allocator kept
+    would count toward every later method's peak.
+    """
+
+    def __init__(self) -> None:
+        self.peak_mb: float | None = None
+        self._stop = threading.Event()
+        self._page = 4096
+        try:
+            import os
+
+            self._page = os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+
+    def _rss_mb(self) -> float | None:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page / 2**20
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            rss = self._rss_mb()
+            if rss is not None:
+                self.peak_mb = rss if self.peak_mb is None else max(self.peak_mb, rss)
+            self._stop.wait(0.02)
+
+    @staticmethod
+    def _release_freed_memory() -> None:
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to release
+            pass
+
+    @contextmanager
+    def watch(self) -> Iterator[PeakMemory]:
+        self._release_freed_memory()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        thread = threading.Thread(target=self._poll, daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self._stop.set()
+            thread.join()
+            if torch.cuda.is_available():
+                self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+
+
+@dataclass
+class Outcome:
+    """A method's scores on the test prompts and its cost."""
+
+    test_scores: np.ndarray  # tallrec: [n] Yes−No scores; llara: [n, candidates] likelihoods
+    forget_losses: np.ndarray | None
+    unseen_losses: np.ndarray  # the test prompts' own losses: the membership attack's non-members
+    corrected_losses: np.ndarray | None
+    answers: list[str] | None
+    seconds: float
+    gradient_passes: int | None = None
+    hvps: int | None = None
+    peak_mb: float | None = None
+    notes: str | None = None
+
+
+# -- the run --------------------------------------------------------------------------------
+@dataclass
+class BenchContext:
+    run: Path
+    experiment: Experiment
+    recipe: Recipe
+    task: str
+    before: list[Instance]  # v0000's training set
+    after: list[Instance]  # the edited training set
+    forget: list[Instance]  # trained forms of the removed and corrected instances
+    corrected: list[Instance]  # the corrected forms (qm, rc)
+    test: list[Instance]
+    titles: dict[str, str]
+    events: list[Event]
+
+
+def default_out(recipe_path: Path, tier: str, study: str = "") -> Path:
+    """``adapters/bench/RECIPE[-TIER][-STUDY]``: one folder per recipe, tier and kind of study."""
+    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}") + (f"-{study}" if study else ""))
+
+
+PROGRESS_LOG = "bench.log"
+
+
+def open_study(recipe_path: Path | str, tier: str, out: Path | None, base_model: Path | None, say: Say | None,
+               study: str = "", precision: str | None = None) -> tuple[Experiment, Recipe, Path, Say]:
+    """What every recipe study starts with: its experiment and training recipe at ``tier``, on
+    ``base_model`` and in ``precision`` when given (refused before anything is written; the
+    override is part of the recipe that v0000's manifest and the report record, so a run
+    folder never mixes precisions), its folder (``out`` or the default), and a progress callback that also appends each
+    message, timestamped, to ``OUT/bench.log``: a study runs for an hour or more, and ``--json``
+    or a closed terminal must not lose where it got to."""
+    recipe_path = Path(recipe_path)
+    experiment, recipe = load_experiment(recipe_path, tier)
+    if base_model is not None:
+        recipe = replace(recipe, base_model=str(base_model))
+    if precision is not None:
+        recipe = replace(recipe, precision=precision)
+    out = Path(out) if out is not None else default_out(recipe_path, tier, study)
+    log = out / PROGRESS_LOG
+
+    def tell(message: str) -> None:
+        out.mkdir(parents=True, exist_ok=True)
+        with log.open("a") as f:
+            f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
+        if say is not None:
+            say(message)
+
+    return experiment, recipe, out, tell
+
+
+#: the experiment settings that shape the run's data and events; a run folder serves one set of them
+DATA_SETTINGS = ("dataset", "task", "edit", "fraction", "injected", "max_users", "seed")
+EXPERIMENT_FILE = "experiment.json"
+
+
+def prepare_study_run(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> None:
+    fingerprint = {k: experiment.to_dict()[k] for k in DATA_SETTINGS}
+    stamp = run.parent / EXPERIMENT_FILE
+    if (run / "manifest.json").is_file():
+        kept = json.loads(stamp.read_text()) if stamp.is_file() else None
+        if kept != fingerprint:
+            differs = sorted(k for k in DATA_SETTINGS if (kept or {}).get(k) != fingerprint[k])
+            raise ExperimentError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
+                                  "use another --out or remove that folder")
+    else:
+        say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
+        run.parent.mkdir(parents=True, exist_ok=True)
+        prepare(experiment.dataset, experiment.task, run, seed=experiment.seed, max_users=experiment.max_users,
+                transform=corruption(experiment))
+        stamp.write_text(json.dumps(fingerprint, indent=2) + "\n")
+    ensure_trained(run, recipe, say)
+
+
+def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
+    """Train the run's v0000 with ``recipe``, or check that the one already there was trained with it."""
+    registry = Registry(run)
+    if not registry.versions():
+        say(f"training v0000 ({recipe.max_train or 'all'} instances) and measuring its memorisation gap")
+        train_run(run, recipe, measure=training_memorisation(run, recipe))
+    elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
+        raise ExperimentError(f"{run}/v0000 was trained with another recipe (another base model?); "
+                              f"use another --out or remove {run}")
+    return registry
+
+
+def study_context(run: Path, experiment: Experiment, recipe: Recipe, events: list[Event], version: str) -> BenchContext:
+    registry = Registry(run)
+    before, after = registry.training_set("v0000"), registry.training_set(version)
+    after_by_id = {z.id: z for z in after}
+    changed = [z for z in before if after_by_id.get(z.id) != z]
+    corrected = [after_by_id[z.id] for z in changed if z.id in after_by_id]
+    manifest = load_manifest(run)
+    return BenchContext(run=run, experiment=experiment, recipe=recipe, task=manifest["task"], before=before, after=after,
+                        forget=changed, corrected=corrected, test=load_instances(run, "test")[: experiment.eval_prompts],
+                        titles=load_titles(run) if manifest["task"] == "llara" else {}, events=events)
+
+
+def test_scores_and_losses(ctx: BenchContext, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
+    """The test prompts' scores and losses; TALLRec reads both from one forward pass."""
+    if ctx.task == "llara":
+        return candidate_scores(loaded, ctx.test, ctx.titles), instance_losses(loaded, ctx.test)
+    return yes_no_scores_and_losses(loaded, ctx.test)
+
+
+def observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any) -> Outcome:
+    answers = generate_answers(loaded, ctx.test) if ctx.task == "llara" and ctx.experiment.generate else None
+    test_scores, test_losses = test_scores_and_losses(ctx, loaded)
+    return Outcome(test_scores=test_scores,
+                   forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
+                   unseen_losses=test_losses,
+                   corrected_losses=instance_losses(loaded, ctx.corrected) if ctx.corrected else None,
+                   answers=answers, seconds=seconds, **cost)
+
+
+def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: list[Instance], say: Say, label: str) -> tuple[LoadedModel, dict[str, Any]]:
+    """Train (or reuse) an adapter on ``instances`` saved as ``RUN/folder``; the loaded model and its record."""
+    target = ctx.run / folder
+    if (target / "manifest.json").is_file():
+        cached = json.loads((target / "manifest.json").read_text())
+        # compared as recipes, not dicts, so that a setting added later with its default keeps the cache
+        if cached.get("train_ids_sha256") != instance_ids_hash(instances) or Recipe.from_dict(cached.get("recipe") or {}) != recipe:
+            logger.info("%s was trained on other instances or with another recipe: training it again", target)
+            shutil.rmtree(target)
+    if not (target / "manifest.json").is_file():
+        say(f"training {label} on {len(instances)} instances")
+        memory = PeakMemory()
+        with memory.watch():
+            model, record = fit_adapter(ctx.run, recipe, instances)
+        record["bench_cost"] = {"peak_mb": memory.peak_mb}
+        save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []})
+        del model
+    record = json.loads((target / "manifest.json").read_text())
+    return load_version(ctx.run, folder), record
+
+
+
+
+def update_seconds(record: dict[str, Any]) -> float:
+    """The request's own work: the solve (its calibration trials included) plus measuring the
+    memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
+    cal = (record.get("metrics") or {}).get("calibration") or {}
+    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0))
+
+
+def default_solver(experiment: Experiment) -> SolverConfig:
+    return SolverConfig(method="fisher", sample_size=experiment.sample_size, batch_size=experiment.solver_batch_size)
+
+
+# -- can the run judge? -------------------------------------------------------------------------
+def task_baseline(ctx: BenchContext) -> dict[str, Any]:
+    """The task's simple baseline on the test prompts, on the main metric (as ``rec-eraser evaluate`` computes it)."""
+    train = load_instances(ctx.run, "train")
+    if ctx.task == "tallrec":
+        likes = like_counts([z.target_item for z in train], [z.label for z in train])
+        value = like_rate_baseline(likes, [z.target_item for z in ctx.test], np.array([z.label for z in ctx.test]))["auc"]
+        return {"name": "like_rate", "value": value}
+    targets_ = np.array([z.candidates.index(z.target_item) for z in ctx.test])
+    popularity = Counter(z.target_item for z in train)
+    return {"name": "popularity", "value": popularity_baseline(popularity, [list(z.candidates) for z in ctx.test], targets_)["hit@1"]}
+
+
+def original_memorisation(run: Path, say: Say, version: str | None = None) -> MemorisationGap | None:
+    """``v0000``'s memorisation gap, measured as the default update's calibration measures it
+    (same sample and settings), so the benchmark's ``can_judge`` and the update read one figure
+    and the request reuses it (it is a property of the adapter, measured once per lineage): the
+    one recorded on ``version``'s lineage (at training, or by the request that wrote ``version``),
+    else measured now (a v0000 trained before training recorded it)."""
+    registry = Registry(run)
+    recorded = recorded_memorisation(registry.lineage(version or "v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+    if recorded is not None:
+        return recorded
+    say("measuring v0000's memorisation gap")
+    return version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
+
+
+def memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:
+    if gap is None:
+        return {"gap": None, "standard_error": None, "untrained_source": "too few reference instances"}
+    return gap.to_dict()
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def utility_of(ctx: BenchContext, outcome: Outcome) -> dict[str, float | None]:
+    if ctx.task == "tallrec":
+        labels = np.array([z.label for z in ctx.test])
+        return {"auc": classification_metrics(outcome.test_scores, labels)["auc"]}
+    from rec_eraser.evaluation.metrics import generation_metrics
+
+    targets = np.array([z.candidates.index(z.target_item) for z in ctx.test])
+    ranking = ranking_metrics(outcome.test_scores, targets)
+    utility: dict[str, float | None] = {"hit@1": ranking["hit@1"], "ndcg@10": ranking["ndcg@10"], "gen_hit@1": None, "valid_ratio": None}
+    if outcome.answers is not None:
+        gen = generation_metrics(outcome.answers, [[ctx.titles[c] for c in z.candidates] for z in ctx.test], targets.tolist())
+        utility.update({"gen_hit@1": gen["hit@1"], "valid_ratio": gen["valid_ratio"]})
+    return utility
+
+
+def agreement(ctx: BenchContext, a: Outcome, b: Outcome) -> float:
+    if ctx.task == "llara":
+        return top1_agreement(a.test_scores, b.test_scores)
+    return score_correlation(a.test_scores, b.test_scores)
+
+
+def _number(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    a, b = _number(a), _number(b)
+    return None if a is None or b is None else a - b
+
+
+def _mean(x: np.ndarray | None) -> float | None:
+    return None if x is None or len(x) == 0 else float(np.mean(x))
+
+
+def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: Outcome) -> dict[str, Any]:
+    """Every figure of one method (see the module docstring)."""
+    main = "auc" if ctx.task == "tallrec" else "hit@1"
+    utility, retrain_utility, original_utility = utility_of(ctx, outcome), utility_of(ctx, retrain), utility_of(ctx, original)
+    m: dict[str, Any] = dict(utility)
+    m["utility_gap"] = _difference(utility[main], retrain_utility[main])
+    m["agreement_with_retrain"] = agreement(ctx, outcome, retrain)
+    m["agreement_kind"] = "top1_agreement" if ctx.task == "llara" else "score_correlation"
+    m["forget_loss"] = _mean(outcome.forget_losses)
+    m["corrected_loss"] = _mean(outcome.corrected_losses)
+    m["unseen_loss"] = float(np.mean(outcome.unseen_losses))
+    m["membership_auc"] = membership_inference_auc(outcome.forget_losses, outcome.unseen_losses) if outcome.forget_losses is not None else None
+    if ctx.experiment.edit in ("qm", "rc"):
+        m["recovery"] = recovery(utility[main], original_utility[main], retrain_utility[main])
+        m["recovery_corrected_loss"] = (None if outcome.corrected_losses is None else
+                                        recovery(_mean(outcome.corrected_losses), _mean(original.corrected_losses), _mean(retrain.corrected_losses)))
+    return m
+
+
