@@ -32,6 +32,7 @@ from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
+from rec_eraser.training.checkpoint import DEFAULT_INTERVAL, LoopState, load_checkpoint, save_checkpoint
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
 from rec_eraser.training.precision import precision_warning
@@ -158,13 +159,23 @@ def _drawn(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None) ->
     return [z for z in instances if z.user not in held], [z for z in instances if z.user in held]
 
 
-def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None) -> tuple[RecModel, dict[str, Any]]:
-    """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record."""
-    loaded, record = _fit(run_dir, recipe, instances, progress)
+def checkpoint_path(run_dir: Path, name: str) -> Path:
+    """Where the training of the adapter ``name`` keeps its resumable state in ``run_dir``."""
+    return run_dir / f".training-{name}.pt"
+
+
+def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None,
+                checkpoint: Path | None = None) -> tuple[RecModel, dict[str, Any]]:
+    """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record.
+
+    ``checkpoint``: a file the training saves its state to every few minutes and resumes from
+    (the same recipe on the same instances), removed once the training is done."""
+    loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint)
     return loaded.model, record
 
 
-def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None) -> tuple[LoadedModel, dict[str, Any]]:
+def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None, checkpoint: Path | None = None,
+         checkpoint_interval: float = DEFAULT_INTERVAL) -> tuple[LoadedModel, dict[str, Any]]:
     base_path = base_model_path(recipe)
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
@@ -172,30 +183,42 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
-    total, step, losses = steps_per_epoch * recipe.epochs, 0, []
+    total = steps_per_epoch * recipe.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
+    key = {"recipe": recipe.to_dict(), "train_ids_sha256": instance_ids_hash(instances), "base_model": str(base_path)}
+    loop = (load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen) if checkpoint else None) or LoopState()
     device = next(model.parameters()).device.type
     warning = precision_warning(recipe.precision, device)
     if warning:
         logger.warning(warning)
     model.train()
-    t0 = time.perf_counter()
-    for _ in range(recipe.epochs):
-        order = torch.randperm(len(samples), generator=gen).tolist()
-        for start in range(0, len(order), recipe.batch_size):
-            batch = collate([samples[i] for i in order[start : start + recipe.batch_size]])
+    t0 = last_save = time.perf_counter()
+    for epoch in range(loop.epoch, recipe.epochs):
+        if epoch != loop.epoch or not loop.order:  # a resumed epoch keeps the order it was drawn with
+            loop.epoch, loop.position, loop.order = epoch, 0, torch.randperm(len(samples), generator=gen).tolist()
+        while loop.position < len(loop.order):
+            batch = collate([samples[i] for i in loop.order[loop.position : loop.position + recipe.batch_size]])
             with torch.autocast(device, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
                 loss = model.response_losses(batch).float().mean()
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training diverged at step {step} (loss {float(loss)}): lower the recipe's lr")
+                raise TrainingDiverged(f"training diverged at step {loop.step} (loss {float(loss)}): lower the recipe's lr")
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
-            step += 1
-            losses.append(float(loss.detach()))
+            loop.step += 1
+            loop.position += recipe.batch_size
+            loop.losses.append(float(loss.detach()))
             if progress:
-                progress(step, total, losses[-1])
+                progress(loop.step, total, loop.losses[-1])
+            if checkpoint and time.perf_counter() - last_save >= checkpoint_interval and loop.step < total:
+                saved_seconds, loop.seconds = loop.seconds, loop.seconds + time.perf_counter() - t0
+                save_checkpoint(checkpoint, key, loop, model, optimizer, scheduler, gen)
+                loop.seconds, last_save = saved_seconds, time.perf_counter()
+    step, losses = loop.step, loop.losses
+    seconds = loop.seconds + time.perf_counter() - t0
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     seconds = time.perf_counter() - t0
     model.eval()
     manifest = load_manifest(run_dir)
@@ -207,6 +230,8 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
         "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
                      "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
     }
+    if loop.resumed_at:  # the seconds then add up the processes' training time
+        record["training"]["resumed_at_steps"] = loop.resumed_at
     return LoadedModel(model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path), record
 
 
@@ -256,7 +281,8 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
     if target.exists():
         raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
     instances = training_instances(run_dir, recipe)
-    loaded, record = _fit(run_dir, recipe, instances, progress)
+    # an interrupted `rec-eraser train` resumes where it stopped (a hidden file beside the versions)
+    loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint_path(run_dir, version_name(0)))
     if measure is not None:
         t0 = time.perf_counter()
         try:

@@ -34,7 +34,15 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles, prepare
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores_and_losses
-from rec_eraser.training.train import LoadedModel, fit_adapter, instance_ids_hash, load_version, save_version, train_run
+from rec_eraser.training.train import (
+    LoadedModel,
+    checkpoint_path,
+    fit_adapter,
+    instance_ids_hash,
+    load_version,
+    save_version,
+    train_run,
+)
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment
@@ -249,7 +257,7 @@ def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: li
         say(f"training {label} on {len(instances)} instances")
         memory = PeakMemory()
         with memory.watch():
-            model, record = fit_adapter(ctx.run, recipe, instances)
+            model, record = fit_adapter(ctx.run, recipe, instances, checkpoint=checkpoint_path(ctx.run, folder))
         record["bench_cost"] = {"peak_mb": memory.peak_mb}
         save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []})
         del model
