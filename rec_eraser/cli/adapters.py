@@ -1,0 +1,79 @@
+"""``rec-eraser adapters``: list, show, diff and roll back the versions of a run."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, fail, fmt
+
+adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run: list, show, diff, rollback.")
+app.add_typer(adapters, name="adapters")
+
+
+def _with_registry(run: str, action: Any) -> Any:
+    """``action(registry)`` for the run, any registry error ending as one line."""
+    from rec_eraser.workflows import Registry, resolve_run
+
+    try:
+        return action(Registry(resolve_run(run)))
+    except USER_ERRORS as exc:
+        fail(str(exc))
+
+
+@adapters.command("list")
+def adapters_list(run: str = typer.Argument(..., help=RUN_HELP), as_json: bool = JSON_OPT) -> None:
+    """Every version of the run, oldest first; the newest is current."""
+    run_dir, rows = _with_registry(run, lambda r: (r.run_dir, [r.summary(v) for v in r.versions()]))
+    if as_json:
+        emit_json({"run": str(run_dir), "versions": rows})
+        return
+    table = Table("version", "parent", "kind", "events", "train instances", "method", "seconds", "created")
+    for r in rows:
+        table.add_row(r["version"] + (" *" if r["current"] else ""), fmt(r["parent"]), r["kind"], str(r["events"]),
+                      fmt(r["train_instances"]), fmt(r["method"]), fmt(r["seconds"]), fmt(r["created"]))
+    console.print(table)
+
+
+@adapters.command("show")
+def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Optional[str] = typer.Argument(None, help="Default: the current one."),
+                  as_json: bool = JSON_OPT) -> None:
+    """A version's manifest: parent, events applied, solver report, metrics, hashes."""
+    record = _with_registry(run, lambda r: r.manifest(version or r.current()))
+    if as_json:
+        emit_json(record)
+        return
+    console.print_json(json.dumps(record, default=float))
+
+
+@adapters.command("diff")
+def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.Argument(...), b: str = typer.Argument(...),
+                  as_json: bool = JSON_OPT) -> None:
+    """Events in effect in one version and not the other, and (as information) the parameter distance."""
+    result = _with_registry(run, lambda r: r.diff(a, b))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"events only in {a}: {', '.join(result['events_only_in_a']) or 'none'}")
+    console.print(f"events only in {b}: {', '.join(result['events_only_in_b']) or 'none'}")
+    console.print(f"training instances: {result['train_instances'][a]} vs {result['train_instances'][b]}")
+    console.print(f"parameters: {result['tensors_changed']} of {result['tensors']} tensors differ; distance {result['parameter_distance']:.3g} "
+                  f"({fmt(result['relative_parameter_distance'])} relative)")
+
+
+@adapters.command("rollback")
+def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = typer.Argument(..., help="The version to make current again."),
+                      as_json: bool = JSON_OPT) -> None:
+    """Make an older version current again, as a new version (history is kept); undone events may be re-applied."""
+    result = _with_registry(run, lambda r: r.rollback(to))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"{result['version']} is current: a copy of {to} (was {result['from']})")
+    if result["undone_events"]:
+        console.print(f"[bold]undone[/bold] (their data is back in the adapter): {', '.join(result['undone_events'])}")
+
+

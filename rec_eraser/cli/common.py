@@ -1,0 +1,78 @@
+"""What every ``rec-eraser`` command shares: the app, one-line errors, JSON output, progress."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from rec_eraser.errors import RecEraserError
+from rec_eraser.jsonable import finite
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
+err = Console(stderr=True)
+#: what a command reports as one line and a non-zero exit: the project's own errors, plus the
+#: library's argument checks (ValueError) and the file system's; anything else is a bug
+USER_ERRORS = (RecEraserError, ValueError, OSError)
+console = Console()
+
+
+def fail(message: str, code: int = 1) -> None:
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")  # one line, never wrapped
+    raise typer.Exit(code)
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(finite(obj), indent=2, allow_nan=False, default=str) + "\n")
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr.")) -> None:
+    # transformers' deprecation notices (raised inside peft) are noise to a user of this tool
+    warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+
+def run_dir_of(run: str) -> Path:
+    """A run folder given as a path or as a name under adapters/; one-line error otherwise."""
+    from rec_eraser.workflows import RegistryError, resolve_run
+
+    try:
+        return resolve_run(run)
+    except RegistryError as exc:
+        fail(str(exc))
+
+
+def progress_bar(quiet: bool):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), console=err, disable=quiet, transient=False)
+
+
+
+RUN_HELP = "A run folder, or its name under adapters/."
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object and nothing else.")
+QUIET_OPT = typer.Option(False, "--quiet", "-q", help="No progress output.")

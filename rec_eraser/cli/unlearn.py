@@ -1,0 +1,208 @@
+"""``rec-eraser forget-user``, ``forget-interactions``, ``correct`` and ``apply-events``: events to a new adapter version."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.table import Table
+
+from rec_eraser.cli.common import (
+    JSON_OPT,
+    QUIET_OPT,
+    RUN_HELP,
+    USER_ERRORS,
+    app,
+    console,
+    emit_json,
+    err,
+    fail,
+    progress_bar,
+    run_dir_of,
+)
+
+SOLVER_HELP = ("Influence solver: fisher (default: damped empirical Fisher, no HVP), cg (Gauss-Newton by CG with the "
+               "low-rank Gauss-Newton preconditioner when it pays), sqp, lissa, ekfac.")
+SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
+SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones).")
+BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
+DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest.")
+CALIBRATE_OPT = typer.Option(True, "--calibrate/--no-calibrate",
+                             help="fisher: scale the damping so that the edited losses move by the adapter's memorisation gap (default), "
+                                  "or keep the starting damping.")
+
+
+def _solver(method: str, sample_size: int, batch_size: int) -> Any:
+    from rec_eraser.core import SolverConfig
+
+    try:
+        # an adapter's trainable parameters are linear layers, which the low-rank preconditioner needs
+        preconditioner = "auto" if method == "cg" else None
+        return SolverConfig(method=method, sample_size=sample_size, batch_size=batch_size, preconditioner=preconditioner)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+
+def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
+                earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True) -> None:
+    """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
+    from rec_eraser.workflows import apply_events
+    from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
+
+    run_dir = run_dir_of(run)
+    try:
+        with progress_bar(quiet or as_json) as bar:
+            job = bar.add_task("per-instance gradients", total=None, visible=False)
+
+            def on_gradient(k: int) -> None:
+                bar.update(job, completed=k, visible=True)
+
+            result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
+                                  calibrate=DEFAULT_CALIBRATION if calibrate else None,
+                                  say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(result.to_dict())
+    else:
+        _print_apply(result)
+    problems = sorted([*earlier_problems, *result.problems], key=lambda p: p.line)
+    for problem in problems:
+        sys.stderr.write(f"error: {problem} (not applied)\n")
+    if problems and not skip_invalid:
+        raise typer.Exit(1)
+
+
+def _print_apply(result: Any) -> None:
+    for s in result.skipped:
+        console.print(f"event {s['id']} was applied already (in {s['applied_in']}): skipped")
+    if result.version is None:
+        console.print(f"nothing applied; {result.parent} stays current")
+        return
+    table = Table("event", "type", "user", "instances removed", "instances modified")
+    for e in result.applied:
+        table.add_row(e["id"], e["type"], e["user"], str(e["removed"]), str(e["modified"]))
+    console.print(table)
+    line = f"{result.version} (from {result.parent}): {result.removed} instances removed, {result.modified} modified; {result.train_instances} remain"
+    if result.solver:
+        r = result.solver
+        line += (f"; {r['method']} on {r['curvature_samples']} instances, damping {r['damping']:.3g}, "
+                 f"residual {r['relative_residual']:.2g}, {r['seconds']:.1f} s")
+    console.print(line)
+    m = result.metrics
+    cal = m.get("calibration")
+    if cal:
+        gap = cal.get("memorisation_gap")
+        if gap:
+            how = "measured now" if cal.get("reference_seconds") else "reused"
+            console.print(f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained {gap['untrained_loss']:.3f} vs "
+                          f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']}; measured on {gap.get('measured_on')}, {how})")
+        if result.solver and result.solver.get("calibration"):
+            c = result.solver["calibration"]
+            console.print(f"damping calibrated: x {c['factor']:.3g} of the rule, progress {c['progress']:.3g} "
+                          f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
+        elif cal.get("note"):
+            console.print(cal["note"])
+    drift = m.get("drift")
+    if drift and drift.get("trusted") is not None:
+        text = (f"retained drift over the lineage {drift['retained_drift']:.3g} in {drift['requests']} requests "
+                f"(bound: the memorisation gap {drift['bound']:.3g})")
+        if drift["trusted"]:
+            console.print(text)
+        else:
+            err.print(f"[yellow]warning: {text}: this version has drifted too far to trust further approximate updates; "
+                      "retrain the adapter from scratch on its training set[/yellow]")
+    if m.get("before", {}).get("forgotten_loss") is not None:
+        console.print(f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}")
+    if m.get("before", {}).get("corrected_loss") is not None:
+        console.print(f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}")
+
+
+def _cli_events(*events: dict) -> list:
+    from rec_eraser.workflows import EventError, parse_event
+
+    try:
+        return [(None, parse_event(e)) for e in events]
+    except EventError as exc:
+        fail(str(exc), 2)
+
+
+
+
+@app.command("forget-user")
+def forget_user(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    users: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
+    events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in dict.fromkeys(users)))
+    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+
+
+@app.command("forget-interactions")
+def forget_interactions(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    user: str = typer.Option(..., "--user", help="The user whose interactions are noise."),
+    items: list[str] = typer.Option(..., "--item", help="An item id of a noisy interaction (repeat for several)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
+    event = {"id": f"cli:remove_interactions:{user}:{','.join(sorted(items))}", "type": "remove_interactions", "user": user, "items": items}
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+
+
+@app.command()
+def correct(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    user: str = typer.Option(..., "--user", help="The user of the wrong interaction."),
+    item: str = typer.Option(..., "--item", help="The item of the wrong interaction."),
+    label: Optional[str] = typer.Option(None, "--label", help="TALLRec: the right label, Yes or No."),
+    target: Optional[str] = typer.Option(None, "--target", help="LLaRA: the item the interaction was really with."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
+    if (label is None) == (target is None):
+        fail("give exactly one of --label (tallrec) or --target (llara)", 2)
+    if label is not None:
+        event = {"id": f"cli:correct_label:{user}:{item}:{label}", "type": "correct_label", "user": user, "item": item, "label": label}
+    else:
+        event = {"id": f"cli:correct_target:{user}:{item}:{target}", "type": "correct_target", "user": user, "item": item, "target": target}
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+
+
+@app.command("apply-events")
+def apply_events_command(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    events_file: Path = typer.Argument(..., help="JSON Lines: one event object per line (see the README)."),
+    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."),
+    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+) -> None:
+    """Drain an events file in one solve; events applied before are skipped, bad lines reported by number."""
+    from rec_eraser.workflows import EventError, read_events
+
+    try:
+        events, problems = read_events(events_file)
+    except EventError as exc:
+        fail(str(exc))
+    cfg = _solver(solver, sample_size, batch_size)
+    if not events:
+        if as_json:
+            emit_json({"version": None, "applied": [], "problems": [p.to_dict() for p in problems]})
+        for problem in problems:
+            sys.stderr.write(f"error: {problem} (not applied)\n")
+        raise typer.Exit(0 if skip_invalid else 1)
+    _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid,
+                calibrate=calibrate)
+
+
