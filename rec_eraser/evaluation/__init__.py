@@ -1,12 +1,26 @@
 """Evaluation: LLaRA generation and ranking metrics, TALLRec AUC, and the baselines they are compared with."""
 
 from rec_eraser.evaluation.baselines import (
-    encoder_baseline, encoder_scores, item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
+    encoder_baseline,
+    encoder_scores,
+    item_like_rate_scores,
+    like_counts,
+    like_rate_baseline,
+    popularity_baseline,
+    popularity_scores,
+    random_auc,
     random_baseline,
 )
 from rec_eraser.evaluation.metrics import (
-    auc, classification_metrics, generation_metrics, match_answer, match_answers, normalize, rank_bounds,
-    ranking_metrics, target_ranks,
+    auc,
+    classification_metrics,
+    generation_metrics,
+    match_answer,
+    match_answers,
+    normalize,
+    rank_bounds,
+    ranking_metrics,
+    target_ranks,
 )
 
 __all__ = [

@@ -3,11 +3,23 @@
 from rec_eraser.tasks.instance import Instance, Source, TaskError, instance_id, sources
 from rec_eraser.tasks.llara import build_llara, candidate_rng, draw_candidates, eligible_negatives, llara_instance
 from rec_eraser.tasks.prepare import (
-    TASKS, build_instances, first_users, load_instances, load_manifest, load_titles, prepare,
+    TASKS,
+    build_instances,
+    first_users,
+    load_instances,
+    load_manifest,
+    load_titles,
+    prepare,
 )
 from rec_eraser.tasks.tallrec import build_tallrec, liked_threshold, tallrec_instance
 from rec_eraser.tasks.templates import (
-    CANS_EMB, HISTORY_EMB, USER_EMB, llara_prompt, llara_response, tallrec_prompt, tallrec_response,
+    CANS_EMB,
+    HISTORY_EMB,
+    USER_EMB,
+    llara_prompt,
+    llara_response,
+    tallrec_prompt,
+    tallrec_response,
 )
 from rec_eraser.tasks.titles import item_titles, readable_title
 

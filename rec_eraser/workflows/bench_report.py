@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from rec_eraser.jsonable import finite
+from rec_eraser.tasks.registry import task_of
 
 COLUMNS = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "corrected_loss", "unseen_loss",
            "membership_auc", "recovery", "recovery_corrected_loss", "seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")
 
 
 def _main_metric(result: dict[str, Any]) -> str:
-    return "auc" if result["experiment"]["task"] == "tallrec" else "hit@1"
+    return task_of(result["experiment"]["task"]).main_metric
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -52,7 +53,7 @@ def _fmt(value: Any) -> str:
 def markdown(result: dict[str, Any]) -> str:
     exp = result["experiment"]
     main = _main_metric(result)
-    agreement = "top-1 agreement" if exp["task"] == "llara" else "score correlation"
+    agreement = task_of(exp["task"]).agreement_words
     head = [
         f"# {Path(result['recipe']).stem} ({result.get('tier', 'quick' if result.get('quick') else 'full')} tier)",
         "",

@@ -32,6 +32,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from rec_eraser.tasks.registry import task_of
+
 MIN_TEST_PROMPTS = 200
 WIDEN = 0.10  # of Retrain's move, on each side of the seeds' interval
 AGREEMENT_SLACK = 0.02
@@ -59,8 +61,8 @@ def _spread(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def main_metric(task: str) -> str:
-    """The utility figure the baseline condition compares: AUC (tallrec) or hit@1 (llara)."""
-    return "auc" if task == "tallrec" else "hit@1"
+    """The utility figure the baseline condition compares: the task's main metric (TALLRec AUC, LLaRA hit@1)."""
+    return task_of(task).main_metric
 
 
 def adapter_conditions(metric: str, adapter: float | None, baseline: dict[str, Any], memorisation: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,6 @@ import json
 import logging
 import shutil
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -27,13 +26,13 @@ import numpy as np
 import torch
 
 from rec_eraser.core import SolverConfig
-from rec_eraser.evaluation.baselines import like_counts, like_rate_baseline, popularity_baseline
-from rec_eraser.evaluation.metrics import classification_metrics, ranking_metrics
-from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery, score_correlation, top1_agreement
+from rec_eraser.evaluation.unlearning import membership_inference_auc, recovery
+from rec_eraser.tasks.base import Task
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles, prepare
+from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses, yes_no_scores_and_losses
+from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import (
     LoadedModel,
     checkpoint_path,
@@ -144,6 +143,11 @@ class BenchContext:
     titles: dict[str, str]
     events: list[Event]
 
+    @property
+    def task_spec(self) -> Task:
+        """How the run's task scores and judges an adapter."""
+        return task_of(self.task)
+
 
 def default_out(recipe_path: Path, tier: str, study: str = "") -> Path:
     """``adapters/bench/RECIPE[-TIER][-STUDY]``: one folder per recipe, tier and kind of study."""
@@ -224,18 +228,16 @@ def study_context(run: Path, experiment: Experiment, recipe: Recipe, events: lis
     manifest = load_manifest(run)
     return BenchContext(run=run, experiment=experiment, recipe=recipe, task=manifest["task"], before=before, after=after,
                         forget=changed, corrected=corrected, test=load_instances(run, "test")[: experiment.eval_prompts],
-                        titles=load_titles(run) if manifest["task"] == "llara" else {}, events=events)
+                        titles=load_titles(run) if task_of(manifest["task"]).uses_titles else {}, events=events)
 
 
 def test_scores_and_losses(ctx: BenchContext, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
-    """The test prompts' scores and losses; TALLRec reads both from one forward pass."""
-    if ctx.task == "llara":
-        return candidate_scores(loaded, ctx.test, ctx.titles), instance_losses(loaded, ctx.test)
-    return yes_no_scores_and_losses(loaded, ctx.test)
+    """The test prompts' scores and losses, as the run's task scores them."""
+    return ctx.task_spec.scores_and_losses(loaded, ctx.test, ctx.titles)
 
 
 def observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any) -> Outcome:
-    answers = generate_answers(loaded, ctx.test) if ctx.task == "llara" and ctx.experiment.generate else None
+    answers = ctx.task_spec.answers(loaded, ctx.test) if ctx.experiment.generate else None
     test_scores, test_losses = test_scores_and_losses(ctx, loaded)
     return Outcome(test_scores=test_scores,
                    forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
@@ -281,14 +283,7 @@ def default_solver(experiment: Experiment) -> SolverConfig:
 # -- can the run judge? -------------------------------------------------------------------------
 def task_baseline(ctx: BenchContext) -> dict[str, Any]:
     """The task's simple baseline on the test prompts, on the main metric (as ``rec-eraser evaluate`` computes it)."""
-    train = load_instances(ctx.run, "train")
-    if ctx.task == "tallrec":
-        likes = like_counts([z.target_item for z in train], [z.label for z in train])
-        value = like_rate_baseline(likes, [z.target_item for z in ctx.test], np.array([z.label for z in ctx.test]))["auc"]
-        return {"name": "like_rate", "value": value}
-    targets_ = np.array([z.candidates.index(z.target_item) for z in ctx.test])
-    popularity = Counter(z.target_item for z in train)
-    return {"name": "popularity", "value": popularity_baseline(popularity, [list(z.candidates) for z in ctx.test], targets_)["hit@1"]}
+    return ctx.task_spec.simple_baseline(load_instances(ctx.run, "train"), ctx.test)
 
 
 def original_memorisation(run: Path, say: Say, version: str | None = None) -> MemorisationGap | None:
@@ -313,24 +308,11 @@ def memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:
 
 # -- metrics ----------------------------------------------------------------------------------
 def utility_of(ctx: BenchContext, outcome: Outcome) -> dict[str, float | None]:
-    if ctx.task == "tallrec":
-        labels = np.array([z.label for z in ctx.test])
-        return {"auc": classification_metrics(outcome.test_scores, labels)["auc"]}
-    from rec_eraser.evaluation.metrics import generation_metrics
-
-    targets = np.array([z.candidates.index(z.target_item) for z in ctx.test])
-    ranking = ranking_metrics(outcome.test_scores, targets)
-    utility: dict[str, float | None] = {"hit@1": ranking["hit@1"], "ndcg@10": ranking["ndcg@10"], "gen_hit@1": None, "valid_ratio": None}
-    if outcome.answers is not None:
-        gen = generation_metrics(outcome.answers, [[ctx.titles[c] for c in z.candidates] for z in ctx.test], targets.tolist())
-        utility.update({"gen_hit@1": gen["hit@1"], "valid_ratio": gen["valid_ratio"]})
-    return utility
+    return ctx.task_spec.utility(outcome.test_scores, ctx.test, ctx.titles, outcome.answers)
 
 
 def agreement(ctx: BenchContext, a: Outcome, b: Outcome) -> float:
-    if ctx.task == "llara":
-        return top1_agreement(a.test_scores, b.test_scores)
-    return score_correlation(a.test_scores, b.test_scores)
+    return ctx.task_spec.agreement(a.test_scores, b.test_scores)
 
 
 def _number(x: float | None) -> float | None:
@@ -348,12 +330,12 @@ def _mean(x: np.ndarray | None) -> float | None:
 
 def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: Outcome) -> dict[str, Any]:
     """Every figure of one method (see the module docstring)."""
-    main = "auc" if ctx.task == "tallrec" else "hit@1"
+    main = ctx.task_spec.main_metric
     utility, retrain_utility, original_utility = utility_of(ctx, outcome), utility_of(ctx, retrain), utility_of(ctx, original)
     m: dict[str, Any] = dict(utility)
     m["utility_gap"] = _difference(utility[main], retrain_utility[main])
     m["agreement_with_retrain"] = agreement(ctx, outcome, retrain)
-    m["agreement_kind"] = "top1_agreement" if ctx.task == "llara" else "score_correlation"
+    m["agreement_kind"] = ctx.task_spec.agreement_kind
     m["forget_loss"] = _mean(outcome.forget_losses)
     m["corrected_loss"] = _mean(outcome.corrected_losses)
     m["unseen_loss"] = float(np.mean(outcome.unseen_losses))
