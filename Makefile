@@ -24,6 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 test: install
+	$(PY) -m ruff check rec_eraser tests
 	$(PY) -m pytest -q
 
 test-slow: install

@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from rec_eraser.evaluation.metrics import auc
-from rec_eraser.models.lm_loss import (IGNORE, first_response_logits, pad_collate, per_instance_response_loss, response_token_loss,
-                                      sampled_response_gradient)
+from rec_eraser.models.lm_loss import (
+    IGNORE,
+    first_response_logits,
+    pad_collate,
+    per_instance_response_loss,
+    response_token_loss,
+    sampled_response_gradient,
+)
 
 
 def test_auc_on_hand_computed_examples():

@@ -29,7 +29,12 @@ from rec_eraser.core.curvature import deterministic_mode
 from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.lm_loss import (
-    IGNORE, causal_lm_logits, causal_lm_loss, first_response_logits, pad_collate, per_instance_response_loss,
+    IGNORE,
+    causal_lm_logits,
+    causal_lm_loss,
+    first_response_logits,
+    pad_collate,
+    per_instance_response_loss,
 )
 
 logger = logging.getLogger(__name__)

@@ -8,8 +8,8 @@
 
 from rec_eraser.encoders.projector import ItemProjector
 from rec_eraser.encoders.sasrec import (
-    SASRec,
     ItemEncoder,
+    SASRec,
     UnknownItemError,
     hit_at_k,
     popularity_hit_at_k,

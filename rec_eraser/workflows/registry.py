@@ -32,8 +32,14 @@ from typing import Any
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.train import (PROJECTOR_FILE, VERSION_MANIFEST, list_versions, training_instances, version_name,
-                                       write_version_folder)
+from rec_eraser.training.train import (
+    PROJECTOR_FILE,
+    VERSION_MANIFEST,
+    list_versions,
+    training_instances,
+    version_name,
+    write_version_folder,
+)
 
 logger = logging.getLogger(__name__)
 

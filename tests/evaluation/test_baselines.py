@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from rec_eraser.evaluation import (
-    encoder_baseline, encoder_scores, item_like_rate_scores, like_counts, like_rate_baseline, popularity_baseline, popularity_scores, random_auc,
+    encoder_baseline,
+    encoder_scores,
+    item_like_rate_scores,
+    like_counts,
+    like_rate_baseline,
+    popularity_baseline,
+    popularity_scores,
+    random_auc,
     random_baseline,
 )
 

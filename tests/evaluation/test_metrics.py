@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from rec_eraser.evaluation import (
-    auc, classification_metrics, generation_metrics, rank_bounds, random_baseline, ranking_metrics, target_ranks,
+    auc,
+    classification_metrics,
+    generation_metrics,
+    random_baseline,
+    rank_bounds,
+    ranking_metrics,
+    target_ranks,
 )
 
 

@@ -6,7 +6,14 @@ import pytest
 
 from rec_eraser.data import Dataset, chronological, steps
 from rec_eraser.tasks import (
-    CANS_EMB, HISTORY_EMB, Instance, TaskError, build_llara, draw_candidates, item_titles, llara_instance,
+    CANS_EMB,
+    HISTORY_EMB,
+    Instance,
+    TaskError,
+    build_llara,
+    draw_candidates,
+    item_titles,
+    llara_instance,
 )
 
 

@@ -12,7 +12,13 @@ import pytest
 
 from rec_eraser.data import load_dataset
 from rec_eraser.tasks import (
-    TaskError, build_instances, build_llara, load_instances, load_manifest, load_titles, prepare,
+    TaskError,
+    build_instances,
+    build_llara,
+    load_instances,
+    load_manifest,
+    load_titles,
+    prepare,
 )
 
 prepare_module = importlib.import_module("rec_eraser.tasks.prepare")  # the package's `prepare` is the function
