@@ -28,6 +28,14 @@ def test_unknown_benchmark_is_one_line_error():
     assert result.stderr.strip().count("\n") == 0 and "unknown benchmark" in result.stderr
 
 
+def test_python_dash_m_runs_the_same_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "rec_eraser.cli", "bench", "nonsense"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown benchmark 'nonsense'" in done.stderr
+
+
 def test_unknown_solver_is_one_line_error():
     result = runner.invoke(app, ["bench", "solvers", "--methods", "newton"])
     assert result.exit_code == 1 and "unknown solver" in result.stderr

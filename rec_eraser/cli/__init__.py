@@ -12,5 +12,3 @@ from rec_eraser.cli import run, unlearn, adapters, bench  # noqa: F401, E402  (r
 
 __all__ = ["USER_ERRORS", "app"]
 
-if __name__ == "__main__":  # pragma: no cover
-    app()

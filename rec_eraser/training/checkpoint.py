@@ -71,9 +71,12 @@ def save_checkpoint(path: Path, key: dict[str, Any], loop: LoopState, model: nn.
 
 
 def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    generator: torch.Generator) -> LoopState | None:
-    """Restore a checkpoint of the training ``key`` names into the objects given; ``None`` when
-    there is none, or it is unreadable or of another training (it is then removed)."""
+                    generator: torch.Generator, n_samples: int) -> LoopState | None:
+    """Restore a checkpoint of the training ``key`` names (on ``n_samples`` instances) into the
+    objects given; ``None`` when there is none, or it is unreadable, inconsistent or of another
+    training (it is then removed)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # a save a kill interrupted
+        stale.unlink(missing_ok=True)
     if not path.is_file():
         return None
     # what a fresh training starts from, put back if the checkpoint turns out unusable half-way
@@ -87,6 +90,9 @@ def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer
         if set(saved) != set(trainable) or any(saved[n].shape != p.shape for n, p in trainable.items()):
             raise ValueError("its parameters are not this model's")
         loop = LoopState(**state["loop"])
+        if sorted(loop.order) != list(range(n_samples)) or loop.position < 0 or len(loop.losses) != loop.step \
+                or state["scheduler"].get("last_epoch") != loop.step:
+            raise ValueError("its loop state is inconsistent")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         generator.set_state(state["generator"])

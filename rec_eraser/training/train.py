@@ -169,7 +169,8 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
     """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record.
 
     ``checkpoint``: a file the training saves its state to every few minutes and resumes from
-    (the same recipe on the same instances), removed once the training is done."""
+    (the same recipe, instances and base model); the caller removes it once the adapter is saved,
+    so that a crash between the training's end and the save loses at most one interval."""
     loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint)
     return loaded.model, record
 
@@ -185,8 +186,9 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
-    key = {"recipe": recipe.to_dict(), "train_ids_sha256": instance_ids_hash(instances), "base_model": str(base_path)}
-    loop = (load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen) if checkpoint else None) or LoopState()
+    key = {"recipe": recipe.to_dict(), "instances_sha256": instances_content_hash(instances),
+           "base_model_sha256": base_model_fingerprint(base_path)}
+    loop = (load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None) or LoopState()
     device = next(model.parameters()).device.type
     warning = precision_warning(recipe.precision, device)
     if warning:
@@ -216,10 +218,7 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
                 save_checkpoint(checkpoint, key, loop, model, optimizer, scheduler, gen)
                 loop.seconds, last_save = saved_seconds, time.perf_counter()
     step, losses = loop.step, loop.losses
-    seconds = loop.seconds + time.perf_counter() - t0
-    if checkpoint:
-        checkpoint.unlink(missing_ok=True)
-    seconds = time.perf_counter() - t0
+    seconds = loop.seconds + time.perf_counter() - t0  # the checkpoint is removed by the caller, once the adapter is saved
     model.eval()
     manifest = load_manifest(run_dir)
     record = {
@@ -291,7 +290,18 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
         except Exception as exc:  # the training is worth more than the figures: save it without them
             logger.warning("v0000 is saved without its measurements, which failed: %s", exc)
     save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
+    checkpoint_path(run_dir, version_name(0)).unlink(missing_ok=True)
     return target
+
+
+def instances_content_hash(instances: list[Instance]) -> str:
+    """SHA-256 of the instances' ids, prompts and responses: a corrected instance keeps its id, not its text."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for z in instances:
+        digest.update(json.dumps([z.id, z.prompt, z.response], ensure_ascii=False).encode())
+    return digest.hexdigest()
 
 
 def instance_ids_hash(instances: list[Instance]) -> str:

@@ -64,7 +64,7 @@ METHODS = method_names()
 def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None) -> list[str]:
     """The methods a run measures: ``methods`` if given, else the tier's ``methods`` setting, else
     every method; correction-only methods are left out of an IR experiment."""
-    chosen = [m.strip() for m in (methods or experiment.methods or METHODS) if m.strip()]
+    chosen = [m.strip() for m in (methods or experiment.methods or method_names()) if m.strip()]
     unknown = [m for m in chosen if m not in BENCH_METHODS]
     if unknown:
         raise ExperimentError(f"unknown method {unknown[0]!r}; choose from {', '.join(BENCH_METHODS)}")

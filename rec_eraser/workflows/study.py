@@ -262,6 +262,7 @@ def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: li
             model, record = fit_adapter(ctx.run, recipe, instances, checkpoint=checkpoint_path(ctx.run, folder))
         record["bench_cost"] = {"peak_mb": memory.peak_mb}
         save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []})
+        checkpoint_path(ctx.run, folder).unlink(missing_ok=True)
         del model
     record = json.loads((target / "manifest.json").read_text())
     return load_version(ctx.run, folder), record

@@ -47,6 +47,7 @@ def test_a_resumed_training_ends_with_the_uninterrupted_parameters(tmp_path, tal
     with pytest.raises(Interrupted):  # saved after every step, interrupted after step `stop`'s save
         _fit(tallrec_run, recipe, instances, stop_at(stop + 1), checkpoint, checkpoint_interval=0.0)
     assert checkpoint.is_file()
+    seconds_before = torch.load(checkpoint, weights_only=True)["loop"]["seconds"]
     steps = []
     loaded, resumed = _fit(tallrec_run, recipe, instances, lambda s, t, loss: steps.append(s), checkpoint)
     assert steps == list(range(stop + 1, 10))  # 9 steps in all: only the rest ran
@@ -55,16 +56,23 @@ def test_a_resumed_training_ends_with_the_uninterrupted_parameters(tmp_path, tal
     assert resumed["training"]["steps"] == record["training"]["steps"] == 9
     assert resumed["training"]["final_loss"] == record["training"]["final_loss"]
     assert resumed["training"]["resumed_at_steps"] == [stop] and "resumed_at_steps" not in record["training"]
-    assert not checkpoint.exists()  # a finished training leaves none
+    assert resumed["training"]["seconds"] > seconds_before > 0  # the interrupted process's training time counts too
+    assert checkpoint.is_file()  # the caller removes it once the adapter is saved (train_run, the benchmark's cache)
 
 
-def test_a_checkpoint_of_another_training_or_a_damaged_one_is_ignored(tmp_path, tallrec_run, tiny_model_dir, uninterrupted, caplog):
+def test_a_checkpoint_of_another_training_or_an_inconsistent_or_damaged_one_is_ignored(tmp_path, tallrec_run, tiny_model_dir, uninterrupted, caplog):
     instances, expected, _ = uninterrupted
     checkpoint = tmp_path / "state.pt"
     with pytest.raises(Interrupted):  # another recipe (learning rate) left this checkpoint
         _fit(tallrec_run, recipe_for(tiny_model_dir, lr=1e-2), instances, stop_at(4), checkpoint, checkpoint_interval=0.0)
-    for damage in (None, b"not a checkpoint"):
-        if damage is not None:
+    foreign = checkpoint.read_bytes()
+    with pytest.raises(Interrupted):  # this training's own checkpoint, its data order then garbled below
+        _fit(tallrec_run, recipe_for(tiny_model_dir), instances, stop_at(4), checkpoint, checkpoint_interval=0.0)
+    garbled = torch.load(checkpoint, weights_only=True)
+    garbled["loop"]["order"] = [0] * len(garbled["loop"]["order"])
+    torch.save(garbled, checkpoint)
+    for damage in ("garbled", foreign, b"not a checkpoint"):
+        if damage != "garbled":
             checkpoint.write_bytes(damage)
         with caplog.at_level(logging.WARNING, logger="rec_eraser.training.checkpoint"):
             loaded, record = _fit(tallrec_run, recipe_for(tiny_model_dir), instances, None, checkpoint)
@@ -72,4 +80,4 @@ def test_a_checkpoint_of_another_training_or_a_damaged_one_is_ignored(tmp_path, 
         caplog.clear()
         got = trainable(loaded)
         assert all(torch.equal(got[n], expected[n]) for n in expected)  # a fresh training, as if there were none
-        assert "resumed_at_steps" not in record["training"] and not checkpoint.exists()
+        assert "resumed_at_steps" not in record["training"] and not checkpoint.exists()  # ignored and removed
