@@ -94,7 +94,9 @@ def judging_lines(result: dict[str, Any]) -> list[str]:
         f"- it memorised its training data: {mark(mem['verdict'])} (mean loss trained {_fmt(mem.get('trained_loss'))} vs never-trained "
         f"{_fmt(mem.get('untrained_loss'))}: gap {_fmt(mem.get('gap'))} ± {_fmt(mem.get('standard_error'))}, {mem.get('untrained_source')}"
         + (f"; {mem['trained_instances']} + {mem['untrained_instances']} instances, measured once in {_fmt(mem['seconds'])} s and "
-           "reused by the default update" if mem.get("seconds") is not None else "") + ")",
+           "reused by the default update" if mem.get("seconds") is not None else "")
+        + (f"; their users hold {_fmt(mem['trained_user_activity'])} (trained) vs {_fmt(mem['untrained_user_activity'])} "
+           "(never-trained) train-split instances on average" if mem.get("untrained_user_activity") is not None else "") + ")",
         f"- Retrain moves the {mv['figure']} more than its seeds differ: {mark(mv['verdict'])} (original {_fmt(mv['original'])}, "
         f"Retrain seeds {_fmt(mv['retrain_seed0'])} / {_fmt(mv['retrain_seed1'])}: move {_fmt(mv['move'])} vs spread {_fmt(mv['seed_spread'])})",
         f"- at least {n['minimum']} test prompts: {mark(n['verdict'])} ({n['n']})",

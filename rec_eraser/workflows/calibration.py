@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -66,6 +67,11 @@ class MemorisationGap:
     seconds: float | None = None  # what measuring it took
     reference_size: int | None = None  # the sample settings it was measured with
     seed: int | None = None
+    # the mean number of train-split instances of each reference instance's user: never-trained users
+    # lighter than the trained ones (a sub-sample reaches heavy users first) may differ in loss for
+    # that reason alone, so the gap would mix population with memorisation
+    trained_user_activity: float | None = None
+    untrained_user_activity: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,7 +143,13 @@ def measure_memorisation(losses_of: LossesOf, version: str, training_set: Sequen
     if len(trained) < 2 or len(untrained) < 2:
         return None
     gap = memorisation_gap(losses_of(trained), losses_of(untrained), source)
-    return replace(gap, measured_on=version, seconds=time.perf_counter() - t0, reference_size=size, seed=seed)
+    activity = Counter(z.user for z in train_split)
+    return replace(gap, measured_on=version, seconds=time.perf_counter() - t0, reference_size=size, seed=seed,
+                   trained_user_activity=_mean_activity(trained, activity), untrained_user_activity=_mean_activity(untrained, activity))
+
+
+def _mean_activity(instances: Sequence[Instance], activity: Counter) -> float:
+    return float(np.mean([activity[z.user] for z in instances]))
 
 
 def recorded_memorisation(lineage: Sequence[dict[str, Any]], size: int, seed: int) -> MemorisationGap | None:

@@ -55,6 +55,8 @@ def test_measure_uses_unedited_trained_instances_and_never_trained_users():
     assert len(seen[1]) == 8 and all(i.startswith("n") for i in seen[1])
     assert gap.gap == pytest.approx(np.mean([loss[i] for i in seen[1]]) - np.mean([loss[i] for i in seen[0]]))
     assert gap.trained_instances == gap.untrained_instances == 8
+    # each trained user holds 5 of the train split's instances, each outside user 1: the population differs
+    assert (gap.trained_user_activity, gap.untrained_user_activity) == (5.0, 1.0)
     assert measure_memorisation(losses_of, "v0000", trained[:1], set(), trained, trained, [], size=8, seed=0) is None
 
 
