@@ -6,7 +6,7 @@ convention.
 """
 
 from rec_eraser.core.calibration import Calibration, CalibrationConfig, calibrate_scale
-from rec_eraser.core.config import METHODS, SolverConfig
+from rec_eraser.core.config import METHODS, SolverConfig, SolverConfigError
 from rec_eraser.core.curvature import CurvatureOperator, OutputLoss, deterministic_mode
 from rec_eraser.core.damping import DampingError, auto_damping
 from rec_eraser.core.edits import Edit, Removal, Replacement
@@ -20,7 +20,7 @@ from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.solvers import SolverError, qp_gradient
 
 __all__ = [
-    "METHODS", "Calibration", "CalibrationConfig", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine", "LowRankGaussNewton",
+    "METHODS", "SolverConfigError", "Calibration", "CalibrationConfig", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine", "LowRankGaussNewton",
     "OutputLoss", "ParameterSpace", "Removal", "Replacement", "SolverConfig", "SolverError", "SolverReport",
     "UnsupportedCurvatureError", "Update", "auto_damping", "calibrate_scale", "deterministic_mode", "qp_gradient", "top_eigenvalue",
 ]

@@ -5,6 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from rec_eraser.errors import RecEraserError
+
+
+class SolverConfigError(RecEraserError, ValueError):
+    """A solver configuration that cannot run: an unknown method or preconditioner, a setting out of range."""
+
+
 METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher", "adam")
 PRECONDITIONERS = (None, "auto", "lowrank", "ekfac")
 
@@ -77,23 +84,23 @@ class SolverConfig:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise ValueError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
+            raise SolverConfigError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.preconditioner not in PRECONDITIONERS:
-            raise ValueError(f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}")
+            raise SolverConfigError(f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}")
         for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim", "preconditioner_samples"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise SolverConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.tol > 0:
-            raise ValueError(f"tol must be > 0, got {self.tol}")
+            raise SolverConfigError(f"tol must be > 0, got {self.tol}")
         if self.sample_size is not None and self.sample_size < 1:
-            raise ValueError(f"sample_size must be >= 1 or None, got {self.sample_size}")
+            raise SolverConfigError(f"sample_size must be >= 1 or None, got {self.sample_size}")
         if self.damping_groups and self.method != "fisher":
-            raise ValueError(f"damping_groups is implemented for method='fisher' only, not {self.method!r}")
+            raise SolverConfigError(f"damping_groups is implemented for method='fisher' only, not {self.method!r}")
         object.__setattr__(self, "damping_groups", tuple(self.damping_groups))  # a TOML/JSON list becomes hashable
         if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
+            raise SolverConfigError(f"lr must be > 0, got {self.lr}")
         if not self.lissa_scale > 0.5:
-            raise ValueError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
+            raise SolverConfigError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from rec_eraser.core import InfluenceEngine, Removal, SolverConfig, SolverError, Update
+from rec_eraser.core import InfluenceEngine, Removal, SolverConfig, SolverConfigError, SolverError, Update
 from rec_eraser.core.curvature import OutputLoss
 
 from .conftest import collate, logistic_loss
@@ -18,8 +18,11 @@ def make_engine(problem, **cfg) -> InfluenceEngine:
 
 @pytest.mark.parametrize("bad", [dict(method="newton"), dict(tol=0), dict(batch_size=0), dict(preconditioner="jacobi"), dict(sample_size=0), dict(lissa_scale=0.4)])
 def test_invalid_solver_settings_are_refused(bad):
-    with pytest.raises(ValueError):
+    from rec_eraser.errors import RecEraserError
+
+    with pytest.raises(SolverConfigError) as refused:
         SolverConfig(**bad)
+    assert isinstance(refused.value, RecEraserError) and isinstance(refused.value, ValueError)  # callers' except clauses still work
 
 
 def test_empty_or_mistyped_edits_are_refused(logistic):
