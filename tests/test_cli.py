@@ -126,3 +126,11 @@ def test_a_user_error_is_one_line_and_a_bug_keeps_its_traceback(tmp_path, monkey
     monkeypatch.setattr(demo, "run_demo", bug)
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
     assert isinstance(result.exception, KeyError)
+
+
+def test_the_unlearning_options_default_to_the_library_default_solver():
+    from rec_eraser.cli.unlearn import BATCH_OPT, SAMPLE_OPT, SOLVER_OPT, _solver
+    from rec_eraser.workflows.unlearn import DEFAULT_SOLVER
+
+    built = _solver(SOLVER_OPT.default, SAMPLE_OPT.default, BATCH_OPT.default)
+    assert built == DEFAULT_SOLVER

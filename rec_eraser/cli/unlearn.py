@@ -25,6 +25,8 @@ from rec_eraser.cli.common import (
 
 SOLVER_HELP = ("Influence solver: fisher (default: damped empirical Fisher, no HVP), cg (Gauss-Newton by CG with the "
                "low-rank Gauss-Newton preconditioner when it pays), sqp, lissa, ekfac.")
+# the literals are rec_eraser.workflows.unlearn.DEFAULT_SOLVER's (importing it here would load torch for
+# every `--help`); tests/test_cli.py checks that they stay equal
 SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
 SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones).")
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
@@ -38,9 +40,7 @@ def _solver(method: str, sample_size: int, batch_size: int) -> Any:
     from rec_eraser.core import SolverConfig
 
     try:
-        # an adapter's trainable parameters are linear layers, which the low-rank preconditioner needs
-        preconditioner = "auto" if method == "cg" else None
-        return SolverConfig(method=method, sample_size=sample_size, batch_size=batch_size, preconditioner=preconditioner)
+        return SolverConfig.for_method(method, sample_size=sample_size, batch_size=batch_size)
     except ValueError as exc:
         fail(str(exc), 2)
 

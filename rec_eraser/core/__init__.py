@@ -6,7 +6,7 @@ convention.
 """
 
 from rec_eraser.core.calibration import Calibration, CalibrationConfig, calibrate_scale
-from rec_eraser.core.config import METHODS, SolverConfig, SolverConfigError
+from rec_eraser.core.config import SolverConfig, SolverConfigError
 from rec_eraser.core.curvature import CurvatureOperator, OutputLoss, deterministic_mode
 from rec_eraser.core.damping import DampingError, auto_damping
 from rec_eraser.core.edits import Edit, Removal, Replacement
@@ -17,10 +17,11 @@ from rec_eraser.core.linear_capture import UnsupportedCurvatureError
 from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
 from rec_eraser.core.params import ParameterSpace
-from rec_eraser.core.solvers import SolverError, qp_gradient
+from rec_eraser.core.solver_registry import SolveProblem, register_solver, solver_names
+from rec_eraser.core.solvers import Solution, SolverError, qp_gradient
 
 __all__ = [
-    "METHODS", "SolverConfigError", "Calibration", "CalibrationConfig", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine", "LowRankGaussNewton",
+    "SolveProblem", "Solution", "SolverConfigError", "Calibration", "CalibrationConfig", "CurvatureOperator", "DampedOperator", "DampingError", "EKFAC", "Edit", "EmpiricalFisher", "InfluenceEngine", "LowRankGaussNewton",
     "OutputLoss", "ParameterSpace", "Removal", "Replacement", "SolverConfig", "SolverError", "SolverReport",
-    "UnsupportedCurvatureError", "Update", "auto_damping", "calibrate_scale", "deterministic_mode", "qp_gradient", "top_eigenvalue",
+    "UnsupportedCurvatureError", "Update", "auto_damping", "calibrate_scale", "deterministic_mode", "qp_gradient", "register_solver", "solver_names", "top_eigenvalue",
 ]

@@ -12,7 +12,6 @@ class SolverConfigError(RecEraserError, ValueError):
     """A solver configuration that cannot run: an unknown method or preconditioner, a setting out of range."""
 
 
-METHODS = ("exact", "cg", "lissa", "sqp", "ekfac", "fisher", "adam")
 PRECONDITIONERS = (None, "auto", "lowrank", "ekfac")
 
 
@@ -28,7 +27,8 @@ class SolverConfig:
             exactly by the Woodbury identity: one gradient per sub-sample instance, no HVP)
             or ``"adam"`` (the reference implementation's recipe: ``max_iters`` Adam steps
             at ``lr`` on the QP with mini-batch gradients; kept for comparison, it has no
-            convergence guarantee).
+            convergence guarantee), or any solver registered with
+            :func:`rec_eraser.core.solver_registry.register_solver`.
         batch_size: instances per micro-batch; the unit in which HVPs are counted.
         max_iters: iteration cap (CG iterations, LiSSA steps, SQP mini-batch steps).
         tol: target relative residual ‖(C + λI)x − b‖ / ‖b‖.
@@ -83,8 +83,11 @@ class SolverConfig:
     lr: float = 1e-5
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SolverConfigError(f"unknown solver method {self.method!r}; choose one of {', '.join(METHODS)}")
+        # the registry is read here, not at import: it imports the built-in solvers, which import this module
+        from rec_eraser.core.solver_registry import solver_names
+
+        if self.method not in solver_names():
+            raise SolverConfigError(f"unknown solver method {self.method!r}; choose one of {', '.join(solver_names())}")
         if self.preconditioner not in PRECONDITIONERS:
             raise SolverConfigError(f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}")
         for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim", "preconditioner_samples"):
@@ -101,6 +104,14 @@ class SolverConfig:
             raise SolverConfigError(f"lr must be > 0, got {self.lr}")
         if not self.lissa_scale > 0.5:
             raise SolverConfigError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
+
+    @classmethod
+    def for_method(cls, method: str, **settings: Any) -> SolverConfig:
+        """The configuration of ``method`` with the settings registered as its recommended ones
+        (``cg``: the ``"auto"`` preconditioner), overridden by ``settings``; what the CLI builds."""
+        from rec_eraser.core.solver_registry import recommended_settings
+
+        return cls(method=method, **{**recommended_settings(method), **settings})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

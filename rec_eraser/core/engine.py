@@ -16,7 +16,6 @@ on, i.e. ``len(train_samples)``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,22 +29,11 @@ from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_mode, summed_gradient
 from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
-from rec_eraser.core.ekfac import EKFAC
 from rec_eraser.core.fisher import EmpiricalFisher
-from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
-from rec_eraser.core.solvers import (
-    GRADIENT_PER_PRODUCT,
-    Solution,
-    SolverError,
-    solve_adam,
-    solve_cg,
-    solve_cg_deferred,
-    solve_exact,
-    solve_lissa,
-    solve_sqp,
-)
+from rec_eraser.core.solver_registry import FISHER, SolveProblem, solver
+from rec_eraser.core.solvers import Solution, SolverError
 
 logger = logging.getLogger(__name__)
 
@@ -209,13 +197,13 @@ class InfluenceEngine:
         edits at the current parameters (built here when not given).
         """
         edits = list(edits)
-        if (objective is not None or damping_factor != 1.0 or fisher is not None) and self.config.method != "fisher":
+        if (objective is not None or damping_factor != 1.0 or fisher is not None) and self.config.method != FISHER:
             raise ValueError(f"calibrating, scaling the damping or a given Fisher is for method='fisher' only, not {self.config.method!r}")
         if not damping_factor > 0:
             raise ValueError(f"damping_factor must be > 0, got {damping_factor}")
         validate_edits(edits)
         cfg = self.config
-        if cfg.method == "fisher":
+        if cfg.method == FISHER:
             with deterministic_mode(self.model):
                 return self._compute_fisher(edits, objective, calibration, damping_factor, fisher)
         t0 = time.perf_counter()
@@ -372,31 +360,7 @@ class InfluenceEngine:
         return vector, by_group
 
     def _solve(self, op: DampedOperator, b: torch.Tensor, curvature: CurvatureOperator) -> tuple[Solution, int]:
-        cfg = self.config
-        if cfg.method == "exact":
-            return solve_exact(op, b, cfg), 0
-        if cfg.method == "lissa":
-            return solve_lissa(op, b, cfg), 0
-        if cfg.method == "sqp":
-            return solve_sqp(op, b, cfg), 0
-        if cfg.method == "adam":
-            return solve_adam(op, b, cfg), 0
-        if cfg.method == "cg" and cfg.preconditioner in ("lowrank", "auto"):
-            lowrank = LowRankGaussNewton(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, cfg.preconditioner_samples, cfg.seed)
-
-            def build() -> Callable[[torch.Tensor], torch.Tensor]:
-                lowrank.fit(curvature.samples)
-                return lambda v: lowrank.inverse_product(v, op.damping)
-
-            if cfg.preconditioner == "lowrank":
-                return solve_cg(op, b, cfg, preconditioner=build()), lowrank.gradient_passes
-            price = math.ceil(lowrank.samples_per_instance * GRADIENT_PER_PRODUCT)
-            return solve_cg_deferred(op, b, cfg, build, price), lowrank.gradient_passes
-        if cfg.method == "ekfac" or cfg.preconditioner == "ekfac":
-            ekfac = EKFAC(self.model, self.loss_fn, self.space, self.collate_fn, cfg.batch_size, seed=cfg.seed)
-            ekfac.fit(curvature.samples)
-            inverse = lambda v: ekfac.inverse_product(v, op.damping)  # noqa: E731
-            if cfg.method == "ekfac":
-                return Solution(x=inverse(b), iterations=0), ekfac.gradient_passes
-            return solve_cg(op, b, cfg, preconditioner=inverse), ekfac.gradient_passes
-        return solve_cg(op, b, cfg), 0
+        problem = SolveProblem(op=op, b=b, curvature=curvature, config=self.config, model=self.model,
+                               loss_fn=self.loss_fn, space=self.space, collate_fn=self.collate_fn)
+        solution = solver(self.config.method)(problem)
+        return solution, solution.gradient_passes

@@ -34,6 +34,7 @@ class Solution:
     top_eigenvalue: float | None = None
     residual: torch.Tensor | None = None  # CG's recursive residual b − Ax
     preconditioner_built_at: int | None = None  # plain CG iterations before a deferred preconditioner was built
+    gradient_passes: int = 0  # passes a solver spent fitting its own curvature approximation (EK-FAC, low rank)
 
 
 #: A gradient pass costs about half a curvature product (measured: 0.50–0.56 on the tiny Llama's GGN,

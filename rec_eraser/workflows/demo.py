@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from rec_eraser.core import SolverConfig
 from rec_eraser.errors import RecEraserError
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.evaluation.unlearning import membership_inference_auc
@@ -34,7 +33,7 @@ from rec_eraser.training.train import fit_adapter, load_version, save_version, t
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
-from rec_eraser.workflows.unlearn import apply_events, training_memorisation
+from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events, training_memorisation
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +124,7 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
     base_set = registry.training_set("v0000")
     events = choose_events(base_set, size)
     say(f"forgetting {size.forget_users} users and {len(events) - size.forget_users} noisy interactions in one solve")
-    result = apply_events(run, [(None, e) for e in events], solver=SolverConfig(method="fisher", sample_size=size.sample_size, batch_size=4), say=say)
+    result = apply_events(run, [(None, e) for e in events], solver=replace(DEFAULT_SOLVER, sample_size=size.sample_size), say=say)
     if result.problems:
         raise RecEraserError(f"demo events were refused: {result.problems[0]}")
     applied = registry.applied_events(registry.current())

@@ -12,17 +12,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from rec_eraser.core import SolverConfig
 from rec_eraser.tasks.prepare import prepare
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import DEFAULT_ROOT
 from rec_eraser.workflows.study import Say, ensure_trained
-from rec_eraser.workflows.unlearn import apply_events
+from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events
 
 DEFAULT_SIZES = (32, 64, 128)
 
@@ -36,7 +36,7 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
     if len(set(sizes)) < 2 or len(set(sizes)) != len(sizes) or any(n < 4 for n in sizes):
         raise ExperimentError(f"scaling needs at least two distinct sizes of at least 4 instances, got {list(sizes)}")
     out = Path(out) if out is not None else DEFAULT_ROOT / "bench" / f"scaling-{task}"
-    solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4)
+    solver = replace(DEFAULT_SOLVER, sample_size=sample_size)
     rows = []
     t0 = time.perf_counter()
     for n in sorted(sizes):

@@ -1,0 +1,96 @@
+"""The solvers of (C + λI) x = b, registered by name (as peft registers its tuners).
+
+A solver is one function from a :class:`SolveProblem` to a
+:class:`~rec_eraser.core.solvers.Solution`; ``SolverConfig(method=NAME)`` accepts every
+registered name and :class:`~rec_eraser.core.engine.InfluenceEngine` looks the function up, then
+measures the residual, counts the products and writes the one report, whatever the solver.
+Adding a solver is one module that calls :func:`register_solver`; nothing else is edited.
+
+``"fisher"`` is the one method that is not a solver of this system: it replaces the curvature
+by the damped empirical Fisher of the curvature sample and solves that exactly (Woodbury), on
+the engine's own path, so it is reserved here.
+
+This module imports nothing of the engine at run time, so that the configuration can validate
+a method's name against the registry without an import cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from rec_eraser.core.config import SolverConfig
+    from rec_eraser.core.curvature import CurvatureOperator, LossFn
+    from rec_eraser.core.operators import DampedOperator
+    from rec_eraser.core.params import ParameterSpace
+    from rec_eraser.core.solvers import Solution
+
+#: the method with its own path in the engine (see the module's docstring)
+FISHER = "fisher"
+
+
+@dataclass(frozen=True)
+class SolveProblem:
+    """Everything a solver may use: the damped system ``op`` x = ``b``, the undamped
+    ``curvature`` (its sample, for solvers that fit their own approximation of it), the
+    ``config``, and the model with its loss for those that need more passes over it."""
+
+    op: DampedOperator
+    b: Tensor
+    curvature: CurvatureOperator
+    config: SolverConfig
+    model: nn.Module
+    loss_fn: LossFn
+    space: ParameterSpace
+    collate_fn: Callable[[list[Any]], Any]
+
+
+SolverFn = Callable[[SolveProblem], "Solution"]
+
+_SOLVERS: dict[str, SolverFn] = {}
+_RECOMMENDED: dict[str, dict[str, Any]] = {}
+
+
+def register_solver(name: str, recommended: Mapping[str, Any] | None = None) -> Callable[[SolverFn], SolverFn]:
+    """Decorator: register ``fn`` as the solver ``name``. A name is registered once.
+
+    ``recommended``: settings of :class:`SolverConfig` that :meth:`SolverConfig.for_method`
+    gives this method unless told otherwise (the plain constructor's defaults stay the same for
+    every method), so that the CLI and the library build the same configuration."""
+
+    def register(fn: SolverFn) -> SolverFn:
+        if name == FISHER or name in _SOLVERS:
+            raise ValueError(f"a solver named {name!r} is registered already")
+        _SOLVERS[name] = fn
+        _RECOMMENDED[name] = dict(recommended or {})
+        return fn
+
+    return register
+
+
+def recommended_settings(name: str) -> dict[str, Any]:
+    """The settings registered with solver ``name`` (empty for ``"fisher"`` and unknown names)."""
+    _load_builtin()
+    return dict(_RECOMMENDED.get(name, {}))
+
+
+def _load_builtin() -> None:
+    # the built-in solvers register themselves when their module is first imported
+    import rec_eraser.core.solver_methods  # noqa: F401
+
+
+def solver_names() -> tuple[str, ...]:
+    """Every method ``SolverConfig`` accepts: the registered solvers and ``"fisher"``."""
+    _load_builtin()
+    return (*_SOLVERS, FISHER)
+
+
+def solver(name: str) -> SolverFn:
+    """The registered solver ``name`` (``KeyError`` for an unknown one: the configuration
+    refuses unknown names before a solve is reached)."""
+    _load_builtin()
+    return _SOLVERS[name]
