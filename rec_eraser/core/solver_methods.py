@@ -27,24 +27,13 @@ from rec_eraser.core.solvers import (
 )
 
 
-@register_solver("exact")
-def exact(problem: SolveProblem) -> Solution:
-    return solve_exact(problem.op, problem.b, problem.config)
+def _on_the_system(solve: Callable[..., Solution]) -> Callable[[SolveProblem], Solution]:
+    """A solver that needs nothing but the damped system and the configuration."""
+    return lambda problem: solve(problem.op, problem.b, problem.config)
 
 
-@register_solver("lissa")
-def lissa(problem: SolveProblem) -> Solution:
-    return solve_lissa(problem.op, problem.b, problem.config)
-
-
-@register_solver("sqp")
-def sqp(problem: SolveProblem) -> Solution:
-    return solve_sqp(problem.op, problem.b, problem.config)
-
-
-@register_solver("adam")
-def adam(problem: SolveProblem) -> Solution:
-    return solve_adam(problem.op, problem.b, problem.config)
+for _name, _solve in {"exact": solve_exact, "lissa": solve_lissa, "sqp": solve_sqp, "adam": solve_adam}.items():
+    register_solver(_name)(_on_the_system(_solve))
 
 
 def _fitted_ekfac(problem: SolveProblem) -> EKFAC:
