@@ -30,9 +30,12 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from rec_eraser.core.fisher import InfluenceSpectrum
 
 logger = logging.getLogger(__name__)
 
@@ -142,3 +145,66 @@ class ParameterSnapshot:
         with torch.no_grad():
             for p, v in zip(self.params, self.values):
                 p.copy_(v)
+
+
+@dataclass
+class ReferenceCalibration:
+    """The damping factor at which the influence function predicts, for reference groups of
+    training rows, a mean leave-group-out move equal to a measured target (:func:`reference_factor`)."""
+
+    factor: float  # the chosen damping = factor × the starting damping
+    target: float  # the per-instance move asked for
+    predicted: float  # the mean predicted per-instance move of the reference at ``factor``
+    reached: bool  # |predicted / target − 1| <= 1e-3 inside the range (else the end of the range nearest to it)
+    groups: int
+    rows: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def reference_factor(spectrum: InfluenceSpectrum, groups: list[list[int]], n: int, target: float,
+                     config: CalibrationConfig | None = None) -> ReferenceCalibration:
+    """The factor f of the starting damping at which removing each reference group alone would,
+    to first order, move its rows' loss by ``target`` on average.
+
+    ``spectrum``: an :class:`~rec_eraser.core.fisher.InfluenceSpectrum` of the update's Fisher
+    at the starting damping; ``groups``: row indices of the Fisher, one list per group removed
+    together (a user's instances); ``n``: the training set's size (b's 1/n). The predicted move
+    of group S is (1/n) Σ_{i∈S} g_iᵀ (F + f·D)⁻¹ Σ_{j∈S} g_j, which falls with f, so a bisection
+    in log f finds the factor; a target outside what the range can reach gets the nearer end.
+    Only m × m products: no gradient and no forward pass.
+    """
+    cfg = config or CalibrationConfig()
+    groups = [list(g) for g in groups if len(g)]
+    rows = sum(len(g) for g in groups)
+    if not groups:
+        raise ValueError("reference calibration needs at least one reference row")
+    if not target > 0:
+        raise ValueError(f"reference calibration needs a positive target move, got {target}")
+    indicators = torch.zeros(spectrum.size, len(groups), dtype=torch.float64)
+    for k, group in enumerate(groups):
+        indicators[group, k] = 1.0
+    squares = ((spectrum.vectors.T @ indicators) ** 2).sum(1)  # Σ_groups (qᵀe)² per eigen-direction
+
+    def predicted(log_f: float) -> float:
+        return float((spectrum.weights(math.exp(log_f)) * squares).sum()) / (n * rows)
+
+    lo, hi = math.log(cfg.min_factor), math.log(cfg.max_factor)
+    if predicted(lo) <= target:  # even the longest step of the range predicts too little
+        log_f = lo
+    elif predicted(hi) >= target:
+        log_f = hi
+    else:
+        for _ in range(100):  # the bracket halves each time: far below float resolution well before 100
+            mid = (lo + hi) / 2
+            if predicted(mid) > target:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-9:
+                break
+        log_f = (lo + hi) / 2
+    value = predicted(log_f)
+    return ReferenceCalibration(factor=math.exp(log_f), target=target, predicted=value, reached=abs(value / target - 1) <= 1e-3,
+                                groups=len(groups), rows=rows)

@@ -257,19 +257,7 @@ class InfluenceEngine:
                 raise ValueError("the given empirical Fisher was not built by empirical_fisher() for these edits")
             built = fisher.seconds
         b, rhs_passes = self._fisher_rhs(edits, fisher)
-        by_group: dict[str, float] | None = None
-        if self.damping is None:
-            trace = fisher.trace()
-            if not trace > 0:
-                raise SolverError("every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen")
-            damping: float | torch.Tensor = cfg.damping_scale * fisher.trace_of_square() / trace
-            rule = f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
-            groups = self._damping_groups()
-            if len(groups) > 1:
-                damping, by_group = self._group_damping(fisher, groups, float(damping))
-                rule = f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
-        else:
-            damping, rule = self.damping, "given"
+        damping, by_group, rule = self.fisher_damping(fisher)
         if damping_factor != 1.0:
             damping = damping * damping_factor
             by_group = {k: v * damping_factor for k, v in by_group.items()} if by_group else None
@@ -300,6 +288,22 @@ class InfluenceEngine:
             rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
         )
         return Update(delta=self.space.to_dict(x), report=report)
+
+    def fisher_damping(self, fisher: EmpiricalFisher) -> tuple[float | torch.Tensor, dict[str, float] | None, str]:
+        """The ``fisher`` method's starting damping for this Fisher: the given λ, or the rule's (per
+        parameter group with ``damping_groups``: then a [p] vector and its value per group), and its description."""
+        cfg = self.config
+        if self.damping is not None:
+            return self.damping, None, "given"
+        trace = fisher.trace()
+        if not trace > 0:
+            raise SolverError("every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen")
+        damping = cfg.damping_scale * fisher.trace_of_square() / trace
+        groups = self._damping_groups()
+        if len(groups) > 1:
+            vector, by_group = self._group_damping(fisher, groups, float(damping))
+            return vector, by_group, f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
+        return damping, None, f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
 
     def _fisher_rhs(self, edits: list[Edit], fisher: EmpiricalFisher) -> tuple[torch.Tensor, int]:
         """b and the backward passes it cost: read off the Fisher's rows when they hold every edited

@@ -193,3 +193,40 @@ class EmpiricalFisher:
         x64, b64 = x.to(torch.float64).cpu(), b.to(torch.float64).cpu()
         d = torch.as_tensor(damping, dtype=torch.float64).cpu()
         return float(torch.linalg.vector_norm(self.matvec(x64) + d * x64 - b64) / torch.linalg.vector_norm(b64))
+
+    def influence_spectrum(self, damping: float | torch.Tensor) -> InfluenceSpectrum:
+        """Influences between this Fisher's own rows under ``factor × damping``, for any factor (:class:`InfluenceSpectrum`)."""
+        return InfluenceSpectrum(self, damping)
+
+
+class InfluenceSpectrum:
+    """aᵀ G (F + f·D)⁻¹ Gᵀ b for coefficient vectors a, b over the Fisher's m rows, at any factor f.
+
+    With K = G D⁻¹ Gᵀ = Q diag(k) Qᵀ (one m × m eigendecomposition), the Woodbury identity gives
+
+        G (F + f D)⁻¹ Gᵀ = m K_f (mI + K_f)⁻¹ = Q diag(m k / (m f + k)) Qᵀ,    K_f = K / f,
+
+    so every such influence costs two m-vectors' products, however many factors are tried, and
+    falls monotonically as f grows (each weight m k / (m f + k) does). With b = Gᵀβ / n the
+    right-hand side of an update, aᵀ Δθ(f) = ``bilinear(a, β, f) / n`` is the first-order change
+    of the rows' losses that a weights; ``bilinear(e, e, f) / n`` with e an indicator of some
+    rows is their predicted leave-out move (the self-influence of that group).
+    """
+
+    def __init__(self, fisher: EmpiricalFisher, damping: float | torch.Tensor) -> None:
+        inverse = fisher._inverse_damping(damping)
+        reduced = fisher.gram * inverse if inverse.dim() == 0 else (fisher.gradients * inverse) @ fisher.gradients.T
+        eigenvalues, self.vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
+        self.eigenvalues = eigenvalues.clamp(min=0.0)  # K is PSD; rounding can make its smallest slightly negative
+        self.size = fisher.size
+
+    def weights(self, factor: float) -> torch.Tensor:
+        if not factor > 0:
+            raise ValueError(f"the damping factor must be > 0, got {factor}")
+        return self.size * self.eigenvalues / (self.size * factor + self.eigenvalues)
+
+    def bilinear(self, a: torch.Tensor, b: torch.Tensor, factor: float) -> float:
+        """aᵀ G (F + factor·D)⁻¹ Gᵀ b for [m] coefficient vectors ``a`` and ``b``."""
+        qa = self.vectors.T @ torch.as_tensor(a, dtype=torch.float64)
+        qb = self.vectors.T @ torch.as_tensor(b, dtype=torch.float64)
+        return float((qa * self.weights(factor) * qb).sum())

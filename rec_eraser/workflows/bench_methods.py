@@ -9,6 +9,7 @@ and computes every figure from their outcomes the same way. Adding a method is o
 - ``retrain``: from scratch on the edited training set, once per seed of ``retrain_seeds``;
   the first seed is the reference, the second gives Retrain's own seed-to-seed spread.
 - ``rec_eraser``: the workflow's own version (the calibrated damped empirical Fisher);
+  ``rec_eraser_reference`` the same update with the "reference" calibration target, in memory;
   ``rec_eraser_rule`` the same solve with the fixed damping rule; ``rec_eraser_cg`` (CG to a
   relative residual of 1e-2 on the Gauss–Newton system, building the low-rank preconditioner
   when it pays, as ``--solver cg`` does; ``rec_eraser_cg_plain`` / ``_lowrank``, optional:
@@ -49,6 +50,7 @@ from rec_eraser.workflows.study import (
     test_scores_and_losses,
     update_seconds,
 )
+from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, preview_update
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,24 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
                           f"{_calibration_note(record)}")
 
 
+def _run_reference_target(call: MethodCall) -> Outcome:
+    """The workflow's update of v0000 for the same events, with the "reference" calibration target
+    (``rec_eraser.workflows.unlearn.CALIBRATION_TARGETS``), computed in memory; its seconds count
+    as the ``rec_eraser`` row's do (the solve, plus the gap only if this request had to measure it)."""
+    ctx = call.ctx
+    memory = PeakMemory()
+    with memory.watch():
+        loaded, result = preview_update(ctx.run, ctx.events, solver=default_solver(ctx.experiment), parent="v0000",
+                                        calibrate=replace(DEFAULT_CALIBRATION, target="reference"))
+    if loaded is None:
+        raise ValueError("the experiment's events change no training instance of v0000")
+    record = {"solver": result.solver, "metrics": result.metrics}
+    s = result.solver
+    return observe(ctx, loaded, update_seconds(record), gradient_passes=s["gradient_passes"], hvps=s["hvps"], peak_mb=memory.peak_mb,
+                    notes=f"in memory; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
+                          f"{_calibration_note(record)}")
+
+
 def _calibration_note(record: dict[str, Any]) -> str:
     """What the calibration measured and chose, for the notes."""
     cal = (record.get("metrics") or {}).get("calibration")
@@ -184,6 +204,10 @@ def _calibration_note(record: dict[str, Any]) -> str:
                  f"{gap['untrained_instances']} forwards, reused by every request on the lineage: not in this row's seconds)")
     if search:
         text += f", damping x {search['factor']:.3g} of the rule, progress {search['progress']:.3g} in {len(search['trials'])} trials"
+    reference = cal.get("reference")
+    if reference:
+        text += (f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
+                 f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}")
     if cal.get("note"):
         text += f" ({cal['note']})"
     trust = cal.get("trust") or {}
@@ -240,6 +264,7 @@ for _name in ("gradient_ascent", "graddiff", "npo"):
     register_method(_name, _descent_baseline(_name))
 register_method("finetune", _descent_baseline("finetune"), correction_only=True)
 register_method("rec_eraser", lambda call: _run_rec_eraser(call.ctx, call.version))
+register_method("rec_eraser_reference", _run_reference_target)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))
 register_method("rec_eraser_cg", _cg("auto"))
 register_method("rec_eraser_sqp", _sqp)

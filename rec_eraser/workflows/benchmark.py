@@ -205,7 +205,7 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
         raise ExperimentError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
                               "use another --out or remove that folder")
     made_with = (chain[0].get("metrics") or {}).get("calibration", {}).get("settings")
-    if made_with != DEFAULT_CALIBRATION.to_dict():
+    if not DEFAULT_CALIBRATION.matches(made_with):
         raise ExperimentError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
                               "settings differ); use another --out, or remove that version folder to apply the events again")
     return current

@@ -20,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig
+from rec_eraser.core.calibration import CalibrationConfig, reference_factor
+from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
@@ -52,6 +54,16 @@ logger = logging.getLogger(__name__)
 DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
 
 
+#: What the damping is matched on (``Calibrate.target``):
+#: - "edited": the edited instances' measured loss move equals the memorisation gap (a search
+#:   over the damping, each trial a forward pass over them);
+#: - "reference": the unedited rows of the update's Fisher sample, each user's removed alone,
+#:   are predicted (first order) to move by the gap on average; the edited instances then move
+#:   as the influence function predicts at that damping, by more than the gap when they were
+#:   memorised more than average and by less when less (``reference_factor``; no pass at all).
+CALIBRATION_TARGETS = ("edited", "reference")
+
+
 @dataclass(frozen=True)
 class Calibrate:
     """How an update's damping is calibrated (``rec_eraser.workflows.calibration``).
@@ -59,16 +71,26 @@ class Calibrate:
     Up to ``reference_size`` trained and as many never-trained instances measure the
     memorisation gap, once per lineage (``rec_eraser.workflows.calibration``); at most
     ``max_edited`` removed instances and as many corrected forms are measured at each trial of
-    the search.
+    the search; ``target``: one of :data:`CALIBRATION_TARGETS`.
     """
 
     search: CalibrationConfig = field(default_factory=CalibrationConfig)
     reference_size: int = 128
     max_edited: int = 64
     seed: int = 0
+    target: str = "edited"
+
+    def __post_init__(self) -> None:
+        if self.target not in CALIBRATION_TARGETS:
+            raise ValueError(f"unknown calibration target {self.target!r}; expected one of {', '.join(CALIBRATION_TARGETS)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"search": self.search.to_dict(), "reference_size": self.reference_size, "max_edited": self.max_edited, "seed": self.seed}
+        return {"search": self.search.to_dict(), "reference_size": self.reference_size, "max_edited": self.max_edited, "seed": self.seed,
+                "target": self.target}
+
+    def matches(self, recorded: dict[str, Any] | None) -> bool:
+        """Whether a version's recorded settings are these (a record from before ``target`` existed was "edited")."""
+        return recorded is not None and {"target": "edited", **recorded} == self.to_dict()
 
 
 #: The workflows' default: calibrate the fisher update's damping (``None`` keeps the fixed rule).
@@ -125,62 +147,14 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing():
-        parent = registry.current()
-        result = ApplyResult(run=str(run_dir), parent=parent)
-        in_effect = registry.applied_events(parent)
-        manifest = load_manifest(run_dir)
-        ctx = PromptContext.of_run(run_dir)
-        say("reading the run")
-        train_split = load_instances(run_dir, "train")  # read once: the base of the training set and part of the index
-        training_set = registry.training_set(parent, train_split)
-        index = _run_index(run_dir, manifest["task"], training_set, train_split, ctx)
-        todo: list[Event] = []
-        for line, event in events:
-            if any(event.id == e.id for e in todo):
-                continue  # the same event given twice in one call
-            if event.id in in_effect:
-                result.skipped.append({"id": event.id, "applied_in": in_effect[event.id]})
-                continue
-            try:
-                index.validate(event)
-            except EventError as exc:
-                result.problems.append(EventProblem(line or 0, str(exc), event.id))
-                continue
-            todo.append(event)
-        if not todo:
+        work = _compute(registry, events, solver, damping, say, on_gradient, calibrate, memorisation)
+        result = work.result
+        if work.plan is None:
             result.seconds = time.perf_counter() - t0
             return result
-        plan = plan_edits(todo, training_set, ctx)
-        result.applied = [e.to_dict() for e in plan.effects]
-        result.removed, result.modified = len(plan.removed), len(plan.modified)
-        loaded = load_version(run_dir, parent)
-        solution = None
-        if plan.changed:
-            say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
-            gauge = None
-            solver = solver or DEFAULT_SOLVER
-            lineage = registry.lineage(parent)
-            if calibrate is not None and solver.method == "fisher":
-                lineage_edits = set(registry.edited(parent))
-                gap = _given_gap(memorisation, lineage, calibrate) or recorded_memorisation(lineage, calibrate.reference_size,
-                                                                                            calibrate.seed)
-                measured_now = 0.0
-                if gap is None:
-                    say(f"measuring {parent}'s memorisation gap (once per lineage)")
-                    gap = version_memorisation(registry, parent, loaded, train_split, calibrate)
-                    measured_now = gap.seconds if gap is not None else 0.0
-                gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
-            solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
-            result.solver, result.metrics = solution.report.to_dict(), metrics
-            if gauge is not None and gauge.gap is not None:  # this request's retained change plus its lineage's, against the gap
-                drift = drift_check([{"kind": "unlearned", "metrics": result.metrics}, *lineage], gauge.gap.gap)
-                result.metrics["drift"] = drift
-                if drift["trusted"] is False:
-                    logger.warning("the lineage's retained drift %.3g has reached the memorisation gap %.3g: retrain before trusting "
-                                   "further approximate updates", drift["retained_drift"], gauge.gap.gap)
+        parent, plan, manifest = result.parent, work.plan, work.manifest
         edited = registry.edited(parent)
         edited.update({i: plan.after[i] for i in plan.changed})
-        result.train_instances = len(training_set) - result.removed
         name = registry.next_version()
         root = registry.lineage(parent)[-1]
         record = {
@@ -191,16 +165,104 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
             "solver": result.solver, "metrics": result.metrics,
         }
         say(f"writing {name}")
-        save_version(loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
+        save_version(work.loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
         try:
             registry.append_ledger({"time": record["created"], "action": "apply", "version": name, "parent": parent,
-                                    "events": [e.id for e in todo], "skipped": [s["id"] for s in result.skipped],
+                                    "events": [e.id for e in work.todo], "skipped": [s["id"] for s in result.skipped],
                                     "removed": result.removed, "modified": result.modified})
         except OSError as exc:  # the version is complete and current; the next writer recovers the ledger line
             logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
         result.version = name
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverConfig | None = None, damping: float | None = None,
+                   say: Say | None = None, calibrate: Calibrate | None = DEFAULT_CALIBRATION,
+                   memorisation: MemorisationGap | None = None, parent: str | None = None) -> tuple[LoadedModel | None, ApplyResult]:
+    """What :func:`apply_events` would do to ``parent`` (the current version by default),
+    computed in memory and written nowhere: that version's model holding the update (``None``
+    when no training instance would change) and the result (``version`` is None). For comparing
+    update settings on one run without adding versions; a gap it has to measure is not
+    recorded either. Raises what ``apply_events`` raises."""
+    registry = Registry(run_dir)
+    t0 = time.perf_counter()
+    with registry.writing():  # the same snapshot a write would see
+        work = _compute(registry, [(None, e) for e in events], solver, damping, say or (lambda _m: None), None, calibrate, memorisation,
+                        parent)
+    work.result.seconds = time.perf_counter() - t0
+    return (work.loaded if work.plan is not None and work.plan.changed else None), work.result
+
+
+@dataclass
+class _Computed:
+    """An update computed under the run's lock and not yet written: ``plan`` is None when no event is left to apply."""
+
+    result: ApplyResult
+    todo: list[Event]
+    plan: Any = None
+    loaded: Any = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None, damping: float | None,
+             say: Say, on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None,
+             memorisation: MemorisationGap | None, parent: str | None = None) -> _Computed:
+    """Check ``events`` against ``parent`` (the current version by default), plan their edits and
+    compute the update in memory (apply_events' docstring)."""
+    run_dir = registry.run_dir
+    parent = parent or registry.current()
+    result = ApplyResult(run=str(run_dir), parent=parent)
+    in_effect = registry.applied_events(parent)
+    manifest = load_manifest(run_dir)
+    ctx = PromptContext.of_run(run_dir)
+    say("reading the run")
+    train_split = load_instances(run_dir, "train")  # read once: the base of the training set and part of the index
+    training_set = registry.training_set(parent, train_split)
+    index = _run_index(run_dir, manifest["task"], training_set, train_split, ctx)
+    todo: list[Event] = []
+    for line, event in events:
+        if any(event.id == e.id for e in todo):
+            continue  # the same event given twice in one call
+        if event.id in in_effect:
+            result.skipped.append({"id": event.id, "applied_in": in_effect[event.id]})
+            continue
+        try:
+            index.validate(event)
+        except EventError as exc:
+            result.problems.append(EventProblem(line or 0, str(exc), event.id))
+            continue
+        todo.append(event)
+    if not todo:
+        return _Computed(result, todo)
+    plan = plan_edits(todo, training_set, ctx)
+    result.applied = [e.to_dict() for e in plan.effects]
+    result.removed, result.modified = len(plan.removed), len(plan.modified)
+    result.train_instances = len(training_set) - result.removed
+    loaded = load_version(run_dir, parent)
+    if plan.changed:
+        say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
+        gauge = None
+        solver = solver or DEFAULT_SOLVER
+        lineage = registry.lineage(parent)
+        if calibrate is not None and solver.method == "fisher":
+            lineage_edits = set(registry.edited(parent))
+            gap = _given_gap(memorisation, lineage, calibrate) or recorded_memorisation(lineage, calibrate.reference_size, calibrate.seed)
+            measured_now = 0.0
+            if gap is None:
+                say(f"measuring {parent}'s memorisation gap (once per lineage)")
+                gap = version_memorisation(registry, parent, loaded, train_split, calibrate)
+                measured_now = gap.seconds if gap is not None else 0.0
+            gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
+        solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
+        result.solver, result.metrics = solution.report.to_dict(), metrics
+        if gauge is not None and gauge.gap is not None:  # this request's retained change plus its lineage's, against the gap
+            drift = drift_check([{"kind": "unlearned", "metrics": result.metrics}, *lineage], gauge.gap.gap)
+            result.metrics["drift"] = drift
+            if drift["trusted"] is False:
+                logger.warning("the lineage's retained drift %.3g has reached the memorisation gap %.3g: retrain before trusting "
+                               "further approximate updates", drift["retained_drift"], gauge.gap.gap)
+    return _Computed(result, todo, plan, loaded, manifest)
 
 
 def _run_index(run_dir: Path | str, task: str, training_set: list, train_split: list, ctx: PromptContext) -> RunIndex:
@@ -280,10 +342,13 @@ class _Gauge:
 
 
 def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
-                   losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray]:
-    """Unedited training instances of the Fisher's sample (up to ``reference_size``) and their current
-    losses: those of its per-instance passes (no second forward), or one forward each when its
-    rows came from batched passes. The retained-loss check before and after the update."""
+                   losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray, list[int]]:
+    """Unedited training instances of the Fisher's sample (up to ``reference_size``), their current
+    losses (those of its per-instance passes: no second forward; or one forward each when its
+    rows came from batched passes) and their rows in the Fisher. The retained-loss check before
+    and after the update, and the reference of the "reference" calibration. When the request
+    edits (nearly) the whole sample, a seeded draw of other training instances (one forward
+    each) with no rows."""
     instance_of = {id(encoded[z.id]): z for z in training_set}
     rows = [(i, instance_of[id(s)]) for i, s in enumerate(fisher.samples)
             if id(s) in instance_of and instance_of[id(s)].id not in edited_ids]
@@ -291,12 +356,46 @@ def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edi
         pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
         rows = [rows[i] for i in np.sort(pick)]
     retained = [z for _, z in rows]
-    if len(retained) < 2:  # the request edits (nearly) the whole sample: a seeded draw, one forward each
+    if len(retained) < 2:
         retained = trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed)
-        return retained, losses(retained)
+        return retained, losses(retained), []
     if fisher.losses is None:
-        return retained, losses(retained)
-    return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float)
+        return retained, losses(retained), [i for i, _ in rows]
+    return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float), [i for i, _ in rows]
+
+
+def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, retained: list, rows: list[int], gap: float,
+                           calibrate: Calibrate, removed_before: np.ndarray,
+                           corrected_before: np.ndarray) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """The "reference" target: the damping factor at which the retained rows, each user's removed
+    alone, are predicted to move by ``gap`` on average (``reference_factor``, with how many rows
+    and users), and the edited groups' mean losses after the update that it predicts to first order."""
+    damping, _, _ = engine.fisher_damping(fisher)
+    spectrum = fisher.influence_spectrum(damping)
+    by_user: dict[str, list[int]] = {}
+    for row, z in zip(rows, retained):
+        by_user.setdefault(z.user, []).append(row)
+    n = len(engine.train_samples)
+    chosen = reference_factor(spectrum, list(by_user.values()), n, gap, calibrate.search)
+    row_of = {id(z): i for i, z in enumerate(fisher.samples)}
+    olds, news = old_samples(edits), new_samples(edits)
+    removed_olds = [e.sample for e in edits if isinstance(e, Removal)]
+    rhs = torch.zeros(fisher.size, dtype=torch.float64)  # b = Gᵀ rhs / n
+    rhs[[row_of[id(z)] for z in olds]] += 1.0
+    if news:
+        rhs[[row_of[id(z)] for z in news]] -= 1.0
+
+    def predicted_mean_change(group: list) -> float | None:
+        if not group:
+            return None
+        e = torch.zeros(fisher.size, dtype=torch.float64)
+        e[[row_of[id(z)] for z in group]] = 1.0
+        return spectrum.bilinear(e, rhs, chosen.factor) / n / len(group)
+
+    removed_change, corrected_change = predicted_mean_change(removed_olds), predicted_mean_change(news)
+    targets = {"removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
+               "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change)}
+    return {**chosen.to_dict(), "users": len(by_user)}, targets
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
@@ -327,17 +426,24 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
     before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
     engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
     engine.on_gradient = on_gradient
-    objective, calibration, retained, retained_before, fisher = None, {}, [], None, None
+    objective, calibration, retained, retained_before, fisher, damping_factor = None, {}, [], None, None, None
     if gauge is not None and calibrate is not None:
         fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
-        retained, retained_before = _retained_rows(fisher, encoded, training_set, gauge.edited_ids, calibrate, losses)
+        retained, retained_before, rows = _retained_rows(fisher, encoded, training_set, gauge.edited_ids, calibrate, losses)
         calibration["reference_seconds"] = gauge.seconds  # part of the request's cost (0 when reused)
+        calibration["target"] = calibrate.target
         gap = gauge.gap
         if gap is None:
             calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
         else:
             calibration["memorisation_gap"] = gap.to_dict()
-            if gap.gap > 0:
+            if gap.gap > 0 and calibrate.target == "reference" and not rows:
+                calibration["note"] = "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
+            if gap.gap > 0 and calibrate.target == "reference" and rows:
+                calibration["reference"], calibration["targets"] = _reference_calibration(
+                    engine, fisher, edits, retained, rows, gap.gap, calibrate, removed_before, corrected_before)
+                damping_factor = calibration["reference"]["factor"]
+            elif gap.gap > 0:
                 rng = np.random.default_rng(calibrate.seed)
                 cap = calibrate.max_edited
                 # at most ``cap`` of each group, with the losses measured above (no second pass)
@@ -348,7 +454,9 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
                 calibration["targets"] = objective.targets()
             else:
                 calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
-    if objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
+    if damping_factor is not None:
+        update = engine.compute(edits, damping_factor=damping_factor, fisher=fisher)
+    elif objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
         update = engine.compute(edits, damping_factor=calibrate.search.max_factor, fisher=fisher)
     else:
         update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None,

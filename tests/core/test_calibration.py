@@ -117,3 +117,90 @@ def test_memorisation_gap_target_lands_near_retraining_without_retraining(memori
     # within a third of Retrain's move, and nearer Retrain than the fixed rule's step
     assert abs(calibrated - retrain_loss) <= (retrain_loss - start) / 3, (start, calibrated, retrain_loss)
     assert abs(calibrated - retrain_loss) < abs(_forget_loss_of(rule, xf, yf) - retrain_loss)
+
+
+def test_influence_spectrum_equals_the_explicit_damped_solve():
+    from rec_eraser.core.fisher import EmpiricalFisher
+
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randn(12, 30, generator=gen, dtype=torch.float64)
+    fisher = EmpiricalFisher(rows)
+    a, b = torch.randn(12, generator=gen, dtype=torch.float64), torch.randn(12, generator=gen, dtype=torch.float64)
+    for damping in (0.3, torch.rand(30, generator=gen, dtype=torch.float64) + 0.05):  # scalar, and per parameter
+        spectrum = fisher.influence_spectrum(damping)
+        for factor in (1e-2, 1.0, 7.0):
+            explicit = float((rows.T @ a) @ fisher.solve(rows.T @ b, damping * factor))
+            assert spectrum.bilinear(a, b, factor) == pytest.approx(explicit, rel=1e-9)
+        # a group's self-influence falls as the damping grows
+        e = torch.zeros(12, dtype=torch.float64)
+        e[[1, 4]] = 1.0
+        values = [spectrum.bilinear(e, e, f) for f in (0.01, 0.1, 1.0, 10.0)]
+        assert all(x > y > 0 for x, y in zip(values, values[1:]))
+
+
+def test_reference_factor_hits_its_target_or_says_which_end_it_stopped_at():
+    from rec_eraser.core.calibration import reference_factor
+    from rec_eraser.core.fisher import EmpiricalFisher
+
+    rows = torch.randn(10, 25, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    spectrum = EmpiricalFisher(rows).influence_spectrum(0.5)
+    groups, n = [[0], [1, 2], [3]], 100
+    reachable = reference_factor(spectrum, groups, n, 0.01)
+    assert reachable.reached and reachable.predicted == pytest.approx(0.01, rel=1e-3)
+    e = torch.zeros(10, dtype=torch.float64)
+    direct = 0.0
+    for group in groups:  # the definition, group by group
+        e.zero_()
+        e[group] = 1.0
+        direct += spectrum.bilinear(e, e, reachable.factor)
+    assert direct / (n * 4) == pytest.approx(reachable.predicted, rel=1e-9)
+    too_far = reference_factor(spectrum, groups, n, 1e6, CalibrationConfig(min_factor=1e-2))
+    assert not too_far.reached and too_far.factor == pytest.approx(1e-2)
+    with pytest.raises(ValueError, match="positive target"):
+        reference_factor(spectrum, groups, n, 0.0)
+
+
+def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float]:
+    """Retrain's move of the forget set's mean loss, and where the two calibrations without retraining put it."""
+    from rec_eraser.core.calibration import reference_factor
+
+    x, y, w, samples, _, _, n = memorising
+    keep = np.setdiff1d(np.arange(n), forget)
+    xf, yf = x[forget], y[forget]
+    start = float(_bce(w, xf, yf).mean())
+    retrain = float(_bce(fit_logistic(x[keep], y[keep]), xf, yf).mean()) - start
+    gap = memorisation_gap(_bce(w, x[keep], y[keep]), _bce(w, x[n:], y[n:])).gap
+    edits = [Removal(samples[i]) for i in forget]
+
+    edited_model = _model(w)  # the edited instances' measured move equals the gap
+    _engine(edited_model, samples, n).compute(edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap).apply(edited_model)
+
+    reference_model = _model(w)  # the retained rows' predicted leave-one-out move averages the gap
+    engine = _engine(reference_model, samples, n)
+    fisher = engine.empirical_fisher(edits)
+    damping, _, _ = engine.fisher_damping(fisher)
+    removed = {id(samples[i]) for i in forget}
+    groups = [[row] for row, z in enumerate(fisher.samples) if id(z) not in removed]
+    chosen = reference_factor(fisher.influence_spectrum(damping), groups, n, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6))
+    engine.compute(edits, damping_factor=chosen.factor, fisher=fisher).apply(reference_model)
+    return {"retrain": retrain, "gap": gap, "edited": _forget_loss_of(edited_model, xf, yf) - start,
+            "reference": _forget_loss_of(reference_model, xf, yf) - start}
+
+
+def test_reference_calibration_follows_retraining_across_forget_sets_the_gap_treats_alike(memorising_logistic):
+    """Exact leave-k-out retraining of L2-regularised logistic regression: Retrain moves the
+    hardest (most memorised) points' loss far more than the gap, the easiest' hardly at all;
+    the damping matched on retained points' predicted leave-one-out moves follows both, where
+    moving every forget set by the gap cannot."""
+    x, y, w, *_ = memorising_logistic
+    n = memorising_logistic[-1]
+    order = np.argsort(_bce(w, x[:n], y[:n]))
+    hard, easy = _retrain_move_and_updates(memorising_logistic, order[-20:]), _retrain_move_and_updates(memorising_logistic, order[:20])
+    assert hard["retrain"] > 2 * hard["gap"] and easy["retrain"] < easy["gap"] / 10  # the gap is wrong for both
+    for case in (hard, easy):
+        assert abs(case["reference"] - case["retrain"]) < abs(case["edited"] - case["retrain"]) / 2, case
+    assert abs(hard["reference"] - hard["retrain"]) <= 0.15 * hard["retrain"], hard
+    assert abs(easy["reference"] - easy["retrain"]) <= 0.01, easy
+    # a random forget set: both land within half of Retrain's move (first order undershoots a 40-point removal)
+    rand = _retrain_move_and_updates(memorising_logistic, np.asarray(memorising_logistic[4]))
+    assert abs(rand["reference"] - rand["retrain"]) <= rand["retrain"] / 2, rand

@@ -14,6 +14,7 @@ from rec_eraser.cli import app
 from rec_eraser.workflows.bench_methods import sisa_shards
 from rec_eraser.workflows.benchmark import METHODS
 from rec_eraser.workflows.experiments import ExperimentError
+from rec_eraser.workflows.registry import Registry
 from tests.data.conftest import LASTFM_INTER, LASTFM_ITEM, STEAM_INTER, STEAM_ITEM, steam_item, write_atomic
 
 SMALL = """
@@ -112,6 +113,12 @@ def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_m
     assert data["methods"]["retrain"]["targets"]["target_figure"]["met"]  # Retrain lies in its own seeds' interval
     # the default update is calibrated; the fixed rule is its own row, computed from v0000 in memory
     assert "calibration: memorisation gap" in data["methods"]["rec_eraser"]["notes"] and "rec_eraser_rule" in data["methods"]
+    # the "reference" target, computed in memory from v0000 (no version written for it; this
+    # tiny adapter memorised nothing, so it takes the smallest step, as the default does)
+    reference = data["methods"]["rec_eraser_reference"]
+    assert reference["notes"].startswith("in memory") and "calibration: memorisation gap" in reference["notes"]
+    assert reference["metrics"]["forget_loss"] is not None
+    assert Registry(out / "run").versions() == ["v0000", "v0001"]
     # the request reused v0000's gap, the very figure can_judge prints (measured once, outside the row's seconds)
     record = json.loads((out / "run" / "v0001" / "manifest.json").read_text())
     cal = record["metrics"]["calibration"]

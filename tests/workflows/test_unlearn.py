@@ -262,3 +262,37 @@ def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
         apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=strict)
     registry = Registry(run)
     assert registry.versions() == ["v0000"] and registry.applied_events("v0000") == {} and not list(run.glob(".v0001-*"))
+
+
+def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_forgotten_loss(tmp_path, tallrec_run, learnable_model_dir):
+    """target="reference": the damping at which the Fisher's unedited rows (each user's removed
+    alone) are predicted to move by the gap on average, applied as it is; the manifest records
+    it and the first-order prediction of the forgotten loss, which agrees with the solve's own."""
+    from rec_eraser.workflows.unlearn import Calibrate
+
+    run = tmp_path / "run"
+    shutil.copytree(tallrec_run, run)
+    recipe = tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2)
+    train_run(run, recipe)
+    user = a_trained_user(run)
+    forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
+    solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
+    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference"))
+    record = Registry(run).manifest(result.version)
+    cal = record["metrics"]["calibration"]
+    gap, reference = cal["memorisation_gap"]["gap"], cal["reference"]
+    assert cal["target"] == "reference" and cal["settings"]["target"] == "reference"
+    assert record["solver"]["calibration"] is None  # no search: the factor is set before the solve
+    assert reference["reached"] and reference["predicted"] == pytest.approx(gap, rel=1e-3)
+    retained_users = {z.user for z in Registry(run).training_set("v0000") if z.user != user}
+    assert reference["rows"] == 32 - len(forgotten) and reference["users"] == len(retained_users)
+    assert f"x {reference['factor']:g}" in record["solver"]["damping_rule"]
+    before, after = record["metrics"]["before"]["forgotten_loss"], record["metrics"]["after"]["forgotten_loss"]
+    predicted = cal["targets"]["removed_loss"]
+    # the Gram-matrix prediction equals the solve's own first-order change n·bᵀΔθ (whose b is float32)
+    assert (predicted - before) * len(forgotten) == pytest.approx(record["solver"]["predicted_change"], rel=1e-4)
+    assert after > before and predicted > before
+    unlearned = float(np.mean(instance_losses(load_version(run, result.version), forgotten)))
+    assert unlearned == pytest.approx(after, rel=1e-5)
+    with pytest.raises(ValueError, match="unknown calibration target"):
+        Calibrate(target="retrain")
