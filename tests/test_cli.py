@@ -134,3 +134,12 @@ def test_the_unlearning_options_default_to_the_library_default_solver():
 
     built = _solver(SOLVER_OPT.default, SAMPLE_OPT.default, BATCH_OPT.default)
     assert built == DEFAULT_SOLVER
+
+
+def test_the_calibration_target_option_defaults_to_the_library_default_and_refuses_unknown_targets(tmp_path):
+    from rec_eraser.cli.unlearn import CALIBRATION_TARGET_OPT
+    from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
+
+    assert CALIBRATION_TARGET_OPT.default == DEFAULT_CALIBRATION.target
+    result = CliRunner().invoke(app, ["forget-user", str(tmp_path / "no-run"), "--user", "1", "--calibration-target", "retrain"])
+    assert result.exit_code == 2 and "unknown calibration target 'retrain'" in result.output

@@ -35,6 +35,13 @@ CALIBRATE_OPT = typer.Option(True, "--calibrate/--no-calibrate",
                              help="fisher: scale the damping so that the edited losses move by the adapter's memorisation gap (default), "
                                   "or keep the starting damping.")
 
+# the literal is rec_eraser.workflows.unlearn.Calibrate's default target (tests/test_cli.py checks it)
+CALIBRATION_TARGET_OPT = typer.Option(
+    "edited", "--calibration-target",
+    help="What the calibrated damping is matched on: edited (the edited instances' loss moves by the memorisation gap) or "
+         "reference (the retained rows of the Fisher sample are predicted to move by the gap on average; the edited "
+         "instances then move by their own predicted amount). See docs/fidelity.md.")
+
 
 def _solver(method: str, sample_size: int, batch_size: int) -> Any:
     from rec_eraser.core import SolverConfig
@@ -46,11 +53,18 @@ def _solver(method: str, sample_size: int, batch_size: int) -> Any:
 
 
 def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
-                earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True) -> None:
+                earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True,
+                calibration_target: str = "edited") -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
+    from dataclasses import replace
+
     from rec_eraser.workflows import apply_events
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
+    try:
+        calibration = replace(DEFAULT_CALIBRATION, target=calibration_target) if calibrate else None
+    except ValueError as exc:
+        fail(str(exc), 2)
     run_dir = run_dir_of(run)
     try:
         with progress_bar(quiet or as_json) as bar:
@@ -60,7 +74,7 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
                 bar.update(job, completed=k, visible=True)
 
             result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
-                                  calibrate=DEFAULT_CALIBRATION if calibrate else None,
+                                  calibrate=calibration,
                                   say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
     except USER_ERRORS as exc:
         fail(str(exc))
@@ -103,6 +117,11 @@ def _print_apply(result: Any) -> None:
             c = result.solver["calibration"]
             console.print(f"damping calibrated: x {c['factor']:.3g} of the rule, progress {c['progress']:.3g} "
                           f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
+        elif cal.get("reference"):
+            ref = cal["reference"]
+            console.print(f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the rule, "
+                          f"predicted to move them by {ref['predicted']:.3g} on average"
+                          f"{'' if ref['reached'] else ' (end of the search range: the gap was not reached)'}")
         elif cal.get("note"):
             console.print(cal["note"])
     drift = m.get("drift")
@@ -136,12 +155,13 @@ def forget_user(
     run: str = typer.Argument(..., help=RUN_HELP),
     users: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT,
+    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
     events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in dict.fromkeys(users)))
-    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+                calibration_target=calibration_target)
 
 
 @app.command("forget-interactions")
@@ -150,12 +170,13 @@ def forget_interactions(
     user: str = typer.Option(..., "--user", help="The user whose interactions are noise."),
     items: list[str] = typer.Option(..., "--item", help="An item id of a noisy interaction (repeat for several)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT,
+    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
     event = {"id": f"cli:remove_interactions:{user}:{','.join(sorted(items))}", "type": "remove_interactions", "user": user, "items": items}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+                calibration_target=calibration_target)
 
 
 @app.command()
@@ -166,7 +187,7 @@ def correct(
     label: Optional[str] = typer.Option(None, "--label", help="TALLRec: the right label, Yes or No."),
     target: Optional[str] = typer.Option(None, "--target", help="LLaRA: the item the interaction was really with."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT,
+    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
@@ -176,7 +197,8 @@ def correct(
         event = {"id": f"cli:correct_label:{user}:{item}:{label}", "type": "correct_label", "user": user, "item": item, "label": label}
     else:
         event = {"id": f"cli:correct_target:{user}:{item}:{target}", "type": "correct_target", "user": user, "item": item, "target": target}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate)
+    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+                calibration_target=calibration_target)
 
 
 @app.command("apply-events")
@@ -185,7 +207,7 @@ def apply_events_command(
     events_file: Path = typer.Argument(..., help="JSON Lines: one event object per line (see the README)."),
     skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."),
     solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT,
+    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Drain an events file in one solve; events applied before are skipped, bad lines reported by number."""
@@ -203,6 +225,6 @@ def apply_events_command(
             sys.stderr.write(f"error: {problem} (not applied)\n")
         raise typer.Exit(0 if skip_invalid else 1)
     _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid,
-                calibrate=calibrate)
+                calibrate=calibrate, calibration_target=calibration_target)
 
 
