@@ -61,14 +61,15 @@ def build_instances(tokenizer: Any, users: Sequence[int], per_user: int, rng: np
             history, target = [ITEMS[i] for i in chosen[:5]], ITEMS[chosen[5]]
             liked = ", ".join(h for h in history if h in liked_items) or "none"
             disliked = ", ".join(h for h in history if h not in liked_items) or "none"
-            label = (target in liked_items) != (rng.random() < noise)
+            flipped = rng.random() < noise
+            label = (target in liked_items) != flipped
             prompt = f"User liked: {liked}. User disliked: {disliked}. Will the user like {target}? Answer:"
             answer = " Yes" if label else " No"
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             a_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
             ids = torch.tensor(p_ids + a_ids)
             labels = torch.tensor([IGNORE] * len(p_ids) + a_ids)
-            out.append({"input_ids": ids, "labels": labels, "user": user, "label": int(label)})
+            out.append({"input_ids": ids, "labels": labels, "user": user, "label": int(label), "noisy": flipped})
     return out
 
 

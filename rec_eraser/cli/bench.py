@@ -13,7 +13,7 @@ from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fai
 
 @app.command()
 def bench(
-    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: the tier's `methods` setting, else all)."),
     quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the same as --tier quick."),
@@ -34,15 +34,19 @@ def bench(
     check: bool = typer.Option(False, "--check", help="Recipe benchmarks: train (or reuse) the tier's v0000 only and say whether it "
                                "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
+    forget_sets: int = typer.Option(8, "--sets", min=2, help="calibration: how many seeded forget sets (one Retrain each)."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
     """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
-    real adapter ('damping'), or every unlearning method on one experiment (a recipe file)."""
-    is_recipe = target not in ("solvers", "damping", "scaling") and (target.endswith(".toml") or Path(target).is_file())
-    if target not in ("solvers", "damping", "scaling") and not is_recipe:
-        fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'scaling' or a recipe file such as recipes/ml100k-tallrec-ir.toml", 2)
+    real adapter ('damping'), the calibration targets against Retrain on many forget sets
+    ('calibration'), or every unlearning method on one experiment (a recipe file)."""
+    named = ("solvers", "damping", "calibration", "scaling")
+    is_recipe = target not in named and (target.endswith(".toml") or Path(target).is_file())
+    if target not in named and not is_recipe:
+        fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling' or a recipe file such as "
+             "recipes/ml100k-tallrec-ir.toml", 2)
     import torch
 
     if threads:
@@ -64,6 +68,9 @@ def bench(
         return
     if target == "scaling":
         _bench_scaling(sizes, task, out, base_model, as_json, progress)
+        return
+    if target == "calibration":
+        _bench_calibration(base_model, forget_sets, seed, as_json, progress)
         return
     if target == "damping":
         try:
@@ -199,6 +206,19 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
     for row in result["sizes"]:
         table.add_row(str(row["n"]), str(row["forgotten_instances"]), fmt(row["retrain_seconds"]), fmt(row["update_seconds"]), fmt(row["update_to_retrain"]))
     console.print(table)
+
+
+def _bench_calibration(base_model: Optional[Path], sets: int, seed: int, as_json: bool, progress: Any) -> None:
+    from rec_eraser.bench.targets import markdown, run_target_study
+
+    try:
+        result = run_target_study(base_model, sets=sets, seed=seed, on_progress=progress)
+    except USER_ERRORS as exc:
+        fail(str(exc))
+    if as_json:
+        emit_json(result)
+        return
+    console.print(markdown(result), markup=False)
 
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
