@@ -35,6 +35,7 @@ def bench(
                                "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
     forget_sets: int = typer.Option(8, "--sets", min=2, help="calibration: how many seeded forget sets (one Retrain each)."),
+    forget_users: int = typer.Option(2, "--forget-users", min=1, help="calibration: users in each forget set (2 instances each)."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
@@ -70,7 +71,7 @@ def bench(
         _bench_scaling(sizes, task, out, base_model, as_json, progress)
         return
     if target == "calibration":
-        _bench_calibration(base_model, forget_sets, seed, as_json, progress)
+        _bench_calibration(base_model, forget_sets, forget_users, seed, as_json, progress)
         return
     if target == "damping":
         try:
@@ -208,11 +209,11 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
     console.print(table)
 
 
-def _bench_calibration(base_model: Optional[Path], sets: int, seed: int, as_json: bool, progress: Any) -> None:
+def _bench_calibration(base_model: Optional[Path], sets: int, forget_users: int, seed: int, as_json: bool, progress: Any) -> None:
     from rec_eraser.bench.targets import markdown, run_target_study
 
     try:
-        result = run_target_study(base_model, sets=sets, seed=seed, on_progress=progress)
+        result = run_target_study(base_model, sets=sets, forget_users=forget_users, seed=seed, on_progress=progress)
     except USER_ERRORS as exc:
         fail(str(exc))
     if as_json:

@@ -32,13 +32,13 @@ SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the cur
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
 DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest.")
 CALIBRATE_OPT = typer.Option(True, "--calibrate/--no-calibrate",
-                             help="fisher: scale the damping so that the edited losses move by the adapter's memorisation gap (default), "
+                             help="fisher: scale the damping from the adapter's memorisation gap (default; see --calibration-target), "
                                   "or keep the starting damping.")
 
 # the literal is rec_eraser.workflows.unlearn.Calibrate's default target (tests/test_cli.py checks it)
 CALIBRATION_TARGET_OPT = typer.Option(
     "edited", "--calibration-target",
-    help="What the calibrated damping is matched on: edited (the edited instances' loss moves by the memorisation gap) or "
+    help="fisher: what the calibrated damping is matched on: edited (the edited instances' loss moves by the memorisation gap) or "
          "reference (the retained rows of the Fisher sample are predicted to move by the gap on average; the edited "
          "instances then move by their own predicted amount). See docs/fidelity.md.")
 
@@ -61,10 +61,11 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
     from rec_eraser.workflows import apply_events
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
-    try:
-        calibration = replace(DEFAULT_CALIBRATION, target=calibration_target) if calibrate else None
+    try:  # checked even with --no-calibrate: a misspelt option is an error, not silently nothing
+        calibration = replace(DEFAULT_CALIBRATION, target=calibration_target)
     except ValueError as exc:
         fail(str(exc), 2)
+    calibration = calibration if calibrate else None
     run_dir = run_dir_of(run)
     try:
         with progress_bar(quiet or as_json) as bar:
@@ -119,10 +120,10 @@ def _print_apply(result: Any) -> None:
                           f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
         elif cal.get("reference"):
             ref = cal["reference"]
-            console.print(f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the rule, "
-                          f"predicted to move them by {ref['predicted']:.3g} on average"
+            console.print(f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the "
+                          f"starting damping, predicted to move them by {ref['predicted']:.3g} on average"
                           f"{'' if ref['reached'] else ' (end of the search range: the gap was not reached)'}")
-        elif cal.get("note"):
+        if cal.get("note"):  # also when a search ran: it may say why the asked-for target was not used
             console.print(cal["note"])
     drift = m.get("drift")
     if drift and drift.get("trusted") is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -208,3 +208,19 @@ def reference_factor(spectrum: InfluenceSpectrum, groups: list[list[int]], n: in
     value = predicted(log_f)
     return ReferenceCalibration(factor=math.exp(log_f), target=target, predicted=value, reached=abs(value / target - 1) <= 1e-3,
                                 groups=len(groups), rows=rows)
+
+
+def whole_groups(rows: Sequence[int], keys: Sequence[Hashable], totals: Mapping[Hashable, int]) -> tuple[list[list[int]], bool]:
+    """``rows`` grouped by their ``keys`` (a user), keeping the groups that hold all ``totals[key]``
+    of their key's training instances, and whether they do.
+
+    A reference group stands for removing a whole user, as an edited user is removed whole; a
+    user only part of whose instances fell into a sub-sample would be predicted to move less
+    (the cross-terms between its instances are missing), which would bias the matched damping
+    toward longer steps. When no group is whole, every group is kept and the flag is False.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for row, key in zip(rows, keys):
+        groups.setdefault(key, []).append(row)
+    whole = [g for key, g in groups.items() if len(g) == totals.get(key, 0)]
+    return (whole, True) if whole else (list(groups.values()), False)

@@ -47,6 +47,7 @@ from rec_eraser.workflows.study import (
     cached_adapter,
     default_solver,
     observe,
+    original_memorisation,
     test_scores_and_losses,
     update_seconds,
 )
@@ -178,10 +179,13 @@ def _run_reference_target(call: MethodCall) -> Outcome:
     (``rec_eraser.workflows.unlearn.CALIBRATION_TARGETS``), computed in memory; its seconds count
     as the ``rec_eraser`` row's do (the solve, plus the gap only if this request had to measure it)."""
     ctx = call.ctx
+    # v0000's gap as the workflow's own request used it (recorded at training, or measured by that
+    # request and recorded in its version): never measured again here, as the rec_eraser row's is not
+    memorisation = original_memorisation(ctx.run, call.say, call.version)
     memory = PeakMemory()
     with memory.watch():
         loaded, result = preview_update(ctx.run, ctx.events, solver=default_solver(ctx.experiment), parent="v0000",
-                                        calibrate=replace(DEFAULT_CALIBRATION, target="reference"))
+                                        calibrate=replace(DEFAULT_CALIBRATION, target="reference"), memorisation=memorisation)
     if loaded is None:
         raise ValueError("the experiment's events change no training instance of v0000")
     record = {"solver": result.solver, "metrics": result.metrics}

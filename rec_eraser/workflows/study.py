@@ -271,10 +271,12 @@ def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: li
 
 
 def update_seconds(record: dict[str, Any]) -> float:
-    """The request's own work: the solve (its calibration trials included) plus measuring the
-    memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
+    """The request's own work: the solve (its calibration trials included), the "reference"
+    target's matching when it ran, plus measuring the memorisation gap when this request did
+    (once per lineage; a reused gap costs nothing)."""
     cal = (record.get("metrics") or {}).get("calibration") or {}
-    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0))
+    matching = (cal.get("reference") or {}).get("seconds", 0.0)
+    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0)) + float(matching)
 
 
 def default_solver(experiment: Experiment) -> SolverConfig:

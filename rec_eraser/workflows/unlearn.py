@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig, reference_factor
+from rec_eraser.core.calibration import CalibrationConfig, reference_factor, whole_groups
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
@@ -57,8 +58,8 @@ DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
 #: What the damping is matched on (``Calibrate.target``):
 #: - "edited": the edited instances' measured loss move equals the memorisation gap (a search
 #:   over the damping, each trial a forward pass over them);
-#: - "reference": the unedited rows of the update's Fisher sample, each user's removed alone,
-#:   are predicted (first order) to move by the gap on average; the edited instances then move
+#: - "reference": the unedited rows of the update's Fisher sample, each whole user's removed
+#:   alone, are predicted (first order) to move by the gap on average; the edited instances then move
 #:   as the influence function predicts at that damping, by more than the gap when they were
 #:   memorised more than average and by less when less (``reference_factor``; no pass at all).
 CALIBRATION_TARGETS = ("edited", "reference")
@@ -129,10 +130,11 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
                  calibrate: Calibrate | None = DEFAULT_CALIBRATION, memorisation: MemorisationGap | None = None) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
-    ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request so
-    that the edited instances' losses move by the adapter's memorisation gap (see
-    ``rec_eraser.workflows.calibration``); ``None`` keeps the starting damping (the rule's, or
-    ``damping``). Other solvers ignore it. The gap is ``memorisation`` when the caller
+    ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
+    the adapter's memorisation gap (see ``rec_eraser.workflows.calibration``): by default so
+    that the edited instances' losses move by the gap, or with ``target="reference"`` so that
+    the retained rows of the Fisher sample are predicted to (:data:`CALIBRATION_TARGETS`);
+    ``None`` keeps the starting damping (the rule's, or ``damping``). Other solvers ignore it. The gap is ``memorisation`` when the caller
     measured it on the current version or an ancestor (with ``calibrate``'s settings), else
     the one recorded nearest on the lineage, else measured now (and then recorded).
 
@@ -181,10 +183,12 @@ def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverC
                    say: Say | None = None, calibrate: Calibrate | None = DEFAULT_CALIBRATION,
                    memorisation: MemorisationGap | None = None, parent: str | None = None) -> tuple[LoadedModel | None, ApplyResult]:
     """What :func:`apply_events` would do to ``parent`` (the current version by default),
-    computed in memory and written nowhere: that version's model holding the update (``None``
-    when no training instance would change) and the result (``version`` is None). For comparing
-    update settings on one run without adding versions; a gap it has to measure is not
-    recorded either. Raises what ``apply_events`` raises."""
+    computed in memory: that version's model holding the update (``None`` when no training
+    instance would change) and the result (``version`` is None). No version, ledger line or
+    gap is written for it; it takes the run's lock like a write (so it waits for no one and
+    refuses while another job writes), and, as every writer does, first tidies what an
+    interrupted writer left (stale staging folders, a missing ledger line). For comparing
+    update settings on one run without adding versions. Raises what ``apply_events`` raises."""
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing():  # the same snapshot a write would see
@@ -365,18 +369,18 @@ def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edi
 
 
 def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, retained: list, rows: list[int], gap: float,
-                           calibrate: Calibrate, removed_before: np.ndarray,
-                           corrected_before: np.ndarray) -> tuple[dict[str, Any], dict[str, float | None]]:
-    """The "reference" target: the damping factor at which the retained rows, each user's removed
-    alone, are predicted to move by ``gap`` on average (``reference_factor``, with how many rows
-    and users), and the edited groups' mean losses after the update that it predicts to first order."""
+                           calibrate: Calibrate, removed_before: np.ndarray, corrected_before: np.ndarray,
+                           training_set: list) -> tuple[dict[str, Any], dict[str, float | None]]:
+    """The "reference" target: the damping factor at which the retained rows, each whole user's
+    removed alone (``whole_groups``), are predicted to move by ``gap`` on average
+    (``reference_factor``, with how many rows and users, and its seconds), and the edited groups'
+    mean losses after the update that it predicts to first order."""
+    t0 = time.perf_counter()
     damping, _, _ = engine.fisher_damping(fisher)
     spectrum = fisher.influence_spectrum(damping)
-    by_user: dict[str, list[int]] = {}
-    for row, z in zip(rows, retained):
-        by_user.setdefault(z.user, []).append(row)
+    groups, whole = whole_groups(rows, [z.user for z in retained], Counter(z.user for z in training_set))
     n = len(engine.train_samples)
-    chosen = reference_factor(spectrum, list(by_user.values()), n, gap, calibrate.search)
+    chosen = reference_factor(spectrum, groups, n, gap, calibrate.search)
     row_of = {id(z): i for i, z in enumerate(fisher.samples)}
     olds, news = old_samples(edits), new_samples(edits)
     removed_olds = [e.sample for e in edits if isinstance(e, Removal)]
@@ -395,7 +399,7 @@ def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, re
     removed_change, corrected_change = predicted_mean_change(removed_olds), predicted_mean_change(news)
     targets = {"removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
                "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change)}
-    return {**chosen.to_dict(), "users": len(by_user)}, targets
+    return {**chosen.to_dict(), "users": len(groups), "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
@@ -441,7 +445,7 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
                 calibration["note"] = "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
             if gap.gap > 0 and calibrate.target == "reference" and rows:
                 calibration["reference"], calibration["targets"] = _reference_calibration(
-                    engine, fisher, edits, retained, rows, gap.gap, calibrate, removed_before, corrected_before)
+                    engine, fisher, edits, retained, rows, gap.gap, calibrate, removed_before, corrected_before, training_set)
                 damping_factor = calibration["reference"]["factor"]
             elif gap.gap > 0:
                 rng = np.random.default_rng(calibrate.seed)

@@ -204,3 +204,20 @@ def test_reference_calibration_follows_retraining_across_forget_sets_the_gap_tre
     # a random forget set: both land within half of Retrain's move (first order undershoots a 40-point removal)
     rand = _retrain_move_and_updates(memorising_logistic, np.asarray(memorising_logistic[4]))
     assert abs(rand["reference"] - rand["retrain"]) <= rand["retrain"] / 2, rand
+
+
+def test_whole_groups_keep_the_users_all_of_whose_instances_are_rows():
+    from rec_eraser.core.calibration import whole_groups
+
+    rows, users = [0, 1, 2, 5, 7], ["a", "a", "b", "c", "c"]
+    assert whole_groups(rows, users, {"a": 2, "b": 3, "c": 2}) == ([[0, 1], [5, 7]], True)  # b has 3 instances, 1 sampled
+    assert whole_groups(rows, users, {"a": 4, "b": 3, "c": 3}) == ([[0, 1], [2], [5, 7]], False)  # none whole: all, flagged
+
+
+def test_reference_factor_stops_at_the_upper_end_when_even_the_shortest_step_moves_too_much():
+    from rec_eraser.core.calibration import reference_factor
+    from rec_eraser.core.fisher import EmpiricalFisher
+
+    spectrum = EmpiricalFisher(torch.randn(8, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)).influence_spectrum(0.5)
+    tiny = reference_factor(spectrum, [[0], [1]], 10, 1e-12, CalibrationConfig(max_factor=10.0))
+    assert not tiny.reached and tiny.factor == pytest.approx(10.0) and tiny.predicted > 1e-12

@@ -285,7 +285,9 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     assert record["solver"]["calibration"] is None  # no search: the factor is set before the solve
     assert reference["reached"] and reference["predicted"] == pytest.approx(gap, rel=1e-3)
     retained_users = {z.user for z in Registry(run).training_set("v0000") if z.user != user}
-    assert reference["rows"] == 32 - len(forgotten) and reference["users"] == len(retained_users)
+    # the Fisher sample is the whole training set here, so every retained user is whole
+    assert reference["rows"] == 32 - len(forgotten) and reference["users"] == len(retained_users) and reference["whole_users"]
+    assert reference["seconds"] > 0
     assert f"x {reference['factor']:g}" in record["solver"]["damping_rule"]
     before, after = record["metrics"]["before"]["forgotten_loss"], record["metrics"]["after"]["forgotten_loss"]
     predicted = cal["targets"]["removed_loss"]
@@ -296,3 +298,6 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     assert unlearned == pytest.approx(after, rel=1e-5)
     with pytest.raises(ValueError, match="unknown calibration target"):
         Calibrate(target="retrain")
+    # versions written before the target existed were calibrated on the edited instances
+    legacy = {k: v for k, v in Calibrate().to_dict().items() if k != "target"}
+    assert Calibrate().matches(legacy) and not Calibrate(target="reference").matches(legacy) and not Calibrate().matches(None)
