@@ -38,7 +38,7 @@ import torch
 
 from rec_eraser.bench.damping import build_instances, collate, evaluate, train_adapter, yes_no_ids
 from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig, reference_factor, whole_groups
+from rec_eraser.core.calibration import CalibrationConfig
 from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.lm_loss import causal_lm_loss
@@ -106,7 +106,7 @@ def run_target_study(base_model: Path | None = None, users: int = 32, per_user: 
             del second
         del retrained
         say(f"forget set {k + 1}/{sets}: the influence updates")
-        for name, (model, seconds, note) in _updates(original, train, forget, gap, sample_size, seed, yes, no).items():
+        for name, (model, seconds, note) in _updates(original, train, forget, start, gap, sample_size, seed, yes, no).items():
             loss = float(evaluate(model, forget, yes, no)[0].mean())
             _, scores = evaluate(model, test, yes, no)
             row[name] = {"loss": loss, "move": loss - start, "seconds": seconds, "auc": auc(scores, test_labels),
@@ -127,14 +127,13 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _updates(original: torch.nn.Module, train: list, forget: list, gap: float, sample_size: int, seed: int, yes: int,
+def _updates(original: torch.nn.Module, train: list, forget: list, start: float, gap: float, sample_size: int, seed: int, yes: int,
              no: int) -> dict[str, tuple[torch.nn.Module, float, dict[str, Any]]]:
-    """The three updates of ``original`` for removing ``forget``, from one empirical Fisher."""
+    """The three updates of ``original`` for removing ``forget`` (whose mean loss is ``start``), from one empirical Fisher."""
     edits = [Removal(z) for z in forget]
     solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4, seed=seed)
     out: dict[str, tuple[torch.nn.Module, float, dict[str, Any]]] = {}
     fisher = None
-    start = float(evaluate(original, forget, yes, no)[0].mean())
     for name in UPDATES:
         model = copy.deepcopy(original)
         engine = InfluenceEngine(model, causal_lm_loss(), train, collate, curvature="ggn", solver=solver)
@@ -151,17 +150,17 @@ def _updates(original: torch.nn.Module, train: list, forget: list, gap: float, s
             note = {"factor": update.report.calibration["factor"], "trials": len(update.report.calibration["trials"])}
         else:
             t0 = time.perf_counter()
-            damping, _, _ = engine.fisher_damping(fisher)
             forgotten = {id(z) for z in forget}
             rows = [row for row, z in enumerate(fisher.samples) if id(z) not in forgotten]
-            groups, whole = whole_groups(rows, [fisher.samples[row]["user"] for row in rows], Counter(z["user"] for z in train))
-            chosen = reference_factor(fisher.influence_spectrum(damping), groups, len(train), gap)
+            chosen, _, whole = engine.match_reference(fisher, rows, [fisher.samples[row]["user"] for row in rows],
+                                                      Counter(z["user"] for z in train), gap)
             matching = time.perf_counter() - t0
             update = engine.compute(edits, damping_factor=chosen.factor, fisher=fisher)
             note = {"factor": chosen.factor, "reached": chosen.reached, "reference_rows": chosen.rows, "reference_users": chosen.groups,
                     "whole_users": whole, "matching_seconds": matching}
         update.apply(model)
-        out[name] = (model, update.report.seconds + note.get("matching_seconds", 0.0), {"damping": update.report.damping, "predicted_move": update.report.predicted_change / len(forget),
+        seconds = update.report.seconds + note.get("matching_seconds", 0.0)
+        out[name] = (model, seconds, {"damping": update.report.damping, "predicted_move": update.report.predicted_change / len(forget),
                                       **note})
     return out
 

@@ -17,19 +17,27 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from rec_eraser.core.calibration import CalibrationConfig, Objective, ParameterSnapshot, calibrate_scale
+from rec_eraser.core.calibration import (
+    CalibrationConfig,
+    Objective,
+    ParameterSnapshot,
+    ReferenceCalibration,
+    calibrate_scale,
+    reference_factor,
+    whole_groups,
+)
 from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_mode, summed_gradient
 from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
-from rec_eraser.core.fisher import EmpiricalFisher
+from rec_eraser.core.fisher import EmpiricalFisher, InfluenceSpectrum
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.solver_registry import FISHER, SolveProblem, solver
@@ -304,6 +312,17 @@ class InfluenceEngine:
             vector, by_group = self._group_damping(fisher, groups, float(damping))
             return vector, by_group, f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
         return damping, None, f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
+
+    def match_reference(self, fisher: EmpiricalFisher, rows: Sequence[int], keys: Sequence[Hashable], totals: Mapping[Hashable, int],
+                        target: float, config: CalibrationConfig | None = None) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
+        """The "reference" calibration on this Fisher: the factor of :meth:`fisher_damping` at which the
+        Fisher's ``rows``, grouped by ``keys`` into whole groups (:func:`whole_groups`, ``totals``:
+        each key's instance count), are predicted to move by ``target`` on average
+        (:func:`reference_factor`); with the spectrum it used and whether the groups were whole."""
+        damping, _, _ = self.fisher_damping(fisher)
+        spectrum = fisher.influence_spectrum(damping)
+        groups, whole = whole_groups(rows, keys, totals)
+        return reference_factor(spectrum, groups, len(self.train_samples), target, config), spectrum, whole
 
     def _fisher_rhs(self, edits: list[Edit], fisher: EmpiricalFisher) -> tuple[torch.Tensor, int]:
         """b and the backward passes it cost: read off the Fisher's rows when they hold every edited

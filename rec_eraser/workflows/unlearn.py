@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig, reference_factor, whole_groups
+from rec_eraser.core.calibration import CalibrationConfig
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
@@ -376,11 +376,9 @@ def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, re
     (``reference_factor``, with how many rows and users, and its seconds), and the edited groups'
     mean losses after the update that it predicts to first order."""
     t0 = time.perf_counter()
-    damping, _, _ = engine.fisher_damping(fisher)
-    spectrum = fisher.influence_spectrum(damping)
-    groups, whole = whole_groups(rows, [z.user for z in retained], Counter(z.user for z in training_set))
+    chosen, spectrum, whole = engine.match_reference(fisher, rows, [z.user for z in retained], Counter(z.user for z in training_set),
+                                                     gap, calibrate.search)
     n = len(engine.train_samples)
-    chosen = reference_factor(spectrum, groups, n, gap, calibrate.search)
     row_of = {id(z): i for i, z in enumerate(fisher.samples)}
     olds, news = old_samples(edits), new_samples(edits)
     removed_olds = [e.sample for e in edits if isinstance(e, Removal)]
@@ -399,7 +397,7 @@ def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, re
     removed_change, corrected_change = predicted_mean_change(removed_olds), predicted_mean_change(news)
     targets = {"removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
                "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change)}
-    return {**chosen.to_dict(), "users": len(groups), "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
+    return {**chosen.to_dict(), "users": chosen.groups, "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
 
 
 def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
@@ -441,7 +439,7 @@ def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, dam
             calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
         else:
             calibration["memorisation_gap"] = gap.to_dict()
-            if gap.gap > 0 and calibrate.target == "reference" and not rows:
+            if gap.gap > 0 and calibrate.target == "reference" and not rows:  # falls through to the edited target below
                 calibration["note"] = "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
             if gap.gap > 0 and calibrate.target == "reference" and rows:
                 calibration["reference"], calibration["targets"] = _reference_calibration(

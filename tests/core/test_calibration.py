@@ -162,8 +162,6 @@ def test_reference_factor_hits_its_target_or_says_which_end_it_stopped_at():
 
 def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float]:
     """Retrain's move of the forget set's mean loss, and where the two calibrations without retraining put it."""
-    from rec_eraser.core.calibration import reference_factor
-
     x, y, w, samples, _, _, n = memorising
     keep = np.setdiff1d(np.arange(n), forget)
     xf, yf = x[forget], y[forget]
@@ -178,10 +176,11 @@ def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float
     reference_model = _model(w)  # the retained rows' predicted leave-one-out move averages the gap
     engine = _engine(reference_model, samples, n)
     fisher = engine.empirical_fisher(edits)
-    damping, _, _ = engine.fisher_damping(fisher)
     removed = {id(samples[i]) for i in forget}
-    groups = [[row] for row, z in enumerate(fisher.samples) if id(z) not in removed]
-    chosen = reference_factor(fisher.influence_spectrum(damping), groups, n, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6))
+    rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]  # each point is its own "user"
+    chosen, _, whole = engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, gap,
+                                              CalibrationConfig(min_factor=1e-6, max_factor=1e6))
+    assert whole and chosen.groups == len(rows)
     engine.compute(edits, damping_factor=chosen.factor, fisher=fisher).apply(reference_model)
     return {"retrain": retrain, "gap": gap, "edited": _forget_loss_of(edited_model, xf, yf) - start,
             "reference": _forget_loss_of(reference_model, xf, yf) - start}
