@@ -13,7 +13,7 @@ from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fai
 
 @app.command()
 def bench(
-    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', or a benchmark recipe file (recipes/ml100k-<task>-<edit>.toml)."),
+    target: str = typer.Argument(..., help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', or a benchmark recipe: a file (recipes/ml100k-<task>-<edit>.toml) or a shipped recipe's name (ml100k-<task>-<edit>)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."),
     methods: Optional[str] = typer.Option(None, "--methods", help="Comma-separated solvers, or a recipe's methods (default: the tier's `methods` setting, else all)."),
     quick: bool = typer.Option(False, "--quick", help="Recipe benchmarks: the same as --tier quick."),
@@ -43,11 +43,13 @@ def bench(
     """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
     real adapter ('damping'), the calibration targets against Retrain on many forget sets
     ('calibration'), or every unlearning method on one experiment (a recipe file)."""
+    from rec_eraser.shipped import shipped_names
+
     named = ("solvers", "damping", "calibration", "scaling")
-    is_recipe = target not in named and (target.endswith(".toml") or Path(target).is_file())
+    is_recipe = target not in named and (target.endswith(".toml") or Path(target).is_file() or target in shipped_names("recipes"))
     if target not in named and not is_recipe:
-        fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling' or a recipe file such as "
-             "recipes/ml100k-tallrec-ir.toml", 2)
+        fail(f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling', a recipe file such as "
+             "recipes/ml100k-tallrec-ir.toml, or a shipped recipe's name such as ml100k-tallrec-ir", 2)
     import torch
 
     if threads:

@@ -44,7 +44,7 @@ def prepare(
 @app.command()
 def train(
     run: str = typer.Argument(..., help="A run folder made by `rec-eraser prepare`, or its name under adapters/."),
-    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file (default: recipes/demo-<task>.toml)."),
+    recipe_file: Optional[Path] = typer.Option(None, "--recipe", help="A recipe TOML file, or a shipped recipe's name such as demo-tallrec (default: demo-<task>)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (overrides the recipe; default: embedded SmolLM2)."),
     measure_gap: bool = typer.Option(True, "--measure-gap/--no-measure-gap",
                                      help="Measure the adapter's memorisation gap now (256 forward passes), so no deletion request pays it."),
@@ -62,7 +62,7 @@ def train(
     run = run_dir_of(run)
     try:
         task = load_manifest(run)["task"]
-        recipe = load_recipe(recipe_file or Path(__file__).resolve().parent.parent / "recipes" / f"demo-{task}.toml")
+        recipe = load_recipe(recipe_file or f"demo-{task}")
         if base_model is not None:
             recipe = dataclasses.replace(recipe, base_model=str(base_model))
         from rec_eraser.training.train import train_run

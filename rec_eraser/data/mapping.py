@@ -1,7 +1,8 @@
 """Per-dataset field mappings: which atomic-file columns hold user, item, rating, timestamp, title.
 
 One small TOML file per dataset under ``datasets/`` at the repository root (``ml-100k.toml``,
-``lastfm.toml``, ``steam.toml``); a new dataset is a new file, not new code. Schema::
+``lastfm.toml``, ``steam.toml``), shipped inside the package (:mod:`rec_eraser.shipped`); a new
+dataset is a new file, not new code. Schema::
 
     name = "ml-100k"          # base name of the atomic files: ml-100k.inter, ml-100k.item, ...
     source = "recbole"        # "recbole": shipped in the recbole wheel; "user": the user downloads it
@@ -32,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from rec_eraser.data.atomic import DatasetError
+from rec_eraser.shipped import shipped_dir
 
-#: Where the mapping files of the known datasets live (repository root / datasets).
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "datasets"
+#: Where the mapping files of the known datasets live (the shipped ``datasets`` folder).
+MAPPINGS_DIR = shipped_dir("datasets")
 
 _TOP = {"name", "source", "liked_above", "unknown_items", "fields", "prompt"}
 _FIELDS = {"user", "item", "rating", "timestamp", "title", "item_key", "user_key"}

@@ -1,4 +1,8 @@
-"""Training recipes: a TOML file under ``recipes/`` with every setting of a training run."""
+"""Training recipes: a TOML file with every setting of a training run.
+
+A recipe is named by its path, or by the name of a recipe that ships with rec-eraser (the
+repository's ``recipes/`` folder, e.g. ``demo-tallrec``): see :func:`find_recipe`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from rec_eraser.errors import RecEraserError
+from rec_eraser.shipped import shipped_dir, shipped_names
 
 T = TypeVar("T")
 
@@ -97,9 +102,24 @@ def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str,
 SECTIONS = ("lora", "train", "model")
 
 
-def load_recipe(path: Path | str) -> Recipe:
-    """Read a recipe TOML file (sections ``[lora]``, ``[train]``, ``[model]``, all optional)."""
-    path = Path(path)
+def find_recipe(path_or_name: Path | str) -> Path:
+    """The recipe file that ``path_or_name`` names: an existing file, else a shipped recipe's
+    name (``demo-tallrec`` or ``demo-tallrec.toml``; a bare name, no folder)."""
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    if path.parent == Path(".") and path.name:
+        shipped = shipped_dir("recipes") / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+        if shipped.is_file():
+            return shipped
+    raise RecipeError(f"{path_or_name}: no such recipe file, nor a shipped recipe of that name "
+                      f"(shipped: {', '.join(shipped_names('recipes')) or 'none'})")
+
+
+def load_recipe(path_or_name: Path | str) -> Recipe:
+    """Read a recipe TOML file, named by path or as a shipped recipe (sections ``[lora]``,
+    ``[train]``, ``[model]``, all optional)."""
+    path = find_recipe(path_or_name)
     return recipe_from_sections(read_toml(path), str(path))
 
 

@@ -27,7 +27,7 @@ from rec_eraser.errors import RecEraserError
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.evaluation.unlearning import membership_inference_auc
 from rec_eraser.tasks.prepare import load_instances, prepare
-from rec_eraser.training.recipe import Recipe, load_recipe
+from rec_eraser.training.recipe import Recipe, find_recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, save_version, train_run
 from rec_eraser.workflows.events import Event
@@ -37,7 +37,6 @@ from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events, training_
 
 logger = logging.getLogger(__name__)
 
-RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ class DemoSize:
 
     @property
     def recipe_path(self) -> Path:
-        return RECIPES / self.recipe
+        return find_recipe(self.recipe)
 
 
 FULL = DemoSize(recipe="demo-unlearn-llara.toml", max_users=None, forget_users=5, noisy_interactions=5, eval_prompts=100, sample_size=64)

@@ -40,7 +40,14 @@ from rec_eraser.data.dataset import Interaction
 from rec_eraser.data.split import chronological
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.tallrec import liked_threshold
-from rec_eraser.training.recipe import Recipe, RecipeError, read_toml, recipe_from_sections, settings_from_dict
+from rec_eraser.training.recipe import (
+    Recipe,
+    RecipeError,
+    find_recipe,
+    read_toml,
+    recipe_from_sections,
+    settings_from_dict,
+)
 from rec_eraser.workflows.events import Event
 
 
@@ -130,11 +137,12 @@ def _experiment(values: dict[str, Any], source: str) -> Experiment:
 TIERS = ("quick", "medium", "full")
 
 
-def load_experiment(path: Path | str, tier: str = "full") -> tuple[Experiment, Recipe]:
-    """Read a benchmark recipe at ``tier``: its ``[quick]`` or ``[medium]`` settings override the others."""
+def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Experiment, Recipe]:
+    """Read a benchmark recipe (a path, or a shipped recipe's name) at ``tier``: its ``[quick]``
+    or ``[medium]`` settings override the others."""
     if tier not in TIERS:
         raise RecipeError(f"unknown tier {tier!r}; choose one of {', '.join(TIERS)}")
-    path = Path(path)
+    path = find_recipe(path_or_name)
     raw = read_toml(path)
     experiment_values = raw.pop("experiment", None)
     if not isinstance(experiment_values, dict):
