@@ -140,11 +140,12 @@ def _print_apply(result: Any) -> None:
         console.print(f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}")
 
 
-def _cli_events(*events: dict) -> list:
-    from rec_eraser.workflows import EventError, parse_event
+def _cli_events(kind: str, users: list[str], **fields: Any) -> list:
+    from rec_eraser.workflows import EventError
+    from rec_eraser.workflows.events import request_event
 
     try:
-        return [(None, parse_event(e)) for e in events]
+        return [(None, request_event(kind, user, **fields)) for user in dict.fromkeys(users)]
     except EventError as exc:
         fail(str(exc), 2)
 
@@ -160,8 +161,7 @@ def forget_user(
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
-    events = _cli_events(*({"id": f"cli:delete_user:{u}", "type": "delete_user", "user": u} for u in dict.fromkeys(users)))
-    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+    _run_events(run, _cli_events("delete_user", users), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
                 calibration_target=calibration_target)
 
 
@@ -175,8 +175,7 @@ def forget_interactions(
     as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
 ) -> None:
     """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
-    event = {"id": f"cli:remove_interactions:{user}:{','.join(sorted(items))}", "type": "remove_interactions", "user": user, "items": items}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+    _run_events(run, _cli_events("remove_interactions", [user], items=items), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
                 calibration_target=calibration_target)
 
 
@@ -194,11 +193,9 @@ def correct(
     """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
     if (label is None) == (target is None):
         fail("give exactly one of --label (tallrec) or --target (llara)", 2)
-    if label is not None:
-        event = {"id": f"cli:correct_label:{user}:{item}:{label}", "type": "correct_label", "user": user, "item": item, "label": label}
-    else:
-        event = {"id": f"cli:correct_target:{user}:{item}:{target}", "type": "correct_target", "user": user, "item": item, "target": target}
-    _run_events(run, _cli_events(event), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
+    events = (_cli_events("correct_label", [user], item=item, label=label) if label is not None
+              else _cli_events("correct_target", [user], item=item, target=target))
+    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
                 calibration_target=calibration_target)
 
 

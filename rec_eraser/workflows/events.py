@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from rec_eraser.errors import RecEraserError
 
@@ -104,6 +104,21 @@ def parse_event(obj: Any) -> Event:
             raise EventError(f"label must be Yes or No, got {label!r}")
         return Event(event_id, kind, user, item=item, label="Yes" if LABELS[label.lower()] else "No")
     return Event(event_id, kind, user, item=item, target=_token(obj, "target"))
+
+
+def request_event(kind: str, user: str, *, items: Sequence[str] = (), item: str | None = None, label: str | None = None,
+                  target: str | None = None, source: str = "cli") -> Event:
+    """An event asked for directly (a command's options, a Python call) rather than read from a
+    file. Its id is made from its content (``source:type:user[:detail]``), so that asking for
+    the same thing twice applies it once. :class:`EventError` says what is wrong with it."""
+    details = {"delete_user": (), "remove_interactions": (",".join(sorted(map(str, items))),), "correct_label": (item, label),
+               "correct_target": (item, target)}
+    if kind not in details:
+        raise EventError(f"unknown event type {kind!r} (known: {', '.join(TYPES)})")
+    fields = {"items": list(items) or None, "item": item, "label": label, "target": target}
+    obj = {"id": ":".join(str(part) for part in (source, kind, user, *details[kind])), "type": kind, "user": user,
+           **{name: value for name, value in fields.items() if value is not None}}
+    return parse_event(obj)
 
 
 def read_events(path: Path | str) -> tuple[list[tuple[int, Event]], list[EventProblem]]:

@@ -127,7 +127,8 @@ def _mean(values: np.ndarray) -> float | None:
 
 def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
                  damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None,
-                 calibrate: Calibrate | None = DEFAULT_CALIBRATION, memorisation: MemorisationGap | None = None) -> ApplyResult:
+                 calibrate: Calibrate | None = DEFAULT_CALIBRATION, memorisation: MemorisationGap | None = None,
+                 strict: bool = False) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
@@ -139,9 +140,11 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
     the one recorded nearest on the lineage, else measured now (and then recorded).
 
     Returns the result; a new version exists iff ``result.version`` is not None. Bad events
-    are in ``result.problems`` and were not applied.
+    are in ``result.problems`` and were not applied; with ``strict``, one bad event refuses
+    them all, before anything is computed or written (an :class:`EventError` listing them).
 
     Raises:
+        EventError: ``strict`` and some events do not fit the run.
         RegistryError: no such run, no trained version, or another job holds the run.
         SolverError: the solve diverged or missed the residual bound (no version written).
     """
@@ -149,7 +152,7 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing():
-        work = _compute(registry, events, solver, damping, say, on_gradient, calibrate, memorisation)
+        work = _compute(registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict)
         result = work.result
         if work.plan is None:
             result.seconds = time.perf_counter() - t0
@@ -181,7 +184,8 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
 
 def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverConfig | None = None, damping: float | None = None,
                    say: Say | None = None, calibrate: Calibrate | None = DEFAULT_CALIBRATION,
-                   memorisation: MemorisationGap | None = None, parent: str | None = None) -> tuple[LoadedModel | None, ApplyResult]:
+                   memorisation: MemorisationGap | None = None, parent: str | None = None,
+                   strict: bool = False) -> tuple[LoadedModel | None, ApplyResult]:
     """What :func:`apply_events` would do to ``parent`` (the current version by default),
     computed in memory: that version's model holding the update (``None`` when no training
     instance would change) and the result (``version`` is None). No version, ledger line or
@@ -193,7 +197,7 @@ def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverC
     t0 = time.perf_counter()
     with registry.writing():  # the same snapshot a write would see
         work = _compute(registry, [(None, e) for e in events], solver, damping, say or (lambda _m: None), None, calibrate, memorisation,
-                        parent)
+                        parent, strict)
     work.result.seconds = time.perf_counter() - t0
     return (work.loaded if work.plan is not None and work.plan.changed else None), work.result
 
@@ -211,9 +215,9 @@ class _Computed:
 
 def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None, damping: float | None,
              say: Say, on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None,
-             memorisation: MemorisationGap | None, parent: str | None = None) -> _Computed:
+             memorisation: MemorisationGap | None, parent: str | None = None, strict: bool = False) -> _Computed:
     """Check ``events`` against ``parent`` (the current version by default), plan their edits and
-    compute the update in memory (apply_events' docstring)."""
+    compute the update in memory (apply_events' docstring; ``strict``: refuse all on a bad one)."""
     run_dir = registry.run_dir
     parent = parent or registry.current()
     result = ApplyResult(run=str(run_dir), parent=parent)
@@ -237,6 +241,8 @@ def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], sol
             result.problems.append(EventProblem(line or 0, str(exc), event.id))
             continue
         todo.append(event)
+    if strict and result.problems:
+        raise EventError("; ".join(str(p) for p in result.problems) + " (nothing applied)")
     if not todo:
         return _Computed(result, todo)
     plan = plan_edits(todo, training_set, ctx)

@@ -1,0 +1,80 @@
+"""The Python API at the package root: the documented example runs as written, and bad
+requests are refused before anything is written."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+import rec_eraser as rx
+from rec_eraser.workflows.events import EventError
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
+BASE_LINE = "BASE_MODEL = None  # None: the embedded SmolLM2-135M; or a local Hugging Face causal-LM folder"
+
+
+def test_the_documented_example_runs_as_written(tmp_path, monkeypatch, capsys, tiny_model_dir):
+    blocks = re.findall(r"```python\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    assert len(blocks) == 1 and BASE_LINE in blocks[0]
+    # the one change: a tiny random model instead of the embedded SmolLM2 (minutes, not seconds)
+    code = blocks[0].replace(BASE_LINE, f"BASE_MODEL = {str(tiny_model_dir)!r}")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(code, str(DOC), "exec"), namespace)
+    run, result = namespace["run"], namespace["result"]
+    assert isinstance(run, rx.Run) and run.versions == ["v0000", "v0001"] == [*run.versions[:1], result.version]
+    assert result.removed == 17 and run.current == "v0001"
+    assert [line["action"] for line in run.ledger()] == ["trained", "apply"]
+    assert "v0001 removed 17 instances" in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_model_dir) -> rx.Run:
+    """Trained once for the module (its gap measured, so requests reuse it); a test that writes copies it."""
+    run = rx.Run.prepare("ml-100k", task="tallrec", out=tmp_path_factory.mktemp("api") / "run", max_users=2)
+    run.train("demo-tallrec", base_model=tiny_model_dir)
+    return run
+
+
+def test_one_bad_event_refuses_the_request_and_writes_nothing(trained_run):
+    user = _lightest_user(trained_run)
+    for events, message in (([rx.delete_user(user), rx.delete_user("no-such-user")], "unknown user 'no-such-user'"),
+                            ([rx.correct_target(user, "1", "2")], "correct_target needs the llara task"),
+                            ([], "non-empty list of events"), (rx.delete_user(user), "non-empty list of events")):
+        with pytest.raises(EventError, match=message):
+            trained_run.apply(events)
+    assert trained_run.versions == ["v0000"] and [line["action"] for line in trained_run.ledger()] == ["trained"]
+    with pytest.raises(EventError, match="label must be Yes or No"):
+        rx.correct_label(user, "1", "maybe")
+
+
+def test_preview_writes_nothing_and_matches_apply(trained_run, tmp_path):
+    run = rx.Run(shutil.copytree(trained_run.path, tmp_path / "run"))
+    user = _lightest_user(run)
+    model, previewed = run.preview([rx.delete_user(user)])
+    assert model is not None and previewed.version is None and run.versions == ["v0000"]
+    applied = run.apply([rx.delete_user(user)])
+    assert (applied.removed, applied.train_instances) == (previewed.removed, previewed.train_instances)
+    assert applied.metrics["after"]["forgotten_loss"] == pytest.approx(previewed.metrics["after"]["forgotten_loss"], rel=1e-5)
+
+
+def test_the_api_is_loaded_on_first_use_only():
+    import subprocess
+    import sys
+
+    code = "import sys, rec_eraser; print('torch' in sys.modules, 'rec_eraser.api' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        rx.Nothing  # noqa: B018
+
+
+def _lightest_user(run: rx.Run) -> str:
+    """The user with the fewest training instances (the cheapest request)."""
+    from collections import Counter
+
+    from rec_eraser.tasks.prepare import load_instances
+
+    return min(Counter(z.user for z in load_instances(run.path, "train")).items(), key=lambda kv: (kv[1], kv[0]))[0]
