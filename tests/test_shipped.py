@@ -42,6 +42,13 @@ def test_a_recipe_is_found_by_path_or_by_its_shipped_name(tmp_path, monkeypatch)
     assert find_recipe("demo-tallrec") == shipped  # no such file here: the name
 
 
+def test_every_shipped_training_recipe_loads_by_name():
+    names = [n for n in shipped_names("recipes") if n.startswith("demo-")]
+    assert {"demo-tallrec", "demo-llara"} <= set(names)
+    for name in names:
+        assert load_recipe(name) == load_recipe(REPO / "recipes" / f"{name}.toml")
+
+
 @pytest.mark.parametrize("missing", ["no-such-recipe", "elsewhere/demo-tallrec.toml", ""])
 def test_an_unknown_recipe_is_refused_with_the_shipped_names(missing, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

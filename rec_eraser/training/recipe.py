@@ -99,7 +99,15 @@ def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str,
     return cls(**values)
 
 
-SECTIONS = ("lora", "train", "model")
+#: each section of a recipe file and the settings it holds: a setting in another section than
+#: its own is refused, so that a misplaced line is an error rather than silently obeyed
+SECTION_SETTINGS: dict[str, tuple[str, ...]] = {
+    "lora": ("rank", "alpha", "dropout", "target_modules"),
+    "train": ("lr", "projector_lr", "epochs", "batch_size", "seed", "max_train", "holdout_users", "max_length", "schedule", "warmup",
+              "precision"),
+    "model": ("base_model", "item_tokens", "sasrec_epochs", "projector_init"),
+}
+SECTIONS = tuple(SECTION_SETTINGS)
 
 
 def find_recipe(path_or_name: Path | str) -> Path:
@@ -137,9 +145,15 @@ def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, 
     """A recipe from parsed sections ``[lora]``, ``[train]``, ``[model]`` (others are refused),
     with ``overrides`` (flat setting names) applied last."""
     flat: dict[str, Any] = {}
+    home = {name: section for section, names in SECTION_SETTINGS.items() for name in names}
     for section, values in raw.items():
         if section not in SECTIONS or not isinstance(values, dict):
             raise RecipeError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
+        for name in values:
+            if name in home and home[name] != section:
+                raise RecipeError(f"{source}: {name} belongs in [{home[name]}], not [{section}]")
+            if name not in home:
+                raise RecipeError(f"{source}: unknown setting {name!r} in [{section}] (its settings: {', '.join(SECTION_SETTINGS[section])})")
         flat.update(values)
     flat.update(overrides or {})
     try:

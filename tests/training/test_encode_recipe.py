@@ -123,15 +123,33 @@ def test_recipe_files(tmp_path):
         load_recipe(path)
     path.write_text("[train]\nprojector_lr = 3e-2\n")
     assert load_recipe(path).projector_lr == 3e-2
-    for line, message in [("schedule = \"linear\"", "schedule must be one of constant, cosine"),
-                          ("precision = \"fp16\"", "precision must be one of float32, bfloat16"),
-                          ("warmup = 1.0", "warmup must be in"),
-                          ("projector_init = \"xavier\"", "projector_init must be one of scaled, default")]:
-        path.write_text(f"[train]\n{line}\n")
+    for section, line, message in [("train", "schedule = \"linear\"", "schedule must be one of constant, cosine"),
+                                   ("train", "precision = \"fp16\"", "precision must be one of float32, bfloat16"),
+                                   ("train", "warmup = 1.0", "warmup must be in"),
+                                   ("model", "projector_init = \"xavier\"", "projector_init must be one of scaled, default")]:
+        path.write_text(f"[{section}]\n{line}\n")
         with pytest.raises(RecipeError, match=message):
             load_recipe(path)
     with pytest.raises(RecipeError, match="no such recipe"):
         load_recipe(tmp_path / "missing.toml")
+
+
+def test_a_setting_in_another_section_than_its_own_is_refused(tmp_path):
+    path = tmp_path / "r.toml"
+    for text, message in [("[lora]\nlr = 2e-3\n", r"lr belongs in \[train\], not \[lora\]"),
+                          ("[train]\nrank = 4\n", r"rank belongs in \[lora\], not \[train\]"),
+                          ("[train]\nprojector_init = \"default\"\n", r"projector_init belongs in \[model\]"),
+                          ("[model]\nextra = 1\n", r"unknown setting 'extra' in \[model\]")]:
+        path.write_text(text)
+        with pytest.raises(RecipeError, match=message):
+            load_recipe(path)
+    # the sections name every setting of a recipe, each once
+    from dataclasses import fields
+
+    from rec_eraser.training.recipe import SECTION_SETTINGS
+
+    named = [name for names in SECTION_SETTINGS.values() for name in names]
+    assert sorted(named) == sorted({f.name for f in fields(Recipe)} - {"extra"}) and len(named) == len(set(named))
 
 
 def test_learning_rate_schedules():
