@@ -43,6 +43,9 @@ logger = logging.getLogger(__name__)
 ENCODER_DIR = "item_encoder"
 PROJECTOR_FILE = "projector.safetensors"
 VERSION_MANIFEST = "manifest.json"
+#: a trained version's training instance ids (a JSON list, in training order): the training set
+#: every later version edits is read from it, never re-derived from the recipe's seeded draw
+TRAIN_IDS = "train_ids.json"
 Progress = Callable[[int, int, float], None]  # (step, total steps, loss)
 
 
@@ -289,9 +292,15 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
             record["training"]["measure_seconds"] = time.perf_counter() - t0
         except Exception as exc:  # the training is worth more than the figures: save it without them
             logger.warning("v0000 is saved without its measurements, which failed: %s", exc)
-    save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []})
+    save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []},
+                 files={TRAIN_IDS: train_ids_json(instances)})
     checkpoint_path(run_dir, version_name(0)).unlink(missing_ok=True)
     return target
+
+
+def train_ids_json(instances: list[Instance]) -> bytes:
+    """The ids of a trained version's instances, in order: the file :data:`TRAIN_IDS`."""
+    return json.dumps([z.id for z in instances], ensure_ascii=False).encode("utf-8")
 
 
 def instances_content_hash(instances: list[Instance]) -> str:

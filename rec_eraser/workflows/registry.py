@@ -31,10 +31,13 @@ from typing import Any
 
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.train import (
     PROJECTOR_FILE,
+    TRAIN_IDS,
     VERSION_MANIFEST,
+    instance_ids_hash,
     list_versions,
     training_instances,
     version_name,
@@ -141,9 +144,35 @@ class Registry:
         ``train_split``: the run's training split when the caller has read it already.
         """
         root = self.lineage(version)[-1]
-        base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]), train_split)
+        base = self._trained_instances(root, train_split)
         edited = self.edited(version)
         return [edited[z.id] if z.id in edited else z for z in base if edited.get(z.id, z) is not None]
+
+    def _trained_instances(self, root: dict[str, Any], train_split: list[Instance] | None) -> list[Instance]:
+        """The instances the trained root of a lineage was trained on: read from its
+        :data:`TRAIN_IDS`; a root written before that file existed re-derives them from its recipe
+        and checks them against the hash of their ids it recorded, so a changed random stream or
+        training split is an error, never a silently different training set."""
+        name = root["version"]
+        train_split = load_instances(self.run_dir, "train") if train_split is None else train_split
+        ids_file = self.run_dir / name / TRAIN_IDS
+        if ids_file.is_file():
+            try:
+                ids = json.loads(ids_file.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise RegistryError(f"{ids_file}: unreadable ({exc}); the run's training set is unknown") from exc
+            by_id = {z.id: z for z in train_split}
+            missing = [i for i in ids if i not in by_id] if isinstance(ids, list) else ["(not a list)"]
+            if missing:
+                raise RegistryError(f"{ids_file}: {len(missing)} training ids are not in the run's training split "
+                                    f"(first: {missing[0]!r}); the data changed after {name} was trained")
+            return [by_id[i] for i in ids]
+        base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]), train_split)
+        recorded = root.get("train_ids_sha256")
+        if recorded and recorded != instance_ids_hash(base):
+            raise RegistryError(f"{self.run_dir / name}: its training set cannot be re-derived (the recipe's draw now gives other "
+                                "instances than the ids hash it recorded); retrain the run")
+        return base
 
     @staticmethod
     def edited_jsonl(edited: dict[str, Instance | None]) -> bytes:

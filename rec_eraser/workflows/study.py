@@ -34,12 +34,14 @@ from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import (
+    TRAIN_IDS,
     LoadedModel,
     checkpoint_path,
     fit_adapter,
     instance_ids_hash,
     load_version,
     save_version,
+    train_ids_json,
     train_run,
 )
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
@@ -261,7 +263,8 @@ def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: li
         with memory.watch():
             model, record = fit_adapter(ctx.run, recipe, instances, checkpoint=checkpoint_path(ctx.run, folder))
         record["bench_cost"] = {"peak_mb": memory.peak_mb}
-        save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []})
+        save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []},
+                     files={TRAIN_IDS: train_ids_json(instances)})
         checkpoint_path(ctx.run, folder).unlink(missing_ok=True)
         del model
     record = json.loads((target / "manifest.json").read_text())

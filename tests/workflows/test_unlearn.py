@@ -46,6 +46,31 @@ def a_trained_user(run: Path) -> str:
     return max(set(users), key=users.count)
 
 
+def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_checked(run):
+    from rec_eraser.training.train import TRAIN_IDS, instance_ids_hash, training_instances
+
+    manifest_file, ids_file = run / "v0000" / "manifest.json", run / "v0000" / TRAIN_IDS
+    manifest = json.loads(manifest_file.read_text())
+    drawn = training_instances(run, Recipe.from_dict(manifest["recipe"]))
+    assert json.loads(ids_file.read_text()) == [z.id for z in drawn] and instance_ids_hash(drawn) == manifest["train_ids_sha256"]
+    expected = [z.id for z in Registry(run).training_set("v0000")]
+    assert expected == [z.id for z in drawn]
+    # the recipe's draw would now give other instances (as a changed random stream would):
+    # the stored ids still say what v0000 was trained on
+    manifest_file.write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 99}}))
+    assert [z.id for z in Registry(run).training_set("v0000")] == expected
+    # a run written before the ids file existed re-derives them, and refuses a draw that its hash does not match
+    ids = ids_file.read_text()
+    ids_file.unlink()
+    with pytest.raises(RegistryError, match="cannot be re-derived"):
+        Registry(run).training_set("v0000")
+    manifest_file.write_text(json.dumps(manifest))
+    assert [z.id for z in Registry(run).training_set("v0000")] == expected
+    ids_file.write_text(ids.replace(expected[0], "no-such-instance", 1))
+    with pytest.raises(RegistryError, match="not in the run's training split"):
+        Registry(run).training_set("v0000")
+
+
 def test_forget_user_writes_a_complete_version_that_records_everything(run):
     user = a_trained_user(run)
     result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=FAST)
