@@ -220,3 +220,23 @@ def test_reference_factor_stops_at_the_upper_end_when_even_the_shortest_step_mov
     spectrum = EmpiricalFisher(torch.randn(8, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)).influence_spectrum(0.5)
     tiny = reference_factor(spectrum, [[0], [1]], 10, 1e-12, CalibrationConfig(max_factor=10.0))
     assert not tiny.reached and tiny.factor == pytest.approx(10.0) and tiny.predicted > 1e-12
+
+
+def test_reference_prediction_is_bounded_by_the_sample_fraction():
+    """As the damping goes to 0, G(F + fD)⁻¹Gᵀ tends to m times a projection, so a group of the
+    Fisher's own rows removed is predicted to move by at most m/n per row: a gap above that can
+    never be matched (the LLaRA tiny-model test meets this limit). With rows in general
+    position (m ≤ p) the projection is the identity on them and the limit is m/n exactly; with
+    rows of rank below m it stays under."""
+    from rec_eraser.core.calibration import reference_factor
+    from rec_eraser.core.fisher import EmpiricalFisher
+
+    generator = torch.Generator().manual_seed(3)
+    groups, n, near_zero = [[0, 1], [2], [3, 4, 5]], 40, CalibrationConfig(min_factor=1e-12)
+    full_rank = EmpiricalFisher(torch.randn(12, 30, generator=generator, dtype=torch.float64)).influence_spectrum(0.5)
+    limit = reference_factor(full_rank, groups, n, 10.0, near_zero)
+    assert not limit.reached and limit.predicted == pytest.approx(12 / n, rel=1e-6)
+    low_rank_rows = torch.randn(12, 4, generator=generator, dtype=torch.float64) @ torch.randn(4, 30, generator=generator, dtype=torch.float64)
+    low_rank = EmpiricalFisher(low_rank_rows).influence_spectrum(0.5)
+    assert reference_factor(low_rank, groups, n, 10.0, near_zero).predicted < 12 / n
+    assert reference_factor(full_rank, groups, n, 0.9 * 12 / n, near_zero).reached
