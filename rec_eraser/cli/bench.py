@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -84,14 +85,14 @@ def bench(
         return
     from rec_eraser.bench.solvers import run_solver_benchmark
 
-    try:
+    def solvers() -> dict[str, Any]:
         result = run_solver_benchmark(base_model, methods.split(",") if methods else None, n_train, curvature, seed=seed, on_progress=progress)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    result["threads"] = torch.get_num_threads()
-    if as_json:
-        emit_json(result)
-        return
+        return {**result, "threads": torch.get_num_threads()}
+
+    _report(solvers, as_json, _show_solvers)
+
+
+def _show_solvers(result: dict[str, Any]) -> None:
     console.print(f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})")
     console.print(f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
               f"({result['hvp_to_grad_ratio']:.2f} gradients)")
@@ -115,18 +116,29 @@ def bench(
         console.print(table)
 
 
-def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], precision: Optional[str],
-                  as_json: bool, progress: Any) -> None:
-    from rec_eraser.workflows.benchmark import run_benchmark
-
+def _report(compute: Callable[[], dict[str, Any]], as_json: bool, show: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Every benchmark's ending: run it (a user error is one line and exit 1), then print its
+    result as one JSON object or for people."""
     try:
-        result = run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model, say=progress,
-                               precision=precision)
+        result = compute()
     except USER_ERRORS as exc:
         fail(str(exc))
     if as_json:
         emit_json(result)
-        return
+    else:
+        show(result)
+    return result
+
+
+def _bench_recipe(recipe: Path, tier: str, out: Optional[Path], methods: Optional[str], base_model: Optional[Path], precision: Optional[str],
+                  as_json: bool, progress: Any) -> None:
+    from rec_eraser.workflows.benchmark import run_benchmark
+
+    _report(lambda: run_benchmark(recipe, tier=tier, out=out, methods=methods.split(",") if methods else None, base_model=base_model,
+                                  say=progress, precision=precision), as_json, _show_recipe)
+
+
+def _show_recipe(result: dict[str, Any]) -> None:
     from rec_eraser.workflows.bench_report import COLUMNS, rows
 
     shown = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "membership_auc", "recovery", "seconds", "ratio_to_retrain")
@@ -143,23 +155,19 @@ def _bench_check(recipe: Path, tier: str, out: Optional[Path], base_model: Optio
                  progress: Any) -> None:
     from rec_eraser.workflows.benchmark import check_adapter
 
-    try:
-        result = check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress, precision=precision)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(result)
-        if not result["verdict"]:
-            raise typer.Exit(1)
-        return
+    result = _report(lambda: check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress, precision=precision),
+                     as_json, _show_check)
+    if not result["verdict"]:
+        raise typer.Exit(1)
+
+
+def _show_check(result: dict[str, Any]) -> None:
     b, mem = result["beats_baselines"], result["memorised"]
     mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
     console.print(f"{result['train_instances']} training instances, {result['training']['seconds']:.0f} s of training; {result['test_prompts']} test prompts")
     console.print(f"beats the baseline: {mark(b['verdict'])} ({b['metric']} {fmt(b['adapter'])} vs {b['baseline']} {fmt(b['baseline_value'])})")
     console.print(f"memorised: {mark(mem['verdict'])} (gap {fmt(mem.get('gap'))} ± {fmt(mem.get('standard_error'))}, {mem.get('untrained_source')})")
     console.print(f"report: {result['report']}")
-    if not result["verdict"]:
-        raise typer.Exit(1)
 
 
 def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, batch_fraction: float, out: Optional[Path],
@@ -170,14 +178,11 @@ def _bench_sequential(recipe: Path, tier: str, batches: int, checkpoints: str, b
         marks = tuple(int(x) for x in checkpoints.split(","))
     except ValueError:
         fail(f"--checkpoints {checkpoints!r}: expected comma-separated integers", 2)
-    try:
-        result = run_sequential(recipe, tier=tier, batches=batches, checkpoints=marks, batch_fraction=batch_fraction, out=out,
-                                base_model=base_model, say=progress, precision=precision)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(result)
-        return
+    _report(lambda: run_sequential(recipe, tier=tier, batches=batches, checkpoints=marks, batch_fraction=batch_fraction, out=out,
+                                   base_model=base_model, say=progress, precision=precision), as_json, _show_sequential)
+
+
+def _show_sequential(result: dict[str, Any]) -> None:
     table = Table("after batch", "forgotten", "forget loss: update", "Retrain", "original", "relative error", "agreement",
                   "utility gap", "retained drift", "trusted", "update / Retrain")
     for row in result["checkpoints"]:
@@ -198,13 +203,10 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
         size_values = [int(x) for x in sizes.split(",")]
     except ValueError:
         fail(f"--sizes {sizes!r}: expected comma-separated integers")
-    try:
-        result = run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(result)
-        return
+    _report(lambda: run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress), as_json, _show_scaling)
+
+
+def _show_scaling(result: dict[str, Any]) -> None:
     table = Table("training instances", "forgotten", "retrain s", "update s", "update / retrain")
     for row in result["sizes"]:
         table.add_row(str(row["n"]), str(row["forgotten_instances"]), fmt(row["retrain_seconds"]), fmt(row["update_seconds"]), fmt(row["update_to_retrain"]))
@@ -214,26 +216,17 @@ def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optio
 def _bench_calibration(base_model: Optional[Path], sets: int, forget_users: int, seed: int, as_json: bool, progress: Any) -> None:
     from rec_eraser.bench.targets import markdown, run_target_study
 
-    try:
-        result = run_target_study(base_model, sets=sets, forget_users=forget_users, seed=seed, on_progress=progress)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(result)
-        return
-    console.print(markdown(result), markup=False)
+    _report(lambda: run_target_study(base_model, sets=sets, forget_users=forget_users, seed=seed, on_progress=progress), as_json,
+            lambda result: console.print(markdown(result), markup=False))
 
 
 def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
     from rec_eraser.bench.damping import run_damping_check
 
-    try:
-        result = run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress)
-    except USER_ERRORS as exc:
-        fail(str(exc))
-    if as_json:
-        emit_json(result)
-        return
+    _report(lambda: run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress), as_json, _show_damping)
+
+
+def _show_damping(result: dict[str, Any]) -> None:
     console.print(f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test")
     table = Table("model", "damping", "test AUC", "forgotten loss", "unseen loss", "kept loss", "corr. with Retrain", "seconds")
     for name, row in result["rows"].items():
