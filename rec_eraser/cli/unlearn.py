@@ -116,7 +116,8 @@ def _print_apply(result: Any) -> None:
                           f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']}; measured on {gap.get('measured_on')}, {how})")
         if result.solver and result.solver.get("calibration"):
             c = result.solver["calibration"]
-            console.print(f"damping calibrated: x {c['factor']:.3g} of the rule, progress {c['progress']:.3g} "
+            start = "the given damping" if str(result.solver.get("damping_rule", "")).startswith("given") else "the rule's damping"
+            console.print(f"damping calibrated: x {c['factor']:.3g} of {start}, progress {c['progress']:.3g} "
                           f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
         elif cal.get("reference"):
             ref = cal["reference"]
