@@ -59,8 +59,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -74,6 +72,7 @@ from torch import Tensor, nn
 
 from rec_eraser.data import Dataset, chronological, leave_last_out
 from rec_eraser.errors import RecEraserError
+from rec_eraser.files import write_file_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -229,8 +228,8 @@ class ItemEncoder:
                 tensors[_MODEL_PREFIX + name] = value.detach().contiguous().clone()
         meta = {"format": FORMAT, "version": FORMAT_VERSION, "item_ids": self.item_ids,
                 "dim": self.dim, "has_model": self.model is not None, "config": self.config}
-        _atomic_write(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-        _atomic_write(folder / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+        write_file_atomically(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
+        write_file_atomically(folder / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
         return folder
 
     @classmethod
@@ -301,18 +300,6 @@ class UserStateEncoder(nn.Module):
 
 def _model_kwargs(config: dict[str, Any]) -> dict[str, Any]:
     return {k: config[k] for k in ("hidden", "max_len", "n_layers", "n_heads", "dropout") if k in config}
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pad(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from rec_eraser.errors import RecEraserError
+from rec_eraser.files import write_folder_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -71,18 +70,17 @@ def embedded_model_dir() -> Path:
     if unexpected or [k for k in missing if "lm_head" not in k]:  # lm_head is tied to the embeddings
         raise EmbeddedModelError(f"converting the embedded model failed: missing {missing[:3]}, unexpected {unexpected[:3]}")
     plain.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{CACHE_NAME}-", dir=target.parent))
-    try:
+
+    def fill(staging: Path) -> None:
         plain.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        if target.exists():  # another process won the race
-            shutil.rmtree(staging)
-        else:
-            staging.rename(target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    try:
+        write_folder_atomically(target, fill)
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+        # another process won the race: its complete copy is as good as ours
     return target
 
 

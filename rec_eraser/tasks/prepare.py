@@ -17,9 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import Any
 from rec_eraser import __version__
 from rec_eraser.data import SPLITS, Dataset, load_dataset
 from rec_eraser.data.dataset import Interaction
+from rec_eraser.files import write_folder_atomically
 from rec_eraser.tasks import templates
 from rec_eraser.tasks.instance import Instance, TaskError
 from rec_eraser.tasks.llara import build_llara
@@ -81,18 +79,15 @@ def _check_out_dir(out: Path) -> None:
 
 
 def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
-    """Write ``files`` (relative path -> bytes) into a temporary sibling of ``out``, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
-    try:
+    """Write ``files`` (relative path -> bytes) into a temporary sibling of ``out``, then rename it to
+    ``out`` (which replaces an empty folder and fails on a non-empty one)."""
+
+    def fill(staging: Path) -> None:
         for rel, data in files.items():
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_bytes(data)
-        _check_out_dir(out)  # again: it may have been filled meanwhile
-        os.rename(staging, out)  # replaces an empty folder; fails on a non-empty one
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_folder_atomically(out, fill, check=lambda: _check_out_dir(out))  # checked again: it may have been filled meanwhile
 
 
 def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, seed: int = 0, negatives: int = 20,

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from rec_eraser.files import write_file_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +59,7 @@ def save_checkpoint(path: Path, key: dict[str, Any], loop: LoopState, model: nn.
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, lambda tmp: torch.save(state, tmp), mode=0o600)
 
 
 def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

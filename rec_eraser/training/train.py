@@ -14,9 +14,6 @@ import datetime as _dt
 import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ import torch
 from torch import nn
 
 from rec_eraser.errors import RecEraserError
+from rec_eraser.files import write_folder_atomically
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
@@ -91,13 +89,7 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
         # learns from those, as the adapter does, read back from the instances' provenance
         dataset = dataclasses.replace(dataset, interactions=run_interactions(run_dir))
     encoder = train_sasrec(dataset, epochs=recipe.sasrec_epochs, seed=seed)
-    staging = Path(tempfile.mkdtemp(prefix=".item_encoder-", dir=run_dir))
-    try:
-        encoder.save(staging)
-        staging.rename(folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    write_folder_atomically(folder, encoder.save)
     return encoder
 
 
@@ -330,34 +322,13 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
 
     if target.exists():
         raise FileExistsError(f"{target} exists already")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def fill_and_record(staging: Path) -> None:
         fill(staging)
         hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        _fsync_tree(staging)  # the rename must not publish files still in the page cache only
-        staging.rename(target)
-        _fsync_dir(target.parent)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(folder: Path) -> None:
-    for path in folder.iterdir():
-        if path.is_file():
-            with path.open("rb+") as f:
-                os.fsync(f.fileno())
-    _fsync_dir(folder)
+    return write_folder_atomically(target, fill_and_record)
 
 
 def save_version(model: RecModel, target: Path, record: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:

@@ -83,7 +83,9 @@ def test_leaves_nothing_behind_on_failure(small_dir: Path, tmp_path: Path, monke
     def broken_rename(src: object, dst: object) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(prepare_module.os, "rename", broken_rename)
+    import rec_eraser.files as files_module  # where every atomic rename happens
+
+    monkeypatch.setattr(files_module.os, "rename", broken_rename)
     with pytest.raises(OSError, match="disk full"):
         prepare(small_dir, "llara", out / "run", negatives=4)
     monkeypatch.undo()

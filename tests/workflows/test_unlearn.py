@@ -115,12 +115,12 @@ import os, sys
 from pathlib import Path
 from rec_eraser.core import SolverConfig
 from rec_eraser.workflows import Event, apply_events
-real_rename = Path.rename
-def rename(self, target):
+real_rename = os.rename  # rec_eraser.files publishes every folder with os.rename
+def rename(source, target):
     if Path(target).name == "v0001":
         os._exit(137)  # killed between the solve and the rename
-    return real_rename(self, target)
-Path.rename = rename
+    return real_rename(source, target)
+os.rename = rename
 apply_events(sys.argv[1], [(None, Event("e1", "delete_user", sys.argv[2]))], solver=SolverConfig(method="fisher", sample_size=16, batch_size=4))
 """
 

@@ -1,0 +1,79 @@
+"""Writing files and folders so that a crash leaves the old state or the new, never half of one.
+
+Every durable write of rec-eraser goes through here: the run folder of ``prepare``, adapter
+versions, training checkpoints, the item encoder. Both helpers write to a temporary sibling,
+flush it to disk (``fsync`` of the files and of the folder, so that the rename cannot publish
+data still only in the page cache) and then rename it into place, which POSIX makes atomic; on
+any failure the temporary sibling is removed. Hand-written because the standard library and the
+libraries we use offer the rename but not the flushes around it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to disk."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Flush every file below ``folder``, and each folder's entries, to disk."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with path.open("rb+") as f:
+                os.fsync(f.fileno())
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        fsync_dir(sub)
+    fsync_dir(folder)
+
+
+def write_file_atomically(path: Path, write: Callable[[Path], object], mode: int = 0o644) -> Path:
+    """Replace (or create) the file ``path`` with what ``write(tmp)`` writes to a temporary sibling."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        os.chmod(tmp, mode)  # mkstemp creates 0600
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_folder_atomically(target: Path, fill: Callable[[Path], None], check: Callable[[], None] | None = None) -> Path:
+    """Create the folder ``target`` with what ``fill(staging)`` writes into a temporary sibling.
+
+    ``check`` runs just before the rename (e.g. that ``target`` is still free: it may have been
+    created meanwhile); the rename itself fails on a ``target`` that exists and is not empty.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", suffix=".partial", dir=target.parent))
+    try:
+        fill(staging)
+        fsync_tree(staging)
+        if check is not None:
+            check()
+        os.rename(staging, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
