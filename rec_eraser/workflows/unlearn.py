@@ -7,95 +7,53 @@ applied, and never stops the good ones), turns them into edits of the current tr
 set, solves once for all of them, and writes the next version atomically with its
 manifest (events and the instances each touched, the solver report, losses before and
 after) and a ledger line. Any error before the rename leaves the current version current.
+The update itself (the solve, its calibrated damping, its figures) is computed by
+:mod:`rec_eraser.workflows.update`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig
-from rec_eraser.core.edits import new_samples, old_samples
+from rec_eraser.core import SolverConfig
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
-from rec_eraser.training.encode import collate, encode_instance
-from rec_eraser.training.model import rec_loss
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import LoadedModel, Measure, held_out_instances, load_version, save_version, version_name
 from rec_eraser.workflows.calibration import (
-    EditedLossObjective,
     MemorisationGap,
     drift_check,
     measure_memorisation,
     recorded_memorisation,
-    trained_reference,
 )
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import EDITED, Registry, now
+from rec_eraser.workflows.update import (
+    CALIBRATION_TARGETS,
+    DEFAULT_CALIBRATION,
+    DEFAULT_SOLVER,
+    Calibrate,
+    Gauge,
+    solve_update,
+)
 
 logger = logging.getLogger(__name__)
 
-#: The workflows' default solver: the damped empirical Fisher of a 64-instance sub-sample
-#: (always holding the edited instances), solved exactly. It costs one gradient per
-#: sub-sample instance and no HVP; see ``rec_eraser.core.fisher`` for why.
-DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
-
-
-#: What the damping is matched on (``Calibrate.target``):
-#: - "edited": the edited instances' measured loss move equals the memorisation gap (a search
-#:   over the damping, each trial a forward pass over them);
-#: - "reference": the unedited rows of the update's Fisher sample, each whole user's removed
-#:   alone, are predicted (first order) to move by the gap on average; the edited instances then move
-#:   as the influence function predicts at that damping, by more than the gap when they were
-#:   memorised more than average and by less when less (``reference_factor``; no pass at all).
-CALIBRATION_TARGETS = ("edited", "reference")
-
-
-@dataclass(frozen=True)
-class Calibrate:
-    """How an update's damping is calibrated (``rec_eraser.workflows.calibration``).
-
-    Up to ``reference_size`` trained and as many never-trained instances measure the
-    memorisation gap, once per lineage (``rec_eraser.workflows.calibration``); at most
-    ``max_edited`` removed instances and as many corrected forms are measured at each trial of
-    the search; ``target``: one of :data:`CALIBRATION_TARGETS`.
-    """
-
-    search: CalibrationConfig = field(default_factory=CalibrationConfig)
-    reference_size: int = 128
-    max_edited: int = 64
-    seed: int = 0
-    target: str = "edited"
-
-    def __post_init__(self) -> None:
-        if self.target not in CALIBRATION_TARGETS:
-            raise ValueError(f"unknown calibration target {self.target!r}; expected one of {', '.join(CALIBRATION_TARGETS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"search": self.search.to_dict(), "reference_size": self.reference_size, "max_edited": self.max_edited, "seed": self.seed,
-                "target": self.target}
-
-    def matches(self, recorded: dict[str, Any] | None) -> bool:
-        """Whether a version's recorded settings are these (a record from before ``target`` existed was "edited")."""
-        return recorded is not None and {"target": "edited", **recorded} == self.to_dict()
-
-
-#: The workflows' default: calibrate the fisher update's damping (``None`` keeps the fixed rule).
-DEFAULT_CALIBRATION = Calibrate()
+# the update's settings are part of this module's API
+__all__ = [
+    "CALIBRATION_TARGETS", "DEFAULT_CALIBRATION", "DEFAULT_SOLVER", "ApplyResult", "Calibrate", "apply_events", "preview_update",
+    "training_memorisation", "validate_events", "version_memorisation",
+]
 
 
 @dataclass
@@ -119,10 +77,6 @@ class ApplyResult:
         return {"run": self.run, "parent": self.parent, "version": self.version, "applied": self.applied, "skipped": self.skipped,
                 "problems": [p.to_dict() for p in self.problems], "removed": self.removed, "modified": self.modified,
                 "train_instances": self.train_instances, "solver": self.solver, "metrics": self.metrics, "seconds": self.seconds}
-
-
-def _mean(values: np.ndarray) -> float | None:
-    return float(np.mean(values)) if len(values) else None
 
 
 def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
@@ -263,8 +217,8 @@ def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], sol
                 say(f"measuring {parent}'s memorisation gap (once per lineage)")
                 gap = version_memorisation(registry, parent, loaded, train_split, calibrate)
                 measured_now = gap.seconds if gap is not None else 0.0
-            gauge = _Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
-        solution, metrics = _solve(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
+            gauge = Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
+        solution, metrics = solve_update(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
         result.solver, result.metrics = solution.report.to_dict(), metrics
         if gauge is not None and gauge.gap is not None:  # this request's retained change plus its lineage's, against the gap
             drift = drift_check([{"kind": "unlearned", "metrics": result.metrics}, *lineage], gauge.gap.gap)
@@ -338,153 +292,3 @@ def _given_gap(gap: MemorisationGap | None, lineage: list[dict[str, Any]], calib
         raise ValueError(f"the memorisation gap given was measured with reference_size {gap.reference_size}, seed {gap.seed}; "
                          f"the calibration asks for {calibrate.reference_size}, {calibrate.seed}")
     return gap
-
-
-@dataclass(frozen=True)
-class _Gauge:
-    """What a calibrated request knows before its solve: the gap (None: too few reference
-    instances), the seconds this request spent measuring it, and the ids of every instance
-    edited by its lineage or by itself (kept out of the retained check)."""
-
-    gap: MemorisationGap | None
-    seconds: float
-    edited_ids: set[str]
-
-
-def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
-                   losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray, list[int]]:
-    """Unedited training instances of the Fisher's sample (up to ``reference_size``), their current
-    losses (those of its per-instance passes: no second forward; or one forward each when its
-    rows came from batched passes) and their rows in the Fisher. The retained-loss check before
-    and after the update, and the reference of the "reference" calibration. When the request
-    edits (nearly) the whole sample, a seeded draw of other training instances (one forward
-    each) with no rows."""
-    instance_of = {id(encoded[z.id]): z for z in training_set}
-    rows = [(i, instance_of[id(s)]) for i, s in enumerate(fisher.samples)
-            if id(s) in instance_of and instance_of[id(s)].id not in edited_ids]
-    if len(rows) > calibrate.reference_size:
-        pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
-        rows = [rows[i] for i in np.sort(pick)]
-    retained = [z for _, z in rows]
-    if len(retained) < 2:
-        retained = trained_reference(training_set, edited_ids, calibrate.reference_size, calibrate.seed)
-        return retained, losses(retained), []
-    if fisher.losses is None:
-        return retained, losses(retained), [i for i, _ in rows]
-    return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float), [i for i, _ in rows]
-
-
-def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, retained: list, rows: list[int], gap: float,
-                           calibrate: Calibrate, removed_before: np.ndarray, corrected_before: np.ndarray,
-                           training_set: list) -> tuple[dict[str, Any], dict[str, float | None]]:
-    """The "reference" target: the damping factor at which the retained rows, each whole user's
-    removed alone (``whole_groups``), are predicted to move by ``gap`` on average
-    (``reference_factor``, with how many rows and users, and its seconds), and the edited groups'
-    mean losses after the update that it predicts to first order."""
-    t0 = time.perf_counter()
-    chosen, spectrum, whole = engine.match_reference(fisher, rows, [z.user for z in retained], Counter(z.user for z in training_set),
-                                                     gap, calibrate.search)
-    n = len(engine.train_samples)
-    row_of = {id(z): i for i, z in enumerate(fisher.samples)}
-    olds, news = old_samples(edits), new_samples(edits)
-    removed_olds = [e.sample for e in edits if isinstance(e, Removal)]
-    rhs = torch.zeros(fisher.size, dtype=torch.float64)  # b = Gᵀ rhs / n
-    rhs[[row_of[id(z)] for z in olds]] += 1.0
-    if news:
-        rhs[[row_of[id(z)] for z in news]] -= 1.0
-
-    def predicted_mean_change(group: list) -> float | None:
-        if not group:
-            return None
-        e = torch.zeros(fisher.size, dtype=torch.float64)
-        e[[row_of[id(z)] for z in group]] = 1.0
-        return spectrum.bilinear(e, rhs, chosen.factor) / n / len(group)
-
-    removed_change, corrected_change = predicted_mean_change(removed_olds), predicted_mean_change(news)
-    targets = {"removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
-               "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change)}
-    return {**chosen.to_dict(), "users": chosen.groups, "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
-
-
-def _solve(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
-           on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
-           gauge: _Gauge | None = None) -> tuple[Any, dict[str, Any]]:
-    """Compute and apply the update in place; return it with losses before and after.
-
-    With ``gauge`` (the memorisation gap and what measuring it cost this request), the damping
-    is calibrated on that gap; the metrics then hold the gap, the targets, the retained
-    instances' loss change (the unedited instances of the Fisher's sample, whose losses its
-    gradient passes measured already) and the trust check (the first-order prediction of the
-    edited losses' change against the measured one).
-    """
-    tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
-    encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
-    edits = []
-    for i in plan.changed:
-        new = plan.after[i]
-        edits.append(Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tok, items, max_length)))
-    removed = [plan.before[i] for i in plan.removed]
-    corrected = [plan.after[i] for i in plan.modified]
-    corrected_old = [plan.before[i] for i in plan.modified]
-
-    def losses(instances: Sequence) -> np.ndarray:
-        return instance_losses(loaded, instances)
-
-    removed_before, corrected_before, corrected_old_before = losses(removed), losses(corrected), losses(corrected_old)
-    before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
-    engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
-    engine.on_gradient = on_gradient
-    objective, calibration, retained, retained_before, fisher, damping_factor = None, {}, [], None, None, None
-    if gauge is not None and calibrate is not None:
-        fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
-        retained, retained_before, rows = _retained_rows(fisher, encoded, training_set, gauge.edited_ids, calibrate, losses)
-        calibration["reference_seconds"] = gauge.seconds  # part of the request's cost (0 when reused)
-        calibration["target"] = calibrate.target
-        gap = gauge.gap
-        if gap is None:
-            calibration["note"] = "too few reference instances to measure the memorisation gap: the starting damping"
-        else:
-            calibration["memorisation_gap"] = gap.to_dict()
-            if gap.gap > 0 and calibrate.target == "reference" and not rows:  # falls through to the edited target below
-                calibration["note"] = "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
-            if gap.gap > 0 and calibrate.target == "reference" and rows:
-                calibration["reference"], calibration["targets"] = _reference_calibration(
-                    engine, fisher, edits, retained, rows, gap.gap, calibrate, removed_before, corrected_before, training_set)
-                damping_factor = calibration["reference"]["factor"]
-            elif gap.gap > 0:
-                rng = np.random.default_rng(calibrate.seed)
-                cap = calibrate.max_edited
-                # at most ``cap`` of each group, with the losses measured above (no second pass)
-                pick = lambda n: np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))  # noqa: E731
-                r, c = pick(len(removed)), pick(len(corrected))
-                objective = EditedLossObjective(losses, [removed[j] for j in r], [corrected[j] for j in c], gap.gap,
-                                                removed_before=removed_before[r], corrected_before=corrected_before[c])
-                calibration["targets"] = objective.targets()
-            else:
-                calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
-    if damping_factor is not None:
-        update = engine.compute(edits, damping_factor=damping_factor, fisher=fisher)
-    elif objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
-        update = engine.compute(edits, damping_factor=calibrate.search.max_factor, fisher=fisher)
-    else:
-        update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None,
-                                fisher=fisher)
-    update.apply(loaded.model)
-    removed_after, corrected_after, corrected_old_after = losses(removed), losses(corrected), losses(corrected_old)
-    after = {"forgotten_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
-    metrics: dict[str, Any] = {"before": before, "after": after}
-    if calibration:
-        measured = float((removed_after - removed_before).sum() + (corrected_old_after - corrected_old_before).sum()
-                         - (corrected_after - corrected_before).sum())
-        predicted = update.report.predicted_change
-        calibration["trust"] = {"predicted_change": predicted, "measured_change": measured,
-                                "ratio": measured / predicted if predicted else None}
-        if len(retained):
-            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(retained).mean()),
-                                            "instances": len(retained)}
-        calibration["settings"] = calibrate.to_dict()
-        metrics["calibration"] = calibration
-    # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the
-    # loss of the corrected instances' new form) should fall
-    return update, metrics
-
