@@ -18,7 +18,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = ("Run", "delete_user", "remove_interactions", "correct_label", "correct_target")
-__all__ = ["RecEraserError", "__version__", *_API]
+__all__ = ["USER_ERRORS", "RecEraserError", "__version__", *_API]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +26,8 @@ def __getattr__(name: str) -> Any:
         from rec_eraser import api
 
         return getattr(api, name)
-    if name == "RecEraserError":
-        from rec_eraser.errors import RecEraserError
+    if name in ("RecEraserError", "USER_ERRORS"):
+        from rec_eraser import errors
 
-        return RecEraserError
+        return getattr(errors, name)
     raise AttributeError(f"module 'rec_eraser' has no attribute {name!r}")

@@ -9,8 +9,10 @@
 
 It sits beside the CLI, above the workflows, and is as thin: every method is one call into
 ``rec_eraser.workflows``, ``rec_eraser.training`` or ``rec_eraser.evaluation``, with the same
-defaults as the matching command. Errors a user can cause raise a subclass of
-:class:`rec_eraser.errors.RecEraserError` with a message that says what to do.
+defaults as the matching command. Errors a caller can cause are those of
+:data:`rec_eraser.errors.USER_ERRORS` (the project's :class:`~rec_eraser.errors.RecEraserError`,
+and ``OSError`` / ``ValueError`` for a folder that exists already, a file that does not, a bad
+argument); each message says what to do.
 """
 
 from __future__ import annotations

@@ -15,3 +15,9 @@ from __future__ import annotations
 
 class RecEraserError(Exception):
     """Bad input or a refused operation; the message says what and, where it can, what to do."""
+
+
+#: what a caller can cause and fix, as opposed to a bug: the project's own errors, plus the
+#: argument checks of the lower layers (ValueError) and the file system's (a run folder that
+#: exists already, a model folder that does not); the CLI turns these into one line and exit 1
+USER_ERRORS: tuple[type[Exception], ...] = (RecEraserError, ValueError, OSError)

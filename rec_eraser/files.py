@@ -30,8 +30,11 @@ def fsync_tree(folder: Path) -> None:
     """Flush every file below ``folder``, and each folder's entries, to disk."""
     for path in sorted(folder.rglob("*")):
         if path.is_file() and not path.is_symlink():
-            with path.open("rb+") as f:
-                os.fsync(f.fileno())
+            fd = os.open(path, os.O_RDONLY)  # read-only: a copied file may keep a read-only mode
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
     for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         fsync_dir(sub)
     fsync_dir(folder)

@@ -24,7 +24,10 @@ def shipped_dir(kind: ShippedKind) -> Path:
     spec = importlib.util.find_spec(f"rec_eraser.{kind}")
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    return Path(__file__).resolve().parent.parent / kind
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "pyproject.toml").is_file():  # installed, yet without its data: not a folder to guess
+        raise FileNotFoundError(f"rec-eraser's shipped {kind} are missing from its installation ({checkout}); reinstall it")
+    return checkout / kind
 
 
 def shipped_names(kind: ShippedKind) -> list[str]:

@@ -49,6 +49,9 @@ def test_one_bad_event_refuses_the_request_and_writes_nothing(trained_run):
     assert trained_run.versions == ["v0000"] and [line["action"] for line in trained_run.ledger()] == ["trained"]
     with pytest.raises(EventError, match="label must be Yes or No"):
         rx.correct_label(user, "1", "maybe")
+    with pytest.raises(EventError, match="a list of item ids, got the string '50'"):
+        rx.remove_interactions(user, "50")
+    assert issubclass(EventError, rx.RecEraserError) and rx.RecEraserError in rx.USER_ERRORS
 
 
 def test_preview_writes_nothing_and_matches_apply(trained_run, tmp_path):

@@ -12,14 +12,11 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import USER_ERRORS, RecEraserError  # noqa: F401  (USER_ERRORS: re-exported for the commands)
 from rec_eraser.jsonable import finite
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
 err = Console(stderr=True)
-#: what a command reports as one line and a non-zero exit: the project's own errors, plus the
-#: library's argument checks (ValueError) and the file system's; anything else is a bug
-USER_ERRORS = (RecEraserError, ValueError, OSError)
 console = Console()
 
 

@@ -26,8 +26,9 @@ import numpy as np
 from rec_eraser.errors import RecEraserError
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.evaluation.unlearning import membership_inference_auc
+from rec_eraser.shipped import shipped_dir
 from rec_eraser.tasks.prepare import load_instances, prepare
-from rec_eraser.training.recipe import Recipe, find_recipe, load_recipe
+from rec_eraser.training.recipe import Recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, save_version, train_run
 from rec_eraser.workflows.events import Event
@@ -52,7 +53,7 @@ class DemoSize:
 
     @property
     def recipe_path(self) -> Path:
-        return find_recipe(self.recipe)
+        return shipped_dir("recipes") / self.recipe  # the demo's own, never a file of that name in the working folder
 
 
 FULL = DemoSize(recipe="demo-unlearn-llara.toml", max_users=None, forget_users=5, noisy_interactions=5, eval_prompts=100, sample_size=64)

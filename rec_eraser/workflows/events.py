@@ -115,6 +115,8 @@ def request_event(kind: str, user: str, *, items: Sequence[str] = (), item: str 
                "correct_target": (item, target)}
     if kind not in details:
         raise EventError(f"unknown event type {kind!r} (known: {', '.join(TYPES)})")
+    if isinstance(items, str):  # a lone id would be split into its characters
+        raise EventError(f"items must be a list of item ids, got the string {items!r}")
     fields = {"items": list(items) or None, "item": item, "label": label, "target": target}
     obj = {"id": ":".join(str(part) for part in (source, kind, user, *details[kind])), "type": kind, "user": user,
            **{name: value for name, value in fields.items() if value is not None}}

@@ -162,7 +162,9 @@ class Registry:
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise RegistryError(f"{ids_file}: unreadable ({exc}); the run's training set is unknown") from exc
             by_id = {z.id: z for z in train_split}
-            missing = [i for i in ids if i not in by_id] if isinstance(ids, list) else ["(not a list)"]
+            if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+                raise RegistryError(f"{ids_file}: not a list of instance ids; the run's training set is unknown")
+            missing = [i for i in ids if i not in by_id]
             if missing:
                 raise RegistryError(f"{ids_file}: {len(missing)} training ids are not in the run's training split "
                                     f"(first: {missing[0]!r}); the data changed after {name} was trained")

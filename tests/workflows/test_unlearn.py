@@ -70,6 +70,10 @@ def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_ch
     ids_file.write_text(ids.replace(expected[0], "no-such-instance", 1))
     with pytest.raises(RegistryError, match="not in the run's training split"):
         Registry(run).training_set("v0000")
+    for damaged in ('{"a": 1}', "[[1], [2]]", "[1, 2"):
+        ids_file.write_text(damaged)
+        with pytest.raises(RegistryError, match="not a list of instance ids|unreadable"):
+            Registry(run).training_set("v0000")
 
 
 def test_forget_user_writes_a_complete_version_that_records_everything(run):
