@@ -25,8 +25,7 @@ from typing import Any
 from rec_eraser.core import SolverConfig
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.tasks.prepare import load_manifest, prepare
-from rec_eraser.training.recipe import load_recipe
-from rec_eraser.training.train import LoadedModel, load_version, resolve_version, train_run
+from rec_eraser.training.train import LoadedModel, load_version, resolve_version, run_recipe, train_run
 from rec_eraser.workflows.events import Event, EventError, request_event
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, resolve_run
 from rec_eraser.workflows.unlearn import (
@@ -111,9 +110,7 @@ class Run:
         """Train ``v0000``; returns its name. ``recipe``: a file or a shipped recipe's name
         (default ``demo-<task>``); ``base_model``: a local Hugging Face causal-LM folder instead
         of the recipe's; ``measure_gap``: measure the memorisation gap now, as ``rec-eraser train`` does."""
-        loaded_recipe = load_recipe(recipe or f"demo-{self.task}")
-        if base_model is not None:
-            loaded_recipe = replace(loaded_recipe, base_model=str(base_model))
+        loaded_recipe = run_recipe(self.path, recipe, base_model)
         measure = training_memorisation(self.path, loaded_recipe) if measure_gap else None
         return train_run(self.path, loaded_recipe, progress=progress, measure=measure).name
 

@@ -17,9 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def fsync_dir(folder: Path) -> None:
-    """Flush a folder's entries (a rename or a new file in it) to disk."""
-    fd = os.open(folder, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush one file's data, or one folder's entries (a rename or a new file in it), to disk.
+    Opened read-only: a copied file may keep a read-only mode."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -27,17 +28,11 @@ def fsync_dir(folder: Path) -> None:
 
 
 def fsync_tree(folder: Path) -> None:
-    """Flush every file below ``folder``, and each folder's entries, to disk."""
-    for path in sorted(folder.rglob("*")):
-        if path.is_file() and not path.is_symlink():
-            fd = os.open(path, os.O_RDONLY)  # read-only: a copied file may keep a read-only mode
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
-        fsync_dir(sub)
-    fsync_dir(folder)
+    """Flush every file below ``folder``, and each folder's entries, to disk (deepest first)."""
+    for path in sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        if not path.is_symlink():
+            fsync_path(path)
+    fsync_path(folder)
 
 
 def write_file_atomically(path: Path, write: Callable[[Path], object], mode: int = 0o644) -> Path:
@@ -50,10 +45,9 @@ def write_file_atomically(path: Path, write: Callable[[Path], object], mode: int
     try:
         write(tmp)
         os.chmod(tmp, mode)  # mkstemp creates 0600
-        with tmp.open("rb+") as f:
-            os.fsync(f.fileno())
+        fsync_path(tmp)
         os.replace(tmp, path)
-        fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -75,7 +69,7 @@ def write_folder_atomically(target: Path, fill: Callable[[Path], None], check: C
         if check is not None:
             check()
         os.rename(staging, target)
-        fsync_dir(target.parent)
+        fsync_path(target.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

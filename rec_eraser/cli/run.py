@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Optional
@@ -56,16 +55,11 @@ def train(
     By default it also measures the adapter's memorisation gap, which the calibrated update of
     every later request reads (recorded in v0000's manifest).
     """
-    from rec_eraser.tasks.prepare import load_manifest
-    from rec_eraser.training.recipe import load_recipe
-
     run = run_dir_of(run)
     try:
-        task = load_manifest(run)["task"]
-        recipe = load_recipe(recipe_file or f"demo-{task}")
-        if base_model is not None:
-            recipe = dataclasses.replace(recipe, base_model=str(base_model))
-        from rec_eraser.training.train import train_run
+        from rec_eraser.training.train import run_recipe, train_run
+
+        recipe = run_recipe(run, recipe_file, base_model)
         from rec_eraser.workflows.unlearn import training_memorisation
 
         with progress_bar(quiet or as_json) as bar:

@@ -108,6 +108,7 @@ SECTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "model": ("base_model", "item_tokens", "sasrec_epochs", "projector_init"),
 }
 SECTIONS = tuple(SECTION_SETTINGS)
+_SECTION_OF = {name: section for section, names in SECTION_SETTINGS.items() for name in names}
 
 
 def find_recipe(path_or_name: Path | str) -> Path:
@@ -145,14 +146,13 @@ def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, 
     """A recipe from parsed sections ``[lora]``, ``[train]``, ``[model]`` (others are refused),
     with ``overrides`` (flat setting names) applied last."""
     flat: dict[str, Any] = {}
-    home = {name: section for section, names in SECTION_SETTINGS.items() for name in names}
     for section, values in raw.items():
         if section not in SECTIONS or not isinstance(values, dict):
             raise RecipeError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         for name in values:
-            if name in home and home[name] != section:
-                raise RecipeError(f"{source}: {name} belongs in [{home[name]}], not [{section}]")
-            if name not in home:
+            if name in _SECTION_OF and _SECTION_OF[name] != section:
+                raise RecipeError(f"{source}: {name} belongs in [{_SECTION_OF[name]}], not [{section}]")
+            if name not in _SECTION_OF:
                 raise RecipeError(f"{source}: unknown setting {name!r} in [{section}] (its settings: {', '.join(SECTION_SETTINGS[section])})")
         flat.update(values)
     flat.update(overrides or {})

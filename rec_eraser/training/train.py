@@ -34,7 +34,7 @@ from rec_eraser.training.checkpoint import DEFAULT_INTERVAL, LoopState, load_che
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
 from rec_eraser.training.precision import precision_warning
-from rec_eraser.training.recipe import Recipe, RecipeError
+from rec_eraser.training.recipe import Recipe, RecipeError, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +260,14 @@ def parameter_groups(model: RecModel, recipe: Recipe) -> list[dict[str, Any]]:
 #: measures the freshly trained model (its training instances given) before v0000 is written;
 #: returns the manifest's ``metrics``
 Measure = Callable[[LoadedModel, list[Instance]], dict[str, Any]]
+
+
+def run_recipe(run_dir: Path | str, recipe: Path | str | None = None, base_model: Path | str | None = None) -> Recipe:
+    """The recipe ``rec-eraser train`` and ``Run.train`` use: ``recipe`` (a file or a shipped
+    recipe's name), by default the shipped ``demo-<task>`` of the run's task; on ``base_model``
+    instead of the recipe's own when given."""
+    loaded = load_recipe(recipe or f"demo-{load_manifest(run_dir)['task']}")
+    return loaded if base_model is None else dataclasses.replace(loaded, base_model=str(base_model))
 
 
 def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None, measure: Measure | None = None) -> Path:

@@ -16,9 +16,10 @@ tokens are). Reading never stops at a bad line: each bad line becomes an
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rec_eraser.errors import RecEraserError
 
