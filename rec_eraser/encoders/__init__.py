@@ -6,13 +6,12 @@
 (and edited by the influence engine) with the LoRA adapter.
 """
 
+from rec_eraser.encoders.evaluation import hit_at_k, popularity_hit_at_k
 from rec_eraser.encoders.projector import ItemProjector
 from rec_eraser.encoders.sasrec import (
     ItemEncoder,
     SASRec,
     UnknownItemError,
-    hit_at_k,
-    popularity_hit_at_k,
     train_sasrec,
     training_sequences,
     training_windows,

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from rec_eraser.evaluation.metrics import HIT_KS, NDCG_KS, Ties, classification_metrics, ranking_metrics
+from rec_eraser.evaluation.metrics import HIT_KS, NDCG_KS, classification_metrics, ranking_metrics
 
 
 def random_baseline(candidate_counts: Sequence[int]) -> dict[str, Any]:
@@ -64,15 +64,14 @@ def popularity_scores(train_item_counts: Mapping[str, int], candidates: Sequence
 
 
 def popularity_baseline(train_item_counts: Mapping[str, int], candidates: Sequence[Sequence[str]],
-                        targets: Sequence[int], ties: Ties = "expected") -> dict[str, Any]:
+                        targets: Sequence[int]) -> dict[str, Any]:
     """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`popularity_scores`.
 
-    Ties default to ``"expected"`` here: popularity counts tie often (every unseen item scores
-    0, and rare items share small counts), and breaking every tie against the target would
-    understate the baseline the model is compared with. Pass ``ties="pessimistic"`` for the
-    rule the model's own scores are judged by.
+    Popularity counts tie often (every unseen item scores 0, rare items share small counts);
+    the project's one tie rule (the expectation over a random order of the tied candidates)
+    neither rewards nor understates them.
     """
-    return ranking_metrics(popularity_scores(train_item_counts, candidates), np.asarray(targets), ties=ties)
+    return ranking_metrics(popularity_scores(train_item_counts, candidates), np.asarray(targets))
 
 
 class NextItemScorer(Protocol):
@@ -104,7 +103,7 @@ def encoder_scores(encoder: NextItemScorer, histories: Sequence[Sequence[str]], 
 
 def encoder_baseline(encoder: NextItemScorer, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
                      targets: Sequence[int]) -> dict[str, Any]:
-    """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`encoder_scores` (ties judged as the model's are)."""
+    """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`encoder_scores` (the same tie rule)."""
     return ranking_metrics(encoder_scores(encoder, histories, candidates), np.asarray(targets))
 
 

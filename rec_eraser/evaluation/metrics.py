@@ -10,10 +10,13 @@ and, labelled, LLaRA's own ``hit@1_over_valid`` = hits / valid answers, which re
 for answering invalidly when unsure (docs/design.md, "Data and metric definitions").
 
 Ranking. :func:`ranking_metrics` ranks every candidate by a score (higher = better, e.g. the
-log-likelihood of its title as the response). Ties are broken **pessimistically** by default:
-the target ranks below every other candidate with an equal score, so constant or degenerate
-scores earn nothing. ``ties="expected"`` gives instead the expectation over a uniformly random
-order of the tied candidates (used for baselines whose scores tie often; see ``baselines``).
+log-likelihood of its title as the response). One tie rule serves every ranking figure of the
+project (the model's likelihoods, the popularity and item-encoder baselines, SASRec's ranking
+of the whole catalogue): a target tied with other candidates gets the **expectation over a
+uniformly random order** of the tied candidates. Breaking ties in the target's favour would
+reward degenerate scores, breaking them against it would understate a baseline whose scores
+tie often (popularity counts); the expectation does neither, and constant scores earn exactly
+the random baseline.
 
 Classification (TALLRec). :func:`auc` is the area under the ROC curve by the rank-sum
 (Mann–Whitney) formula with ties counted half.
@@ -24,11 +27,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-
-Ties = Literal["pessimistic", "expected"]
 
 #: The cut-offs of :func:`ranking_metrics` (``hit@k`` for each, ``ndcg@k`` for those ≥ 5).
 HIT_KS = (1, 5, 10)
@@ -178,9 +179,13 @@ def rank_bounds(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np
     return 1 + (scores > own).sum(1), (scores >= own).sum(1)
 
 
-def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """The pessimistic 1-based rank of each target: below every candidate with an equal score."""
-    return rank_bounds(scores, targets)[1]
+def expected_hit_rate(best: np.ndarray, worst: np.ndarray, k: int) -> float:
+    """Mean over targets of P(rank ≤ k) when the rank is uniform on ``best..worst`` (the tie rule).
+
+    Closed form, so it also serves rankings of a whole catalogue (thousands of tied ranks).
+    """
+    best, worst = np.asarray(best, dtype=float), np.asarray(worst, dtype=float)
+    return float(np.mean(np.clip(np.minimum(k, worst) - best + 1, 0, None) / (worst - best + 1)))
 
 
 def _expected(best: np.ndarray, worst: np.ndarray, gain: Callable[[np.ndarray], np.ndarray]) -> float:
@@ -188,31 +193,25 @@ def _expected(best: np.ndarray, worst: np.ndarray, gain: Callable[[np.ndarray], 
     return float(np.mean([np.mean(gain(np.arange(b, w + 1))) for b, w in zip(best, worst)]))
 
 
-def ranking_metrics(scores: np.ndarray, targets: np.ndarray, ties: Ties = "pessimistic") -> dict[str, Any]:
-    """HitRatio@k, NDCG@k and MRR of the target among scored candidates.
+def ranking_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, Any]:
+    """HitRatio@k, NDCG@k and MRR of the target among scored candidates (ties: see the module).
 
     Args:
         scores: ``[n, c]``, higher = better (e.g. the log-likelihood of each candidate);
             ``-inf`` is allowed (it ranks last); NaN (a diverged model) counts as ``-inf``.
         targets: ``[n]`` integer index of the target in each row.
-        ties: ``"pessimistic"`` (default): the target ranks below every candidate with an
-            equal score; ``"expected"``: the expectation over a uniformly random order of
-            the candidates tied with the target.
 
     Returns:
         ``hit@1``, ``hit@5``, ``hit@10``: share of prompts whose target ranks ≤ k (1 for every
         prompt when c ≤ k); ``ndcg@5``, ``ndcg@10``: mean of 1/log2(rank + 1) if rank ≤ k
         else 0 (one relevant item, so the ideal DCG is 1); ``mrr``: mean of 1/rank (no
-        cut-off); ``n``: prompts.
+        cut-off); ``n``: prompts. Each is the expectation over a uniformly random order of
+        the candidates tied with the target.
     """
     best, worst = rank_bounds(scores, targets)
-    if ties == "pessimistic":
-        best = worst
-    elif ties != "expected":
-        raise ValueError(f"ties must be 'pessimistic' or 'expected', not {ties!r}")
     out: dict[str, Any] = {}
     for k in HIT_KS:
-        out[f"hit@{k}"] = _expected(best, worst, lambda r, k=k: (r <= k).astype(float))
+        out[f"hit@{k}"] = expected_hit_rate(best, worst, k)
     for k in NDCG_KS:
         out[f"ndcg@{k}"] = _expected(best, worst, lambda r, k=k: np.where(r <= k, 1.0 / np.log2(r + 1.0), 0.0))
     out["mrr"] = _expected(best, worst, lambda r: 1.0 / r)

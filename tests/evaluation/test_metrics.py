@@ -12,11 +12,11 @@ import pytest
 from rec_eraser.evaluation import (
     auc,
     classification_metrics,
+    expected_hit_rate,
     generation_metrics,
     random_baseline,
     rank_bounds,
     ranking_metrics,
-    target_ranks,
 )
 
 
@@ -45,7 +45,7 @@ def test_ranking_metrics_hand_computed() -> None:
         [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, -np.inf],  # target 2: rank 1
     ])
     targets = np.array([2, 5, 2])
-    assert target_ranks(scores, targets).tolist() == [2, 6, 1]
+    assert rank_bounds(scores, targets)[1].tolist() == [2, 6, 1]
     out = ranking_metrics(scores, targets)
     assert out["n"] == 3
     assert out["hit@1"] == pytest.approx(1 / 3)
@@ -58,40 +58,46 @@ def test_ranking_metrics_hand_computed() -> None:
     assert out["mrr"] == pytest.approx((1 / 2 + 1 / 6 + 1) / 3)
 
 
-def test_ties_are_pessimistic_by_default() -> None:
+def test_ties_count_as_the_expectation_over_a_random_order() -> None:
     constant = np.array([[1.0, 1.0, 1.0, 1.0]])
-    assert rank_bounds(constant, np.array([0]))[0].tolist() == [1]
-    assert target_ranks(constant, np.array([0])).tolist() == [4]  # below every equal score
-    out = ranking_metrics(constant, np.array([0]))
-    assert out["hit@1"] == 0.0 and out["hit@5"] == 1.0
-    assert out["ndcg@5"] == pytest.approx(1 / math.log2(5)) and out["mrr"] == pytest.approx(1 / 4)
+    assert [b.tolist() for b in rank_bounds(constant, np.array([0]))] == [[1], [4]]
+    out = ranking_metrics(constant, np.array([0]))  # rank uniform on 1..4
+    assert out["hit@1"] == 0.25 and out["hit@5"] == 1.0
+    assert out["ndcg@5"] == pytest.approx(np.mean([1 / math.log2(r + 1) for r in range(1, 5)]))
+    assert out["mrr"] == pytest.approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
     partial = np.array([[2.0, 1.0, 2.0, 0.0]])  # target 0 ties with candidate 2
-    assert ranking_metrics(partial, np.array([0]))["hit@1"] == 0.0
-    assert ranking_metrics(partial, np.array([0]), ties="expected")["hit@1"] == 0.5  # rank 1 or 2
-    assert ranking_metrics(partial, np.array([0]), ties="expected")["mrr"] == pytest.approx((1 + 1 / 2) / 2)
-    assert ranking_metrics(partial, np.array([1]), ties="expected")["hit@1"] == 0.0  # no tie: rank 3 either way
+    assert ranking_metrics(partial, np.array([0]))["hit@1"] == 0.5  # rank 1 or 2
+    assert ranking_metrics(partial, np.array([0]))["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+    assert ranking_metrics(partial, np.array([1]))["hit@1"] == 0.0  # no tie: rank 3 either way
+
+
+def test_expected_hit_rate_closed_form_equals_the_mean_over_tie_orders() -> None:
+    rng = np.random.default_rng(0)
+    best = rng.integers(1, 30, size=50)
+    worst = best + rng.integers(0, 30, size=50)
+    for k in (1, 5, 10, 40):
+        by_enumeration = np.mean([np.mean(np.arange(b, w + 1) <= k) for b, w in zip(best, worst)])
+        assert expected_hit_rate(best, worst, k) == pytest.approx(by_enumeration)
 
 
 def test_ranking_metrics_nan_counts_as_worst_and_errors() -> None:
     scores = np.array([[np.nan, 0.0, -1.0]])
-    assert target_ranks(scores, np.array([0])).tolist() == [3]
-    assert target_ranks(np.full((1, 3), np.nan), np.array([1])).tolist() == [3]
+    assert [b.tolist() for b in rank_bounds(scores, np.array([0]))] == [[3], [3]]
+    assert [b.tolist() for b in rank_bounds(np.full((1, 3), np.nan), np.array([1]))] == [[1], [3]]
     with pytest.raises(ValueError, match=r"\[n, c\]"):
         ranking_metrics(np.zeros(3), np.array([0]))
     with pytest.raises(ValueError, match="integer indices"):
         ranking_metrics(np.zeros((1, 3)), np.array([3]))
     with pytest.raises(ValueError, match="no prompts"):
         ranking_metrics(np.zeros((0, 3)), np.array([], dtype=int))
-    with pytest.raises(ValueError, match="ties"):
-        ranking_metrics(np.zeros((1, 3)), np.array([0]), ties="optimistic")  # type: ignore[arg-type]
 
 
-def test_expected_ties_on_constant_scores_equal_the_random_baseline() -> None:
+def test_constant_scores_equal_the_random_baseline() -> None:
     counts = [1, 3, 12, 21]
     scores = np.full((len(counts), max(counts)), -np.inf)  # -inf pads the shorter candidate lists
     for row, c in enumerate(counts):
         scores[row, :c] = 0.0
-    out = ranking_metrics(scores, np.zeros(len(counts), dtype=int), ties="expected")
+    out = ranking_metrics(scores, np.zeros(len(counts), dtype=int))
     assert out == pytest.approx(random_baseline(counts))
 
 
