@@ -195,10 +195,11 @@ def _show_sequential(result: dict[str, Any]) -> None:
 
 
 def _bench_scaling(sizes: str, task: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any) -> None:
+    from rec_eraser.tasks.prompt_registry import task_names
     from rec_eraser.workflows.scaling import run_scaling
 
-    if task not in ("tallrec", "llara"):
-        fail(f"--task {task!r}: choose 'tallrec' or 'llara'", 2)
+    if task not in task_names():
+        fail(f"--task {task!r}: choose one of {', '.join(task_names())}", 2)
     try:
         size_values = [int(x) for x in sizes.split(",")]
     except ValueError:

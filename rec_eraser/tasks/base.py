@@ -1,9 +1,16 @@
-"""The seam every task implements: how an adapter is scored and judged on the task's prompts.
+"""The two seams every task implements: how its prompts are built, and how an adapter is judged on them.
 
-A task is one folder, ``tasks/<name>/``: its prompts (``prompts.py``, used to prepare a run)
-and a :class:`Task` (``evaluation.py``) that the registry (:mod:`rec_eraser.tasks.registry`)
-holds under its name. Evaluation, the benchmark and its reports ask the registry, so none of
-them names a task.
+A task is one folder, ``tasks/<name>/``:
+
+- ``prompts.py`` holds a :class:`TaskPrompts`: building a run's instances from a dataset,
+  rebuilding one after its data changed, the corrections it supports. It sits below the model
+  layer (training needs prompts), and :mod:`rec_eraser.tasks.prompt_registry` holds it by name:
+  ``prepare``, the edit planner and the benchmark's corruptions ask that registry.
+- ``evaluation.py`` holds a :class:`Task`: scoring and judging an adapter. It needs the model
+  layer, so its registry (:mod:`rec_eraser.tasks.registry`) is imported by evaluation and the
+  workflows only.
+
+No module outside a task's folder names a task.
 """
 
 from __future__ import annotations
@@ -11,13 +18,47 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.instance import Instance, Source
+
+if TYPE_CHECKING:
+    from rec_eraser.data import Dataset
+    from rec_eraser.tasks.rewrite import PromptContext
 
 Tick = Callable[[int], None]
+
+#: The correction events a task may support (every task supports deletions of users and interactions).
+CORRECTIONS = ("correct_label", "correct_target")
+
+
+class TaskPrompts(ABC):
+    """How a task's instances are built from a dataset, and rebuilt after their data changed."""
+
+    name: ClassVar[str]
+    #: which of :data:`CORRECTIONS` the task can apply (a label needs a rating threshold, a target a candidate set)
+    corrections: ClassVar[frozenset[str]] = frozenset()
+    #: whether prompts carry item-embedding tokens (LLaRA's hybrid prompt); training then needs an item encoder
+    item_tokens: ClassVar[bool] = False
+
+    @abstractmethod
+    def build(self, dataset: Dataset, *, seed: int, negatives: int, max_history: int) -> list[Instance]:
+        """Every instance of ``dataset`` (users in order of first appearance, then positions)."""
+
+    def manifest_settings(self, dataset: Dataset, *, negatives: int) -> dict[str, Any]:
+        """Settings the run's manifest records beside the seed and the history window (e.g. a rating threshold)."""
+        return {}
+
+    @abstractmethod
+    def templates(self) -> dict[str, str]:
+        """The template strings the prompts are built with; a run prepared with others cannot be rebuilt."""
+
+    @abstractmethod
+    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
+                candidates: tuple[str, ...] | None = None) -> Instance:
+        """``instance`` rebuilt from ``interactions`` (history oldest first, target last) with the run's words."""
 
 
 class Task(ABC):

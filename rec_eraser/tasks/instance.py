@@ -46,6 +46,12 @@ class Source:
     def of(cls, x: Interaction) -> Source:
         return cls(x.item, x.timestamp, x.line, x.rating)
 
+    def liked(self, liked_above: float) -> bool:
+        """Whether the rating is above ``liked_above`` (explicit feedback only)."""
+        if self.rating is None:
+            raise TaskError(f"the interaction at line {self.line} has no rating")
+        return self.rating > liked_above
+
 
 @dataclass(frozen=True)
 class Instance:
@@ -53,7 +59,7 @@ class Instance:
 
     Attributes:
         id: stable id, ``f"{task}-{user}-{position}"``.
-        task: ``"llara"`` or ``"tallrec"``.
+        task: the name of a registered task (``"llara"``, ``"tallrec"``).
         split: ``"train"``, ``"valid"`` or ``"test"``.
         user: the user whose history built the instance.
         position: index of the target in the user's chronological sequence.

@@ -26,15 +26,12 @@ from rec_eraser import __version__
 from rec_eraser.data import SPLITS, Dataset, load_dataset
 from rec_eraser.data.dataset import Interaction
 from rec_eraser.files import write_folder_atomically
-from rec_eraser.tasks import templates
 from rec_eraser.tasks.instance import Instance, TaskError
-from rec_eraser.tasks.llara import build_llara
-from rec_eraser.tasks.tallrec import build_tallrec, liked_threshold
+from rec_eraser.tasks.prompt_registry import prompts_of
 from rec_eraser.tasks.titles import item_titles
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("llara", "tallrec")
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
 ITEMS = "items.json"
@@ -51,12 +48,8 @@ def first_users(dataset: Dataset, max_users: int) -> Dataset:
 
 def build_instances(dataset: Dataset, task: str, seed: int = 0, negatives: int = 20,
                     max_history: int = 10) -> list[Instance]:
-    """All instances of ``task`` (``"llara"`` or ``"tallrec"``) on ``dataset``."""
-    if task == "llara":
-        return build_llara(dataset, seed=seed, negatives=negatives, max_history=max_history)
-    if task == "tallrec":
-        return build_tallrec(dataset, max_history=max_history)
-    raise TaskError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    """All instances of the registered task ``task`` on ``dataset``."""
+    return prompts_of(task).build(dataset, seed=seed, negatives=negatives, max_history=max_history)
 
 
 def _jsonl(instances: list[Instance]) -> bytes:
@@ -97,10 +90,10 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
 
     Args:
         dataset_name_or_path: a known dataset (``ml-100k``, ``lastfm``, ``steam``) or a folder (see ``load_dataset``).
-        task: ``"llara"`` or ``"tallrec"``.
+        task: a registered task (``"llara"``, ``"tallrec"``; see ``rec_eraser.tasks.prompt_registry``).
         out_dir: the run folder to create; it must not exist or be empty.
         seed: seeds LLaRA's candidate sets.
-        negatives: LLaRA's negatives per candidate set (candidates = negatives + 1).
+        negatives: negatives per candidate set, for tasks with one (LLaRA: candidates = negatives + 1).
         max_history: the history window.
         max_users: keep only the first N users (in order of first appearance), for small demos.
         root: where a user-supplied dataset lies.
@@ -118,8 +111,7 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
         DatasetError: the dataset files are missing or malformed.
     """
     out = Path(out_dir)
-    if task not in TASKS:
-        raise TaskError(f"unknown task {task!r} (known: {', '.join(TASKS)})")
+    prompts = prompts_of(task)
     _check_out_dir(out)
     dataset = load_dataset(dataset_name_or_path, root=root)
     if max_users is not None:
@@ -127,7 +119,7 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
     transform_record = None
     if transform is not None:
         dataset, transform_record = transform(dataset)
-    instances = build_instances(dataset, task, seed=seed, negatives=negatives, max_history=max_history)
+    instances = prompts.build(dataset, seed=seed, negatives=negatives, max_history=max_history)
 
     by_split = {s: _jsonl([i for i in instances if i.split == s]) for s in SPLITS}
     digest = hashlib.sha256()
@@ -141,12 +133,13 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
         "format": FORMAT, "rec_eraser": __version__, "task": task,
         "dataset": {"name": dataset.name, "root": str(dataset.root), "files": dict(dataset.files)},
         "mapping": _mapping_record(dataset),
-        "seed": seed, "negatives": negatives if task == "llara" else None, "max_history": max_history,
-        "max_users": max_users, "transform": transform_record, "liked_above": liked_threshold(dataset) if task == "tallrec" else None,
+        # every run manifest has had both keys; a task fills the ones it uses
+        "seed": seed, "negatives": None, "max_history": max_history, "max_users": max_users,
+        "transform": transform_record, "liked_above": None, **prompts.manifest_settings(dataset, negatives=negatives),
         "counts": counts, "data_hash": data_hash,
         "files": {f"{DATA_DIR}/{s}.jsonl": hashlib.sha256(by_split[s]).hexdigest() for s in SPLITS}
         | {f"{DATA_DIR}/{ITEMS}": hashlib.sha256(items).hexdigest()},
-        "templates": template_record(task),
+        "templates": prompts.templates(),
     }
     files = {f"{DATA_DIR}/{s}.jsonl": by_split[s] for s in SPLITS}
     files[f"{DATA_DIR}/{ITEMS}"] = items
@@ -154,16 +147,6 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
     _write_atomically(out, files)
     logger.info("prepared %s/%s into %s: %s", dataset.name, task, out, counts)
     return {"dataset": dataset.name, "task": task, "out": str(out), **counts, "data_hash": data_hash}
-
-
-def template_record(task: str) -> dict[str, str]:
-    """The template strings a task's prompts were built with (recorded in the manifest)."""
-    if task == "llara":
-        return {"llara": templates.LLARA_TEMPLATE, "history_emb": templates.HISTORY_EMB,
-                "cans_emb": templates.CANS_EMB, "user_emb": templates.USER_EMB, "item_token": "before the title"}
-    return {"alpaca": templates.ALPACA_TEMPLATE, "instruction": templates.TALLREC_INSTRUCTION,
-            "input": templates.TALLREC_INPUT, "none": templates.TALLREC_NONE,
-            "yes": templates.TALLREC_RESPONSES[1], "no": templates.TALLREC_RESPONSES[0]}
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:

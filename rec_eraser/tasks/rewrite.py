@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from rec_eraser.tasks.instance import Instance, Source, TaskError
-from rec_eraser.tasks.templates import llara_prompt, llara_response, tallrec_prompt, tallrec_response
+from rec_eraser.tasks.prompt_registry import prompts_of, tasks_supporting
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ class PromptContext:
 
     @classmethod
     def of_run(cls, run_dir: Path | str) -> PromptContext:
-        from rec_eraser.tasks.prepare import load_manifest, load_titles, template_record
+        from rec_eraser.tasks.prepare import load_manifest, load_titles
 
         manifest = load_manifest(run_dir)
         fields = manifest["mapping"]["fields"]
         words = SimpleNamespace(noun=fields["noun"], verb=fields["verb"], verb_past=fields["verb_past"])
         stale = None
-        if manifest.get("templates") != template_record(manifest["task"]):
+        if manifest.get("templates") != prompts_of(manifest["task"]).templates():
             stale = (f"{run_dir} was prepared with other prompt templates than this version of rec-eraser builds (an "
                      "older LLaRA layout), so its prompts cannot be rebuilt: prepare and train the run again")
         return cls(titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"), stale_templates=stale)
@@ -53,28 +53,13 @@ def rebuild(instance: Instance, interactions: tuple[Source, ...], ctx: PromptCon
     """``instance`` rebuilt from ``interactions`` (history oldest first, target last) and ``candidates``."""
     if ctx.stale_templates:
         raise TaskError(ctx.stale_templates)
-    history, target = interactions[:-1], interactions[-1]
-    if instance.task == "llara":
-        cands = candidates if candidates is not None else instance.candidates
-        if cands is None or target.item not in cands:
-            raise TaskError(f"{instance.id}: the target {target.item!r} is not among the candidates")
-        prompt = llara_prompt([ctx.title(s.item) for s in history], [ctx.title(c) for c in cands], ctx.words)
-        return replace(instance, prompt=prompt, response=llara_response(ctx.title(target.item)), interactions=interactions,
-                       history_items=tuple(s.item for s in history), target_item=target.item, candidates=tuple(cands))
-    if ctx.liked_above is None:
-        raise TaskError(f"{instance.id}: the run records no liked_above threshold")
-    liked = [ctx.title(s.item) for s in history if _liked(s, ctx.liked_above)]
-    disliked = [ctx.title(s.item) for s in history if not _liked(s, ctx.liked_above)]
-    label = int(_liked(target, ctx.liked_above))
-    return replace(instance, prompt=tallrec_prompt(liked, disliked, ctx.title(target.item), ctx.words),
-                   response=tallrec_response(label), interactions=interactions,
-                   history_items=tuple(s.item for s in history), target_item=target.item, label=label)
+    return prompts_of(instance.task).rebuild(instance, interactions, ctx, candidates)
 
 
-def _liked(source: Source, liked_above: float) -> bool:
-    if source.rating is None:
-        raise TaskError(f"the interaction at line {source.line} has no rating")
-    return source.rating > liked_above
+def _check_supports(instance: Instance, correction: str) -> None:
+    if correction not in prompts_of(instance.task).corrections:
+        raise TaskError(f"{instance.id}: {correction} needs the {' or '.join(tasks_supporting(correction))} task, "
+                        f"not {instance.task}")
 
 
 def without_items(instance: Instance, items: Collection[str], ctx: PromptContext) -> Instance | None:
@@ -88,28 +73,28 @@ def without_items(instance: Instance, items: Collection[str], ctx: PromptContext
 
 
 def with_label(instance: Instance, item: str, liked: bool, ctx: PromptContext) -> Instance:
-    """TALLRec: the user's interaction with ``item`` re-labelled liked / not liked, wherever it appears.
+    """The user's interaction with ``item`` re-labelled liked / not liked, wherever it appears (tasks with ``correct_label``).
 
     The corrected interaction keeps its provenance (line, timestamp); its rating becomes
     ``liked_above + 1`` (liked) or ``liked_above`` (not liked), the nearest values on each
     side of the threshold on an integer scale, so the prompt and the response follow.
     """
-    if instance.task != "tallrec" or ctx.liked_above is None:
-        raise TaskError(f"{instance.id}: labels exist only in the tallrec task (use a target correction for llara)")
+    _check_supports(instance, "correct_label")
+    if ctx.liked_above is None:
+        raise TaskError(f"{instance.id}: the run records no liked_above threshold")
     rating = ctx.liked_above + 1.0 if liked else ctx.liked_above
-    changed = tuple(replace(s, rating=rating) if s.item == item and _liked(s, ctx.liked_above) != liked else s
+    changed = tuple(replace(s, rating=rating) if s.item == item and s.liked(ctx.liked_above) != liked else s
                     for s in instance.interactions)
     return instance if changed == instance.interactions else rebuild(instance, changed, ctx)
 
 
 def with_item(instance: Instance, old: str, new: str, ctx: PromptContext) -> Instance:
-    """LLaRA: the user's interaction with ``old`` was in truth with ``new`` (a wrong target), wherever it appears.
+    """The user's interaction with ``old`` was in truth with ``new`` (a wrong target), wherever it appears (tasks with ``correct_target``).
 
     Where ``old`` is the target, ``new`` takes its place among the candidates too (keeping
     the candidate order), unless it is a candidate already.
     """
-    if instance.task != "llara":
-        raise TaskError(f"{instance.id}: targets are corrected in the llara task (use a label correction for tallrec)")
+    _check_supports(instance, "correct_target")
     ctx.title(new)
     if old not in (s.item for s in instance.interactions):
         return instance

@@ -30,6 +30,7 @@ from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
+from rec_eraser.tasks.prompt_registry import prompts_of
 from rec_eraser.training.checkpoint import DEFAULT_INTERVAL, LoopState, load_checkpoint, save_checkpoint
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
@@ -67,7 +68,7 @@ def base_model_path(recipe: Recipe) -> Path:
 
 
 def uses_item_tokens(run_dir: Path, recipe: Recipe) -> bool:
-    return recipe.item_tokens and load_manifest(run_dir)["task"] == "llara"
+    return recipe.item_tokens and prompts_of(load_manifest(run_dir)["task"]).item_tokens
 
 
 def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:

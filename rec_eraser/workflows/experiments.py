@@ -39,6 +39,7 @@ from rec_eraser.data import Dataset
 from rec_eraser.data.dataset import Interaction
 from rec_eraser.data.split import chronological
 from rec_eraser.errors import RecEraserError
+from rec_eraser.tasks.prompt_registry import prompts_of, task_names
 from rec_eraser.tasks.tallrec import liked_threshold
 from rec_eraser.training.recipe import (
     Recipe,
@@ -57,7 +58,6 @@ class ExperimentError(RecEraserError, ValueError):
 
 
 EDITS = ("ir", "qm", "rc")
-TASKS = ("tallrec", "llara")
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,8 @@ class Experiment:
     def __post_init__(self) -> None:
         if self.edit not in EDITS:
             raise RecipeError(f"experiment: edit must be one of {', '.join(EDITS)}, got {self.edit!r}")
-        if self.task not in TASKS:
-            raise RecipeError(f"experiment: task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.task not in task_names():
+            raise RecipeError(f"experiment: task must be one of {', '.join(task_names())}, got {self.task!r}")
         if not 0 < self.fraction < 1:
             raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
         if len(set(self.retrain_seeds)) < 2 or len(set(self.retrain_seeds)) != len(self.retrain_seeds):
@@ -200,15 +200,21 @@ def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) ->
 def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> tuple[Dataset, dict[str, Any]]:
     """RC: corrupt ``fraction`` of the training targets.
 
-    TALLRec: the rating is flipped across the like threshold (a liked item gets the lowest
-    rating, a disliked one the highest). LLaRA: the item is replaced by a random item the
-    user never interacted with (skipping a target whose item would then vanish from the data).
+    The corruption is the one the task's correction undoes: a task with ``correct_label``
+    (TALLRec) gets the rating flipped across the like threshold (a liked item gets the lowest
+    rating, a disliked one the highest); a task with ``correct_target`` (LLaRA) gets the item
+    replaced by a random item the user never interacted with (skipping a target whose item
+    would then vanish from the data).
     """
+    corrections = prompts_of(task).corrections
+    relabel = "correct_label" in corrections
+    if not relabel and "correct_target" not in corrections:
+        raise RecipeError(f"the rc edit needs a task that takes a correction; {task} takes deletions only")
     rng = np.random.default_rng(seed)
     sequences = chronological(dataset.interactions)
     targets = [x for seq in sequences.values() for i in _train_positions(seq) for x in [seq[i]]]
     picked = [targets[i] for i in np.sort(rng.choice(len(targets), max(1, round(fraction * len(targets))), replace=False))]
-    if task == "llara":
+    if not relabel:
         # the true item must stay an item of the run (someone else keeps an interaction with
         # it), or the correction could not name it; the few that would vanish are left alone
         remaining = Counter(x.item for x in dataset.interactions)
@@ -219,7 +225,7 @@ def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> 
                 kept.append(x)
         picked = kept
     chosen = {x.line for x in picked}
-    threshold = liked_threshold(dataset) if task == "tallrec" else None
+    threshold = liked_threshold(dataset) if relabel else None
     ratings = sorted({x.rating for x in dataset.interactions if x.rating is not None})
     all_items = sorted(dataset.titles) if dataset.titles else dataset.items
     seen = {u: {x.item for x in seq} for u, seq in sequences.items()}
@@ -228,7 +234,7 @@ def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> 
         if x.line not in chosen:
             out.append(x)
             continue
-        if task == "tallrec":
+        if relabel:
             liked = x.rating > threshold
             new = dataclasses.replace(x, rating=ratings[0] if liked else ratings[-1])
             record.append({"user": x.user, "item": x.item, "line": x.line, "label": "Yes" if liked else "No"})

@@ -23,7 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rec_eraser.tasks.base import CORRECTIONS
 from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.prompt_registry import prompts_of, tasks_supporting
 from rec_eraser.tasks.rewrite import PromptContext, with_item, with_label, without_items
 from rec_eraser.workflows.events import Event, EventError
 
@@ -48,10 +50,9 @@ class RunIndex:
         """Raise :class:`EventError` when ``event`` does not fit the run."""
         if event.user not in self.user_items:
             raise EventError(f"unknown user {event.user!r}")
-        if event.type == "correct_label" and self.task != "tallrec":
-            raise EventError(f"correct_label needs the tallrec task; this run is {self.task} (use correct_target)")
-        if event.type == "correct_target" and self.task != "llara":
-            raise EventError(f"correct_target needs the llara task; this run is {self.task} (use correct_label)")
+        if event.type in CORRECTIONS and event.type not in (own := prompts_of(self.task).corrections):
+            raise EventError(f"{event.type} needs the {' or '.join(tasks_supporting(event.type))} task; this run is "
+                             f"{self.task} ({'use ' + ' or '.join(sorted(own)) if own else 'it takes deletions only'})")
         for item in event.items or ((event.item,) if event.item is not None else ()):
             if item not in self.items:
                 raise EventError(f"unknown item {item!r}")

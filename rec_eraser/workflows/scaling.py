@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rec_eraser.tasks.prepare import prepare
+from rec_eraser.tasks.prompt_registry import prompts_of
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import ExperimentError
@@ -41,7 +42,7 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
     t0 = time.perf_counter()
     for n in sorted(sizes):
         run = out / f"n{n}"
-        recipe = Recipe(max_train=n, item_tokens=task == "llara", base_model=None if base_model is None else str(base_model))
+        recipe = Recipe(max_train=n, item_tokens=prompts_of(task).item_tokens, base_model=None if base_model is None else str(base_model))
         if not (run / "manifest.json").is_file():
             say(f"preparing ml-100k ({task}) for n = {n}")
             out.mkdir(parents=True, exist_ok=True)

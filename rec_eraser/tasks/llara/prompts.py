@@ -17,13 +17,20 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from rec_eraser.data import Dataset, Step, chronological, steps
-from rec_eraser.tasks.instance import Instance, TaskError, instance_id, sources
+from rec_eraser.tasks import templates
+from rec_eraser.tasks.base import TaskPrompts
+from rec_eraser.tasks.instance import Instance, Source, TaskError, instance_id, sources
 from rec_eraser.tasks.templates import PromptWords, llara_prompt, llara_response
 from rec_eraser.tasks.titles import item_titles
+
+if TYPE_CHECKING:
+    from rec_eraser.tasks.rewrite import PromptContext
 
 logger = logging.getLogger(__name__)
 
@@ -96,3 +103,31 @@ def build_llara(dataset: Dataset, seed: int = 0, negatives: int = 20, max_histor
         out.append(llara_instance(step, candidates, titles, dataset.mapping))
     logger.info("llara: %d instances from %d users, %d candidates each", len(out), len(sequences), negatives + 1)
     return out
+
+
+class LlaraPrompts(TaskPrompts):
+    """LLaRA's prompts: a seeded candidate set per instance; a wrong target can be corrected."""
+
+    name = TASK
+    corrections = frozenset({"correct_target"})
+    item_tokens = True
+
+    def build(self, dataset: Dataset, *, seed: int, negatives: int, max_history: int) -> list[Instance]:
+        return build_llara(dataset, seed=seed, negatives=negatives, max_history=max_history)
+
+    def manifest_settings(self, dataset: Dataset, *, negatives: int) -> dict[str, Any]:
+        return {"negatives": negatives}
+
+    def templates(self) -> dict[str, str]:
+        return {"llara": templates.LLARA_TEMPLATE, "history_emb": templates.HISTORY_EMB,
+                "cans_emb": templates.CANS_EMB, "user_emb": templates.USER_EMB, "item_token": "before the title"}
+
+    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
+                candidates: tuple[str, ...] | None = None) -> Instance:
+        history, target = interactions[:-1], interactions[-1]
+        cands = candidates if candidates is not None else instance.candidates
+        if cands is None or target.item not in cands:
+            raise TaskError(f"{instance.id}: the target {target.item!r} is not among the candidates")
+        prompt = llara_prompt([ctx.title(s.item) for s in history], [ctx.title(c) for c in cands], ctx.words)
+        return replace(instance, prompt=prompt, response=llara_response(ctx.title(target.item)), interactions=interactions,
+                       history_items=tuple(s.item for s in history), target_item=target.item, candidates=tuple(cands))

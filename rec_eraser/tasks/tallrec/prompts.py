@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from rec_eraser.data import Dataset, Interaction, Step, chronological, steps
-from rec_eraser.tasks.instance import Instance, TaskError, instance_id, sources
+from rec_eraser.tasks import templates
+from rec_eraser.tasks.base import TaskPrompts
+from rec_eraser.tasks.instance import Instance, Source, TaskError, instance_id, sources
 from rec_eraser.tasks.templates import PromptWords, tallrec_prompt, tallrec_response
 from rec_eraser.tasks.titles import item_titles
+
+if TYPE_CHECKING:
+    from rec_eraser.tasks.rewrite import PromptContext
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +74,33 @@ def build_tallrec(dataset: Dataset, max_history: int = 10, liked_above: float | 
     logger.info("tallrec: %d instances from %d users, %.1f%% labelled Yes", len(out), len(sequences),
                 100.0 * sum(i.label or 0 for i in out) / max(len(out), 1))
     return out
+
+
+class TallrecPrompts(TaskPrompts):
+    """TALLRec's prompts: liked and disliked history titles; a wrong label can be corrected."""
+
+    name = TASK
+    corrections = frozenset({"correct_label"})
+
+    def build(self, dataset: Dataset, *, seed: int, negatives: int, max_history: int) -> list[Instance]:
+        return build_tallrec(dataset, max_history=max_history)
+
+    def manifest_settings(self, dataset: Dataset, *, negatives: int) -> dict[str, Any]:
+        return {"liked_above": liked_threshold(dataset)}
+
+    def templates(self) -> dict[str, str]:
+        return {"alpaca": templates.ALPACA_TEMPLATE, "instruction": templates.TALLREC_INSTRUCTION,
+                "input": templates.TALLREC_INPUT, "none": templates.TALLREC_NONE,
+                "yes": templates.TALLREC_RESPONSES[1], "no": templates.TALLREC_RESPONSES[0]}
+
+    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
+                candidates: tuple[str, ...] | None = None) -> Instance:
+        if ctx.liked_above is None:
+            raise TaskError(f"{instance.id}: the run records no liked_above threshold")
+        history, target = interactions[:-1], interactions[-1]
+        liked = [ctx.title(s.item) for s in history if s.liked(ctx.liked_above)]
+        disliked = [ctx.title(s.item) for s in history if not s.liked(ctx.liked_above)]
+        label = int(target.liked(ctx.liked_above))
+        return replace(instance, prompt=tallrec_prompt(liked, disliked, ctx.title(target.item), ctx.words),
+                       response=tallrec_response(label), interactions=interactions,
+                       history_items=tuple(s.item for s in history), target_item=target.item, label=label)
