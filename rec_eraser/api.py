@@ -25,7 +25,8 @@ from typing import Any
 from rec_eraser.core import SolverConfig
 from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.tasks.prepare import load_manifest, prepare
-from rec_eraser.training.train import LoadedModel, load_version, resolve_version, run_recipe, train_run
+from rec_eraser.training.train import LoadedModel, load_version, run_recipe, train_run
+from rec_eraser.training.versions import resolve_version
 from rec_eraser.workflows.events import Event, EventError, request_event
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, resolve_run
 from rec_eraser.workflows.unlearn import (

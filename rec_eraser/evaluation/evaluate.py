@@ -19,7 +19,8 @@ from typing import Any
 from rec_eraser.tasks.base import Tick
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.registry import task_of
-from rec_eraser.training.train import LoadedModel, load_version, resolve_version
+from rec_eraser.training.train import LoadedModel, load_version
+from rec_eraser.training.versions import resolve_version
 
 
 def evaluate_version(run_dir: Path | str, version: str | None = None, split: str = "test", limit: int | None = None,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import math
 import time
@@ -36,15 +35,22 @@ from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
 from rec_eraser.training.precision import precision_warning
 from rec_eraser.training.recipe import Recipe, RecipeError, load_recipe
+from rec_eraser.training.versions import (
+    PROJECTOR_FILE,
+    TRAIN_IDS,
+    BaseModelMismatch,
+    base_model_fingerprint,
+    instance_ids_hash,
+    instances_content_hash,
+    save_version,
+    train_ids_json,
+    verify_version,
+    version_name,
+)
 
 logger = logging.getLogger(__name__)
 
 ENCODER_DIR = "item_encoder"
-PROJECTOR_FILE = "projector.safetensors"
-VERSION_MANIFEST = "manifest.json"
-#: a trained version's training instance ids (a JSON list, in training order): the training set
-#: every later version edits is read from it, never re-derived from the recipe's seeded draw
-TRAIN_IDS = "train_ids.json"
 Progress = Callable[[int, int, float], None]  # (step, total steps, loss)
 
 
@@ -57,10 +63,6 @@ class LoadedModel:
     item_index: dict[str, int] | None
     recipe: Recipe
     base_model: Path
-
-
-def version_name(number: int) -> str:
-    return f"v{number:04d}"
 
 
 def base_model_path(recipe: Recipe) -> Path:
@@ -299,75 +301,8 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
     return target
 
 
-def train_ids_json(instances: list[Instance]) -> bytes:
-    """The ids of a trained version's instances, in order: the file :data:`TRAIN_IDS`."""
-    return json.dumps([z.id for z in instances], ensure_ascii=False).encode("utf-8")
-
-
-def instances_content_hash(instances: list[Instance]) -> str:
-    """SHA-256 of the instances' ids, prompts and responses: a corrected instance keeps its id, not its text."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for z in instances:
-        digest.update(json.dumps([z.id, z.prompt, z.response], ensure_ascii=False).encode())
-    return digest.hexdigest()
-
-
-def instance_ids_hash(instances: list[Instance]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(z.id for z in instances).encode()).hexdigest()
-
-
-def write_version_folder(target: Path, fill: Callable[[Path], None], record: dict[str, Any]) -> Path:
-    """Create the version folder ``target`` atomically.
-
-    ``fill(staging)`` writes the files into a temporary sibling folder; the manifest (``record``
-    plus the SHA-256 of every file) is written last, then the folder is renamed into place.
-    A crash at any point leaves no ``target`` (only a ``.vNNNN-*`` folder to clean up).
-    """
-    import hashlib
-
-    if target.exists():
-        raise FileExistsError(f"{target} exists already")
-
-    def fill_and_record(staging: Path) -> None:
-        fill(staging)
-        hashes = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-    return write_folder_atomically(target, fill_and_record)
-
-
-def save_version(model: RecModel, target: Path, record: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:
-    """Write a version folder atomically: PEFT adapter, projector, ``files``, manifest; then rename."""
-    from safetensors.torch import save_file
-
-    def fill(folder: Path) -> None:
-        model.lm.save_pretrained(str(folder))
-        if model.projector is not None:
-            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(folder / PROJECTOR_FILE))
-        for name, data in (files or {}).items():
-            (folder / name).write_bytes(data)
-
-    return write_version_folder(target, fill, record)
-
-
-def base_model_fingerprint(path: Path | str) -> str:
-    """SHA-256 of the base model's ``config.json``: tells a different base model apart cheaply."""
-    import hashlib
-
-    config = Path(path) / "config.json"
-    return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
-
-
 class TrainingDiverged(RecEraserError, FloatingPointError):
     """The training loss became non-finite; a lower learning rate is the usual fix."""
-
-
-class BaseModelMismatch(RecEraserError, RuntimeError):
-    """An adapter version is loaded on a base model other than the one it was trained on."""
 
 
 def load_version(run_dir: Path | str, version: str) -> LoadedModel:
@@ -377,10 +312,9 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
 
     run_dir = Path(run_dir)
     folder = run_dir / version
-    manifest_path = folder / VERSION_MANIFEST
-    if not manifest_path.is_file():
+    if not (folder / "manifest.json").is_file() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder}: no such adapter version (see `rec-eraser adapters list {run_dir}`)")
-    record = json.loads(manifest_path.read_text(encoding="utf-8"))
+    record = verify_version(folder)  # every file the version holds, as written
     recipe = Recipe.from_dict(record["recipe"])
     base_path = Path(record["base_model"])
     expected = record.get("base_model_sha256")
@@ -403,21 +337,3 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         rec = RecModel(model)
     rec.eval()
     return LoadedModel(model=rec, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path)
-
-
-def list_versions(run_dir: Path | str) -> list[str]:
-    """The run's complete adapter versions, oldest first (staging folders are not versions)."""
-    run_dir = Path(run_dir)
-    return sorted(p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]") if (p / VERSION_MANIFEST).is_file())
-
-
-def resolve_version(run_dir: Path | str, version: str | None) -> str:
-    """``version``, or the newest one when None; a clear error when the run has none."""
-    versions = list_versions(run_dir)
-    if version is None:
-        if not versions:
-            raise FileNotFoundError(f"{run_dir}: no trained adapter yet (run `rec-eraser train {run_dir}`)")
-        return versions[-1]
-    if version not in versions:
-        raise FileNotFoundError(f"{run_dir}: no adapter version {version!r} (have: {', '.join(versions) or 'none'})")
-    return version

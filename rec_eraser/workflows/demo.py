@@ -30,7 +30,8 @@ from rec_eraser.shipped import shipped_dir
 from rec_eraser.tasks.prepare import load_instances, prepare
 from rec_eraser.training.recipe import Recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import fit_adapter, load_version, save_version, train_run
+from rec_eraser.training.train import fit_adapter, load_version, train_run
+from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry

@@ -33,13 +33,16 @@ from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.train import (
+from rec_eraser.training.train import training_instances
+from rec_eraser.training.versions import (
     PROJECTOR_FILE,
     TRAIN_IDS,
     VERSION_MANIFEST,
     instance_ids_hash,
     list_versions,
-    training_instances,
+    verified_file,
+    verify_version,
+    version_manifest,
     version_name,
     write_version_folder,
 )
@@ -95,8 +98,12 @@ class Registry:
         return version
 
     def manifest(self, version: str) -> dict[str, Any]:
-        self.check(version)
-        return json.loads((self.run_dir / version / VERSION_MANIFEST).read_text(encoding="utf-8"))
+        """``version``'s manifest (a version folder that is a link, or an unreadable manifest, is refused)."""
+        return version_manifest(self.run_dir / self.check(version))
+
+    def verified(self, version: str, name: str) -> Path:
+        """``version``'s file ``name``, once it matches the hash its manifest recorded."""
+        return verified_file(self.run_dir / self.check(version), name)
 
     def lineage(self, version: str) -> list[dict[str, Any]]:
         """Manifests from ``version`` back to the trained root (parent links)."""
@@ -128,7 +135,7 @@ class Registry:
 
     def edited(self, version: str) -> dict[str, Instance | None]:
         """Instance id -> its form in ``version``'s training set (None: removed), for every edited instance."""
-        path = self.run_dir / self.check(version) / EDITED
+        path = self.verified(version, EDITED)
         if not path.is_file():
             return {}
         out: dict[str, Instance | None] = {}
@@ -155,7 +162,7 @@ class Registry:
         training split is an error, never a silently different training set."""
         name = root["version"]
         train_split = load_instances(self.run_dir, "train") if train_split is None else train_split
-        ids_file = self.run_dir / name / TRAIN_IDS
+        ids_file = self.verified(name, TRAIN_IDS)
         if ids_file.is_file():
             try:
                 ids = json.loads(ids_file.read_text(encoding="utf-8"))
@@ -226,6 +233,8 @@ class Registry:
     def copy_version(self, name: str, source: str, record: dict[str, Any], files: dict[str, bytes]) -> Path:
         """Version ``name`` holding ``source``'s model files, ``files`` and ``record`` (atomically)."""
 
+        verify_version(self.run_dir / source)  # a copy of a changed file would carry a fresh, matching hash
+
         def fill(folder: Path) -> None:
             for path in (self.run_dir / source).iterdir():
                 if path.is_file() and path.name not in (VERSION_MANIFEST, EDITED):
@@ -251,7 +260,8 @@ class Registry:
             name = self.next_version()
             record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
             record.update(version=name, parent=to, kind="rollback", created=now(), rolled_back_from=previous, events=[], undone_events=undone)
-            files = {EDITED: (self.run_dir / to / EDITED).read_bytes()} if (self.run_dir / to / EDITED).is_file() else {}
+            edited = self.verified(to, EDITED)
+            files = {EDITED: edited.read_bytes()} if edited.is_file() else {}
             self.copy_version(name, to, record, files)
             self.append_ledger({"time": now(), "action": "rollback", "version": name, "parent": to, "from": previous, "undone_events": undone})
         return {"version": name, "to": to, "from": previous, "undone_events": undone}
@@ -274,7 +284,7 @@ class Registry:
         def weights(v: str) -> dict[str, Any]:
             out = {}
             for name in (ADAPTER_FILE, PROJECTOR_FILE):
-                path = self.run_dir / v / name
+                path = self.verified(v, name)
                 if path.is_file():
                     out.update({f"{name}:{k}": t.double() for k, t in load_file(str(path)).items()})
             return out

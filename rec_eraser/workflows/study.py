@@ -33,17 +33,8 @@ from rec_eraser.tasks.prepare import load_instances, load_manifest, load_titles,
 from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import (
-    TRAIN_IDS,
-    LoadedModel,
-    checkpoint_path,
-    fit_adapter,
-    instance_ids_hash,
-    load_version,
-    save_version,
-    train_ids_json,
-    train_run,
-)
+from rec_eraser.training.train import LoadedModel, checkpoint_path, fit_adapter, load_version, train_run
+from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash, save_version, train_ids_json
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment

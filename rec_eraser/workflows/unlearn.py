@@ -27,7 +27,8 @@ from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import LoadedModel, Measure, held_out_instances, load_version, save_version, version_name
+from rec_eraser.training.train import LoadedModel, Measure, held_out_instances, load_version
+from rec_eraser.training.versions import save_version, version_name
 from rec_eraser.workflows.calibration import (
     MemorisationGap,
     drift_check,

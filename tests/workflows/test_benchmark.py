@@ -150,7 +150,7 @@ def test_sisa_retrains_only_the_shards_that_held_forgotten_users(ir_bench):
     assert untouched >= set(range(2)) - touched
     assert f"{len(touched)} retrained" in data["methods"]["sisa"]["notes"]
     # each retrained shard learnt exactly its users' remaining instances; forgetting cost only those trainings
-    from rec_eraser.training.train import instance_ids_hash
+    from rec_eraser.training.versions import instance_ids_hash
 
     seconds = 0.0
     for shard in touched:
@@ -302,7 +302,7 @@ def test_precision_overrides_the_recipe_and_a_run_folder_keeps_one(ir_bench, tmp
 def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, tiny_model_dir):
     from rec_eraser.tasks.prepare import load_instances, prepare
     from rec_eraser.training.recipe import Recipe
-    from rec_eraser.training.train import instance_ids_hash
+    from rec_eraser.training.versions import instance_ids_hash
     from rec_eraser.workflows.experiments import Experiment
     from rec_eraser.workflows.study import BenchContext, cached_adapter
 

@@ -135,3 +135,35 @@ def test_a_user_given_twice_is_forgotten_once(run):
     result = runner.invoke(app, ["forget-user", str(run), "--user", user, "--user", user, "--json", *FAST])
     assert result.exit_code == 0, result.output
     assert [e["user"] for e in json.loads(result.stdout)["applied"]] == [user]
+
+
+def test_a_changed_version_file_is_refused_and_nothing_is_written(run):
+    """Every file of a version is checked against the hash its manifest recorded before use:
+    flipped bytes in the adapter, a changed edited set, a version folder linked from elsewhere."""
+    from rec_eraser.training.versions import verify_version
+
+    user = a_trained_user(run)
+    assert runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST]).exit_code == 0
+    assert set(verify_version(run / "v0001")["hashes"]) >= {"adapter_model.safetensors", "adapter_config.json", "edited.jsonl"}
+    adapter = run / "v0001" / "adapter_model.safetensors"
+    original = adapter.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    adapter.write_bytes(bytes(flipped))
+    other = next(z.user for z in Registry(run).training_set("v0000") if z.user != user)
+    for args in (["forget-user", str(run), "--user", other, *FAST], ["evaluate", str(run), "--limit", "2"],
+                 ["adapters", "diff", str(run), "v0000", "v0001"]):
+        one_line_error(runner.invoke(app, args), "adapter_model.safetensors: its SHA-256 differs")
+    assert Registry(run).versions() == ["v0000", "v0001"]
+    adapter.write_bytes(original)
+
+    edited = run / "v0001" / "edited.jsonl"
+    edited.write_text(edited.read_text().replace('"id"', '"id" ', 1))
+    one_line_error(runner.invoke(app, ["forget-user", str(run), "--user", other, *FAST]), "edited.jsonl: its SHA-256 differs")
+    with pytest.raises(RuntimeError, match="edited.jsonl: its SHA-256 differs"):
+        Registry(run).training_set("v0001")
+    assert Registry(run).versions() == ["v0000", "v0001"]
+
+    (run / "v0002").symlink_to(run / "v0001", target_is_directory=True)
+    one_line_error(runner.invoke(app, ["adapters", "list", str(run)]), "is a symbolic link")
+    one_line_error(runner.invoke(app, ["forget-user", str(run), "--user", other, *FAST]), "is a symbolic link")

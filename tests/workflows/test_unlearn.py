@@ -48,7 +48,8 @@ def a_trained_user(run: Path) -> str:
 
 
 def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_checked(run):
-    from rec_eraser.training.train import TRAIN_IDS, instance_ids_hash, training_instances
+    from rec_eraser.training.train import training_instances
+    from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash
 
     manifest_file, ids_file = run / "v0000" / "manifest.json", run / "v0000" / TRAIN_IDS
     manifest = json.loads(manifest_file.read_text())
@@ -167,7 +168,7 @@ def test_rollback_restores_the_weights_and_lets_undone_events_apply_again(run):
 
 
 def test_a_changed_base_model_is_refused_and_writes_nothing(tmp_path, tallrec_run, tiny_model_dir):
-    from rec_eraser.training.train import BaseModelMismatch
+    from rec_eraser.training.versions import BaseModelMismatch
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)

@@ -1,0 +1,173 @@
+"""The adapter version folder: its files, their hashes, and their checks on every read.
+
+A version folder (``RUN/vNNNN/``) holds a standard PEFT adapter (``adapter_config.json`` +
+``adapter_model.safetensors``), ``projector.safetensors`` when the model has item tokens,
+the training ids of a trained version (:data:`TRAIN_IDS`), the edited instances of an edited
+one, and ``manifest.json``: the version's record plus the SHA-256 of every other file. The
+folder is written under a temporary name and renamed into place when complete.
+
+Every read of a version's files goes through :func:`verified_file`, which compares the file
+with the hash its manifest recorded: a file changed after the version was written (bit rot,
+an edit by hand, tampering) is refused with one line, before anything is built on it. A
+version folder that is a symbolic link (to another run's version, say) is refused too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rec_eraser.errors import RecEraserError
+from rec_eraser.files import write_folder_atomically
+from rec_eraser.tasks.instance import Instance
+
+if TYPE_CHECKING:
+    from rec_eraser.training.model import RecModel
+
+PROJECTOR_FILE = "projector.safetensors"
+VERSION_MANIFEST = "manifest.json"
+#: a trained version's training instance ids (a JSON list, in training order): the training set
+#: every later version edits is read from it, never re-derived from the recipe's seeded draw
+TRAIN_IDS = "train_ids.json"
+
+
+class VersionIntegrityError(RecEraserError, RuntimeError):
+    """A version's file differs from the hash its manifest recorded, is missing, or the folder is a link."""
+
+
+class BaseModelMismatch(RecEraserError, RuntimeError):
+    """An adapter version is loaded on a base model other than the one it was trained on."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def version_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the version folder ``folder`` (a link, or an unreadable manifest, is refused)."""
+    if folder.is_symlink():
+        raise VersionIntegrityError(f"{folder} is a symbolic link ({folder.resolve()}): a version must be a folder of "
+                                    "its own run; remove the link")
+    path = folder / VERSION_MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder}: no such adapter version")
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VersionIntegrityError(f"{path}: not a readable manifest ({exc}); roll back to an earlier version") from None
+    if not isinstance(record, dict):
+        raise VersionIntegrityError(f"{path}: not a readable manifest (not a JSON object); roll back to an earlier version")
+    return record
+
+
+def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None) -> Path:
+    """``folder/name``, once its SHA-256 matches the one the version's manifest recorded.
+
+    Versions written before manifests held hashes have nothing to compare with and pass.
+    ``record``: the manifest, when the caller has read it already.
+    """
+    record = version_manifest(folder) if record is None else record
+    path = folder / name
+    expected = (record.get("hashes") or {}).get(name)
+    if expected is None:
+        return path
+    if path.is_symlink() or not path.is_file():
+        raise VersionIntegrityError(f"{path}: missing (or a link), though the version's manifest lists it; roll back "
+                                    "to an earlier version or restore the file")
+    if _sha256(path) != expected:
+        raise VersionIntegrityError(f"{path}: its SHA-256 differs from the one the version's manifest recorded (the "
+                                    "file changed after the version was written); roll back to an earlier version or "
+                                    "restore the file")
+    return path
+
+
+def verify_version(folder: Path) -> dict[str, Any]:
+    """Check every file the version's manifest lists; return the manifest."""
+    record = version_manifest(folder)
+    for name in record.get("hashes") or {}:
+        verified_file(folder, name, record)
+    return record
+
+
+def version_name(number: int) -> str:
+    return f"v{number:04d}"
+
+
+def train_ids_json(instances: list[Instance]) -> bytes:
+    """The ids of a trained version's instances, in order: the file :data:`TRAIN_IDS`."""
+    return json.dumps([z.id for z in instances], ensure_ascii=False).encode("utf-8")
+
+
+def instances_content_hash(instances: list[Instance]) -> str:
+    """SHA-256 of the instances' ids, prompts and responses: a corrected instance keeps its id, not its text."""
+    digest = hashlib.sha256()
+    for z in instances:
+        digest.update(json.dumps([z.id, z.prompt, z.response], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+def instance_ids_hash(instances: list[Instance]) -> str:
+    return hashlib.sha256("\n".join(z.id for z in instances).encode()).hexdigest()
+
+
+def write_version_folder(target: Path, fill: Callable[[Path], None], record: dict[str, Any]) -> Path:
+    """Create the version folder ``target`` atomically.
+
+    ``fill(staging)`` writes the files into a temporary sibling folder; the manifest (``record``
+    plus the SHA-256 of every file) is written last, then the folder is renamed into place.
+    A crash at any point leaves no ``target`` (only a ``.vNNNN-*`` folder to clean up).
+    """
+    if target.exists():
+        raise FileExistsError(f"{target} exists already")
+
+    def fill_and_record(staging: Path) -> None:
+        fill(staging)
+        hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+    return write_folder_atomically(target, fill_and_record)
+
+
+def save_version(model: RecModel, target: Path, record: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:
+    """Write a version folder atomically: PEFT adapter, projector, ``files``, manifest; then rename."""
+    from safetensors.torch import save_file
+
+    def fill(folder: Path) -> None:
+        model.lm.save_pretrained(str(folder))
+        if model.projector is not None:
+            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(folder / PROJECTOR_FILE))
+        for name, data in (files or {}).items():
+            (folder / name).write_bytes(data)
+
+    return write_version_folder(target, fill, record)
+
+
+def base_model_fingerprint(path: Path | str) -> str:
+    """SHA-256 of the base model's ``config.json``: tells a different base model apart cheaply."""
+    config = Path(path) / "config.json"
+    return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
+
+
+def list_versions(run_dir: Path | str) -> list[str]:
+    """The run's complete adapter versions, oldest first (staging folders are not versions)."""
+    run_dir = Path(run_dir)
+    return sorted(p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]") if (p / VERSION_MANIFEST).is_file())
+
+
+def resolve_version(run_dir: Path | str, version: str | None) -> str:
+    """``version``, or the newest one when None; a clear error when the run has none."""
+    versions = list_versions(run_dir)
+    if version is None:
+        if not versions:
+            raise FileNotFoundError(f"{run_dir}: no trained adapter yet (run `rec-eraser train {run_dir}`)")
+        return versions[-1]
+    if version not in versions:
+        raise FileNotFoundError(f"{run_dir}: no adapter version {version!r} (have: {', '.join(versions) or 'none'})")
+    return version
