@@ -2,6 +2,11 @@
 
 A recipe is named by its path, or by the name of a recipe that ships with rec-eraser (the
 repository's ``recipes/`` folder, e.g. ``demo-tallrec``): see :func:`find_recipe`.
+
+A recipe may start with ``extends = "NAME"``: it then holds the settings of recipe ``NAME`` (a
+shipped name, or a path relative to the extending file), section by section, with its own
+lines overriding them (a list replaces a list). The benchmark recipes extend
+``base-ml100k-<task>``, which extends ``base-ml100k``, so a shared setting is written once.
 """
 
 from __future__ import annotations
@@ -133,13 +138,46 @@ def load_recipe(path_or_name: Path | str) -> Recipe:
 
 
 def read_toml(path: Path) -> dict[str, Any]:
-    """A TOML file's contents; a missing or malformed file is a :class:`RecipeError` naming it."""
+    """A recipe file's sections, with the recipes it ``extends`` merged in (see the module).
+
+    A missing or malformed file, an ``extends`` that names no recipe, or a cycle of them, is a
+    :class:`RecipeError` naming the file.
+    """
+    return _read_extended(path, ())
+
+
+def _read_toml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise RecipeError(f"{path}: no such recipe file")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    here = path.resolve()
+    if here in chain:
+        raise RecipeError(f"{path}: `extends` forms a cycle ({' -> '.join(p.name for p in (*chain, here))})")
+    raw = _read_toml_file(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise RecipeError(f"{path}: extends must name one recipe, e.g. extends = \"base-ml100k\"")
+    relative = path.parent / base_name
+    base_path = relative if relative.is_file() else (relative.with_suffix(".toml") if relative.with_suffix(".toml").is_file() else None)
+    try:
+        base = _read_extended(base_path or find_recipe(base_name), (*chain, here))
+    except RecipeError as exc:
+        raise RecipeError(f"{path}: extends {base_name!r}: {exc}") from None
+    merged = dict(base)
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **values}
+        else:
+            merged[section] = values
+    return merged
 
 
 def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, Any] | None = None) -> Recipe:

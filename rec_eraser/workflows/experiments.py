@@ -154,6 +154,10 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
     experiment_names = {f.name for f in fields(Experiment)}
     experiment = _experiment({**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path))
     recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
+    unnamed = [name for name in ("task", "edit") if name not in experiment_values]
+    if unnamed:  # a base for benchmark recipes to extend (base-ml100k-*.toml), or a recipe leaning on code defaults
+        raise RecipeError(f"{path}: [experiment] names no {' and no '.join(unnamed)}, so it is not a benchmark "
+                          "(a base recipe is extended, not run)")
     return experiment, recipe
 
 

@@ -12,7 +12,7 @@ from rec_eraser.data.split import chronological
 from rec_eraser.tasks.prepare import first_users, load_instances, prepare
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.recipe import RecipeError
-from rec_eraser.workflows.experiments import corrupt_targets, experiment_events, inject_items, load_experiment
+from rec_eraser.workflows.experiments import TIERS, corrupt_targets, experiment_events, inject_items, load_experiment
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -60,7 +60,7 @@ def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, messa
 
 def test_a_tier_needs_its_section(tmp_path):
     path = tmp_path / "r.toml"
-    path.write_text("[experiment]\ntask = 'tallrec'\n[medium]\nmax_train = 64\n")
+    path.write_text("[experiment]\ntask = 'tallrec'\nedit = 'ir'\n[medium]\nmax_train = 64\n")
     load_experiment(path)
     assert load_experiment(path, "medium")[1].max_train == 64
     with pytest.raises(RecipeError, match="no \\[quick\\] section"):
@@ -184,3 +184,41 @@ def test_qm_needs_timestamps(small):
     untimed = dataclasses.replace(small, interactions=tuple(dataclasses.replace(x, timestamp=None) for x in small.interactions))
     with pytest.raises(RecipeError, match="has none"):
         inject_items(untimed, 0.25, 2, seed=0)
+
+
+def test_a_recipe_extends_another_section_by_section(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text("[experiment]\ntask = 'tallrec'\nfraction = 0.1\nmethods = ['retrain', 'rec_eraser']\n"
+                    "[medium]\nmax_train = 64\nepochs = 3\n[lora]\nrank = 4\n")
+    child = tmp_path / "child.toml"
+    child.write_text("extends = 'base'\n[experiment]\nedit = 'ir'\nmethods = ['retrain']\n[medium]\nepochs = 2\n")
+    experiment, recipe = load_experiment(child, "medium")
+    assert (experiment.task, experiment.edit, experiment.fraction, experiment.methods) == ("tallrec", "ir", 0.1, ("retrain",))
+    assert (recipe.max_train, recipe.epochs, recipe.rank) == (64, 2, 4)  # the base's, the child's, the base's
+
+    # the shipped experiments are their bases plus a few lines: one rebuilt here resolves alike
+    rebuilt = tmp_path / "ir.toml"
+    rebuilt.write_text("extends = 'base-ml100k-tallrec'\n[experiment]\nedit = 'ir'\nfraction = 0.05\n")
+    for tier in TIERS:
+        assert load_experiment(rebuilt, tier) == load_experiment("ml100k-tallrec-ir", tier)
+
+
+@pytest.mark.parametrize("files,message", [
+    ({"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "extends = 'a'\n"}, "cycle \\(a.toml -> b.toml -> a.toml\\)"),
+    ({"a": "extends = 'no-such-base'\n[experiment]\n"}, "extends 'no-such-base': no-such-base: no such recipe"),
+    ({"a": "extends = ['b']\n[experiment]\n"}, "extends must name one recipe"),
+    ({"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "[lora]\nlr = 1e-3\n"},
+     "lr belongs in \\[train\\], not \\[lora\\]"),
+    ({"a": "extends = 'base-ml100k-tallrec'\n"}, "names no edit, so it is not a benchmark"),
+])
+def test_bad_extends_is_refused_with_the_reason(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+    with pytest.raises(RecipeError, match=message):
+        load_experiment(tmp_path / "a.toml")
+
+
+def test_a_base_recipe_is_not_a_benchmark():
+    for name in ("base-ml100k", "base-ml100k-tallrec", "base-ml100k-llara"):
+        with pytest.raises(RecipeError, match="not a benchmark"):
+            load_experiment(name)
