@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from rec_eraser.errors import RecEraserError
@@ -18,6 +18,11 @@ PRECONDITIONERS = (None, "auto", "lowrank", "ekfac")
 @dataclass(frozen=True)
 class SolverConfig:
     """How (C + λI) x = b is solved.
+
+    One flat record (it is written into every version's manifest as it is), but each method
+    reads only the common settings and its own (declared where it is registered, see
+    :func:`rec_eraser.core.solver_registry.register_solver`); a setting the method would ignore,
+    set away from its default, is refused.
 
     Attributes:
         method: ``"exact"`` (dense, small p only), ``"cg"``, ``"lissa"``, ``"sqp"`` (the
@@ -97,13 +102,25 @@ class SolverConfig:
             raise SolverConfigError(f"tol must be > 0, got {self.tol}")
         if self.sample_size is not None and self.sample_size < 1:
             raise SolverConfigError(f"sample_size must be >= 1 or None, got {self.sample_size}")
-        if self.damping_groups and self.method != "fisher":
-            raise SolverConfigError(f"damping_groups is implemented for method='fisher' only, not {self.method!r}")
         object.__setattr__(self, "damping_groups", tuple(self.damping_groups))  # a TOML/JSON list becomes hashable
+        self._refuse_ignored_settings()
         if not self.lr > 0:
             raise SolverConfigError(f"lr must be > 0, got {self.lr}")
         if not self.lissa_scale > 0.5:
             raise SolverConfigError(f"lissa_scale must be > 0.5, got {self.lissa_scale}")
+
+    def _refuse_ignored_settings(self) -> None:
+        """A setting the method does not read, set away from its default, would be silently ignored: refuse it."""
+        from rec_eraser.core.solver_registry import COMMON_SETTINGS, method_settings
+
+        own = method_settings(self.method)
+        if own is None:  # a registered solver that did not declare its settings
+            return
+        ignored = [f.name for f in fields(self) if f.name not in COMMON_SETTINGS and f.name not in own
+                   and getattr(self, f.name) != f.default]
+        if ignored:
+            raise SolverConfigError(f"{ignored[0]} is not a setting of method {self.method!r}, which would ignore it "
+                                    f"(its own settings: {', '.join(own) or 'none beyond the common ones'})")
 
     @classmethod
     def for_method(cls, method: str, **settings: Any) -> SolverConfig:

@@ -32,8 +32,15 @@ def _on_the_system(solve: Callable[..., Solution]) -> Callable[[SolveProblem], S
     return lambda problem: solve(problem.op, problem.b, problem.config)
 
 
-for _name, _solve in {"exact": solve_exact, "lissa": solve_lissa, "sqp": solve_sqp, "adam": solve_adam}.items():
-    register_solver(_name)(_on_the_system(_solve))
+#: what each of these reads of the configuration beyond the common settings
+_SYSTEM_SOLVERS = {
+    "exact": (solve_exact, ("exact_max_dim",)),
+    "lissa": (solve_lissa, ("max_iters", "hvp_budget", "power_iters", "lissa_scale", "check_every")),
+    "sqp": (solve_sqp, ("max_iters", "hvp_budget", "power_iters")),
+    "adam": (solve_adam, ("max_iters", "lr")),
+}
+for _name, (_solve, _settings) in _SYSTEM_SOLVERS.items():
+    register_solver(_name, settings=_settings)(_on_the_system(_solve))
 
 
 def _fitted_ekfac(problem: SolveProblem) -> EKFAC:
@@ -43,7 +50,7 @@ def _fitted_ekfac(problem: SolveProblem) -> EKFAC:
     return ekfac
 
 
-@register_solver("ekfac")
+@register_solver("ekfac", settings=())
 def ekfac(problem: SolveProblem) -> Solution:
     """EK-FAC's inverse applied once: no curvature product, its residual says how good it is."""
     fitted = _fitted_ekfac(problem)
@@ -53,7 +60,8 @@ def ekfac(problem: SolveProblem) -> Solution:
 
 # "auto": an adapter's trainable parameters are linear layers, which the low-rank preconditioner
 # needs, and it is built only when the iterations it saves cost more than building it
-@register_solver("cg", recommended={"preconditioner": "auto"})
+@register_solver("cg", recommended={"preconditioner": "auto"},
+                 settings=("max_iters", "hvp_budget", "preconditioner", "preconditioner_samples"))
 def cg(problem: SolveProblem) -> Solution:
     """Conjugate gradients, preconditioned as ``config.preconditioner`` says."""
     op, b, cfg = problem.op, problem.b, problem.config

@@ -16,7 +16,7 @@ a method's name against the registry without an import cycle.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,23 +53,40 @@ SolverFn = Callable[[SolveProblem], "Solution"]
 
 _SOLVERS: dict[str, SolverFn] = {}
 _RECOMMENDED: dict[str, dict[str, Any]] = {}
+#: the settings of SolverConfig each method reads beyond the common ones (``None``: not declared)
+_SETTINGS: dict[str, tuple[str, ...] | None] = {FISHER: ("damping_groups",)}
+
+#: the settings every method reads: the curvature sample, its batches and seed, the starting
+#: damping's rule, and the residual the engine checks and reports
+COMMON_SETTINGS = ("method", "batch_size", "seed", "sample_size", "tol", "max_residual", "damping_scale")
 
 
-def register_solver(name: str, recommended: Mapping[str, Any] | None = None) -> Callable[[SolverFn], SolverFn]:
+def register_solver(name: str, recommended: Mapping[str, Any] | None = None,
+                    settings: Sequence[str] | None = None) -> Callable[[SolverFn], SolverFn]:
     """Decorator: register ``fn`` as the solver ``name``. A name is registered once.
 
     ``recommended``: settings of :class:`SolverConfig` that :meth:`SolverConfig.for_method`
     gives this method unless told otherwise (the plain constructor's defaults stay the same for
-    every method), so that the CLI and the library build the same configuration."""
+    every method), so that the CLI and the library build the same configuration.
+    ``settings``: the settings it reads beyond :data:`COMMON_SETTINGS`; the configuration then
+    refuses any other one set away from its default (it would be silently ignored). ``None``
+    (undeclared) accepts every setting."""
 
     def register(fn: SolverFn) -> SolverFn:
         if name == FISHER or name in _SOLVERS:
             raise ValueError(f"a solver named {name!r} is registered already")
         _SOLVERS[name] = fn
         _RECOMMENDED[name] = dict(recommended or {})
+        _SETTINGS[name] = None if settings is None else tuple(settings)
         return fn
 
     return register
+
+
+def method_settings(name: str) -> tuple[str, ...] | None:
+    """The settings method ``name`` reads beyond the common ones; ``None`` when it did not declare them."""
+    _load_builtin()
+    return _SETTINGS.get(name)
 
 
 def recommended_settings(name: str) -> dict[str, Any]:

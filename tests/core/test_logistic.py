@@ -10,6 +10,7 @@ from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig,
 from rec_eraser.core.curvature import CurvatureOperator
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
+from rec_eraser.core.solver_registry import method_settings
 
 from .conftest import collate, fit_logistic, logistic_loss
 
@@ -26,7 +27,9 @@ def delta_of(update) -> np.ndarray:
 
 
 def engine(problem, method: str, **cfg) -> InfluenceEngine:
-    settings = dict(method=method, tol=1e-8, max_iters=5000, batch_size=50)
+    settings = dict(method=method, tol=1e-8, batch_size=50)
+    if "max_iters" in method_settings(method):  # the iterative ones; the others refuse a setting they would ignore
+        settings["max_iters"] = 5000
     settings.update(cfg)
     return InfluenceEngine(problem.model(), logistic_loss, problem.samples, collate, damping=0.0, solver=SolverConfig(**settings))
 

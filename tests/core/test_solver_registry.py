@@ -47,8 +47,9 @@ def delta_of(update) -> np.ndarray:
 
 
 def engine(problem, method: str) -> InfluenceEngine:
+    iterations = {"max_iters": 5000} if method == "steepest" else {}
     return InfluenceEngine(problem.model(), logistic_loss, problem.samples, collate, damping=0.0,
-                           solver=SolverConfig(method=method, tol=1e-9, max_iters=5000, batch_size=1000))
+                           solver=SolverConfig(method=method, tol=1e-9, batch_size=1000, **iterations))
 
 
 def test_a_registered_solver_is_used_and_reported(logistic, registered):
@@ -80,3 +81,17 @@ def test_for_method_applies_the_registered_recommendations(registered):
     assert SolverConfig.for_method("cg", sample_size=8) == SolverConfig(method="cg", preconditioner="auto", sample_size=8)
     assert SolverConfig.for_method("fisher") == SolverConfig(method="fisher")
     assert SolverConfig.for_method("steepest") == SolverConfig(method="steepest")
+
+
+def test_a_setting_the_method_would_ignore_is_refused(registered):
+    with pytest.raises(SolverConfigError, match="preconditioner is not a setting of method 'fisher'.*damping_groups"):
+        SolverConfig(method="fisher", preconditioner="lowrank")
+    with pytest.raises(SolverConfigError, match="max_iters is not a setting of method 'exact'"):
+        SolverConfig(method="exact", max_iters=10)
+    with pytest.raises(SolverConfigError, match="lr is not a setting of method 'cg'"):
+        SolverConfig.for_method("cg", lr=1e-3)
+    # the common settings, a method's own ones, and a default value anywhere are accepted
+    SolverConfig(method="ekfac", sample_size=8, tol=1e-2, damping_scale=0.1, max_iters=500)
+    SolverConfig(method="lissa", lissa_scale=2.0, check_every=5, hvp_budget=100)
+    # a solver registered without declaring its settings reads whatever it likes
+    assert solver_registry.method_settings("steepest") is None and SolverConfig(method="steepest", lr=0.5).lr == 0.5
