@@ -17,7 +17,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_API = ("Run", "delete_user", "remove_interactions", "correct_label", "correct_target")
+_API = ("Run", "delete_user", "remove_interactions", "correct_label", "correct_target", "influence_update")
 __all__ = ["USER_ERRORS", "RecEraserError", "__version__", *_API]
 
 

@@ -7,6 +7,10 @@
     result = run.apply([rx.delete_user("42")])    # a new adapter version, calibrated
     run.evaluate(limit=200)
 
+Without a run folder, :func:`influence_update` (from :mod:`rec_eraser.workflows.update`) takes
+a ``peft`` model, its training instances and the ones to remove or correct, and returns the
+update (``update.apply(model)``).
+
 It sits beside the CLI, above the workflows, and is as thin: every method is one call into
 ``rec_eraser.workflows``, ``rec_eraser.training`` or ``rec_eraser.evaluation``, with the same
 defaults as the matching command. Errors a caller can cause are those of
@@ -36,6 +40,9 @@ from rec_eraser.workflows.unlearn import (
     preview_update,
     training_memorisation,
 )
+from rec_eraser.workflows.update import influence_update
+
+__all__ = ["Run", "correct_label", "correct_target", "delete_user", "influence_update", "remove_interactions"]
 
 #: the ``source`` part of the ids of events made by the functions below
 SOURCE = "api"

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import rec_eraser as rx
 from rec_eraser.workflows.events import EventError
@@ -81,3 +82,35 @@ def _lightest_user(run: rx.Run) -> str:
     from rec_eraser.tasks.prepare import load_instances
 
     return min(Counter(z.user for z in load_instances(run.path, "train")).items(), key=lambda kv: (kv[1], kv[0]))[0]
+
+
+def test_influence_update_needs_no_run_folder_and_equals_the_workflows_update(trained_run, tmp_path):
+    """A peft model, its training instances and the ones to forget give the update the workflow
+    writes for the same deletion (same solver and damping rule, no calibration)."""
+    from safetensors.torch import load_file
+
+    from rec_eraser.workflows.registry import Registry
+
+    run = rx.Run(shutil.copytree(trained_run.path, tmp_path / "run"))
+    user = _lightest_user(run)
+    training_set = Registry(run.path).training_set("v0000")
+    peft_model = run.load("v0000").model.lm  # a plain peft model from here on
+    tokenizer = run.load("v0000").tokenizer
+    forgotten = [z for z in training_set if z.user == user]
+    update = rx.influence_update(peft_model, tokenizer, training_set, removed=forgotten)
+    assert update.report.method == "fisher" and set(update.delta) <= {n for n, _ in peft_model.named_parameters()}
+
+    applied = run.apply([rx.delete_user(user)], calibrate=False)
+    assert applied.version == "v0001" and applied.removed == len(forgotten)
+    before, after = (load_file(str(run.path / v / "adapter_model.safetensors")) for v in ("v0000", "v0001"))
+    params = dict(peft_model.named_parameters())
+    assert len(update.delta) == len(after) and sum(float(d.norm()) for d in update.delta.values()) > 0
+    for name, delta in update.delta.items():
+        saved = name.replace(".default", "")  # peft saves an adapter's tensors without its name
+        assert torch.allclose(after[saved] - before[saved], delta.to(after[saved].dtype), atol=1e-6, rtol=1e-4), name
+        assert params[name].shape == delta.shape
+
+    with pytest.raises(ValueError, match="not in the training set"):
+        rx.influence_update(peft_model, tokenizer, training_set[1:], removed=training_set[:1])
+    with pytest.raises(ValueError, match="nothing to remove or correct"):
+        rx.influence_update(peft_model, tokenizer, training_set)

@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, SolverReport
+from rec_eraser.core import InfluenceEngine, SolverConfig, SolverReport
 from rec_eraser.tasks.instance import Instance
-from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.encode import collate
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import load_version
@@ -52,6 +52,7 @@ from rec_eraser.workflows.study import (
     update_seconds,
 )
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, preview_update
+from rec_eraser.workflows.update import encoded_edits
 
 
 @dataclass(frozen=True)
@@ -146,11 +147,9 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
     """An influence update of v0000 with ``solver``, in memory (the same edits as the workflow's),
     with the automatic damping rule (its Hutchinson probes are HVPs and are counted)."""
     loaded = load_version(ctx.run, "v0000")
-    tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
-    encoded = {z.id: encode_instance(z, tok, items, max_length) for z in ctx.before}
     after_by_id = {z.id: z for z in ctx.after}
-    edits = [Removal(encoded[z.id]) if z.id not in after_by_id else Replacement(encoded[z.id], encode_instance(after_by_id[z.id], tok, items, max_length))
-             for z in ctx.forget]
+    encoded, edits = encoded_edits(ctx.before, {z.id: after_by_id.get(z.id) for z in ctx.forget}, loaded.tokenizer, loaded.item_index,
+                                   loaded.recipe.max_length)
     memory = PeakMemory()
     with memory.watch():
         update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver).compute(edits)

@@ -17,11 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig
+from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, Update
 from rec_eraser.core.calibration import CalibrationConfig
 from rec_eraser.core.edits import new_samples, old_samples
+from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
-from rec_eraser.training.model import rec_loss
+from rec_eraser.training.model import RecModel, rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, trained_reference
 
@@ -144,6 +145,56 @@ def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, re
     return {**chosen.to_dict(), "users": chosen.groups, "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
 
 
+def encoded_edits(training_set: Sequence[Instance], new_forms: dict[str, Instance | None], tokenizer: Any,
+                  item_index: dict[str, int] | None, max_length: int) -> tuple[dict[str, Any], list[Removal | Replacement]]:
+    """The encoded training set (by id) and the engine's edits: each id of ``new_forms`` removed
+    (``None``) or replaced by its new form, in ``new_forms``' order. The one translation from
+    instances to the engine's edits, shared by the workflow, the benchmark and
+    :func:`influence_update`."""
+    encoded = {z.id: encode_instance(z, tokenizer, item_index, max_length) for z in training_set}
+    unknown = [i for i in new_forms if i not in encoded]
+    if unknown:
+        raise ValueError(f"instance {unknown[0]!r} is not in the training set, so it cannot be removed or corrected")
+    edits: list[Removal | Replacement] = [
+        Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tokenizer, item_index, max_length))
+        for i, new in new_forms.items()]
+    return encoded, edits
+
+
+def influence_update(model: Any, tokenizer: Any, training_set: Sequence[Instance], removed: Sequence[Instance] = (),
+                     corrected: Sequence[Instance] = (), *, solver: SolverConfig = DEFAULT_SOLVER, damping: float | None = None,
+                     max_length: int = 512) -> Update:
+    """The influence update of a model for removing and correcting training instances, with no run folder.
+
+    Args:
+        model: the causal LM with its (trainable) LoRA adapter, e.g. a ``peft`` model, or a
+            :class:`~rec_eraser.training.model.RecModel`.
+        tokenizer: its tokenizer.
+        training_set: the instances the adapter was trained on (the curvature's sample is drawn
+            from them; ``n`` is their number).
+        removed: instances of ``training_set`` to forget.
+        corrected: the new forms of instances of ``training_set`` (matched by id).
+        solver, damping: as for the engine; the default is the workflows' (``fisher``, the
+            damping rule; no calibration, which needs a run's never-trained instances).
+
+    Returns:
+        The :class:`~rec_eraser.core.Update` (Δθ by parameter name of ``model``, and its report);
+        ``update.apply(model)`` applies it in place. Prompts with item-embedding tokens (LLaRA)
+        need the run's item encoder: use :class:`rec_eraser.Run` for those.
+    """
+    new_forms: dict[str, Instance | None] = {z.id: None for z in removed}
+    new_forms.update({z.id: z for z in corrected})
+    if not new_forms:
+        raise ValueError("nothing to remove or correct")
+    wrapped = model if isinstance(model, RecModel) else RecModel(model)
+    encoded, edits = encoded_edits(training_set, new_forms, tokenizer, None, max_length)
+    update = InfluenceEngine(wrapped, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping,
+                             solver=solver).compute(edits)
+    if wrapped is not model:  # named as the caller's model's parameters, not the wrapper's
+        update = Update(delta={name.removeprefix("lm."): d for name, d in update.delta.items()}, report=update.report)
+    return update
+
+
 def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
            on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
            gauge: Gauge | None = None) -> tuple[Any, dict[str, Any]]:
@@ -155,12 +206,8 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
     gradient passes measured already) and the trust check (the first-order prediction of the
     edited losses' change against the measured one).
     """
-    tok, items, max_length = loaded.tokenizer, loaded.item_index, loaded.recipe.max_length
-    encoded = {z.id: encode_instance(z, tok, items, max_length) for z in training_set}
-    edits = []
-    for i in plan.changed:
-        new = plan.after[i]
-        edits.append(Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tok, items, max_length)))
+    encoded, edits = encoded_edits(training_set, {i: plan.after[i] for i in plan.changed}, loaded.tokenizer, loaded.item_index,
+                                   loaded.recipe.max_length)
     removed = [plan.before[i] for i in plan.removed]
     corrected = [plan.after[i] for i in plan.modified]
     corrected_old = [plan.before[i] for i in plan.modified]
