@@ -49,7 +49,7 @@ def a_trained_user(run: Path) -> str:
 
 def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_checked(run):
     from rec_eraser.training.train import training_instances
-    from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash
+    from rec_eraser.training.versions import TRAIN_IDS, VersionIntegrityError, instance_ids_hash
 
     manifest_file, ids_file = run / "v0000" / "manifest.json", run / "v0000" / TRAIN_IDS
     manifest = json.loads(manifest_file.read_text())
@@ -61,13 +61,21 @@ def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_ch
     # the stored ids still say what v0000 was trained on
     manifest_file.write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 99}}))
     assert [z.id for z in Registry(run).training_set("v0000")] == expected
-    # a run written before the ids file existed re-derives them, and refuses a draw that its hash does not match
+    # the file is one of the version's hashed files: a changed one is refused before it is read
     ids = ids_file.read_text()
+    ids_file.write_text(ids.replace(expected[0], "no-such-instance", 1))
+    with pytest.raises(VersionIntegrityError, match="train_ids.json: its SHA-256 differs"):
+        Registry(run).training_set("v0000")
+    # a run written before the ids file existed (no file, no hash of it) re-derives them, and
+    # refuses a draw that the hash of the ids it recorded does not match
+    legacy = {**manifest, "hashes": {k: v for k, v in manifest["hashes"].items() if k != TRAIN_IDS}}
+    manifest_file.write_text(json.dumps({**legacy, "recipe": {**manifest["recipe"], "seed": 99}}))
     ids_file.unlink()
     with pytest.raises(RegistryError, match="cannot be re-derived"):
         Registry(run).training_set("v0000")
-    manifest_file.write_text(json.dumps(manifest))
+    manifest_file.write_text(json.dumps(legacy))
     assert [z.id for z in Registry(run).training_set("v0000")] == expected
+    # an ids file the manifest holds no hash of is still checked for what it says
     ids_file.write_text(ids.replace(expected[0], "no-such-instance", 1))
     with pytest.raises(RegistryError, match="not in the run's training split"):
         Registry(run).training_set("v0000")
