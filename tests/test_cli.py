@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
@@ -42,22 +43,36 @@ def test_unknown_solver_is_one_line_error():
 
 
 def test_demo_quick_json_contract_and_cached_rerun(tmp_path, tiny_model_dir):
+    from rec_eraser.workflows.demo import render_markdown
+
     run = tmp_path / "demo"
     args = ["demo", "--quick", "--out", str(run), "--base-model", str(tiny_model_dir), "--json"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
+    assert (data["task"], data["main_metric"], data["baseline"]["name"]) == ("tallrec", "auc", "like_rate")
     for name in ("original", "unlearned", "retrained"):
-        assert set(data[name]["metrics"]) >= {"hit@1", "valid_ratio", "forgotten_loss", "unseen_loss"} and data[name]["seconds"] >= 0
-        assert 0 <= data[name]["metrics"]["hit@1"] <= 1
+        metrics = data[name]["metrics"]
+        assert set(metrics) >= {"auc", "agreement_with_retrained", "forgotten_loss", "unseen_loss", "membership_auc"}
+        assert 0 <= metrics["auc"] <= 1 and data[name]["seconds"] >= 0
+    assert data["retrained"]["metrics"]["agreement_with_retrained"] == pytest.approx(1.0)
     assert len(data["forgotten_users"]) == 3 and data["forgotten_instances"] > 0
     assert data["unlearned"]["version"] == "v0001" and data["retrained"]["version"] == "retrained-v0001"
     assert data["unlearned"]["metrics"]["forgotten_loss"] != data["original"]["metrics"]["forgotten_loss"]
     record = json.loads((run / "v0001" / "manifest.json").read_text())
     assert {e["user"] for e in record["events"] if e["type"] == "delete_user"} == set(data["forgotten_users"])
-    again = runner.invoke(app, args)  # everything cached: the same versions, no new one
+    # progress went to the log too (no terminal here), training steps included
+    log = (run / "demo.log").read_text()
+    assert "training v0000: step" in log and "retraining: step" in log and "evaluating retrained-v0001" in log
+    # the rendered table and sentences come from the result's figures
+    text = render_markdown(data)
+    assert f"| original (v0000) | {data['original']['metrics']['auc']:.3f} |" in text
+    assert f"the update moved it to {data['unlearned']['metrics']['forgotten_loss']:.3f}" in text
+
+    again = runner.invoke(app, args[:-1])  # everything cached: the same versions, no new one; the table as text
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["unlearned"]["version"] == "v0001" and sorted(p.name for p in run.glob("v0*")) == ["v0000", "v0001"]
+    assert "| retrained from scratch (oracle) |" in again.stdout and "Forgetting: retraining moved" in again.stdout
+    assert sorted(p.name for p in run.glob("v0*")) == ["v0000", "v0001"]
 
 
 def test_prepare_json_and_refusal_to_overwrite(tmp_path):

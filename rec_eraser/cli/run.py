@@ -121,17 +121,18 @@ def evaluate(
 
 @app.command()
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="A small version that finishes in under 5 minutes on 2 CPU cores."),
-    out: Optional[Path] = typer.Option(None, "--out", help="The run folder (default: adapters/demo-llara or adapters/demo-llara-quick)."),
+    quick: bool = typer.Option(False, "--quick", help="A small version that finishes in a few minutes on 2 CPU cores."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The run folder (default: adapters/demo-tallrec or adapters/demo-tallrec-quick)."),
     base_model: Optional[Path] = typer.Option(None, "--base-model", help="A local Hugging Face causal LM folder (default: embedded SmolLM2)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages (RUN/demo.log still gets them)."),
 ) -> None:
     """The main job on the embedded defaults: train, forget users and noisy interactions, compare with retraining.
 
-    ml-100k, SmolLM2-135M, LLaRA task. Each step is cached in the run folder, so a rerun only evaluates.
+    ml-100k, SmolLM2-135M, TALLRec task; about 25 minutes on 2 CPU cores. Each step is cached in
+    the run folder, so a rerun only evaluates; progress also goes to RUN/demo.log.
     """
-    from rec_eraser.workflows.demo import run_demo
+    from rec_eraser.workflows.demo import render_markdown, run_demo, summary_lines, table_rows
 
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
     try:
@@ -141,16 +142,19 @@ def demo(
     if as_json:
         emit_json(result)
         return
-    table = Table("adapter", "HitRatio@1", "ValidRatio", "loss on forgotten", "loss on unseen (test)", "membership AUC", "seconds")
-    for name in ("original", "unlearned", "retrained"):
-        m = result[name]["metrics"]
-        table.add_row(f"{name} ({result[name]['version']})", fmt(m["hit@1"]), fmt(m["valid_ratio"]),
-                      fmt(m["forgotten_loss"]), fmt(m["unseen_loss"]), fmt(m["membership_auc"]), fmt(result[name]["seconds"]))
-    base = result["original"]["metrics"]["baselines"]
-    console.print(f"ml-100k LLaRA, {result['train_instances']} training instances; forgot users {', '.join(result['forgotten_users'])} "
-                  f"({result['forgotten_instances']} instances) and {len(result['noisy_interactions'])} noisy interactions "
-                  f"({result['edits']['removed']} instances removed, {result['edits']['modified']} modified)")
-    console.print(table)
-    console.print(f"on {result['original']['metrics']['eval_prompts']} test prompts; random hit@1 {base['random']['hit@1']:.3f}, "
-                  f"popularity hit@1 {base['popularity']['hit@1']:.3f}. The update cost {fmt(result['update_to_retrain_seconds'])} "
-                  f"of retraining's time. Run folder: {result['run']}")
+    edits = result["edits"] or {}
+    console.print(f"ml-100k {result['task']}, {result['train_instances']} training instances; forgot users "
+                  f"{', '.join(result['forgotten_users'])} ({result['forgotten_instances']} instances) and "
+                  f"{len(result['noisy_interactions'])} noisy interactions ({edits.get('removed')} instances removed, "
+                  f"{edits.get('modified')} modified); {result['eval_prompts']} test prompts.")
+    if not console.is_terminal:  # a log file: plain Markdown, which no terminal width truncates
+        console.print(render_markdown(result), markup=False, highlight=False, soft_wrap=True)
+    else:
+        header, rows = table_rows(result)
+        table = Table(*header)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        for line in summary_lines(result):
+            console.print(f"- {line}", markup=False, highlight=False)
+    console.print(f"Run folder: {result['run']} (progress log: {result['run']}/demo.log)", markup=False)
