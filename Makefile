@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml setup.py Makefile
 
 test: install
 	$(PY) -m ruff check rec_eraser tests
+	$(PY) -m ruff format --check rec_eraser tests
 	$(PY) -m pytest -q
 
 test-slow: install

@@ -81,11 +81,23 @@ class Run:
         self._registry = Registry(self.path)
 
     @classmethod
-    def prepare(cls, dataset: str | Path, task: str, out: str | Path, *, seed: int = 0, max_users: int | None = None,
-                negatives: int = 20, max_history: int = 10, root: str | Path | None = None) -> Run:
+    def prepare(
+        cls,
+        dataset: str | Path,
+        task: str,
+        out: str | Path,
+        *,
+        seed: int = 0,
+        max_users: int | None = None,
+        negatives: int = 20,
+        max_history: int = 10,
+        root: str | Path | None = None,
+    ) -> Run:
         """Build ``task``'s instances (``"tallrec"`` or ``"llara"``) from ``dataset`` (a known
         name such as ``"ml-100k"``, or a folder of RecBole atomic files) into the new folder ``out``."""
-        prepare(dataset, task, out, seed=seed, negatives=negatives, max_history=max_history, max_users=max_users, root=root)
+        prepare(
+            dataset, task, out, seed=seed, negatives=negatives, max_history=max_history, max_users=max_users, root=root
+        )
         return cls(out)
 
     def __repr__(self) -> str:
@@ -113,8 +125,14 @@ class Run:
         """Every action on the run, oldest first (the audit trail)."""
         return self._registry.ledger()
 
-    def train(self, recipe: str | Path | None = None, *, base_model: str | Path | None = None, measure_gap: bool = True,
-              progress: Callable[[int, int, float], None] | None = None) -> str:
+    def train(
+        self,
+        recipe: str | Path | None = None,
+        *,
+        base_model: str | Path | None = None,
+        measure_gap: bool = True,
+        progress: Callable[[int, int, float], None] | None = None,
+    ) -> str:
         """Train ``v0000``; returns its name. ``recipe``: a file or a shipped recipe's name
         (default ``demo-<task>``); ``base_model``: a local Hugging Face causal-LM folder instead
         of the recipe's; ``measure_gap``: measure the memorisation gap now, as ``rec-eraser train`` does."""
@@ -122,31 +140,59 @@ class Run:
         measure = training_memorisation(self.path, loaded_recipe) if measure_gap else None
         return train_run(self.path, loaded_recipe, progress=progress, measure=measure).name
 
-    def apply(self, events: Sequence[Event], *, calibration_target: str = DEFAULT_CALIBRATION.target, calibrate: bool = True,
-              solver: SolverConfig | None = None, damping: float | None = None, say: Callable[[str], None] | None = None) -> ApplyResult:
+    def apply(
+        self,
+        events: Sequence[Event],
+        *,
+        calibration_target: str = DEFAULT_CALIBRATION.target,
+        calibrate: bool = True,
+        solver: SolverConfig | None = None,
+        damping: float | None = None,
+        say: Callable[[str], None] | None = None,
+    ) -> ApplyResult:
         """Apply ``events`` to the current version as one update; ``result.version`` is the new
         version (None when every event was applied before). Events that do not fit the run (an
         unknown user or item, the other task's correction) are refused together, before
         anything is written: :class:`EventError` lists them."""
         _check_events(events)
         calibration = replace(DEFAULT_CALIBRATION, target=calibration_target) if calibrate else None
-        return apply_events(self.path, [(None, e) for e in events], solver=solver, damping=damping, say=say, calibrate=calibration,
-                            strict=True)
+        return apply_events(
+            self.path,
+            [(None, e) for e in events],
+            solver=solver,
+            damping=damping,
+            say=say,
+            calibrate=calibration,
+            strict=True,
+        )
 
-    def preview(self, events: Sequence[Event], *, calibration_target: str = DEFAULT_CALIBRATION.target,
-                solver: SolverConfig | None = None, damping: float | None = None) -> tuple[LoadedModel | None, ApplyResult]:
+    def preview(
+        self,
+        events: Sequence[Event],
+        *,
+        calibration_target: str = DEFAULT_CALIBRATION.target,
+        solver: SolverConfig | None = None,
+        damping: float | None = None,
+    ) -> tuple[LoadedModel | None, ApplyResult]:
         """What :meth:`apply` would do, in memory: the updated model (None when nothing would
         change) and the result; no version is written."""
         _check_events(events)
-        return preview_update(self.path, events, solver=solver, damping=damping,
-                              calibrate=replace(DEFAULT_CALIBRATION, target=calibration_target), strict=True)
+        return preview_update(
+            self.path,
+            events,
+            solver=solver,
+            damping=damping,
+            calibrate=replace(DEFAULT_CALIBRATION, target=calibration_target),
+            strict=True,
+        )
 
     def load(self, version: str | None = None) -> LoadedModel:
         """A version's model (default: the current one) with its tokenizer, ready to score."""
         return load_version(self.path, resolve_version(self.path, version))
 
-    def evaluate(self, version: str | None = None, *, split: str = "test", limit: int | None = None,
-                 generate: bool = True) -> dict[str, Any]:
+    def evaluate(
+        self, version: str | None = None, *, split: str = "test", limit: int | None = None, generate: bool = True
+    ) -> dict[str, Any]:
         """A version's metrics on ``split`` (its first ``limit`` prompts) beside the task's simple
         baselines; ``generate=False`` skips LLaRA's generation mode (the slower one)."""
         return evaluate_version(self.path, version, split=split, limit=limit, generate=generate)

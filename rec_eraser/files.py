@@ -54,7 +54,9 @@ def write_file_atomically(path: Path, write: Callable[[Path], object], mode: int
     return path
 
 
-def write_folder_atomically(target: Path, fill: Callable[[Path], None], check: Callable[[], None] | None = None) -> Path:
+def write_folder_atomically(
+    target: Path, fill: Callable[[Path], None], check: Callable[[], None] | None = None
+) -> Path:
     """Create the folder ``target`` with what ``fill(staging)`` writes into a temporary sibling.
 
     ``check`` runs just before the rename (e.g. that ``target`` is still free: it may have been

@@ -26,7 +26,9 @@ def shipped_dir(kind: ShippedKind) -> Path:
         return Path(next(iter(spec.submodule_search_locations)))
     checkout = Path(__file__).resolve().parent.parent
     if not (checkout / "pyproject.toml").is_file():  # installed, yet without its data: not a folder to guess
-        raise FileNotFoundError(f"rec-eraser's shipped {kind} are missing from its installation ({checkout}); reinstall it")
+        raise FileNotFoundError(
+            f"rec-eraser's shipped {kind} are missing from its installation ({checkout}); reinstall it"
+        )
     return checkout / kind
 
 

@@ -42,9 +42,12 @@ def trained_run(tmp_path_factory, tiny_model_dir) -> rx.Run:
 
 def test_one_bad_event_refuses_the_request_and_writes_nothing(trained_run):
     user = _lightest_user(trained_run)
-    for events, message in (([rx.delete_user(user), rx.delete_user("no-such-user")], "unknown user 'no-such-user'"),
-                            ([rx.correct_target(user, "1", "2")], "correct_target needs the llara task"),
-                            ([], "non-empty list of events"), (rx.delete_user(user), "non-empty list of events")):
+    for events, message in (
+        ([rx.delete_user(user), rx.delete_user("no-such-user")], "unknown user 'no-such-user'"),
+        ([rx.correct_target(user, "1", "2")], "correct_target needs the llara task"),
+        ([], "non-empty list of events"),
+        (rx.delete_user(user), "non-empty list of events"),
+    ):
         with pytest.raises(EventError, match=message):
             trained_run.apply(events)
     assert trained_run.versions == ["v0000"] and [line["action"] for line in trained_run.ledger()] == ["trained"]
@@ -62,7 +65,9 @@ def test_preview_writes_nothing_and_matches_apply(trained_run, tmp_path):
     assert model is not None and previewed.version is None and run.versions == ["v0000"]
     applied = run.apply([rx.delete_user(user)])
     assert (applied.removed, applied.train_instances) == (previewed.removed, previewed.train_instances)
-    assert applied.metrics["after"]["forgotten_loss"] == pytest.approx(previewed.metrics["after"]["forgotten_loss"], rel=1e-5)
+    assert applied.metrics["after"]["forgotten_loss"] == pytest.approx(
+        previewed.metrics["after"]["forgotten_loss"], rel=1e-5
+    )
 
 
 def test_the_api_is_loaded_on_first_use_only():
@@ -70,7 +75,10 @@ def test_the_api_is_loaded_on_first_use_only():
     import sys
 
     code = "import sys, rec_eraser; print('torch' in sys.modules, 'rec_eraser.api' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == ["False", "False"]
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split() == [
+        "False",
+        "False",
+    ]
     with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
         rx.Nothing  # noqa: B018
 

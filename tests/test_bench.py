@@ -79,34 +79,65 @@ def test_pcg_iterations_and_the_block_jacobi_ceiling_on_known_spectra():
 
 
 def _study_row(retrain: float, moves: dict[str, float], correlations: dict[str, float]) -> dict:
-    row = {"instances": 4, "noisy_instances": 1, "original_loss": 0.2, "retrain": {"move": retrain},
-           "original_score_correlation_with_retrain": correlations.pop("original")}
-    row.update({name: {"move": move, "score_correlation_with_retrain": correlations[name]} for name, move in moves.items()})
+    row = {
+        "instances": 4,
+        "noisy_instances": 1,
+        "original_loss": 0.2,
+        "retrain": {"move": retrain},
+        "original_score_correlation_with_retrain": correlations.pop("original"),
+    }
+    row.update(
+        {name: {"move": move, "score_correlation_with_retrain": correlations[name]} for name, move in moves.items()}
+    )
     return row
 
 
 def test_the_calibration_study_summary_scores_each_update_against_each_sets_retrain():
     from rec_eraser.bench.targets import markdown, summarise
 
-    sets = [_study_row(0.10, {"rule": 0.30, "edited": 0.05, "reference": 0.12}, {"original": 0.9, "rule": 0.8, "edited": 0.95, "reference": 0.97}),
-            _study_row(0.50, {"rule": 0.45, "edited": 0.05, "reference": 0.40}, {"original": 0.7, "rule": 0.9, "edited": 0.85, "reference": 0.93})]
+    sets = [
+        _study_row(
+            0.10,
+            {"rule": 0.30, "edited": 0.05, "reference": 0.12},
+            {"original": 0.9, "rule": 0.8, "edited": 0.95, "reference": 0.97},
+        ),
+        _study_row(
+            0.50,
+            {"rule": 0.45, "edited": 0.05, "reference": 0.40},
+            {"original": 0.7, "rule": 0.9, "edited": 0.85, "reference": 0.93},
+        ),
+    ]
     sets[0]["retrain_seed1"] = {"move": 0.13}
     summary = summarise(sets)
-    assert summary["retrain_mean_abs_move"] == pytest.approx(0.30) and summary["retrain_move_range"] == pytest.approx([0.10, 0.50])
+    assert summary["retrain_mean_abs_move"] == pytest.approx(0.30) and summary["retrain_move_range"] == pytest.approx(
+        [0.10, 0.50]
+    )
     assert summary["retrain_seed_move_difference"] == pytest.approx(0.03)
     # |moves - Retrain's|: rule 0.20, 0.05; edited 0.05, 0.45; reference 0.02, 0.10; doing nothing 0.10, 0.50
-    assert summary["rule"]["mean_abs_error"] == pytest.approx(0.125) and summary["edited"]["mean_abs_error"] == pytest.approx(0.25)
+    assert summary["rule"]["mean_abs_error"] == pytest.approx(0.125) and summary["edited"][
+        "mean_abs_error"
+    ] == pytest.approx(0.25)
     assert summary["reference"]["mean_abs_error"] == pytest.approx(0.06)
     assert summary["reference"]["relative_error"] == pytest.approx(0.06 / 0.30)
-    assert summary["original"]["mean_abs_error"] == pytest.approx(0.30) and summary["original"]["move_correlation_with_retrain"] is None
+    assert (
+        summary["original"]["mean_abs_error"] == pytest.approx(0.30)
+        and summary["original"]["move_correlation_with_retrain"] is None
+    )
     assert [summary[n]["sets_nearest"] for n in ("original", "rule", "edited", "reference")] == [0, 1, 0, 1]
-    assert summary["edited"]["move_correlation_with_retrain"] is None  # the same move on both sets: no correlation to speak of
+    assert (
+        summary["edited"]["move_correlation_with_retrain"] is None
+    )  # the same move on both sets: no correlation to speak of
     assert summary["reference"]["move_correlation_with_retrain"] == pytest.approx(1.0)
     assert summary["reference"]["mean_score_correlation_with_retrain"] == pytest.approx(0.95)
-    result = {"settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32}, "n_train": 48,
-              "noisy_train_instances": 12, "original_auc": 0.8, "memorisation_gap": {"gap": 0.2, "standard_error": 0.05,
-                                                                                  "untrained_source": "held-out users"},
-              "sets": sets, "summary": summary}
+    result = {
+        "settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32},
+        "n_train": 48,
+        "noisy_train_instances": 12,
+        "original_auc": 0.8,
+        "memorisation_gap": {"gap": 0.2, "standard_error": 0.05, "untrained_source": "held-out users"},
+        "sets": sets,
+        "summary": summary,
+    }
     text = markdown(result)
     assert "| 2 | 4 | 1 | 0.200 | 0.500 | 0.450 | 0.050 | 0.400 | 0.850 / 0.930 |" in text
     assert "| reference | 0.060 | 0.20 | 1 of 2 | 1.000 | 0.950 |" in text

@@ -33,7 +33,9 @@ def test_python_dash_m_runs_the_same_command():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "rec_eraser.cli", "bench", "nonsense"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "rec_eraser.cli", "bench", "nonsense"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 2 and "unknown benchmark 'nonsense'" in done.stderr
 
 
@@ -113,9 +115,16 @@ def test_every_error_class_of_the_package_has_the_common_base():
         if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
-        found.update({name: obj for name, obj in vars(module).items()
-                      if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == module.__name__})
-    assert {"DatasetError", "RegistryError", "SolverError", "TrainingDiverged"} <= set(found)  # the walk saw the package
+        found.update(
+            {
+                name: obj
+                for name, obj in vars(module).items()
+                if inspect.isclass(obj) and issubclass(obj, Exception) and obj.__module__ == module.__name__
+            }
+        )
+    assert {"DatasetError", "RegistryError", "SolverError", "TrainingDiverged"} <= set(
+        found
+    )  # the walk saw the package
     for name, error in found.items():
         if name not in NOT_USER_ERRORS:
             assert issubclass(error, RecEraserError) and issubclass(error, USER_ERRORS), name
@@ -156,5 +165,7 @@ def test_the_calibration_target_option_defaults_to_the_library_default_and_refus
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
     assert CALIBRATION_TARGET_OPT.default == DEFAULT_CALIBRATION.target
-    result = CliRunner().invoke(app, ["forget-user", str(tmp_path / "no-run"), "--user", "1", "--calibration-target", "retrain"])
+    result = CliRunner().invoke(
+        app, ["forget-user", str(tmp_path / "no-run"), "--user", "1", "--calibration-target", "retrain"]
+    )
     assert result.exit_code == 2 and "unknown calibration target 'retrain'" in result.output

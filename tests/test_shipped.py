@@ -34,12 +34,16 @@ def test_a_recipe_is_found_by_path_or_by_its_shipped_name(tmp_path, monkeypatch)
     shipped = REPO / "recipes" / "demo-tallrec.toml"
     assert find_recipe("demo-tallrec") == find_recipe("demo-tallrec.toml") == shipped
     assert load_recipe("demo-tallrec") == load_recipe(shipped)
-    assert load_experiment("ml100k-tallrec-ir", "quick") == load_experiment(REPO / "recipes" / "ml100k-tallrec-ir.toml", "quick")
+    assert load_experiment("ml100k-tallrec-ir", "quick") == load_experiment(
+        REPO / "recipes" / "ml100k-tallrec-ir.toml", "quick"
+    )
     # a file of that name in the working folder is the user's own recipe and wins
     own = tmp_path / "demo-tallrec.toml"
     own.write_text("[train]\nepochs = 3\n")
     monkeypatch.chdir(tmp_path)
-    assert find_recipe("demo-tallrec.toml") == Path("demo-tallrec.toml") and load_recipe("demo-tallrec.toml").epochs == 3
+    assert (
+        find_recipe("demo-tallrec.toml") == Path("demo-tallrec.toml") and load_recipe("demo-tallrec.toml").epochs == 3
+    )
     assert find_recipe("demo-tallrec") == shipped  # no such file here: the name
 
 
@@ -67,11 +71,19 @@ def installed(tmp_path_factory) -> Path:
     for name in ("setup.py", "pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, source / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "wheels"), str(source)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(work / "wheels"), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next((work / "wheels").glob("rec_eraser-*.whl"))
-    subprocess.run([*pip, "install", "--no-deps", "--no-compile", "--target", str(work / "site"), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--no-compile", "--target", str(work / "site"), str(wheel)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     return work / "site"
 
 
@@ -84,19 +96,48 @@ def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProc
 
 
 def test_a_plain_install_works_from_another_folder(installed, tmp_path, tiny_model_dir):
-    where = run_installed(installed, tmp_path, "-c", "import json, rec_eraser.shipped as s; "
-                          "print(json.dumps([s.__file__, str(s.shipped_dir('recipes')), s.shipped_names('datasets')]))")
+    where = run_installed(
+        installed,
+        tmp_path,
+        "-c",
+        "import json, rec_eraser.shipped as s; "
+        "print(json.dumps([s.__file__, str(s.shipped_dir('recipes')), s.shipped_names('datasets')]))",
+    )
     assert where.returncode == 0, where.stderr
     module, recipes, datasets = json.loads(where.stdout)
     assert Path(module).is_relative_to(installed) and Path(recipes) == installed / "rec_eraser" / "recipes"
     assert datasets == ["lastfm", "ml-100k", "steam"]
 
     cli = ("-m", "rec_eraser.cli")
-    prepared = run_installed(installed, tmp_path, *cli, "prepare", "--dataset", "ml-100k", "--task", "tallrec", "--out", "r",
-                             "--max-users", "2", "--json")
+    prepared = run_installed(
+        installed,
+        tmp_path,
+        *cli,
+        "prepare",
+        "--dataset",
+        "ml-100k",
+        "--task",
+        "tallrec",
+        "--out",
+        "r",
+        "--max-users",
+        "2",
+        "--json",
+    )
     assert prepared.returncode == 0, prepared.stderr
-    trained = run_installed(installed, tmp_path, *cli, "train", "r", "--recipe", "demo-tallrec", "--base-model", str(tiny_model_dir),
-                            "--no-measure-gap", "--json")
+    trained = run_installed(
+        installed,
+        tmp_path,
+        *cli,
+        "train",
+        "r",
+        "--recipe",
+        "demo-tallrec",
+        "--base-model",
+        str(tiny_model_dir),
+        "--no-measure-gap",
+        "--json",
+    )
     assert trained.returncode == 0, trained.stderr
     manifest = json.loads((tmp_path / "r" / "v0000" / "manifest.json").read_text())
     assert manifest["recipe"]["max_train"] == load_recipe("demo-tallrec").max_train

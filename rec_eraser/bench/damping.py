@@ -39,7 +39,11 @@ from rec_eraser.models.lm_loss import (
 
 logger = logging.getLogger(__name__)
 
-ITEMS = [f"{c} {a}" for c in ("Red", "Blue", "Green", "Gold", "Grey", "Pink") for a in ("Fox", "Owl", "Bear", "Wolf", "Hawk", "Deer")]
+ITEMS = [
+    f"{c} {a}"
+    for c in ("Red", "Blue", "Green", "Gold", "Grey", "Pink")
+    for a in ("Fox", "Owl", "Bear", "Wolf", "Hawk", "Deer")
+]
 
 
 @dataclass
@@ -51,7 +55,9 @@ class Instance:
     labels: torch.Tensor
 
 
-def build_instances(tokenizer: Any, users: Sequence[int], per_user: int, rng: np.random.Generator, noise: float) -> list[dict[str, Any]]:
+def build_instances(
+    tokenizer: Any, users: Sequence[int], per_user: int, rng: np.random.Generator, noise: float
+) -> list[dict[str, Any]]:
     """TALLRec-shaped prompts; the label is the target's hidden category, flipped with prob. ``noise``."""
     liked_items = set(ITEMS[::2])  # the hidden rule: every other item is liked
     out = []
@@ -77,11 +83,15 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     return pad_collate([{"input_ids": s["input_ids"], "labels": s["labels"]} for s in samples])
 
 
-def train_adapter(base: nn.Module, train: list[dict[str, Any]], seed: int, epochs: int, lr: float, batch_size: int = 8) -> nn.Module:
+def train_adapter(
+    base: nn.Module, train: list[dict[str, Any]], seed: int, epochs: int, lr: float, batch_size: int = 8
+) -> nn.Module:
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.05))
+    model = get_peft_model(
+        copy.deepcopy(base), LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.05)
+    )
     loss_fn = causal_lm_loss()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(seed)
@@ -98,7 +108,9 @@ def train_adapter(base: nn.Module, train: list[dict[str, Any]], seed: int, epoch
 
 
 def yes_no_ids(tokenizer: Any) -> tuple[int, int]:
-    return tokenizer(" Yes", add_special_tokens=False)["input_ids"][0], tokenizer(" No", add_special_tokens=False)["input_ids"][0]
+    return tokenizer(" Yes", add_special_tokens=False)["input_ids"][0], tokenizer(" No", add_special_tokens=False)[
+        "input_ids"
+    ][0]
 
 
 @torch.no_grad()
@@ -144,8 +156,15 @@ def run_damping_check(
         f_loss, _ = evaluate(model, forgotten, yes, no)
         k_loss, _ = evaluate(model, kept, yes, no)
         t_loss, t_score = evaluate(model, test, yes, no)
-        return {"auc": auc(t_score, test_labels), "forgotten_loss": float(f_loss.mean()), "kept_loss": float(k_loss.mean()),
-                "unseen_loss": float(t_loss.mean()), "seconds": seconds, "_scores": t_score, **(extra or {})}
+        return {
+            "auc": auc(t_score, test_labels),
+            "forgotten_loss": float(f_loss.mean()),
+            "kept_loss": float(k_loss.mean()),
+            "unseen_loss": float(t_loss.mean()),
+            "seconds": seconds,
+            "_scores": t_score,
+            **(extra or {}),
+        }
 
     say(f"training the original adapter on {len(train)} instances")
     t0 = time.perf_counter()
@@ -160,14 +179,29 @@ def run_damping_check(
     for scale in scales:
         say(f"influence update, damping scale {scale:g}")
         model = copy.deepcopy(original)
-        engine = InfluenceEngine(model, causal_lm_loss(), train, collate, curvature="ggn",
-                                 solver=SolverConfig(method="cg", tol=1e-2, max_iters=60, damping_scale=scale, seed=seed))
+        engine = InfluenceEngine(
+            model,
+            causal_lm_loss(),
+            train,
+            collate,
+            curvature="ggn",
+            solver=SolverConfig(method="cg", tol=1e-2, max_iters=60, damping_scale=scale, seed=seed),
+        )
         update = engine.compute([Removal(z) for z in forgotten])
         update.apply(model)
         r = update.report
-        rows[f"update_scale_{scale:g}"] = measure(model, r.seconds, {"damping": r.damping, "hvps": r.hvps, "relative_residual": r.relative_residual})
+        rows[f"update_scale_{scale:g}"] = measure(
+            model, r.seconds, {"damping": r.damping, "hvps": r.hvps, "relative_residual": r.relative_residual}
+        )
         del model
     reference = rows["retrain_seed0"]["_scores"]
     for row in rows.values():
         row["score_correlation_with_retrain"] = float(np.corrcoef(row.pop("_scores"), reference)[0, 1])
-    return {"n_train": len(train), "forgotten_instances": len(forgotten), "test_instances": len(test), "epochs": epochs, "lr": lr, "rows": rows}
+    return {
+        "n_train": len(train),
+        "forgotten_instances": len(forgotten),
+        "test_instances": len(test),
+        "epochs": epochs,
+        "lr": lr,
+        "rows": rows,
+    }

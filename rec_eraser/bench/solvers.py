@@ -48,7 +48,13 @@ def _mean_seconds(fn: Callable[[], Any], reps: int = 3) -> float:
     return (time.perf_counter() - t0) / reps
 
 
-def forward_over_reverse_hvp(model: nn.Module, loss_fn: Callable[[nn.Module, Any], torch.Tensor], space: ParameterSpace, batch: Any, tangents: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def forward_over_reverse_hvp(
+    model: nn.Module,
+    loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    space: ParameterSpace,
+    batch: Any,
+    tangents: Sequence[torch.Tensor],
+) -> tuple[torch.Tensor, ...]:
     """H v by ``torch.func.jvp(grad(f))``: the alternative to double backward, for timing."""
     from torch.func import functional_call, grad, jvp
 
@@ -85,14 +91,22 @@ def time_products(task: ToyTask, batch_size: int) -> dict[str, float | None]:
             timings[f"hvp_seconds_{kind}"] = _mean_seconds(lambda: op.batch_product(batch, v))
         try:
             tangents = space.unflatten(v)
-            timings["hvp_seconds_forward_over_reverse"] = _mean_seconds(lambda: forward_over_reverse_hvp(model, task.loss_fn, space, batch, tangents))
+            timings["hvp_seconds_forward_over_reverse"] = _mean_seconds(
+                lambda: forward_over_reverse_hvp(model, task.loss_fn, space, batch, tangents)
+            )
         except Exception as exc:  # report, do not fail the benchmark: this path is optional
             logger.warning("forward-over-reverse HVP failed: %s", exc)
             timings["hvp_seconds_forward_over_reverse"] = None
     return timings
 
 
-def pcg_iterations(matrix: torch.Tensor, b: torch.Tensor, apply_inverse: Callable[[torch.Tensor], torch.Tensor], tol: float = 1e-4, max_iters: int = 10_000) -> int:
+def pcg_iterations(
+    matrix: torch.Tensor,
+    b: torch.Tensor,
+    apply_inverse: Callable[[torch.Tensor], torch.Tensor],
+    tol: float = 1e-4,
+    max_iters: int = 10_000,
+) -> int:
     """Iterations of preconditioned CG on a dense SPD system to ‖r‖ ≤ tol·‖b‖ (one product each)."""
     x = torch.zeros_like(b)
     r = b.clone()
@@ -118,7 +132,11 @@ def _module_of(name: str) -> str:
 
 
 def block_jacobi_ceiling(
-    dense: torch.Tensor, b: torch.Tensor, space: ParameterSpace, damping: float, tol: float = 1e-4,
+    dense: torch.Tensor,
+    b: torch.Tensor,
+    space: ParameterSpace,
+    damping: float,
+    tol: float = 1e-4,
     others: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] | None = None,
 ) -> dict[str, int]:
     """CG iterations on the dense damped system with the *exact* diagonal blocks as preconditioner.
@@ -182,7 +200,9 @@ def run_solver_benchmark(
     if base_model is None:
         task = make_toy_task(n_train=n_train, seed=seed)
     else:
-        task = make_toy_task(n_train=n_train, seq_len=32, seed=seed, base=load_causal_lm(base_model)[0], train_steps=10, lr=1e-3)
+        task = make_toy_task(
+            n_train=n_train, seq_len=32, seed=seed, base=load_causal_lm(base_model)[0], train_steps=10, lr=1e-3
+        )
     space = ParameterSpace(task.model)
     say("timing gradient and HVPs")
     timings = time_products(task, batch_size)
@@ -191,8 +211,13 @@ def run_solver_benchmark(
         op = CurvatureOperator(task.model, task.loss_fn, space, task.train, ToyTask.collate, curvature, batch_size)
         damping = auto_damping(op, seed=seed)
     result: dict[str, Any] = {
-        "p": space.dim, "n_train": len(task.train), "edits": len(edits), "curvature": curvature,
-        "damping": damping.value, "damping_rule": damping.rule, "batch_size": batch_size,
+        "p": space.dim,
+        "n_train": len(task.train),
+        "edits": len(edits),
+        "curvature": curvature,
+        "damping": damping.value,
+        "damping_rule": damping.rule,
+        "batch_size": batch_size,
         **timings,
         "hvp_seconds": timings[f"hvp_seconds_{curvature}"],
         "hvp_to_grad_ratio": timings[f"hvp_seconds_{curvature}"] / timings["grad_seconds"],
@@ -203,8 +228,15 @@ def run_solver_benchmark(
     order = (["exact"] if can_exact else []) + [n for n in names if n != "exact"]
     for name in order:
         say(f"solving with {name}")
-        engine = InfluenceEngine(task.model, task.loss_fn, task.train, ToyTask.collate, curvature=curvature, damping=damping.value,
-                                 solver=SolverConfig(batch_size=batch_size, seed=seed, **DEFAULT_SOLVERS[name]))
+        engine = InfluenceEngine(
+            task.model,
+            task.loss_fn,
+            task.train,
+            ToyTask.collate,
+            curvature=curvature,
+            damping=damping.value,
+            solver=SolverConfig(batch_size=batch_size, seed=seed, **DEFAULT_SOLVERS[name]),
+        )
         try:
             update = engine.compute(edits)
         except SolverError as exc:
@@ -217,17 +249,24 @@ def run_solver_benchmark(
         if name in names:
             result["solvers"][name] = {
                 "relative_error": None if reference is None else float((x - reference).norm() / reference.norm()),
-                "relative_residual": r.relative_residual, "hvps": r.hvps, "gradient_passes": r.gradient_passes,
-                "iterations": r.iterations, "seconds": r.seconds,
+                "relative_residual": r.relative_residual,
+                "hvps": r.hvps,
+                "gradient_passes": r.gradient_passes,
+                "iterations": r.iterations,
+                "seconds": r.seconds,
             }
     if can_exact:
         say("measuring what block preconditioners can do")
         with deterministic_mode(task.model):
             dense = dense_curvature(op)
-            b = InfluenceEngine(task.model, task.loss_fn, task.train, ToyTask.collate, curvature=curvature, damping=damping.value).rhs(edits)
+            b = InfluenceEngine(
+                task.model, task.loss_fn, task.train, ToyTask.collate, curvature=curvature, damping=damping.value
+            ).rhs(edits)
             ekfac = EKFAC(task.model, task.loss_fn, space, ToyTask.collate, batch_size=batch_size, seed=seed)
             ekfac.fit(task.train)
-            lowrank = LowRankGaussNewton(task.model, task.loss_fn, space, ToyTask.collate, batch_size=batch_size, seed=seed)
+            lowrank = LowRankGaussNewton(
+                task.model, task.loss_fn, space, ToyTask.collate, batch_size=batch_size, seed=seed
+            )
             lowrank.fit(task.train)
         others = {
             "ekfac": lambda r, lam: ekfac.inverse_product(r.to(space.dtype), lam),
@@ -235,6 +274,7 @@ def run_solver_benchmark(
         }
         # at the automatic damping and at 1/100 of it, where the system is 100x worse conditioned
         result["block_jacobi_cg_iterations"] = {
-            f"damping_x{scale:g}": block_jacobi_ceiling(dense, b, space, damping.value * scale, others=others) for scale in (1.0, 0.01)
+            f"damping_x{scale:g}": block_jacobi_ceiling(dense, b, space, damping.value * scale, others=others)
+            for scale in (1.0, 0.01)
         }
     return result

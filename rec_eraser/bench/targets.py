@@ -46,9 +46,20 @@ from rec_eraser.models.lm_loss import causal_lm_loss
 UPDATES = ("rule", "edited", "reference")
 
 
-def run_target_study(base_model: Path | None = None, users: int = 32, per_user: int = 2, held_out_users: int = 16,
-                     forget_users: int = 2, sets: int = 8, sample_size: int = 48, epochs: int = 5, lr: float = 2e-3,
-                     noise: float = 0.25, seed: int = 0, on_progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_target_study(
+    base_model: Path | None = None,
+    users: int = 32,
+    per_user: int = 2,
+    held_out_users: int = 16,
+    forget_users: int = 2,
+    sets: int = 8,
+    sample_size: int = 48,
+    epochs: int = 5,
+    lr: float = 2e-3,
+    noise: float = 0.25,
+    seed: int = 0,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """The study (module docstring); returns the JSON-ready result."""
     if not 0 < forget_users < users:
         raise ValueError(f"forget_users must be between 1 and users - 1 ({users - 1}), got {forget_users}")
@@ -73,7 +84,9 @@ def run_target_study(base_model: Path | None = None, users: int = 32, per_user: 
     held_out_loss, _ = evaluate(original, held_out, yes, no)
     _, original_scores = evaluate(original, test, yes, no)
     gap = float(held_out_loss.mean() - trained_loss.mean())
-    gap_se = float(np.sqrt(held_out_loss.var(ddof=1) / len(held_out_loss) + trained_loss.var(ddof=1) / len(trained_loss)))
+    gap_se = float(
+        np.sqrt(held_out_loss.var(ddof=1) / len(held_out_loss) + trained_loss.var(ddof=1) / len(trained_loss))
+    )
     if not gap > 0:
         raise ValueError(f"the original adapter memorised nothing (gap {gap:.3g}): raise epochs or lr")
     noisy = {i for i, z in enumerate(train) if z["noisy"]}
@@ -92,43 +105,92 @@ def run_target_study(base_model: Path | None = None, users: int = 32, per_user: 
         retrain_seconds = time.perf_counter() - t0
         retrain_loss = float(evaluate(retrained, forget, yes, no)[0].mean())
         _, retrain_scores = evaluate(retrained, test, yes, no)
-        row: dict[str, Any] = {"users": sorted(int(u) for u in forgotten_users), "instances": len(forget),
-                               "noisy_instances": len(noisy.intersection(forget_idx)), "original_loss": start,
-                               "retrain": {"loss": retrain_loss, "move": retrain_loss - start, "seconds": retrain_seconds,
-                                           "auc": auc(retrain_scores, test_labels)}}
+        row: dict[str, Any] = {
+            "users": sorted(int(u) for u in forgotten_users),
+            "instances": len(forget),
+            "noisy_instances": len(noisy.intersection(forget_idx)),
+            "original_loss": start,
+            "retrain": {
+                "loss": retrain_loss,
+                "move": retrain_loss - start,
+                "seconds": retrain_seconds,
+                "auc": auc(retrain_scores, test_labels),
+            },
+        }
         if k == 0:
             say("the first set's Retrain with a second seed (the noise floor)")
             second = train_adapter(base, kept, seed + 1, epochs, lr)
             second_loss = float(evaluate(second, forget, yes, no)[0].mean())
             _, second_scores = evaluate(second, test, yes, no)
-            row["retrain_seed1"] = {"loss": second_loss, "move": second_loss - start,
-                                    "score_correlation_with_retrain": _correlation(second_scores, retrain_scores)}
+            row["retrain_seed1"] = {
+                "loss": second_loss,
+                "move": second_loss - start,
+                "score_correlation_with_retrain": _correlation(second_scores, retrain_scores),
+            }
             del second
         del retrained
         say(f"forget set {k + 1}/{sets}: the influence updates")
-        for name, (model, seconds, note) in _updates(original, train, forget, start, gap, sample_size, seed, yes, no).items():
+        for name, (model, seconds, note) in _updates(
+            original, train, forget, start, gap, sample_size, seed, yes, no
+        ).items():
             loss = float(evaluate(model, forget, yes, no)[0].mean())
             _, scores = evaluate(model, test, yes, no)
-            row[name] = {"loss": loss, "move": loss - start, "seconds": seconds, "auc": auc(scores, test_labels),
-                         "score_correlation_with_retrain": _correlation(scores, retrain_scores), **note}
+            row[name] = {
+                "loss": loss,
+                "move": loss - start,
+                "seconds": seconds,
+                "auc": auc(scores, test_labels),
+                "score_correlation_with_retrain": _correlation(scores, retrain_scores),
+                **note,
+            }
         row["original_score_correlation_with_retrain"] = _correlation(original_scores, retrain_scores)
         results.append(row)
-    return {"settings": {"users": users, "per_user": per_user, "held_out_users": held_out_users, "forget_users": forget_users,
-                         "sets": sets, "sample_size": sample_size, "epochs": epochs, "lr": lr, "noise": noise, "seed": seed,
-                         "base_model": str(base_model) if base_model else "embedded SmolLM2-135M"},
-            "n_train": len(train), "noisy_train_instances": len(noisy), "train_seconds": train_seconds,
-            "original_auc": auc(original_scores, test_labels),
-            "memorisation_gap": {"gap": gap, "standard_error": gap_se, "trained_loss": float(trained_loss.mean()),
-                                 "untrained_loss": float(held_out_loss.mean()), "untrained_source": "held-out users"},
-            "sets": results, "summary": summarise(results), "seconds": time.perf_counter() - t_start}
+    return {
+        "settings": {
+            "users": users,
+            "per_user": per_user,
+            "held_out_users": held_out_users,
+            "forget_users": forget_users,
+            "sets": sets,
+            "sample_size": sample_size,
+            "epochs": epochs,
+            "lr": lr,
+            "noise": noise,
+            "seed": seed,
+            "base_model": str(base_model) if base_model else "embedded SmolLM2-135M",
+        },
+        "n_train": len(train),
+        "noisy_train_instances": len(noisy),
+        "train_seconds": train_seconds,
+        "original_auc": auc(original_scores, test_labels),
+        "memorisation_gap": {
+            "gap": gap,
+            "standard_error": gap_se,
+            "trained_loss": float(trained_loss.mean()),
+            "untrained_loss": float(held_out_loss.mean()),
+            "untrained_source": "held-out users",
+        },
+        "sets": results,
+        "summary": summarise(results),
+        "seconds": time.perf_counter() - t_start,
+    }
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def _updates(original: torch.nn.Module, train: list, forget: list, start: float, gap: float, sample_size: int, seed: int, yes: int,
-             no: int) -> dict[str, tuple[torch.nn.Module, float, dict[str, Any]]]:
+def _updates(
+    original: torch.nn.Module,
+    train: list,
+    forget: list,
+    start: float,
+    gap: float,
+    sample_size: int,
+    seed: int,
+    yes: int,
+    no: int,
+) -> dict[str, tuple[torch.nn.Module, float, dict[str, Any]]]:
     """The three updates of ``original`` for removing ``forget`` (whose mean loss is ``start``), from one empirical Fisher."""
     edits = [Removal(z) for z in forget]
     solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4, seed=seed)
@@ -144,24 +206,36 @@ def _updates(original: torch.nn.Module, train: list, forget: list, start: float,
         if name == "rule":
             update = engine.compute(edits, fisher=fisher)
         elif name == "edited":
+
             def progress(m: torch.nn.Module) -> float:
                 return (float(evaluate(m, forget, yes, no)[0].mean()) - start) / gap
+
             update = engine.compute(edits, objective=progress, calibration=CalibrationConfig(), fisher=fisher)
             note = {"factor": update.report.calibration["factor"], "trials": len(update.report.calibration["trials"])}
         else:
             t0 = time.perf_counter()
             forgotten = {id(z) for z in forget}
             rows = [row for row, z in enumerate(fisher.samples) if id(z) not in forgotten]
-            chosen, _, whole = engine.match_reference(fisher, rows, [fisher.samples[row]["user"] for row in rows],
-                                                      Counter(z["user"] for z in train), gap)
+            chosen, _, whole = engine.match_reference(
+                fisher, rows, [fisher.samples[row]["user"] for row in rows], Counter(z["user"] for z in train), gap
+            )
             matching = time.perf_counter() - t0
             update = engine.compute(edits, damping_factor=chosen.factor, fisher=fisher)
-            note = {"factor": chosen.factor, "reached": chosen.reached, "reference_rows": chosen.rows, "reference_users": chosen.groups,
-                    "whole_users": whole, "matching_seconds": matching}
+            note = {
+                "factor": chosen.factor,
+                "reached": chosen.reached,
+                "reference_rows": chosen.rows,
+                "reference_users": chosen.groups,
+                "whole_users": whole,
+                "matching_seconds": matching,
+            }
         update.apply(model)
         seconds = update.report.seconds + note.get("matching_seconds", 0.0)
-        out[name] = (model, seconds, {"damping": update.report.damping, "predicted_move": update.report.predicted_change / len(forget),
-                                      **note})
+        out[name] = (
+            model,
+            seconds,
+            {"damping": update.report.damping, "predicted_move": update.report.predicted_change / len(forget), **note},
+        )
     return out
 
 
@@ -169,49 +243,75 @@ def summarise(sets: list[dict[str, Any]]) -> dict[str, Any]:
     """Per update: mean |move − Retrain's move|, its ratio to the mean |Retrain move|, the correlation
     of the moves with Retrain's across sets, and the mean score correlation with each set's Retrain."""
     retrain = np.array([s["retrain"]["move"] for s in sets])
-    out: dict[str, Any] = {"retrain_mean_abs_move": float(np.abs(retrain).mean()),
-                           "retrain_move_range": [float(retrain.min()), float(retrain.max())]}
+    out: dict[str, Any] = {
+        "retrain_mean_abs_move": float(np.abs(retrain).mean()),
+        "retrain_move_range": [float(retrain.min()), float(retrain.max())],
+    }
     if "retrain_seed1" in sets[0]:
         out["retrain_seed_move_difference"] = abs(sets[0]["retrain_seed1"]["move"] - sets[0]["retrain"]["move"])
     names = ("original", *UPDATES)
-    moves = {name: np.zeros(len(sets)) if name == "original" else np.array([s[name]["move"] for s in sets]) for name in names}
+    moves = {
+        name: np.zeros(len(sets)) if name == "original" else np.array([s[name]["move"] for s in sets]) for name in names
+    }
     errors = {name: np.abs(moves[name] - retrain) for name in names}
     nearest = np.argmin(np.stack([errors[name] for name in names]), axis=0)
     for k, name in enumerate(names):
-        corr = [s["original_score_correlation_with_retrain"] if name == "original" else s[name]["score_correlation_with_retrain"]
-                for s in sets]
-        out[name] = {"mean_abs_error": float(errors[name].mean()), "relative_error": float(errors[name].mean() / np.abs(retrain).mean()),
-                     "sets_nearest": int((nearest == k).sum()),
-                     "move_correlation_with_retrain": None if name == "original" or moves[name].std() == 0 or retrain.std() == 0
-                     else float(np.corrcoef(moves[name], retrain)[0, 1]),
-                     "mean_score_correlation_with_retrain": float(np.mean(corr))}
+        corr = [
+            s["original_score_correlation_with_retrain"]
+            if name == "original"
+            else s[name]["score_correlation_with_retrain"]
+            for s in sets
+        ]
+        out[name] = {
+            "mean_abs_error": float(errors[name].mean()),
+            "relative_error": float(errors[name].mean() / np.abs(retrain).mean()),
+            "sets_nearest": int((nearest == k).sum()),
+            "move_correlation_with_retrain": None
+            if name == "original" or moves[name].std() == 0 or retrain.std() == 0
+            else float(np.corrcoef(moves[name], retrain)[0, 1]),
+            "mean_score_correlation_with_retrain": float(np.mean(corr)),
+        }
     return out
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The study's tables, from its result file."""
     s, gap = result["settings"], result["memorisation_gap"]
-    lines = [f"{result['n_train']} training instances ({result['noisy_train_instances']} with a flipped label), "
-             f"{s['epochs']} epochs, lr {s['lr']:g}; original test AUC {result['original_auc']:.3f}; memorisation gap "
-             f"{gap['gap']:.3g} ± {gap['standard_error']:.2g} ({gap['untrained_source']}); {s['sets']} forget sets of "
-             f"{s['forget_users']} users; Fisher sub-sample {s['sample_size']}.", "",
-             "| set | instances | noisy | original loss | Retrain move | rule | edited | reference | corr. with Retrain: edited / reference |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{result['n_train']} training instances ({result['noisy_train_instances']} with a flipped label), "
+        f"{s['epochs']} epochs, lr {s['lr']:g}; original test AUC {result['original_auc']:.3f}; memorisation gap "
+        f"{gap['gap']:.3g} ± {gap['standard_error']:.2g} ({gap['untrained_source']}); {s['sets']} forget sets of "
+        f"{s['forget_users']} users; Fisher sub-sample {s['sample_size']}.",
+        "",
+        "| set | instances | noisy | original loss | Retrain move | rule | edited | reference | corr. with Retrain: edited / reference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for i, row in enumerate(result["sets"], 1):
-        lines.append(f"| {i} | {row['instances']} | {row['noisy_instances']} | {row['original_loss']:.3f} | {row['retrain']['move']:.3f} | "
-                     f"{row['rule']['move']:.3f} | {row['edited']['move']:.3f} | {row['reference']['move']:.3f} | "
-                     f"{row['edited']['score_correlation_with_retrain']:.3f} / {row['reference']['score_correlation_with_retrain']:.3f} |")
+        lines.append(
+            f"| {i} | {row['instances']} | {row['noisy_instances']} | {row['original_loss']:.3f} | {row['retrain']['move']:.3f} | "
+            f"{row['rule']['move']:.3f} | {row['edited']['move']:.3f} | {row['reference']['move']:.3f} | "
+            f"{row['edited']['score_correlation_with_retrain']:.3f} / {row['reference']['score_correlation_with_retrain']:.3f} |"
+        )
     summary = result["summary"]
-    lines += ["", f"Retrain's moves range over [{summary['retrain_move_range'][0]:.3f}, {summary['retrain_move_range'][1]:.3f}]"
-              + (f"; its second seed moved the first set by {summary['retrain_seed_move_difference']:.3f} more or less than the first."
-                 if "retrain_seed_move_difference" in summary else "."), "",
-              "| update | mean abs. error of the move | relative to Retrain's mean move | sets where nearest | move correlation with Retrain across sets | mean score correlation with Retrain |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"Retrain's moves range over [{summary['retrain_move_range'][0]:.3f}, {summary['retrain_move_range'][1]:.3f}]"
+        + (
+            f"; its second seed moved the first set by {summary['retrain_seed_move_difference']:.3f} more or less than the first."
+            if "retrain_seed_move_difference" in summary
+            else "."
+        ),
+        "",
+        "| update | mean abs. error of the move | relative to Retrain's mean move | sets where nearest | move correlation with Retrain across sets | mean score correlation with Retrain |",
+        "|---|---|---|---|---|---|",
+    ]
     for name in ("original", *UPDATES):
         r = summary[name]
         corr = "–" if r["move_correlation_with_retrain"] is None else f"{r['move_correlation_with_retrain']:.3f}"
-        lines.append(f"| {'original (no update)' if name == 'original' else name} | {r['mean_abs_error']:.3f} | {r['relative_error']:.2f} | "
-                     f"{r['sets_nearest']} of {len(result['sets'])} | {corr} | {r['mean_score_correlation_with_retrain']:.3f} |")
+        lines.append(
+            f"| {'original (no update)' if name == 'original' else name} | {r['mean_abs_error']:.3f} | {r['relative_error']:.2f} | "
+            f"{r['sets_nearest']} of {len(result['sets'])} | {corr} | {r['mean_score_correlation_with_retrain']:.3f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -34,14 +34,27 @@ def tiny_llama(vocab: int = 48, hidden: int = 32, layers: int = 2, seed: int = 0
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64, attn_implementation="eager",
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=64,
+        attn_implementation="eager",
     )
     return LlamaForCausalLM(config)
 
 
 def make_toy_task(
-    n_train: int = 48, n_test: int = 16, seq_len: int = 10, rank: int = 8, train_steps: int = 40, seed: int = 0, base: nn.Module | None = None, lr: float = 2e-2
+    n_train: int = 48,
+    n_test: int = 16,
+    seq_len: int = 10,
+    rank: int = 8,
+    train_steps: int = 40,
+    seed: int = 0,
+    base: nn.Module | None = None,
+    lr: float = 2e-2,
 ) -> ToyTask:
     """LoRA (q/v, rank ``rank``) on ``base`` (default: a tiny random Llama), briefly trained
     on a synthetic task: the response repeats the prompt's first two tokens."""
@@ -49,7 +62,9 @@ def make_toy_task(
 
     base = base if base is not None else tiny_llama(seed=seed)
     torch.manual_seed(seed)
-    model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], lora_dropout=0.1))
+    model = get_peft_model(
+        base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], lora_dropout=0.1)
+    )
     gen = torch.Generator().manual_seed(seed)
     vocab = base.config.vocab_size
 

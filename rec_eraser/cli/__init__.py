@@ -11,4 +11,3 @@ from rec_eraser.cli import run, unlearn, adapters, bench  # noqa: F401, E402  (r
 # isort: on
 
 __all__ = ["USER_ERRORS", "app"]
-

@@ -33,14 +33,25 @@ def adapters_list(run: str = typer.Argument(..., help=RUN_HELP), as_json: bool =
         return
     table = Table("version", "parent", "kind", "events", "train instances", "method", "seconds", "created")
     for r in rows:
-        table.add_row(r["version"] + (" *" if r["current"] else ""), fmt(r["parent"]), r["kind"], str(r["events"]),
-                      fmt(r["train_instances"]), fmt(r["method"]), fmt(r["seconds"]), fmt(r["created"]))
+        table.add_row(
+            r["version"] + (" *" if r["current"] else ""),
+            fmt(r["parent"]),
+            r["kind"],
+            str(r["events"]),
+            fmt(r["train_instances"]),
+            fmt(r["method"]),
+            fmt(r["seconds"]),
+            fmt(r["created"]),
+        )
     console.print(table)
 
 
 @adapters.command("show")
-def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Optional[str] = typer.Argument(None, help="Default: the current one."),
-                  as_json: bool = JSON_OPT) -> None:
+def adapters_show(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    version: Optional[str] = typer.Argument(None, help="Default: the current one."),
+    as_json: bool = JSON_OPT,
+) -> None:
     """A version's manifest: parent, events applied, solver report, metrics, hashes."""
     record = _with_registry(run, lambda r: r.manifest(version or r.current()))
     if as_json:
@@ -50,8 +61,12 @@ def adapters_show(run: str = typer.Argument(..., help=RUN_HELP), version: Option
 
 
 @adapters.command("diff")
-def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.Argument(...), b: str = typer.Argument(...),
-                  as_json: bool = JSON_OPT) -> None:
+def adapters_diff(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    a: str = typer.Argument(...),
+    b: str = typer.Argument(...),
+    as_json: bool = JSON_OPT,
+) -> None:
     """Events in effect in one version and not the other, and (as information) the parameter distance."""
     result = _with_registry(run, lambda r: r.diff(a, b))
     if as_json:
@@ -60,13 +75,18 @@ def adapters_diff(run: str = typer.Argument(..., help=RUN_HELP), a: str = typer.
     console.print(f"events only in {a}: {', '.join(result['events_only_in_a']) or 'none'}")
     console.print(f"events only in {b}: {', '.join(result['events_only_in_b']) or 'none'}")
     console.print(f"training instances: {result['train_instances'][a]} vs {result['train_instances'][b]}")
-    console.print(f"parameters: {result['tensors_changed']} of {result['tensors']} tensors differ; distance {result['parameter_distance']:.3g} "
-                  f"({fmt(result['relative_parameter_distance'])} relative)")
+    console.print(
+        f"parameters: {result['tensors_changed']} of {result['tensors']} tensors differ; distance {result['parameter_distance']:.3g} "
+        f"({fmt(result['relative_parameter_distance'])} relative)"
+    )
 
 
 @adapters.command("rollback")
-def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = typer.Argument(..., help="The version to make current again."),
-                      as_json: bool = JSON_OPT) -> None:
+def adapters_rollback(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    to: str = typer.Argument(..., help="The version to make current again."),
+    as_json: bool = JSON_OPT,
+) -> None:
     """Make an older version current again, as a new version (history is kept); undone events may be re-applied."""
     result = _with_registry(run, lambda r: r.rollback(to))
     if as_json:
@@ -75,5 +95,3 @@ def adapters_rollback(run: str = typer.Argument(..., help=RUN_HELP), to: str = t
     console.print(f"{result['version']} is current: a copy of {to} (was {result['from']})")
     if result["undone_events"]:
         console.print(f"[bold]undone[/bold] (their data is back in the adapter): {', '.join(result['undone_events'])}")
-
-

@@ -15,7 +15,11 @@ from rich.console import Console
 from rec_eraser.errors import USER_ERRORS, RecEraserError  # noqa: F401  (USER_ERRORS: re-exported for the commands)
 from rec_eraser.jsonable import finite
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.",
+)
 err = Console(stderr=True)
 console = Console()
 
@@ -41,8 +45,9 @@ def fmt(v: Any) -> str:
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr.")) -> None:
     # transformers' deprecation notices (raised inside peft) are noise to a user of this tool
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
 
 
 def run_dir_of(run: str) -> Path:
@@ -65,9 +70,16 @@ def progress_bar(quiet: bool):
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=err, disable=quiet, transient=False)
-
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=False,
+    )
 
 
 RUN_HELP = "A run folder, or its name under adapters/."

@@ -23,24 +23,35 @@ from rec_eraser.cli.common import (
     run_dir_of,
 )
 
-SOLVER_HELP = ("Influence solver: fisher (default: damped empirical Fisher, no HVP), cg (Gauss-Newton by CG with the "
-               "low-rank Gauss-Newton preconditioner when it pays), sqp, lissa, ekfac.")
+SOLVER_HELP = (
+    "Influence solver: fisher (default: damped empirical Fisher, no HVP), cg (Gauss-Newton by CG with the "
+    "low-rank Gauss-Newton preconditioner when it pays), sqp, lissa, ekfac."
+)
 # the literals are rec_eraser.workflows.unlearn.DEFAULT_SOLVER's (importing it here would load torch for
 # every `--help`); tests/test_cli.py checks that they stay equal
 SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
-SAMPLE_OPT = typer.Option(64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones).")
+SAMPLE_OPT = typer.Option(
+    64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones)."
+)
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
-DAMPING_OPT = typer.Option(None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest.")
-CALIBRATE_OPT = typer.Option(True, "--calibrate/--no-calibrate",
-                             help="fisher: scale the damping from the adapter's memorisation gap (default; see --calibration-target), "
-                                  "or keep the starting damping.")
+DAMPING_OPT = typer.Option(
+    None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest."
+)
+CALIBRATE_OPT = typer.Option(
+    True,
+    "--calibrate/--no-calibrate",
+    help="fisher: scale the damping from the adapter's memorisation gap (default; see --calibration-target), "
+    "or keep the starting damping.",
+)
 
 # the literal is rec_eraser.workflows.unlearn.Calibrate's default target (tests/test_cli.py checks it)
 CALIBRATION_TARGET_OPT = typer.Option(
-    "edited", "--calibration-target",
+    "edited",
+    "--calibration-target",
     help="fisher: what the calibrated damping is matched on: edited (the edited instances' loss moves by the memorisation gap) or "
-         "reference (the retained rows of the Fisher sample are predicted to move by the gap on average; the edited "
-         "instances then move by their own predicted amount). See docs/fidelity.md.")
+    "reference (the retained rows of the Fisher sample are predicted to move by the gap on average; the edited "
+    "instances then move by their own predicted amount). See docs/fidelity.md.",
+)
 
 
 def _solver(method: str, sample_size: int, batch_size: int) -> Any:
@@ -52,9 +63,18 @@ def _solver(method: str, sample_size: int, batch_size: int) -> Any:
         fail(str(exc), 2)
 
 
-def _run_events(run: str, events: list, solver: Any, damping: Optional[float], as_json: bool, quiet: bool,
-                earlier_problems: tuple = (), skip_invalid: bool = False, calibrate: bool = True,
-                calibration_target: str = "edited") -> None:
+def _run_events(
+    run: str,
+    events: list,
+    solver: Any,
+    damping: Optional[float],
+    as_json: bool,
+    quiet: bool,
+    earlier_problems: tuple = (),
+    skip_invalid: bool = False,
+    calibrate: bool = True,
+    calibration_target: str = "edited",
+) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
     from dataclasses import replace
 
@@ -74,9 +94,15 @@ def _run_events(run: str, events: list, solver: Any, damping: Optional[float], a
             def on_gradient(k: int) -> None:
                 bar.update(job, completed=k, visible=True)
 
-            result = apply_events(run_dir, events, solver=solver, damping=damping, on_gradient=on_gradient,
-                                  calibrate=calibration,
-                                  say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")))
+            result = apply_events(
+                run_dir,
+                events,
+                solver=solver,
+                damping=damping,
+                on_gradient=on_gradient,
+                calibrate=calibration,
+                say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")),
+            )
     except USER_ERRORS as exc:
         fail(str(exc))
     if as_json:
@@ -103,8 +129,10 @@ def _print_apply(result: Any) -> None:
     line = f"{result.version} (from {result.parent}): {result.removed} instances removed, {result.modified} modified; {result.train_instances} remain"
     if result.solver:
         r = result.solver
-        line += (f"; {r['method']} on {r['curvature_samples']} instances, damping {r['damping']:.3g}, "
-                 f"residual {r['relative_residual']:.2g}, {r['seconds']:.1f} s")
+        line += (
+            f"; {r['method']} on {r['curvature_samples']} instances, damping {r['damping']:.3g}, "
+            f"residual {r['relative_residual']:.2g}, {r['seconds']:.1f} s"
+        )
     console.print(line)
     m = result.metrics
     cal = m.get("calibration")
@@ -112,33 +140,51 @@ def _print_apply(result: Any) -> None:
         gap = cal.get("memorisation_gap")
         if gap:
             how = "measured now" if cal.get("reference_seconds") else "reused"
-            console.print(f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained {gap['untrained_loss']:.3f} vs "
-                          f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']}; measured on {gap.get('measured_on')}, {how})")
+            console.print(
+                f"memorisation gap {gap['gap']:.3g} ± {gap['standard_error']:.2g} (never-trained {gap['untrained_loss']:.3f} vs "
+                f"trained {gap['trained_loss']:.3f}, {gap['untrained_source']}; measured on {gap.get('measured_on')}, {how})"
+            )
         if result.solver and result.solver.get("calibration"):
             c = result.solver["calibration"]
-            start = "the given damping" if str(result.solver.get("damping_rule", "")).startswith("given") else "the rule's damping"
-            console.print(f"damping calibrated: x {c['factor']:.3g} of {start}, progress {c['progress']:.3g} "
-                          f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)")
+            start = (
+                "the given damping"
+                if str(result.solver.get("damping_rule", "")).startswith("given")
+                else "the rule's damping"
+            )
+            console.print(
+                f"damping calibrated: x {c['factor']:.3g} of {start}, progress {c['progress']:.3g} "
+                f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)"
+            )
         elif cal.get("reference"):
             ref = cal["reference"]
-            console.print(f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the "
-                          f"starting damping, predicted to move them by {ref['predicted']:.3g} on average"
-                          f"{'' if ref['reached'] else ' (end of the search range: the gap was not reached)'}")
+            console.print(
+                f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the "
+                f"starting damping, predicted to move them by {ref['predicted']:.3g} on average"
+                f"{'' if ref['reached'] else ' (end of the search range: the gap was not reached)'}"
+            )
         if cal.get("note"):  # also when a search ran: it may say why the asked-for target was not used
             console.print(cal["note"])
     drift = m.get("drift")
     if drift and drift.get("trusted") is not None:
-        text = (f"retained drift over the lineage {drift['retained_drift']:.3g} in {drift['requests']} requests "
-                f"(bound: the memorisation gap {drift['bound']:.3g})")
+        text = (
+            f"retained drift over the lineage {drift['retained_drift']:.3g} in {drift['requests']} requests "
+            f"(bound: the memorisation gap {drift['bound']:.3g})"
+        )
         if drift["trusted"]:
             console.print(text)
         else:
-            err.print(f"[yellow]warning: {text}: this version has drifted too far to trust further approximate updates; "
-                      "retrain the adapter from scratch on its training set[/yellow]")
+            err.print(
+                f"[yellow]warning: {text}: this version has drifted too far to trust further approximate updates; "
+                "retrain the adapter from scratch on its training set[/yellow]"
+            )
     if m.get("before", {}).get("forgotten_loss") is not None:
-        console.print(f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}")
+        console.print(
+            f"loss on forgotten instances: {m['before']['forgotten_loss']:.3f} -> {m['after']['forgotten_loss']:.3f}"
+        )
     if m.get("before", {}).get("corrected_loss") is not None:
-        console.print(f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}")
+        console.print(
+            f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}"
+        )
 
 
 def _cli_events(kind: str, users: list[str], **fields: Any) -> list:
@@ -151,19 +197,30 @@ def _cli_events(kind: str, users: list[str], **fields: Any) -> list:
         fail(str(exc), 2)
 
 
-
-
 @app.command("forget-user")
 def forget_user(
     run: str = typer.Argument(..., help=RUN_HELP),
     users: list[str] = typer.Option(..., "--user", help="A user id to forget (repeat for several)."),
-    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
-    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+    solver: str = SOLVER_OPT,
+    sample_size: int = SAMPLE_OPT,
+    batch_size: int = BATCH_OPT,
+    damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    calibration_target: str = CALIBRATION_TARGET_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Account deletion: remove every training instance built from the users' data, as one new adapter version."""
-    _run_events(run, _cli_events("delete_user", users), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
-                calibration_target=calibration_target)
+    _run_events(
+        run,
+        _cli_events("delete_user", users),
+        _solver(solver, sample_size, batch_size),
+        damping,
+        as_json,
+        quiet,
+        calibrate=calibrate,
+        calibration_target=calibration_target,
+    )
 
 
 @app.command("forget-interactions")
@@ -171,13 +228,26 @@ def forget_interactions(
     run: str = typer.Argument(..., help=RUN_HELP),
     user: str = typer.Option(..., "--user", help="The user whose interactions are noise."),
     items: list[str] = typer.Option(..., "--item", help="An item id of a noisy interaction (repeat for several)."),
-    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
-    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+    solver: str = SOLVER_OPT,
+    sample_size: int = SAMPLE_OPT,
+    batch_size: int = BATCH_OPT,
+    damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    calibration_target: str = CALIBRATION_TARGET_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Noisy interactions: drop the items from the prompts that hold them; remove instances that target them."""
-    _run_events(run, _cli_events("remove_interactions", [user], items=items), _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
-                calibration_target=calibration_target)
+    _run_events(
+        run,
+        _cli_events("remove_interactions", [user], items=items),
+        _solver(solver, sample_size, batch_size),
+        damping,
+        as_json,
+        quiet,
+        calibrate=calibrate,
+        calibration_target=calibration_target,
+    )
 
 
 @app.command()
@@ -187,27 +257,50 @@ def correct(
     item: str = typer.Option(..., "--item", help="The item of the wrong interaction."),
     label: Optional[str] = typer.Option(None, "--label", help="TALLRec: the right label, Yes or No."),
     target: Optional[str] = typer.Option(None, "--target", help="LLaRA: the item the interaction was really with."),
-    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
-    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+    solver: str = SOLVER_OPT,
+    sample_size: int = SAMPLE_OPT,
+    batch_size: int = BATCH_OPT,
+    damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    calibration_target: str = CALIBRATION_TARGET_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Wrong label (TALLRec) or wrong target (LLaRA): correct the interaction wherever it was used."""
     if (label is None) == (target is None):
         fail("give exactly one of --label (tallrec) or --target (llara)", 2)
-    events = (_cli_events("correct_label", [user], item=item, label=label) if label is not None
-              else _cli_events("correct_target", [user], item=item, target=target))
-    _run_events(run, events, _solver(solver, sample_size, batch_size), damping, as_json, quiet, calibrate=calibrate,
-                calibration_target=calibration_target)
+    events = (
+        _cli_events("correct_label", [user], item=item, label=label)
+        if label is not None
+        else _cli_events("correct_target", [user], item=item, target=target)
+    )
+    _run_events(
+        run,
+        events,
+        _solver(solver, sample_size, batch_size),
+        damping,
+        as_json,
+        quiet,
+        calibrate=calibrate,
+        calibration_target=calibration_target,
+    )
 
 
 @app.command("apply-events")
 def apply_events_command(
     run: str = typer.Argument(..., help=RUN_HELP),
     events_file: Path = typer.Argument(..., help="JSON Lines: one event object per line (see the README)."),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."),
-    solver: str = SOLVER_OPT, sample_size: int = SAMPLE_OPT, batch_size: int = BATCH_OPT, damping: Optional[float] = DAMPING_OPT,
-    calibrate: bool = CALIBRATE_OPT, calibration_target: str = CALIBRATION_TARGET_OPT,
-    as_json: bool = JSON_OPT, quiet: bool = QUIET_OPT,
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Exit 0 even when some lines were bad (they are still reported and not applied)."
+    ),
+    solver: str = SOLVER_OPT,
+    sample_size: int = SAMPLE_OPT,
+    batch_size: int = BATCH_OPT,
+    damping: Optional[float] = DAMPING_OPT,
+    calibrate: bool = CALIBRATE_OPT,
+    calibration_target: str = CALIBRATION_TARGET_OPT,
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
 ) -> None:
     """Drain an events file in one solve; events applied before are skipped, bad lines reported by number."""
     from rec_eraser.workflows import EventError, read_events
@@ -223,7 +316,15 @@ def apply_events_command(
         for problem in problems:
             sys.stderr.write(f"error: {problem} (not applied)\n")
         raise typer.Exit(0 if skip_invalid else 1)
-    _run_events(run, events, cfg, damping, as_json, quiet, earlier_problems=tuple(problems), skip_invalid=skip_invalid,
-                calibrate=calibrate, calibration_target=calibration_target)
-
-
+    _run_events(
+        run,
+        events,
+        cfg,
+        damping,
+        as_json,
+        quiet,
+        earlier_problems=tuple(problems),
+        skip_invalid=skip_invalid,
+        calibrate=calibrate,
+        calibration_target=calibration_target,
+    )

@@ -64,7 +64,9 @@ class CalibrationConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.min_factor <= 1 <= self.max_factor:
-            raise ValueError(f"calibration needs 0 < min_factor <= 1 <= max_factor, got {self.min_factor}, {self.max_factor}")
+            raise ValueError(
+                f"calibration needs 0 < min_factor <= 1 <= max_factor, got {self.min_factor}, {self.max_factor}"
+            )
         if not self.expand > 1:
             raise ValueError(f"calibration expand must be > 1, got {self.expand}")
         if self.trials < 1:
@@ -86,7 +88,12 @@ class Calibration:
     trials: list[tuple[float, float]] = field(default_factory=list)  # (factor, progress) in the order tried
 
     def to_dict(self) -> dict[str, Any]:
-        return {"factor": self.factor, "progress": self.progress, "reached": self.reached, "trials": [list(t) for t in self.trials]}
+        return {
+            "factor": self.factor,
+            "progress": self.progress,
+            "reached": self.reached,
+            "trials": [list(t) for t in self.trials],
+        }
 
 
 def calibrate_scale(progress_at: Callable[[float], float], config: CalibrationConfig | None = None) -> Calibration:
@@ -163,8 +170,9 @@ class ReferenceCalibration:
         return asdict(self)
 
 
-def reference_factor(spectrum: InfluenceSpectrum, groups: list[list[int]], n: int, target: float,
-                     config: CalibrationConfig | None = None) -> ReferenceCalibration:
+def reference_factor(
+    spectrum: InfluenceSpectrum, groups: list[list[int]], n: int, target: float, config: CalibrationConfig | None = None
+) -> ReferenceCalibration:
     """The factor f of the starting damping at which removing each reference group alone would,
     to first order, move its rows' loss by ``target`` on average.
 
@@ -206,11 +214,19 @@ def reference_factor(spectrum: InfluenceSpectrum, groups: list[list[int]], n: in
                 break
         log_f = (lo + hi) / 2
     value = predicted(log_f)
-    return ReferenceCalibration(factor=math.exp(log_f), target=target, predicted=value, reached=abs(value / target - 1) <= 1e-3,
-                                groups=len(groups), rows=rows)
+    return ReferenceCalibration(
+        factor=math.exp(log_f),
+        target=target,
+        predicted=value,
+        reached=abs(value / target - 1) <= 1e-3,
+        groups=len(groups),
+        rows=rows,
+    )
 
 
-def whole_groups(rows: Sequence[int], keys: Sequence[Hashable], totals: Mapping[Hashable, int]) -> tuple[list[list[int]], bool]:
+def whole_groups(
+    rows: Sequence[int], keys: Sequence[Hashable], totals: Mapping[Hashable, int]
+) -> tuple[list[list[int]], bool]:
     """``rows`` grouped by their ``keys`` (a user), keeping the groups that hold all ``totals[key]``
     of their key's training instances, and whether they do.
 

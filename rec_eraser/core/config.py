@@ -94,8 +94,17 @@ class SolverConfig:
         if self.method not in solver_names():
             raise SolverConfigError(f"unknown solver method {self.method!r}; choose one of {', '.join(solver_names())}")
         if self.preconditioner not in PRECONDITIONERS:
-            raise SolverConfigError(f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}")
-        for name in ("batch_size", "max_iters", "power_iters", "check_every", "exact_max_dim", "preconditioner_samples"):
+            raise SolverConfigError(
+                f"unknown preconditioner {self.preconditioner!r}; choose one of {', '.join(map(str, PRECONDITIONERS))}"
+            )
+        for name in (
+            "batch_size",
+            "max_iters",
+            "power_iters",
+            "check_every",
+            "exact_max_dim",
+            "preconditioner_samples",
+        ):
             if getattr(self, name) < 1:
                 raise SolverConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.tol > 0:
@@ -116,11 +125,16 @@ class SolverConfig:
         own = method_settings(self.method)
         if own is None:  # a registered solver that did not declare its settings
             return
-        ignored = [f.name for f in fields(self) if f.name not in COMMON_SETTINGS and f.name not in own
-                   and getattr(self, f.name) != f.default]
+        ignored = [
+            f.name
+            for f in fields(self)
+            if f.name not in COMMON_SETTINGS and f.name not in own and getattr(self, f.name) != f.default
+        ]
         if ignored:
-            raise SolverConfigError(f"{ignored[0]} is not a setting of method {self.method!r}, which would ignore it "
-                                    f"(its own settings: {', '.join(own) or 'none beyond the common ones'})")
+            raise SolverConfigError(
+                f"{ignored[0]} is not a setting of method {self.method!r}, which would ignore it "
+                f"(its own settings: {', '.join(own) or 'none beyond the common ones'})"
+            )
 
     @classmethod
     def for_method(cls, method: str, **settings: Any) -> SolverConfig:

@@ -84,8 +84,12 @@ def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def _zeros_for_unused(grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor], lead: tuple[int, ...] = ()) -> list[torch.Tensor]:
-    return [torch.zeros(*lead, *p.shape, device=p.device, dtype=p.dtype) if g is None else g for g, p in zip(grads, like)]
+def _zeros_for_unused(
+    grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor], lead: tuple[int, ...] = ()
+) -> list[torch.Tensor]:
+    return [
+        torch.zeros(*lead, *p.shape, device=p.device, dtype=p.dtype) if g is None else g for g, p in zip(grads, like)
+    ]
 
 
 def summed_gradient(
@@ -174,8 +178,11 @@ class CurvatureOperator:
             hv = torch.autograd.grad(dot, params, allow_unused=True)
             return [h[None] for h in _zeros_for_unused(hv, params)]
         hv = torch.autograd.grad(
-            [g for g, _, _ in used], params, grad_outputs=[t for _, _, t in used],
-            is_grads_batched=True, allow_unused=True,
+            [g for g, _, _ in used],
+            params,
+            grad_outputs=[t for _, _, t in used],
+            is_grads_batched=True,
+            allow_unused=True,
         )
         return _zeros_for_unused(hv, params, (k,))
 
@@ -194,9 +201,11 @@ class CurvatureOperator:
         if not used:
             return [torch.zeros_like(t) for t in tangents]
         jv = torch.autograd.grad(
-            [j for j, _ in used], dummy,
+            [j for j, _ in used],
+            dummy,
             grad_outputs=[t if batched else t[0] for _, t in used],
-            is_grads_batched=batched, retain_graph=True,
+            is_grads_batched=batched,
+            retain_graph=True,
         )[0]
         detached = outputs.detach().requires_grad_(True)
         out_loss = self.loss_fn.loss(detached, batch)
@@ -217,7 +226,10 @@ class CurvatureOperator:
 
     def _collate(self, indices: Sequence[int]) -> list[tuple[float, Any]]:
         idx = list(indices)
-        return [(len(c) / len(idx), (len(c), self.collate_fn([self.samples[i] for i in c]))) for c in _chunks(idx, self.batch_size)]
+        return [
+            (len(c) / len(idx), (len(c), self.collate_fn([self.samples[i] for i in c])))
+            for c in _chunks(idx, self.batch_size)
+        ]
 
     def matvec(self, vectors: torch.Tensor, indices: Sequence[int] | None = None) -> torch.Tensor:
         """(1/|S|) Σ_{i∈S} C_i v over ``indices`` S (all instances when ``None``).

@@ -46,7 +46,9 @@ class DampingChoice:
     trace_of_square: float
 
 
-def auto_damping(curvature: CurvatureOperator, scale: float = 0.03, probes: int = 8, max_instances: int = 64, seed: int = 0) -> DampingChoice:
+def auto_damping(
+    curvature: CurvatureOperator, scale: float = 0.03, probes: int = 8, max_instances: int = 64, seed: int = 0
+) -> DampingChoice:
     """Choose λ for ``curvature`` by the rule in this module's docstring.
 
     The traces are estimated on a random subset of at most ``max_instances`` of the
@@ -69,4 +71,9 @@ def auto_damping(curvature: CurvatureOperator, scale: float = 0.03, probes: int 
         )
     value = scale * trace_sq / trace
     logger.info("auto damping: tr(C)=%.4g tr(C^2)=%.4g -> lambda=%.4g", trace, trace_sq, value)
-    return DampingChoice(value=value, rule=f"{scale:g} * tr(C^2)/tr(C) (Hutchinson, {probes} probes, {len(indices)} instances)", trace=trace, trace_of_square=trace_sq)
+    return DampingChoice(
+        value=value,
+        rule=f"{scale:g} * tr(C^2)/tr(C) (Hutchinson, {probes} probes, {len(indices)} instances)",
+        trace=trace,
+        trace_of_square=trace_sq,
+    )

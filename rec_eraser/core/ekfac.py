@@ -37,7 +37,6 @@ from rec_eraser.core.params import ParameterSpace
 logger = logging.getLogger(__name__)
 
 
-
 class _LayerFactors(CapturedLinear):
     def __init__(self, module: nn.Linear) -> None:
         super().__init__(module)
@@ -56,7 +55,15 @@ class _LayerFactors(CapturedLinear):
 class EKFAC:
     """Fit once on a sub-sample; then :meth:`inverse_product` applies (F_EKFAC + λI)⁻¹."""
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any], batch_size: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        collate_fn: Callable[[list[Any]], Any],
+        batch_size: int = 8,
+        seed: int = 0,
+    ) -> None:
         self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.sampled = uses_sampled_labels(loss_fn)
         self.model = model
@@ -70,11 +77,20 @@ class EKFAC:
 
     def _run(self, samples: Sequence[Any], on_batch: Callable[[int], None]) -> None:
         self.gradient_passes += capture_passes(
-            self.model, self.loss_fn, self.space, self.layers, samples, self.collate_fn, self.batch_size, self.generator, on_batch
+            self.model,
+            self.loss_fn,
+            self.space,
+            self.layers,
+            samples,
+            self.collate_fn,
+            self.batch_size,
+            self.generator,
+            on_batch,
         )
 
     def fit(self, samples: Sequence[Any]) -> None:
         """Two passes over ``samples``: Kronecker factors, then corrected eigenvalues."""
+
         def accumulate_factors(count: int) -> None:
             for layer in self.layers:
                 a = layer.inputs.reshape(-1, layer.inputs.shape[-1])
@@ -98,7 +114,9 @@ class EKFAC:
         for layer in self.layers:
             layer.eigen /= max(layer.instances, 1)
         self.fitted = True
-        logger.info("ekfac fitted on %d instances, %d layers, %d passes", len(samples), len(self.layers), self.gradient_passes)
+        logger.info(
+            "ekfac fitted on %d instances, %d layers, %d passes", len(samples), len(self.layers), self.gradient_passes
+        )
 
     # -- inverse product -----------------------------------------------------------------
     def inverse_product(self, vector: torch.Tensor, damping: float) -> torch.Tensor:

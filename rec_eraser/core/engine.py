@@ -168,7 +168,9 @@ class InfluenceEngine:
         return edited + [rest[i] for i in draw]
 
     def curvature_operator(self, samples: Sequence[Any]) -> CurvatureOperator:
-        return CurvatureOperator(self.model, self.loss_fn, self.space, samples, self.collate_fn, self.curvature_kind, self.config.batch_size)
+        return CurvatureOperator(
+            self.model, self.loss_fn, self.space, samples, self.collate_fn, self.curvature_kind, self.config.batch_size
+        )
 
     # -- the whole computation ---------------------------------------------------------------
     def fisher_samples(self, edits: Sequence[Edit]) -> list[Any]:
@@ -189,12 +191,18 @@ class InfluenceEngine:
         # speed on 2 CPU cores (SmolLM2 r16 q,k,v,o, 16 instances: 0.69 s each at 1 per pass, 0.70
         # at 4, 0.68 at 8) and holds float64 copies of every LoRA input; kept for accelerators
         with deterministic_mode(self.model):
-            return EmpiricalFisher.from_samples(self.model, self.loss_fn, self.space, self.fisher_samples(edits),
-                                                self.collate_fn, self.on_gradient)
+            return EmpiricalFisher.from_samples(
+                self.model, self.loss_fn, self.space, self.fisher_samples(edits), self.collate_fn, self.on_gradient
+            )
 
-    def compute(self, edits: Sequence[Edit], objective: Objective | None = None,
-                calibration: CalibrationConfig | None = None, damping_factor: float = 1.0,
-                fisher: EmpiricalFisher | None = None) -> Update:
+    def compute(
+        self,
+        edits: Sequence[Edit],
+        objective: Objective | None = None,
+        calibration: CalibrationConfig | None = None,
+        damping_factor: float = 1.0,
+        fisher: EmpiricalFisher | None = None,
+    ) -> Update:
         """Δθ for ``edits``; raises :class:`SolverError` on divergence (nothing is applied).
 
         With ``objective`` (``fisher`` only), the damping is the starting one (the rule's, or
@@ -206,7 +214,9 @@ class InfluenceEngine:
         """
         edits = list(edits)
         if (objective is not None or damping_factor != 1.0 or fisher is not None) and self.config.method != FISHER:
-            raise ValueError(f"calibrating, scaling the damping or a given Fisher is for method='fisher' only, not {self.config.method!r}")
+            raise ValueError(
+                f"calibrating, scaling the damping or a given Fisher is for method='fisher' only, not {self.config.method!r}"
+            )
         if not damping_factor > 0:
             raise ValueError(f"damping_factor must be > 0, got {damping_factor}")
         validate_edits(edits)
@@ -240,20 +250,39 @@ class InfluenceEngine:
                 "nothing was applied (raise the damping, max_iters or hvp_budget)"
             )
         report = SolverReport(
-            method=cfg.method, curvature=self.curvature_kind, damping=damping, damping_rule=rule,
-            iterations=solution.iterations, hvps=curvature.hvps, hvp_samples=curvature.hvp_samples,
-            gradient_passes=rhs_passes + ekfac_passes, relative_residual=residual, converged=residual <= cfg.tol,
-            seconds=seconds, n_train=len(self.train_samples), curvature_samples=curvature.size, edits=len(edits),
-            preconditioner=cfg.preconditioner if cfg.method == "cg" else None, preconditioner_built_at=solution.preconditioner_built_at,
+            method=cfg.method,
+            curvature=self.curvature_kind,
+            damping=damping,
+            damping_rule=rule,
+            iterations=solution.iterations,
+            hvps=curvature.hvps,
+            hvp_samples=curvature.hvp_samples,
+            gradient_passes=rhs_passes + ekfac_passes,
+            relative_residual=residual,
+            converged=residual <= cfg.tol,
+            seconds=seconds,
+            n_train=len(self.train_samples),
+            curvature_samples=curvature.size,
+            edits=len(edits),
+            preconditioner=cfg.preconditioner if cfg.method == "cg" else None,
+            preconditioner_built_at=solution.preconditioner_built_at,
             top_eigenvalue=solution.top_eigenvalue,
-            rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(solution.x)), config=cfg.to_dict(),
+            rhs_norm=b_norm,
+            delta_norm=float(torch.linalg.vector_norm(solution.x)),
+            config=cfg.to_dict(),
         )
         if not report.converged:
             logger.warning("%s stopped at relative residual %.3g above tol %.3g", cfg.method, residual, cfg.tol)
         return Update(delta=self.space.to_dict(solution.x), report=report)
 
-    def _compute_fisher(self, edits: list[Edit], objective: Objective | None, calibration: CalibrationConfig | None,
-                        damping_factor: float, fisher: EmpiricalFisher | None) -> Update:
+    def _compute_fisher(
+        self,
+        edits: list[Edit],
+        objective: Objective | None,
+        calibration: CalibrationConfig | None,
+        damping_factor: float,
+        fisher: EmpiricalFisher | None,
+    ) -> Update:
         """The ``fisher`` method: (F + λI)⁻¹ b with F the empirical Fisher of the curvature sub-sample."""
         cfg = self.config
         t0 = time.perf_counter()
@@ -285,15 +314,32 @@ class InfluenceEngine:
                 raise SolverError("fisher returned non-finite values; nothing was applied (raise the damping)")
             residual = fisher.relative_residual(x, b, damping)
         if not residual <= cfg.max_residual:
-            raise SolverError(f"fisher did not solve the system: relative residual {residual:.3g} > {cfg.max_residual:g}; nothing was applied")
+            raise SolverError(
+                f"fisher did not solve the system: relative residual {residual:.3g} > {cfg.max_residual:g}; nothing was applied"
+            )
         report = SolverReport(
-            method="fisher", curvature="empirical_fisher", damping_rule=rule, damping_by_group=by_group,
-            damping=by_group.get("other", max(by_group.values())) if by_group else float(damping), iterations=1, hvps=0, hvp_samples=0,
-            gradient_passes=rhs_passes + fisher.passes, relative_residual=residual, converged=residual <= cfg.tol,
-            seconds=time.perf_counter() - t0 + built, n_train=len(self.train_samples), curvature_samples=fisher.size, edits=len(edits),
-            calibration=None if calibrated is None else {**calibrated.to_dict(), "config": (calibration or CalibrationConfig()).to_dict()},
+            method="fisher",
+            curvature="empirical_fisher",
+            damping_rule=rule,
+            damping_by_group=by_group,
+            damping=by_group.get("other", max(by_group.values())) if by_group else float(damping),
+            iterations=1,
+            hvps=0,
+            hvp_samples=0,
+            gradient_passes=rhs_passes + fisher.passes,
+            relative_residual=residual,
+            converged=residual <= cfg.tol,
+            seconds=time.perf_counter() - t0 + built,
+            n_train=len(self.train_samples),
+            curvature_samples=fisher.size,
+            edits=len(edits),
+            calibration=None
+            if calibrated is None
+            else {**calibrated.to_dict(), "config": (calibration or CalibrationConfig()).to_dict()},
             predicted_change=float(len(self.train_samples) * torch.dot(b.to(torch.float64), x.to(torch.float64))),
-            rhs_norm=b_norm, delta_norm=float(torch.linalg.vector_norm(x)), config=cfg.to_dict(),
+            rhs_norm=b_norm,
+            delta_norm=float(torch.linalg.vector_norm(x)),
+            config=cfg.to_dict(),
         )
         return Update(delta=self.space.to_dict(x), report=report)
 
@@ -305,16 +351,33 @@ class InfluenceEngine:
             return self.damping, None, "given"
         trace = fisher.trace()
         if not trace > 0:
-            raise SolverError("every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen")
+            raise SolverError(
+                "every per-instance gradient is zero: the empirical Fisher is 0 and no damping can be chosen"
+            )
         damping = cfg.damping_scale * fisher.trace_of_square() / trace
         groups = self._damping_groups()
         if len(groups) > 1:
             vector, by_group = self._group_damping(fisher, groups, float(damping))
-            return vector, by_group, f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)"
-        return damping, None, f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)"
+            return (
+                vector,
+                by_group,
+                f"{cfg.damping_scale:g} * tr(F_gg^2)/tr(F_gg) per parameter group g (exact, empirical Fisher of {fisher.size} instances)",
+            )
+        return (
+            damping,
+            None,
+            f"{cfg.damping_scale:g} * tr(F^2)/tr(F) (exact, empirical Fisher of {fisher.size} instances)",
+        )
 
-    def match_reference(self, fisher: EmpiricalFisher, rows: Sequence[int], keys: Sequence[Hashable], totals: Mapping[Hashable, int],
-                        target: float, config: CalibrationConfig | None = None) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
+    def match_reference(
+        self,
+        fisher: EmpiricalFisher,
+        rows: Sequence[int],
+        keys: Sequence[Hashable],
+        totals: Mapping[Hashable, int],
+        target: float,
+        config: CalibrationConfig | None = None,
+    ) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
         """The "reference" calibration on this Fisher: the factor of :meth:`fisher_damping` at which the
         Fisher's ``rows``, grouped by ``keys`` into whole groups (:func:`whole_groups`, ``totals``:
         each key's instance count), are predicted to move by ``target`` on average
@@ -338,8 +401,14 @@ class InfluenceEngine:
         bs = self.config.batch_size
         return self.rhs(edits), -(-len(old) // bs) + -(-len(new) // bs)
 
-    def _calibrate(self, fisher: EmpiricalFisher, b: torch.Tensor, damping: float | torch.Tensor, objective: Objective,
-                   config: CalibrationConfig):
+    def _calibrate(
+        self,
+        fisher: EmpiricalFisher,
+        b: torch.Tensor,
+        damping: float | torch.Tensor,
+        objective: Objective,
+        config: CalibrationConfig,
+    ):
         """Search the damping's factor with ``objective`` measured on the model holding each trial update."""
         snapshot = ParameterSnapshot(self.space.params)
 
@@ -372,7 +441,9 @@ class InfluenceEngine:
                 groups[label] = mask
         return groups
 
-    def _group_damping(self, fisher: EmpiricalFisher, groups: dict[str, torch.Tensor], shared: float) -> tuple[torch.Tensor, dict[str, float]]:
+    def _group_damping(
+        self, fisher: EmpiricalFisher, groups: dict[str, torch.Tensor], shared: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """The rule on each group's diagonal block; a group without gradient keeps the shared value."""
         vector = torch.empty(self.space.dim, dtype=torch.float64)
         by_group = {}
@@ -383,7 +454,15 @@ class InfluenceEngine:
         return vector, by_group
 
     def _solve(self, op: DampedOperator, b: torch.Tensor, curvature: CurvatureOperator) -> tuple[Solution, int]:
-        problem = SolveProblem(op=op, b=b, curvature=curvature, config=self.config, model=self.model,
-                               loss_fn=self.loss_fn, space=self.space, collate_fn=self.collate_fn)
+        problem = SolveProblem(
+            op=op,
+            b=b,
+            curvature=curvature,
+            config=self.config,
+            model=self.model,
+            loss_fn=self.loss_fn,
+            space=self.space,
+            collate_fn=self.collate_fn,
+        )
         solution = solver(self.config.method)(problem)
         return solution, solution.gradient_passes

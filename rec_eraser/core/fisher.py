@@ -52,15 +52,23 @@ class _IncompleteCapture(RuntimeError):
 class EmpiricalFisher:
     """F = (1/m) Σ g_i g_iᵀ over m instances, held as its gradient matrix G (float64)."""
 
-    def __init__(self, gradients: torch.Tensor, passes: int | None = None, losses: torch.Tensor | None = None,
-                 samples: Sequence[Any] | None = None, seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        gradients: torch.Tensor,
+        passes: int | None = None,
+        losses: torch.Tensor | None = None,
+        samples: Sequence[Any] | None = None,
+        seconds: float = 0.0,
+    ) -> None:
         """``passes``: the backward passes that produced ``gradients`` (one per row unless batched);
         ``losses``: each row's loss at the same parameters, when the passes gave it (``[m]``);
         ``samples``: the rows' instances; ``seconds``: what building the rows took."""
         if gradients.dim() != 2 or gradients.shape[0] == 0:
             raise ValueError(f"expected a non-empty [m, p] gradient matrix, got shape {tuple(gradients.shape)}")
         if losses is not None and losses.shape != (gradients.shape[0],):
-            raise ValueError(f"expected one loss per gradient row ({gradients.shape[0]}), got shape {tuple(losses.shape)}")
+            raise ValueError(
+                f"expected one loss per gradient row ({gradients.shape[0]}), got shape {tuple(losses.shape)}"
+            )
         if samples is not None and len(samples) != gradients.shape[0]:
             raise ValueError(f"expected one sample per gradient row ({gradients.shape[0]}), got {len(samples)}")
         self.gradients = gradients.to(torch.float64)
@@ -71,9 +79,16 @@ class EmpiricalFisher:
         self.seconds = seconds
 
     @classmethod
-    def from_samples(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, samples: Sequence[Any],
-                     collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None = None,
-                     batch_size: int = 1) -> EmpiricalFisher:
+    def from_samples(
+        cls,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        samples: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        on_gradient: Callable[[int], None] | None = None,
+        batch_size: int = 1,
+    ) -> EmpiricalFisher:
         """Per-instance gradients of ``loss_fn`` at the model's current parameters.
 
         With ``batch_size`` > 1 and every trainable parameter in an ``nn.Linear`` (LoRA, a linear
@@ -93,7 +108,9 @@ class EmpiricalFisher:
         wasted = 0
         if layers is not None:
             try:
-                gradients, passes = cls._batched(model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size)
+                gradients, passes = cls._batched(
+                    model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size
+                )
                 return cls(gradients, passes, samples=samples, seconds=time.perf_counter() - t0)
             except _IncompleteCapture as exc:
                 logger.info("empirical Fisher: one instance per pass (%s)", exc)
@@ -106,13 +123,26 @@ class EmpiricalFisher:
             losses.append(float(loss.detach()))
             if on_gradient:
                 on_gradient(i + 1)
-        return cls(torch.stack(rows), len(rows) + wasted, losses=torch.tensor(losses, dtype=torch.float64), samples=samples,
-                   seconds=time.perf_counter() - t0)
+        return cls(
+            torch.stack(rows),
+            len(rows) + wasted,
+            losses=torch.tensor(losses, dtype=torch.float64),
+            samples=samples,
+            seconds=time.perf_counter() - t0,
+        )
 
     @classmethod
-    def _batched(cls, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, layers: list, samples: Sequence[Any],
-                 collate_fn: Callable[[list[Any]], Any], on_gradient: Callable[[int], None] | None,
-                 batch_size: int) -> tuple[torch.Tensor, int]:
+    def _batched(
+        cls,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        layers: list,
+        samples: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        on_gradient: Callable[[int], None] | None,
+        batch_size: int,
+    ) -> tuple[torch.Tensor, int]:
         rows: list[torch.Tensor] = []
         sums: list[torch.Tensor] = []
 
@@ -123,7 +153,9 @@ class EmpiricalFisher:
                 if layer.inputs is None or layer.out_grads is None:
                     raise _IncompleteCapture(len(rows) + 1, "a trainable layer was not reached by this micro-batch")
                 if layer.inputs.dim() != 3 or layer.inputs.shape[0] != count or layer.out_grads.shape[0] != count:
-                    raise _IncompleteCapture(len(rows) + 1, f"a trainable layer's inputs {tuple(layer.inputs.shape)} have no instance axis")
+                    raise _IncompleteCapture(
+                        len(rows) + 1, f"a trainable layer's inputs {tuple(layer.inputs.shape)} have no instance axis"
+                    )
             rows.append(flat_instance_rows(layers, space, count).to(torch.float64).cpu())
             for layer in layers:  # a layer the next micro-batch does not reach must not keep these
                 layer.inputs = layer.out_grads = None
@@ -132,12 +164,26 @@ class EmpiricalFisher:
             split, total = rows[-1].sum(0), sums[-1]
             scale = float(torch.linalg.vector_norm(rows[-1], dim=1).sum())
             if float(torch.linalg.vector_norm(split - total)) > _CAPTURE_TOL * max(scale, 1e-30):
-                raise _IncompleteCapture(len(rows), "the layers' captures do not add up to the pass's gradient: the loss has terms outside them")
+                raise _IncompleteCapture(
+                    len(rows),
+                    "the layers' captures do not add up to the pass's gradient: the loss has terms outside them",
+                )
             if on_gradient:
                 on_gradient(sum(r.shape[0] for r in rows))
 
-        passes = capture_passes(model, loss_fn, space, layers, samples, collate_fn, batch_size, torch.Generator(), take,
-                                empirical=True, on_sum=lambda grads: sums.append(space.flatten(list(grads)).to(torch.float64).cpu()))
+        passes = capture_passes(
+            model,
+            loss_fn,
+            space,
+            layers,
+            samples,
+            collate_fn,
+            batch_size,
+            torch.Generator(),
+            take,
+            empirical=True,
+            on_sum=lambda grads: sums.append(space.flatten(list(grads)).to(torch.float64).cpu()),
+        )
         return torch.cat(rows), passes
 
     @property
@@ -182,7 +228,9 @@ class EmpiricalFisher:
         """D⁻¹: a 0-d tensor 1/λ for a float λ, else the [p] vector 1/d."""
         d = torch.as_tensor(damping, dtype=torch.float64).cpu()
         if not bool((d > 0).all()):
-            raise ValueError(f"the empirical Fisher is singular (rank <= {self.size}); damping must be > 0, got {float(d.min())}")
+            raise ValueError(
+                f"the empirical Fisher is singular (rank <= {self.size}); damping must be > 0, got {float(d.min())}"
+            )
         p = self.gradients.shape[1]
         if d.dim() != 0 and d.shape != (p,):
             raise ValueError(f"a damping vector needs {p} entries, got shape {tuple(d.shape)}")

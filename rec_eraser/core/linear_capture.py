@@ -55,7 +55,9 @@ def per_instance(t: torch.Tensor, count: int) -> torch.Tensor:
     return t.reshape(count, -1, t.shape[-1])
 
 
-def linear_layers(model: nn.Module, space: ParameterSpace, factory: Callable[[nn.Linear], CapturedLinear] = CapturedLinear) -> list[CapturedLinear]:
+def linear_layers(
+    model: nn.Module, space: ParameterSpace, factory: Callable[[nn.Linear], CapturedLinear] = CapturedLinear
+) -> list[CapturedLinear]:
     """One captured layer per ``nn.Linear`` whose weight is trainable; raises if some trainable parameter is left out."""
     layers: list[CapturedLinear] = []
     covered: set[int] = set()
@@ -94,9 +96,17 @@ def uses_sampled_labels(loss_fn: LossFn) -> bool:
 
 
 def capture_passes(
-    model: nn.Module, loss_fn: LossFn, space: ParameterSpace, layers: Sequence[CapturedLinear], samples: Sequence[Any],
-    collate_fn: Callable[[list[Any]], Any], batch_size: int, generator: torch.Generator, on_batch: Callable[[int], None],
-    empirical: bool = False, on_sum: Callable[[list[torch.Tensor | None]], None] | None = None,
+    model: nn.Module,
+    loss_fn: LossFn,
+    space: ParameterSpace,
+    layers: Sequence[CapturedLinear],
+    samples: Sequence[Any],
+    collate_fn: Callable[[list[Any]], Any],
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[int], None],
+    empirical: bool = False,
+    on_sum: Callable[[list[torch.Tensor | None]], None] | None = None,
 ) -> int:
     """One backward pass per micro-batch of ``samples`` with the layers' hooks on; returns the passes made.
 
@@ -109,7 +119,10 @@ def capture_passes(
     """
     handles = []
     for layer in layers:
-        def forward_hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, layer: CapturedLinear = layer) -> None:
+
+        def forward_hook(
+            module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, layer: CapturedLinear = layer
+        ) -> None:
             layer.inputs = layer.augmented_inputs(inputs[0])
 
             def grad_hook(grad: torch.Tensor, layer: CapturedLinear = layer) -> None:

@@ -53,8 +53,14 @@ class LowRankGaussNewton:
     """Fit once on the curvature sample; then :meth:`inverse_product` applies P⁻¹ (module docstring)."""
 
     def __init__(
-        self, model: nn.Module, loss_fn: LossFn, space: ParameterSpace, collate_fn: Callable[[list[Any]], Any],
-        batch_size: int = 8, samples_per_instance: int = SolverConfig.preconditioner_samples, seed: int = 0,
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        collate_fn: Callable[[list[Any]], Any],
+        batch_size: int = 8,
+        samples_per_instance: int = SolverConfig.preconditioner_samples,
+        seed: int = 0,
     ) -> None:
         if samples_per_instance < 1:
             raise ValueError(f"samples_per_instance must be >= 1, got {samples_per_instance}")
@@ -84,7 +90,14 @@ class LowRankGaussNewton:
         rows: list[torch.Tensor] = []
         for _ in range(self.samples_per_instance):
             self.gradient_passes += capture_passes(
-                self.model, self.loss_fn, self.space, self.layers, samples, self.collate_fn, self.batch_size, self.generator,
+                self.model,
+                self.loss_fn,
+                self.space,
+                self.layers,
+                samples,
+                self.collate_fn,
+                self.batch_size,
+                self.generator,
                 lambda count: rows.append(flat_instance_rows(self.layers, self.space, count)),
             )
         gradients = torch.cat(rows)
@@ -100,8 +113,14 @@ class LowRankGaussNewton:
         self.gradients = gradients
         self.coefficients = (vectors / values.sqrt()).to(gradients.dtype)
         self.eigenvalues = values
-        logger.info("low-rank Gauss-Newton: rank %d from %d gradients (%d passes); eigenvalues %.3g..%.3g",
-                    self.rank, gradients.shape[0], self.gradient_passes, float(values[0]), float(values[-1]))
+        logger.info(
+            "low-rank Gauss-Newton: rank %d from %d gradients (%d passes); eigenvalues %.3g..%.3g",
+            self.rank,
+            gradients.shape[0],
+            self.gradient_passes,
+            float(values[0]),
+            float(values[-1]),
+        )
 
     def inverse_product(self, vector: torch.Tensor, damping: float) -> torch.Tensor:
         """P⁻¹ v = V diag(1/(μ + λ)) Vᵀv + (v − V Vᵀv) / (μ_min + λ), in v's dtype."""

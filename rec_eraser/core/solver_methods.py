@@ -60,8 +60,11 @@ def ekfac(problem: SolveProblem) -> Solution:
 
 # "auto": an adapter's trainable parameters are linear layers, which the low-rank preconditioner
 # needs, and it is built only when the iterations it saves cost more than building it
-@register_solver("cg", recommended={"preconditioner": "auto"},
-                 settings=("max_iters", "hvp_budget", "preconditioner", "preconditioner_samples"))
+@register_solver(
+    "cg",
+    recommended={"preconditioner": "auto"},
+    settings=("max_iters", "hvp_budget", "preconditioner", "preconditioner_samples"),
+)
 def cg(problem: SolveProblem) -> Solution:
     """Conjugate gradients, preconditioned as ``config.preconditioner`` says."""
     op, b, cfg = problem.op, problem.b, problem.config
@@ -72,8 +75,15 @@ def cg(problem: SolveProblem) -> Solution:
         return solution
     if cfg.preconditioner not in ("lowrank", "auto"):
         return solve_cg(op, b, cfg)
-    lowrank = LowRankGaussNewton(problem.model, problem.loss_fn, problem.space, problem.collate_fn, cfg.batch_size,
-                                 cfg.preconditioner_samples, cfg.seed)
+    lowrank = LowRankGaussNewton(
+        problem.model,
+        problem.loss_fn,
+        problem.space,
+        problem.collate_fn,
+        cfg.batch_size,
+        cfg.preconditioner_samples,
+        cfg.seed,
+    )
 
     def build() -> Callable[[torch.Tensor], torch.Tensor]:
         lowrank.fit(problem.curvature.samples)

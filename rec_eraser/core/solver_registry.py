@@ -61,8 +61,9 @@ _SETTINGS: dict[str, tuple[str, ...] | None] = {FISHER: ("damping_groups",)}
 COMMON_SETTINGS = ("method", "batch_size", "seed", "sample_size", "tol", "max_residual", "damping_scale")
 
 
-def register_solver(name: str, recommended: Mapping[str, Any] | None = None,
-                    settings: Sequence[str] | None = None) -> Callable[[SolverFn], SolverFn]:
+def register_solver(
+    name: str, recommended: Mapping[str, Any] | None = None, settings: Sequence[str] | None = None
+) -> Callable[[SolverFn], SolverFn]:
     """Decorator: register ``fn`` as the solver ``name``. A name is registered once.
 
     ``recommended``: settings of :class:`SolverConfig` that :meth:`SolverConfig.for_method`

@@ -77,7 +77,9 @@ def solve_exact(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig) -> Solut
     """Dense C built column by column (vectorised products), then a float64 solve."""
     p = op.dim
     if p > cfg.exact_max_dim:
-        raise SolverError(f"the exact solver builds a dense {p}x{p} matrix; that is above exact_max_dim={cfg.exact_max_dim}")
+        raise SolverError(
+            f"the exact solver builds a dense {p}x{p} matrix; that is above exact_max_dim={cfg.exact_max_dim}"
+        )
     space = op.curvature.space
     dense = dense_curvature(op.curvature) + op.damping * torch.eye(p, dtype=torch.float64)
     try:
@@ -88,7 +90,10 @@ def solve_exact(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig) -> Solut
 
 
 def solve_cg(
-    op: DampedOperator, b: torch.Tensor, cfg: SolverConfig, preconditioner: Preconditioner | None = None,
+    op: DampedOperator,
+    b: torch.Tensor,
+    cfg: SolverConfig,
+    preconditioner: Preconditioner | None = None,
     stop: Callable[[int, float], bool] | None = None,
 ) -> Solution:
     """(Preconditioned) conjugate gradients with full products over the curvature sample.
@@ -119,7 +124,11 @@ def solve_cg(
         x += alpha * direction
         r -= alpha * a_dir
         r_norm = _norm(r)
-        if r_norm <= cfg.tol * b_norm or _over_budget(op, cfg, start) or (stop is not None and stop(iterations, r_norm)):
+        if (
+            r_norm <= cfg.tol * b_norm
+            or _over_budget(op, cfg, start)
+            or (stop is not None and stop(iterations, r_norm))
+        ):
             break
         z = apply_m(r)
         rz_new = float(torch.dot(r, z))
@@ -128,7 +137,9 @@ def solve_cg(
     return Solution(x=x, iterations=iterations, residual=r)
 
 
-def solve_cg_deferred(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig, build: Callable[[], Preconditioner], price: int) -> Solution:
+def solve_cg_deferred(
+    op: DampedOperator, b: torch.Tensor, cfg: SolverConfig, build: Callable[[], Preconditioner], price: int
+) -> Solution:
     """Plain CG that builds a preconditioner only when it pays.
 
     ``price`` is the preconditioner's cost in CG iterations. After that many plain iterations
@@ -155,11 +166,19 @@ def solve_cg_deferred(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig, bu
         return first
     preconditioner = build()
     used = op.curvature.hvps - start
-    rest_cfg = replace(cfg, tol=cfg.tol * b_norm / r_norm, max_iters=cfg.max_iters - first.iterations,
-                       hvp_budget=None if cfg.hvp_budget is None else max(1, cfg.hvp_budget - used))
+    rest_cfg = replace(
+        cfg,
+        tol=cfg.tol * b_norm / r_norm,
+        max_iters=cfg.max_iters - first.iterations,
+        hvp_budget=None if cfg.hvp_budget is None else max(1, cfg.hvp_budget - used),
+    )
     rest = solve_cg(op, first.residual, rest_cfg, preconditioner=preconditioner)
-    return Solution(x=first.x + rest.x, iterations=first.iterations + rest.iterations, residual=rest.residual,
-                    preconditioner_built_at=first.iterations)
+    return Solution(
+        x=first.x + rest.x,
+        iterations=first.iterations + rest.iterations,
+        residual=rest.residual,
+        preconditioner_built_at=first.iterations,
+    )
 
 
 def solve_lissa(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig) -> Solution:
@@ -235,7 +254,9 @@ def solve_sqp(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig) -> Solutio
             steps += 1
         anchor = x
         full_grad = qp_gradient(op, anchor, b)
-    return Solution(x=best_x if best_residual < _norm(full_grad) / b_norm else anchor, iterations=steps, top_eigenvalue=top)
+    return Solution(
+        x=best_x if best_residual < _norm(full_grad) / b_norm else anchor, iterations=steps, top_eigenvalue=top
+    )
 
 
 def solve_adam(op: DampedOperator, b: torch.Tensor, cfg: SolverConfig) -> Solution:

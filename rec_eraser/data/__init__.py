@@ -6,7 +6,22 @@ from rec_eraser.data.mapping import MAPPINGS_DIR, Mapping, known_datasets, load_
 from rec_eraser.data.split import SPLITS, Step, chronological, leave_last_out, steps
 
 __all__ = [
-    "MAPPINGS_DIR", "SPLITS", "AtomicTable", "Dataset", "DatasetError", "Field", "Interaction", "Mapping", "Step",
-    "chronological", "known_datasets", "leave_last_out", "load_dataset", "load_mapping", "mapping_for",
-    "read_atomic", "recbole_dataset_dir", "steps",
+    "MAPPINGS_DIR",
+    "SPLITS",
+    "AtomicTable",
+    "Dataset",
+    "DatasetError",
+    "Field",
+    "Interaction",
+    "Mapping",
+    "Step",
+    "chronological",
+    "known_datasets",
+    "leave_last_out",
+    "load_dataset",
+    "load_mapping",
+    "mapping_for",
+    "read_atomic",
+    "recbole_dataset_dir",
+    "steps",
 ]

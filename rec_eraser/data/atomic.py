@@ -72,8 +72,9 @@ class AtomicTable:
             if f.name == name:
                 return i
         have = ", ".join(f.name for f in self.fields)
-        raise DatasetError(self.path, f"no column {name!r} (mapped as {role}); the header has: {have}",
-                           line=1, field=name)
+        raise DatasetError(
+            self.path, f"no column {name!r} (mapped as {role}); the header has: {have}", line=1, field=name
+        )
 
     def tokens(self, name: str, role: str) -> list[str]:
         """The cells of column ``name`` as strings; an empty cell is an error."""
@@ -92,8 +93,9 @@ class AtomicTable:
             try:
                 value = float(row[i])
             except ValueError:
-                raise DatasetError(self.path, f"{role} value {row[i]!r} is not a number",
-                                   line=line, field=name) from None
+                raise DatasetError(
+                    self.path, f"{role} value {row[i]!r} is not a number", line=line, field=name
+                ) from None
             if not math.isfinite(value):
                 raise DatasetError(self.path, f"{role} value {row[i]!r} is not finite", line=line, field=name)
             out.append(value)
@@ -105,8 +107,12 @@ def _parse_header(path: Path, text: str) -> tuple[Field, ...]:
     for cell in text.split("\t"):
         name, sep, typ = cell.strip().rpartition(":")
         if not sep or not name:
-            raise DatasetError(path, f"header cell {cell!r} has no ':type' (expected name:{'|'.join(TYPES)})",
-                               line=1, field=cell.strip())
+            raise DatasetError(
+                path,
+                f"header cell {cell!r} has no ':type' (expected name:{'|'.join(TYPES)})",
+                line=1,
+                field=cell.strip(),
+            )
         if typ not in TYPES:
             raise DatasetError(path, f"unknown type {typ!r} (known: {', '.join(TYPES)})", line=1, field=name)
         if any(f.name == name for f in fields):
@@ -146,11 +152,19 @@ def read_atomic(path: Path | str) -> AtomicTable:
             continue
         cells = tuple(text.split("\t"))
         if len(cells) < len(fields):
-            raise DatasetError(path, f"{len(cells)} cells, the header has {len(fields)}: value missing",
-                               line=number, field=fields[len(cells)].name)
+            raise DatasetError(
+                path,
+                f"{len(cells)} cells, the header has {len(fields)}: value missing",
+                line=number,
+                field=fields[len(cells)].name,
+            )
         if len(cells) > len(fields):
-            raise DatasetError(path, f"{len(cells)} cells, the header has {len(fields)}: extra cells after the last",
-                               line=number, field=fields[-1].name)
+            raise DatasetError(
+                path,
+                f"{len(cells)} cells, the header has {len(fields)}: extra cells after the last",
+                line=number,
+                field=fields[-1].name,
+            )
         rows.append(cells)
         lines.append(number)
     if fields is None:

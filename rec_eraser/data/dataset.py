@@ -72,16 +72,24 @@ class Dataset:
 
     def summary(self) -> dict[str, object]:
         """Counts and provenance, JSON-ready."""
-        return {"dataset": self.name, "root": str(self.root), "users": len(self.users), "items": len(self.items),
-                "interactions": len(self.interactions), "files": dict(self.files)}
+        return {
+            "dataset": self.name,
+            "root": str(self.root),
+            "users": len(self.users),
+            "items": len(self.items),
+            "interactions": len(self.interactions),
+            "files": dict(self.files),
+        }
 
 
 def recbole_dataset_dir(name: str) -> Path:
     """The folder of a dataset shipped in the installed recbole wheel (``dataset_example/``)."""
     spec = importlib.util.find_spec("recbole")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError("recbole", f"{name} ships in the recbole wheel, which is not installed: "
-                           "pip install --no-deps recbole==1.2.1")
+        raise DatasetError(
+            "recbole",
+            f"{name} ships in the recbole wheel, which is not installed: pip install --no-deps recbole==1.2.1",
+        )
     folder = Path(next(iter(spec.submodule_search_locations))) / "dataset_example" / name
     if not (folder / f"{name}.inter").is_file():
         raise DatasetError(folder / f"{name}.inter", f"the installed recbole wheel has no {name} atomic files")
@@ -103,11 +111,13 @@ def _find_folder(name: str, root: Path | None) -> Path:
         f"dataset {name!r} is not shipped with rec-eraser: put RecBole's atomic files {name}.inter and "
         f"{name}.item (convert them with RUCAIBox/RecSysDatasets' conversion_tools) in a folder and pass it "
         f"(load_dataset({name!r}, root=FOLDER), or --dataset FOLDER), or set {DATA_ENV}=DIR with "
-        f"DIR/{name}/{name}.inter. Looked in: {looked}")
+        f"DIR/{name}/{name}.inter. Looked in: {looked}",
+    )
 
 
-def _resolve(name_or_path: str | Path, root: Path | None,
-             mapping: Mapping | Path | str | None) -> tuple[Path, str, Mapping]:
+def _resolve(
+    name_or_path: str | Path, root: Path | None, mapping: Mapping | Path | str | None
+) -> tuple[Path, str, Mapping]:
     """(folder, base name of the atomic files, mapping) for a dataset name or a folder."""
     if isinstance(mapping, str) and mapping in known_datasets():
         mapping = mapping_for(mapping)
@@ -134,8 +144,11 @@ def _resolve(name_or_path: str | Path, root: Path | None,
         elif base in known_datasets():
             mapping = mapping_for(base)
         else:
-            raise DatasetError(own, f"no field mapping for {base!r}: write {own} (see datasets/*.toml) "
-                               f"or use a known name ({', '.join(known_datasets())})")
+            raise DatasetError(
+                own,
+                f"no field mapping for {base!r}: write {own} (see datasets/*.toml) "
+                f"or use a known name ({', '.join(known_datasets())})",
+            )
     return path, base, mapping
 
 
@@ -157,8 +170,9 @@ def _check_keys(table: AtomicTable, key: str, role: str) -> dict[str, int]:
     return out
 
 
-def load_dataset(name_or_path: str | Path, root: Path | str | None = None,
-                 mapping: Mapping | Path | str | None = None) -> Dataset:
+def load_dataset(
+    name_or_path: str | Path, root: Path | str | None = None, mapping: Mapping | Path | str | None = None
+) -> Dataset:
     """Load a dataset by name (``ml-100k``, ``lastfm``, ``steam``) or folder.
 
     Args:
@@ -189,12 +203,21 @@ def load_dataset(name_or_path: str | Path, root: Path | str | None = None,
         known = _check_keys(table, chosen.item_file_key, "item")
         bad = [x for x in rows if x.item not in known]
         if bad and chosen.unknown_items == "error":
-            raise DatasetError(inter.path, f"item {bad[0].item!r} is not in {table.path.name} "
-                               f"({len(bad)} such interactions; unknown_items = \"drop\" in the mapping drops them)",
-                               line=bad[0].line, field=chosen.item)
+            raise DatasetError(
+                inter.path,
+                f"item {bad[0].item!r} is not in {table.path.name} "
+                f'({len(bad)} such interactions; unknown_items = "drop" in the mapping drops them)',
+                line=bad[0].line,
+                field=chosen.item,
+            )
         if bad:
-            logger.warning("%s: dropped %d interactions whose item is not in %s (first at line %d)",
-                           inter.path, len(bad), table.path.name, bad[0].line)
+            logger.warning(
+                "%s: dropped %d interactions whose item is not in %s (first at line %d)",
+                inter.path,
+                len(bad),
+                table.path.name,
+                bad[0].line,
+            )
             rows = [x for x in rows if x.item in known]
         if chosen.title:
             key, col = table.index(chosen.item_file_key, "item key"), table.index(chosen.title, "title")
@@ -211,15 +234,26 @@ def load_dataset(name_or_path: str | Path, root: Path | str | None = None,
         seen = {x.user for x in rows}
         stray = next((x for x in rows if x.user not in listed), None)
         if stray is not None:
-            raise DatasetError(inter.path, f"user {stray.user!r} is not in {table.path.name}",
-                               line=stray.line, field=chosen.user)
+            raise DatasetError(
+                inter.path, f"user {stray.user!r} is not in {table.path.name}", line=stray.line, field=chosen.user
+            )
         empty = [(line, user) for user, line in listed.items() if user not in seen]
         if empty:
             line, user = min(empty)
-            raise DatasetError(table.path, f"user {user!r} has an empty history (no interaction in "
-                               f"{inter.path.name}; {len(empty)} such users)", line=line, field=chosen.user_file_key)
+            raise DatasetError(
+                table.path,
+                f"user {user!r} has an empty history (no interaction in {inter.path.name}; {len(empty)} such users)",
+                line=line,
+                field=chosen.user_file_key,
+            )
 
     data = Dataset(base, folder, chosen, tuple(rows), titles, files)
-    logger.info("loaded %s from %s: %d users, %d items, %d interactions", base, folder,
-                len(data.users), len(data.items), len(rows))
+    logger.info(
+        "loaded %s from %s: %d users, %d items, %d interactions",
+        base,
+        folder,
+        len(data.users),
+        len(data.items),
+        len(rows),
+    )
     return data

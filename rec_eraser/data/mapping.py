@@ -110,19 +110,26 @@ def load_mapping(path: Path | str) -> Mapping:
     prompt = _strings(path, dict(doc.get("prompt", {})), _PROMPT, "prompt")
     for key in ("user", "item"):
         if key not in fields:
-            raise DatasetError(path, f"[fields] needs {key} = \"<column name>\"", field=key)
+            raise DatasetError(path, f'[fields] needs {key} = "<column name>"', field=key)
     name = doc.get("name", path.stem)
     source = doc.get("source", "user")
     if source not in ("recbole", "user"):
-        raise DatasetError(path, "source must be \"recbole\" or \"user\"", field="source")
+        raise DatasetError(path, 'source must be "recbole" or "user"', field="source")
     unknown = doc.get("unknown_items", "error")
     if unknown not in ("error", "drop"):
-        raise DatasetError(path, "unknown_items must be \"error\" or \"drop\"", field="unknown_items")
+        raise DatasetError(path, 'unknown_items must be "error" or "drop"', field="unknown_items")
     liked = doc.get("liked_above")
     if liked is not None and (isinstance(liked, bool) or not isinstance(liked, int | float)):
         raise DatasetError(path, "liked_above must be a number", field="liked_above")
-    return Mapping(name=str(name), source=source, unknown_items=unknown,
-                   liked_above=None if liked is None else float(liked), path=path, **fields, **prompt)
+    return Mapping(
+        name=str(name),
+        source=source,
+        unknown_items=unknown,
+        liked_above=None if liked is None else float(liked),
+        path=path,
+        **fields,
+        **prompt,
+    )
 
 
 def known_datasets() -> list[str]:

@@ -54,8 +54,9 @@ class Step:
     split: str
 
 
-def steps(sequences: Mapping[str, Sequence[Interaction]], max_history: int = 10,
-          min_history: int = 1) -> Iterator[Step]:
+def steps(
+    sequences: Mapping[str, Sequence[Interaction]], max_history: int = 10, min_history: int = 1
+) -> Iterator[Step]:
     """Yield every step (history, target) of every user, in user order then position order.
 
     Positions with fewer than ``min_history`` earlier interactions are skipped (with the
@@ -67,6 +68,6 @@ def steps(sequences: Mapping[str, Sequence[Interaction]], max_history: int = 10,
     for user, seq in sequences.items():
         labels = leave_last_out(len(seq))
         for pos, target in enumerate(seq):
-            history = tuple(seq[max(0, pos - max_history):pos])
+            history = tuple(seq[max(0, pos - max_history) : pos])
             if len(history) >= min_history:
                 yield Step(user, pos, history, target, labels[pos])

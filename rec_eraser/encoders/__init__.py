@@ -17,5 +17,14 @@ from rec_eraser.encoders.sasrec import (
     training_windows,
 )
 
-__all__ = ["ItemEncoder", "ItemProjector", "SASRec", "UnknownItemError", "hit_at_k", "popularity_hit_at_k",
-           "train_sasrec", "training_sequences", "training_windows"]
+__all__ = [
+    "ItemEncoder",
+    "ItemProjector",
+    "SASRec",
+    "UnknownItemError",
+    "hit_at_k",
+    "popularity_hit_at_k",
+    "train_sasrec",
+    "training_sequences",
+    "training_windows",
+]

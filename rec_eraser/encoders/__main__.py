@@ -34,13 +34,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     seconds = time.perf_counter() - started
     k = args.k
     with _threads(args.threads):
-        report = {"dataset": data.name, "users": len(data.users), "items": len(data.items), "epochs": args.epochs,
-                  "threads": args.threads, "train_seconds": round(seconds, 1),
-                  "final_train_loss": encoder.config["final_train_loss"],
-                  f"sasrec_hit@{k}": round(hit_at_k(encoder, data, k), 4),
-                  f"popularity_hit@{k}": round(popularity_hit_at_k(data, k), 4),
-                  f"sasrec_hit@{k}_unfiltered": round(hit_at_k(encoder, data, k, exclude_seen=False), 4),
-                  f"popularity_hit@{k}_unfiltered": round(popularity_hit_at_k(data, k, exclude_seen=False), 4)}
+        report = {
+            "dataset": data.name,
+            "users": len(data.users),
+            "items": len(data.items),
+            "epochs": args.epochs,
+            "threads": args.threads,
+            "train_seconds": round(seconds, 1),
+            "final_train_loss": encoder.config["final_train_loss"],
+            f"sasrec_hit@{k}": round(hit_at_k(encoder, data, k), 4),
+            f"popularity_hit@{k}": round(popularity_hit_at_k(data, k), 4),
+            f"sasrec_hit@{k}_unfiltered": round(hit_at_k(encoder, data, k, exclude_seen=False), 4),
+            f"popularity_hit@{k}_unfiltered": round(popularity_hit_at_k(data, k, exclude_seen=False), 4),
+        }
     if args.save:
         encoder.save(args.save)
         report["saved"] = args.save

@@ -35,8 +35,13 @@ def _eval_targets(dataset: Dataset, split: str) -> list[tuple[list[str], str]]:
     return out
 
 
-def _rank_bounds(scores: Tensor, histories: Sequence[Sequence[str]], targets: Sequence[str], index: dict[str, int],
-                 exclude_seen: bool) -> tuple[np.ndarray, np.ndarray]:
+def _rank_bounds(
+    scores: Tensor,
+    histories: Sequence[Sequence[str]],
+    targets: Sequence[str],
+    index: dict[str, int],
+    exclude_seen: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     """Best and worst 1-based rank of each target among all items (they differ where items tie with it)."""
     scores = scores.clone()
     if exclude_seen:
@@ -48,13 +53,19 @@ def _rank_bounds(scores: Tensor, histories: Sequence[Sequence[str]], targets: Se
     return (1 + (scores > own).sum(dim=1)).numpy(), (scores >= own).sum(dim=1).numpy()
 
 
-def hit_at_k(encoder: ItemEncoder, dataset: Dataset, k: int = 10, split: str = "test", exclude_seen: bool = True,
-             batch_size: int = 256) -> float:
+def hit_at_k(
+    encoder: ItemEncoder,
+    dataset: Dataset,
+    k: int = 10,
+    split: str = "test",
+    exclude_seen: bool = True,
+    batch_size: int = 256,
+) -> float:
     """SASRec's next-item HitRatio@k over all items on each user's ``split`` target."""
     pairs = _eval_targets(dataset, split)
     best, worst = [], []
     for b in range(0, len(pairs), batch_size):
-        chunk = pairs[b:b + batch_size]
+        chunk = pairs[b : b + batch_size]
         histories, targets = [h for h, _ in chunk], [t for _, t in chunk]
         lo, hi = _rank_bounds(encoder.next_item_scores(histories), histories, targets, encoder.index, exclude_seen)
         best.append(lo)

@@ -87,8 +87,10 @@ class UnknownItemError(KeyError):
     def __init__(self, item: str, known: int) -> None:
         super().__init__(item)
         self.item = item
-        self.message = (f"item {item!r} is not known to the item encoder ({known} items; it was trained on a "
-                        "different dataset, or the item never occurs in an interaction)")
+        self.message = (
+            f"item {item!r} is not known to the item encoder ({known} items; it was trained on a "
+            "different dataset, or the item never occurs in an interaction)"
+        )
 
     def __str__(self) -> str:  # KeyError's default repr-quotes the message
         return self.message
@@ -97,20 +99,37 @@ class UnknownItemError(KeyError):
 class SASRec(nn.Module):
     """Self-attentive sequential recommendation model; item index 0 is padding, items are 1..n_items."""
 
-    def __init__(self, n_items: int, hidden: int = 64, max_len: int = 50, n_layers: int = 2, n_heads: int = 1,
-                 dropout: float = 0.2) -> None:
+    def __init__(
+        self,
+        n_items: int,
+        hidden: int = 64,
+        max_len: int = 50,
+        n_layers: int = 2,
+        n_heads: int = 1,
+        dropout: float = 0.2,
+    ) -> None:
         super().__init__()
         if n_items < 1 or hidden < 1 or max_len < 1 or n_layers < 1 or n_heads < 1 or hidden % n_heads:
-            raise ValueError(f"bad SASRec sizes: n_items={n_items} hidden={hidden} max_len={max_len} "
-                             f"n_layers={n_layers} n_heads={n_heads}")
+            raise ValueError(
+                f"bad SASRec sizes: n_items={n_items} hidden={hidden} max_len={max_len} "
+                f"n_layers={n_layers} n_heads={n_heads}"
+            )
         self.n_items, self.hidden, self.max_len = n_items, hidden, max_len
         self.item_emb = nn.Embedding(n_items + 1, hidden, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, hidden)
         self.dropout = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            nn.TransformerEncoderLayer(hidden, n_heads, dim_feedforward=hidden, dropout=dropout, activation="relu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(n_layers))
+            nn.TransformerEncoderLayer(
+                hidden,
+                n_heads,
+                dim_feedforward=hidden,
+                dropout=dropout,
+                activation="relu",
+                batch_first=True,
+                norm_first=True,
+            )
+            for _ in range(n_layers)
+        )
         self.final_norm = nn.LayerNorm(hidden)
         nn.init.normal_(self.item_emb.weight, std=1.0 / math.sqrt(hidden))
         nn.init.normal_(self.pos_emb.weight, std=1.0 / math.sqrt(hidden))
@@ -148,8 +167,13 @@ class ItemEncoder:
     :class:`SASRec` (kept for next-item scoring; saved and loaded with the table) or None.
     """
 
-    def __init__(self, item_ids: Sequence[str], embeddings: Tensor, config: dict[str, Any] | None = None,
-                 model: SASRec | None = None) -> None:
+    def __init__(
+        self,
+        item_ids: Sequence[str],
+        embeddings: Tensor,
+        config: dict[str, Any] | None = None,
+        model: SASRec | None = None,
+    ) -> None:
         item_ids = [str(i) for i in item_ids]
         if embeddings.ndim != 2 or embeddings.shape[0] != len(item_ids):
             raise ValueError(f"embeddings {tuple(embeddings.shape)} do not match {len(item_ids)} item ids")
@@ -196,7 +220,7 @@ class ItemEncoder:
             raise NoSasrecModel("this item encoder has no SASRec model (only an embedding table)")
         if any(len(h) == 0 for h in histories):
             raise ValueError("empty history")
-        windows = [[i + 1 for i in self.indices(list(h)[-self.model.max_len:])] for h in histories]
+        windows = [[i + 1 for i in self.indices(list(h)[-self.model.max_len :])] for h in histories]
         seqs, lengths = _pad(windows)
         was_training = self.model.training
         self.model.eval()
@@ -220,10 +244,18 @@ class ItemEncoder:
         if self.model is not None:
             for name, value in self.model.state_dict().items():
                 tensors[_MODEL_PREFIX + name] = value.detach().contiguous().clone()
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "item_ids": self.item_ids,
-                "dim": self.dim, "has_model": self.model is not None, "config": self.config}
+        meta = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "item_ids": self.item_ids,
+            "dim": self.dim,
+            "has_model": self.model is not None,
+            "config": self.config,
+        }
         write_file_atomically(folder / WEIGHTS_FILE, lambda p: save_file(tensors, str(p), metadata={"format": FORMAT}))
-        write_file_atomically(folder / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8"))
+        write_file_atomically(
+            folder / META_FILE, lambda p: p.write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
+        )
         return folder
 
     @classmethod
@@ -242,7 +274,7 @@ class ItemEncoder:
         model = None
         if meta.get("has_model"):
             model = SASRec(len(meta["item_ids"]), **_model_kwargs(config))
-            state = {k[len(_MODEL_PREFIX):]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
+            state = {k[len(_MODEL_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_MODEL_PREFIX)}
             model.load_state_dict(state)
             model.eval()
         return cls(meta["item_ids"], tensors["embeddings"], config, model)
@@ -280,7 +312,7 @@ class UserStateEncoder(nn.Module):
     def forward(self, rows: Tensor) -> Tensor:
         lengths = (rows >= 0).sum(dim=1)
         if rows.shape[1] > self.sasrec.max_len:  # keep each history's last max_len items, right-padded again
-            windows = [r[:n][-self.sasrec.max_len:] + 1 for r, n in zip(rows, lengths.tolist())]
+            windows = [r[:n][-self.sasrec.max_len :] + 1 for r, n in zip(rows, lengths.tolist())]
             seqs, lengths = _pad([w.tolist() for w in windows])
         else:
             seqs = (rows + 1).clamp(min=0)  # SASRec's index 0 is padding, item row i is index i + 1
@@ -301,7 +333,7 @@ def _pad(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
     lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
     out = torch.zeros(len(seqs), int(lengths.max()), dtype=torch.long)
     for row, s in enumerate(seqs):
-        out[row, :len(s)] = torch.tensor(s, dtype=torch.long)
+        out[row, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out, lengths
 
 
@@ -343,10 +375,21 @@ def _threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
-def train_sasrec(dataset: Dataset, epochs: int = 12, seed: int = 0, hidden: int = 64, max_len: int = 50,
-                 lr: float = 1e-3, batch_size: int = 128, progress: Callable[[int, int], None] | None = None, *,
-                 n_layers: int = 2, n_heads: int = 1, dropout: float = 0.2,
-                 threads: int | None = 1) -> ItemEncoder:
+def train_sasrec(
+    dataset: Dataset,
+    epochs: int = 12,
+    seed: int = 0,
+    hidden: int = 64,
+    max_len: int = 50,
+    lr: float = 1e-3,
+    batch_size: int = 128,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    n_layers: int = 2,
+    n_heads: int = 1,
+    dropout: float = 0.2,
+    threads: int | None = 1,
+) -> ItemEncoder:
     """Train SASRec on the dataset's training interactions and return its item-embedding table.
 
     Args:
@@ -382,8 +425,9 @@ def train_sasrec(dataset: Dataset, epochs: int = 12, seed: int = 0, hidden: int 
     with _threads(threads):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        model = SASRec(len(item_ids), hidden=hidden, max_len=max_len, n_layers=n_layers, n_heads=n_heads,
-                       dropout=dropout)
+        model = SASRec(
+            len(item_ids), hidden=hidden, max_len=max_len, n_layers=n_layers, n_heads=n_heads, dropout=dropout
+        )
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
         model.train()
         step = 0
@@ -391,7 +435,7 @@ def train_sasrec(dataset: Dataset, epochs: int = 12, seed: int = 0, hidden: int 
             order = torch.randperm(len(windows), generator=generator).tolist()
             total_loss, count = 0.0, 0
             for b in range(0, len(order), batch_size):
-                batch = [windows[i] for i in order[b:b + batch_size]]
+                batch = [windows[i] for i in order[b : b + batch_size]]
                 inputs, lengths = _pad([w[:-1] for w in batch])
                 targets, _ = _pad([w[1:] for w in batch])
                 real = targets != 0
@@ -409,12 +453,33 @@ def train_sasrec(dataset: Dataset, epochs: int = 12, seed: int = 0, hidden: int 
             logger.debug("SASRec epoch %d/%d: loss %.4f", epoch + 1, epochs, loss_value)
         model.eval()
     seconds = time.perf_counter() - started
-    logger.info("SASRec trained on %s: %d windows, %d transitions, %d epochs, %.1f s, final loss %s",
-                dataset.name, len(windows), n_train, epochs, seconds, loss_value)
-    config = {"model": "SASRec", "hidden": hidden, "max_len": max_len, "n_layers": n_layers, "n_heads": n_heads,
-              "dropout": dropout, "epochs": epochs, "seed": seed, "lr": lr, "batch_size": batch_size,
-              "n_items": len(item_ids), "train_transitions": n_train, "train_windows": len(windows),
-              "final_train_loss": loss_value, "seconds": round(seconds, 2), "dataset": dataset.name,
-              "dataset_files": dict(dataset.files)}
+    logger.info(
+        "SASRec trained on %s: %d windows, %d transitions, %d epochs, %.1f s, final loss %s",
+        dataset.name,
+        len(windows),
+        n_train,
+        epochs,
+        seconds,
+        loss_value,
+    )
+    config = {
+        "model": "SASRec",
+        "hidden": hidden,
+        "max_len": max_len,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "dropout": dropout,
+        "epochs": epochs,
+        "seed": seed,
+        "lr": lr,
+        "batch_size": batch_size,
+        "n_items": len(item_ids),
+        "train_transitions": n_train,
+        "train_windows": len(windows),
+        "final_train_loss": loss_value,
+        "seconds": round(seconds, 2),
+        "dataset": dataset.name,
+        "dataset_files": dict(dataset.files),
+    }
     embeddings = model.item_emb.weight.detach()[1:].clone()
     return ItemEncoder(item_ids, embeddings, config, model)

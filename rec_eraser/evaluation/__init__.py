@@ -24,7 +24,22 @@ from rec_eraser.evaluation.metrics import (
 )
 
 __all__ = [
-    "auc", "classification_metrics", "expected_hit_rate", "encoder_baseline", "encoder_scores", "generation_metrics", "item_like_rate_scores", "like_counts",
-    "like_rate_baseline", "match_answer", "match_answers", "normalize", "popularity_baseline", "popularity_scores",
-    "random_auc", "random_baseline", "rank_bounds", "ranking_metrics",
+    "auc",
+    "classification_metrics",
+    "expected_hit_rate",
+    "encoder_baseline",
+    "encoder_scores",
+    "generation_metrics",
+    "item_like_rate_scores",
+    "like_counts",
+    "like_rate_baseline",
+    "match_answer",
+    "match_answers",
+    "normalize",
+    "popularity_baseline",
+    "popularity_scores",
+    "random_auc",
+    "random_baseline",
+    "rank_bounds",
+    "ranking_metrics",
 ]

@@ -63,8 +63,9 @@ def popularity_scores(train_item_counts: Mapping[str, int], candidates: Sequence
     return np.array([[float(train_item_counts.get(item, 0)) for item in row] for row in candidates])
 
 
-def popularity_baseline(train_item_counts: Mapping[str, int], candidates: Sequence[Sequence[str]],
-                        targets: Sequence[int]) -> dict[str, Any]:
+def popularity_baseline(
+    train_item_counts: Mapping[str, int], candidates: Sequence[Sequence[str]], targets: Sequence[int]
+) -> dict[str, Any]:
     """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`popularity_scores`.
 
     Popularity counts tie often (every unseen item scores 0, rare items share small counts);
@@ -82,8 +83,12 @@ class NextItemScorer(Protocol):
     def next_item_scores(self, histories: Sequence[Sequence[str]]) -> Any: ...
 
 
-def encoder_scores(encoder: NextItemScorer, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
-                   batch_size: int = 256) -> np.ndarray:
+def encoder_scores(
+    encoder: NextItemScorer,
+    histories: Sequence[Sequence[str]],
+    candidates: Sequence[Sequence[str]],
+    batch_size: int = 256,
+) -> np.ndarray:
     """``[n, c]`` scores: the encoder's next-item score of each candidate after the prompt's history.
 
     Args:
@@ -95,14 +100,18 @@ def encoder_scores(encoder: NextItemScorer, histories: Sequence[Sequence[str]], 
         raise ValueError("need one history per prompt and equally long candidate lists")
     rows = []
     for start in range(0, len(histories), batch_size):
-        scores = np.asarray(encoder.next_item_scores(histories[start:start + batch_size]), dtype=np.float64)
-        columns = np.array([encoder.indices(list(c)) for c in candidates[start:start + batch_size]])
+        scores = np.asarray(encoder.next_item_scores(histories[start : start + batch_size]), dtype=np.float64)
+        columns = np.array([encoder.indices(list(c)) for c in candidates[start : start + batch_size]])
         rows.append(np.take_along_axis(scores, columns, axis=1))
     return np.concatenate(rows)
 
 
-def encoder_baseline(encoder: NextItemScorer, histories: Sequence[Sequence[str]], candidates: Sequence[Sequence[str]],
-                     targets: Sequence[int]) -> dict[str, Any]:
+def encoder_baseline(
+    encoder: NextItemScorer,
+    histories: Sequence[Sequence[str]],
+    candidates: Sequence[Sequence[str]],
+    targets: Sequence[int],
+) -> dict[str, Any]:
     """:func:`~rec_eraser.evaluation.metrics.ranking_metrics` of :func:`encoder_scores` (the same tie rule)."""
     return ranking_metrics(encoder_scores(encoder, histories, candidates), np.asarray(targets))
 
@@ -138,8 +147,9 @@ def item_like_rate_scores(train_likes: Mapping[str, tuple[int, int]], items: Seq
     return out
 
 
-def like_rate_baseline(train_likes: Mapping[str, tuple[int, int]], items: Sequence[str],
-                       labels: Sequence[int]) -> dict[str, Any]:
+def like_rate_baseline(
+    train_likes: Mapping[str, tuple[int, int]], items: Sequence[str], labels: Sequence[int]
+) -> dict[str, Any]:
     """:func:`~rec_eraser.evaluation.metrics.classification_metrics` of :func:`item_like_rate_scores`."""
     return classification_metrics(item_like_rate_scores(train_likes, items), np.asarray(labels))
 

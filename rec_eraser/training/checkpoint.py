@@ -48,22 +48,46 @@ class LoopState:
     resumed_at: list[int] = field(default_factory=list)  # the steps this training resumed at
 
 
-def save_checkpoint(path: Path, key: dict[str, Any], loop: LoopState, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, generator: torch.Generator) -> None:
+def save_checkpoint(
+    path: Path,
+    key: dict[str, Any],
+    loop: LoopState,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+) -> None:
     """Write the state atomically (a crash mid-write leaves the previous checkpoint)."""
     state = {
-        "format": FORMAT, "key": key,
-        "loop": {"epoch": loop.epoch, "position": loop.position, "step": loop.step, "order": loop.order, "losses": loop.losses,
-                 "seconds": loop.seconds, "resumed_at": loop.resumed_at},
+        "format": FORMAT,
+        "key": key,
+        "loop": {
+            "epoch": loop.epoch,
+            "position": loop.position,
+            "step": loop.step,
+            "order": loop.order,
+            "losses": loop.losses,
+            "seconds": loop.seconds,
+            "resumed_at": loop.resumed_at,
+        },
         "trainable": {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad},
-        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
     }
     write_file_atomically(path, lambda tmp: torch.save(state, tmp), mode=0o600)
 
 
-def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    generator: torch.Generator, n_samples: int) -> LoopState | None:
+def load_checkpoint(
+    path: Path,
+    key: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    generator: torch.Generator,
+    n_samples: int,
+) -> LoopState | None:
     """Restore a checkpoint of the training ``key`` names (on ``n_samples`` instances) into the
     objects given; ``None`` when there is none, or it is unreadable, inconsistent or of another
     training (it is then removed)."""
@@ -72,7 +96,12 @@ def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer
     if not path.is_file():
         return None
     # what a fresh training starts from, put back if the checkpoint turns out unusable half-way
-    fresh = (copy.deepcopy(optimizer.state_dict()), copy.deepcopy(scheduler.state_dict()), generator.get_state(), torch.get_rng_state())
+    fresh = (
+        copy.deepcopy(optimizer.state_dict()),
+        copy.deepcopy(scheduler.state_dict()),
+        generator.get_state(),
+        torch.get_rng_state(),
+    )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != FORMAT or state.get("key") != key:
@@ -82,8 +111,12 @@ def load_checkpoint(path: Path, key: dict[str, Any], model: nn.Module, optimizer
         if set(saved) != set(trainable) or any(saved[n].shape != p.shape for n, p in trainable.items()):
             raise ValueError("its parameters are not this model's")
         loop = LoopState(**state["loop"])
-        if sorted(loop.order) != list(range(n_samples)) or loop.position < 0 or len(loop.losses) != loop.step \
-                or state["scheduler"].get("last_epoch") != loop.step:
+        if (
+            sorted(loop.order) != list(range(n_samples))
+            or loop.position < 0
+            or len(loop.losses) != loop.step
+            or state["scheduler"].get("last_epoch") != loop.step
+        ):
             raise ValueError("its loop state is inconsistent")
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -45,8 +45,9 @@ def _row(instance: Instance, item: str, item_index: Mapping[str, int]) -> int:
     return item_index[item]
 
 
-def encode_prompt(instance: Instance, tokenizer: Any, item_index: Mapping[str, int] | None,
-                  placeholder_id: int) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+def encode_prompt(
+    instance: Instance, tokenizer: Any, item_index: Mapping[str, int] | None, placeholder_id: int
+) -> tuple[list[int], list[tuple[int, int]], list[int]]:
     """Prompt token ids, the (position, item row) of every item token, and the positions of user tokens.
 
     A user token stands for the instance's whole history (``history_items``).
@@ -79,8 +80,13 @@ def response_ids(tokenizer: Any, response: str) -> list[int]:
     return _ids(tokenizer, response) + [tokenizer.eos_token_id]
 
 
-def encode_instance(instance: Instance, tokenizer: Any, item_index: Mapping[str, int] | None = None, max_length: int = 512,
-                    response: str | None = None) -> dict[str, torch.Tensor]:
+def encode_instance(
+    instance: Instance,
+    tokenizer: Any,
+    item_index: Mapping[str, int] | None = None,
+    max_length: int = 512,
+    response: str | None = None,
+) -> dict[str, torch.Tensor]:
     """One training sample: ``input_ids``, ``labels`` (response only), ``item_pos``, ``item_idx``,
     ``user_pos`` and ``user_items`` (the history's item rows, one row per user token).
 
@@ -118,6 +124,9 @@ def collate(samples: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
     batch["user_rows"] = torch.tensor([i for i, s in users for _ in s["user_pos"]], dtype=torch.long)
     batch["user_cols"] = torch.cat([s["user_pos"] for _, s in users]) if users else torch.zeros(0, dtype=torch.long)
     histories = [h for _, s in users for h in s["user_items"]]
-    batch["user_items"] = (pad_sequence(histories, batch_first=True, padding_value=NO_ITEM) if histories
-                           else torch.zeros(0, 0, dtype=torch.long))
+    batch["user_items"] = (
+        pad_sequence(histories, batch_first=True, padding_value=NO_ITEM)
+        if histories
+        else torch.zeros(0, 0, dtype=torch.long)
+    )
     return batch

@@ -29,8 +29,13 @@ class RecModel(nn.Module):
             ``rec_eraser.encoders.sasrec.UserStateEncoder``); needed for prompts with user tokens.
     """
 
-    def __init__(self, lm: nn.Module, item_embeddings: torch.Tensor | None = None, projector: nn.Module | None = None,
-                 user_encoder: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        lm: nn.Module,
+        item_embeddings: torch.Tensor | None = None,
+        projector: nn.Module | None = None,
+        user_encoder: nn.Module | None = None,
+    ) -> None:
         super().__init__()
         self.lm = lm
         self.projector = projector
@@ -49,8 +54,10 @@ class RecModel(nn.Module):
         inputs, rows, cols = [self.item_embeddings[batch["item_idx"]]], [batch["item_rows"]], [batch["item_cols"]]
         if has_users:
             if self.user_encoder is None:
-                raise ValueError("the prompts have user tokens but the model has no user encoder (an item encoder "
-                                 "without its SASRec model)")
+                raise ValueError(
+                    "the prompts have user tokens but the model has no user encoder (an item encoder "
+                    "without its SASRec model)"
+                )
             inputs.append(self.user_encoder(users).to(inputs[0].dtype))
             rows.append(batch["user_rows"])
             cols.append(batch["user_cols"])
@@ -60,7 +67,9 @@ class RecModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor], logits_to_keep: int | None = None) -> torch.Tensor:
         """Logits ``[batch, length, vocab]``; only the last ``logits_to_keep`` positions' when given."""
         keep = {} if logits_to_keep is None else {"logits_to_keep": logits_to_keep}
-        return self.lm(inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"], **keep).logits
+        return self.lm(
+            inputs_embeds=self.input_embeddings(batch), attention_mask=batch["attention_mask"], **keep
+        ).logits
 
     def response_losses(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Each instance's mean response cross-entropy ``[batch]``: the value of

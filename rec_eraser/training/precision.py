@@ -50,7 +50,9 @@ def precision_warning(precision: str, device: str, slowdown: Callable[[], float]
     factor = slowdown()
     if factor <= SLOWDOWN_WARNING:
         return None
-    return (f"bfloat16 autocast is slow on this CPU (a matrix product takes {factor:.0f}x as long as in float32; torch reports "
-            f"CPU capability {torch.backends.cpu.get_cpu_capability()}): training will take far longer than the recipe's "
-            "comments measured; set precision = \"float32\" in the recipe ([train] or the tier's section) on this machine "
-            "(rec-eraser bench: --precision float32)")
+    return (
+        f"bfloat16 autocast is slow on this CPU (a matrix product takes {factor:.0f}x as long as in float32; torch reports "
+        f"CPU capability {torch.backends.cpu.get_cpu_capability()}): training will take far longer than the recipe's "
+        'comments measured; set precision = "float32" in the recipe ([train] or the tier\'s section) on this machine '
+        "(rec-eraser bench: --precision float32)"
+    )

@@ -75,8 +75,9 @@ class Recipe:
         if self.precision not in PRECISIONS:
             raise RecipeError(f"recipe: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.projector_init not in PROJECTOR_INITS:
-            raise RecipeError(f"recipe: projector_init must be one of {', '.join(PROJECTOR_INITS)}, "
-                              f"got {self.projector_init!r}")
+            raise RecipeError(
+                f"recipe: projector_init must be one of {', '.join(PROJECTOR_INITS)}, got {self.projector_init!r}"
+            )
         if not 0 <= self.warmup < 1:
             raise RecipeError(f"recipe: warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
         if self.max_train is not None and self.max_train < 1:
@@ -108,8 +109,19 @@ def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str,
 #: its own is refused, so that a misplaced line is an error rather than silently obeyed
 SECTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "lora": ("rank", "alpha", "dropout", "target_modules"),
-    "train": ("lr", "projector_lr", "epochs", "batch_size", "seed", "max_train", "holdout_users", "max_length", "schedule", "warmup",
-              "precision"),
+    "train": (
+        "lr",
+        "projector_lr",
+        "epochs",
+        "batch_size",
+        "seed",
+        "max_train",
+        "holdout_users",
+        "max_length",
+        "schedule",
+        "warmup",
+        "precision",
+    ),
     "model": ("base_model", "item_tokens", "sasrec_epochs", "projector_init"),
 }
 SECTIONS = tuple(SECTION_SETTINGS)
@@ -126,8 +138,10 @@ def find_recipe(path_or_name: Path | str) -> Path:
         shipped = shipped_dir("recipes") / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
         if shipped.is_file():
             return shipped
-    raise RecipeError(f"{path_or_name}: no such recipe file, nor a shipped recipe of that name "
-                      f"(shipped: {', '.join(shipped_names('recipes')) or 'none'})")
+    raise RecipeError(
+        f"{path_or_name}: no such recipe file, nor a shipped recipe of that name "
+        f"(shipped: {', '.join(shipped_names('recipes')) or 'none'})"
+    )
 
 
 def load_recipe(path_or_name: Path | str) -> Recipe:
@@ -164,9 +178,13 @@ def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if base_name is None:
         return raw
     if not isinstance(base_name, str) or not base_name:
-        raise RecipeError(f"{path}: extends must name one recipe, e.g. extends = \"base-ml100k\"")
+        raise RecipeError(f'{path}: extends must name one recipe, e.g. extends = "base-ml100k"')
     relative = path.parent / base_name
-    base_path = relative if relative.is_file() else (relative.with_suffix(".toml") if relative.with_suffix(".toml").is_file() else None)
+    base_path = (
+        relative
+        if relative.is_file()
+        else (relative.with_suffix(".toml") if relative.with_suffix(".toml").is_file() else None)
+    )
     try:
         base = _read_extended(base_path or find_recipe(base_name), (*chain, here))
     except RecipeError as exc:
@@ -191,7 +209,9 @@ def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, 
             if name in _SECTION_OF and _SECTION_OF[name] != section:
                 raise RecipeError(f"{source}: {name} belongs in [{_SECTION_OF[name]}], not [{section}]")
             if name not in _SECTION_OF:
-                raise RecipeError(f"{source}: unknown setting {name!r} in [{section}] (its settings: {', '.join(SECTION_SETTINGS[section])})")
+                raise RecipeError(
+                    f"{source}: unknown setting {name!r} in [{section}] (its settings: {', '.join(SECTION_SETTINGS[section])})"
+                )
         flat.update(values)
     flat.update(overrides or {})
     try:

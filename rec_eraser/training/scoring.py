@@ -23,11 +23,15 @@ def _batches(items: Sequence, size: int):
 
 
 @torch.no_grad()
-def instance_losses(loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None) -> np.ndarray:
+def instance_losses(
+    loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None
+) -> np.ndarray:
     """Each instance's mean response cross-entropy (the training loss ℓ), shape ``[n]``."""
     out = []
     for chunk in _batches(list(instances), batch_size):
-        batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in chunk])
+        batch = collate(
+            [encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in chunk]
+        )
         # logits from the first response position only (the loss reads nothing earlier): the same
         # values as the full pass, without the vocabulary projection of every prompt position
         out.append(loaded.model.response_losses(batch))
@@ -37,7 +41,9 @@ def instance_losses(loaded: LoadedModel, instances: Sequence[Instance], batch_si
 
 
 @torch.no_grad()
-def candidate_scores(loaded: LoadedModel, instances: Sequence[Instance], titles: dict[str, str], tick: Tick | None = None) -> np.ndarray:
+def candidate_scores(
+    loaded: LoadedModel, instances: Sequence[Instance], titles: dict[str, str], tick: Tick | None = None
+) -> np.ndarray:
     """LLaRA ranking mode: each candidate's mean log-likelihood as the response, ``[n, candidates]``.
 
     The response scored is the one training used (" " + title, then end-of-sequence); the
@@ -59,7 +65,9 @@ def _prompt_batch(loaded: LoadedModel, instance: Instance, max_length: int) -> t
     end-of-sequence token after it, as encoding does), and the prompt's length."""
     sample = encode_instance(instance, loaded.tokenizer, loaded.item_index, max_length, response="")
     prompt_len = int((sample["labels"] == IGNORE).sum())
-    return collate([{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in sample.items()}]), prompt_len
+    return collate(
+        [{k: (v[:prompt_len] if k in ("input_ids", "labels") else v) for k, v in sample.items()}]
+    ), prompt_len
 
 
 def _cache_keyword(lm: torch.nn.Module) -> str:
@@ -73,7 +81,11 @@ def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: li
     longest = max(len(r) for r in responses)
     # the prompt loses its oldest tokens so that prompt + the longest response fit, as in training
     prompt_batch, prompt_len = _prompt_batch(loaded, instance, loaded.recipe.max_length - longest + 1)
-    out = lm(inputs_embeds=loaded.model.input_embeddings(prompt_batch), attention_mask=prompt_batch["attention_mask"], use_cache=True)
+    out = lm(
+        inputs_embeds=loaded.model.input_embeddings(prompt_batch),
+        attention_mask=prompt_batch["attention_mask"],
+        use_cache=True,
+    )
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     k = len(responses)
     cache = out.past_key_values
@@ -84,20 +96,25 @@ def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: li
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     attention = torch.cat([torch.ones(k, prompt_len, dtype=torch.long), mask], dim=1)
-    logits = lm(inputs_embeds=lm.get_input_embeddings()(ids), attention_mask=attention, **{_cache_keyword(lm): cache}).logits
+    logits = lm(
+        inputs_embeds=lm.get_input_embeddings()(ids), attention_mask=attention, **{_cache_keyword(lm): cache}
+    ).logits
     logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
     token_logp = torch.cat([first[ids[:, 0]][:, None], logp], dim=1) * mask
     return token_logp.sum(1) / mask.sum(1)
 
 
-def yes_no_scores(loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None) -> np.ndarray:
+def yes_no_scores(
+    loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None
+) -> np.ndarray:
     """TALLRec: logit(" Yes") − logit(" No") at the first response position, ``[n]``."""
     return yes_no_scores_and_losses(loaded, instances, batch_size, tick)[0]
 
 
 @torch.no_grad()
-def yes_no_scores_and_losses(loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8,
-                             tick: Tick | None = None) -> tuple[np.ndarray, np.ndarray]:
+def yes_no_scores_and_losses(
+    loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`yes_no_scores` and :func:`instance_losses` of the same instances from one forward pass each."""
     tok = loaded.tokenizer
     yes = tok(" Yes", add_special_tokens=False)["input_ids"][0]
@@ -117,15 +134,23 @@ def yes_no_scores_and_losses(loaded: LoadedModel, instances: Sequence[Instance],
 
 
 @torch.no_grad()
-def generate_answers(loaded: LoadedModel, instances: Sequence[Instance], max_new_tokens: int = 24, tick: Tick | None = None) -> list[str]:
+def generate_answers(
+    loaded: LoadedModel, instances: Sequence[Instance], max_new_tokens: int = 24, tick: Tick | None = None
+) -> list[str]:
     """Greedy generation after each prompt (one prompt at a time: no padding questions)."""
     tok = loaded.tokenizer
     answers = []
     for z in instances:
         batch, _ = _prompt_batch(loaded, z, loaded.recipe.max_length)
         embeds = loaded.model.input_embeddings(batch)
-        generated = loaded.model.lm.generate(inputs_embeds=embeds, attention_mask=batch["attention_mask"], max_new_tokens=max_new_tokens,
-                                             do_sample=False, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        generated = loaded.model.lm.generate(
+            inputs_embeds=embeds,
+            attention_mask=batch["attention_mask"],
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
         answers.append(tok.decode(generated[0], skip_special_tokens=True))
         if tick:
             tick(1)

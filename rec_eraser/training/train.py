@@ -84,7 +84,9 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
         return ItemEncoder.load(folder)
     manifest = load_manifest(run_dir)
     # the same files prepare read (their hashes are in the run's manifest)
-    dataset = load_dataset(manifest["dataset"]["name"], root=manifest["dataset"]["root"], mapping=Path(manifest["mapping"]["path"]))
+    dataset = load_dataset(
+        manifest["dataset"]["name"], root=manifest["dataset"]["root"], mapping=Path(manifest["mapping"]["path"])
+    )
     if manifest.get("max_users"):
         dataset = first_users(dataset, manifest["max_users"])
     if manifest.get("transform"):
@@ -101,8 +103,15 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    lora = get_peft_model(lm, LoraConfig(r=recipe.rank, lora_alpha=recipe.alpha, lora_dropout=recipe.dropout,
-                                         target_modules=list(recipe.target_modules)))
+    lora = get_peft_model(
+        lm,
+        LoraConfig(
+            r=recipe.rank,
+            lora_alpha=recipe.alpha,
+            lora_dropout=recipe.dropout,
+            target_modules=list(recipe.target_modules),
+        ),
+    )
     if not uses_item_tokens(run_dir, recipe):
         return RecModel(lora), None
     encoder = ensure_item_encoder(run_dir, recipe, seed)
@@ -113,7 +122,9 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
     return model, item_index
 
 
-def with_item_tokens(lm: nn.Module, encoder: Any, projector_state: dict[str, torch.Tensor] | None = None) -> tuple[RecModel, dict[str, int]]:
+def with_item_tokens(
+    lm: nn.Module, encoder: Any, projector_state: dict[str, torch.Tensor] | None = None
+) -> tuple[RecModel, dict[str, int]]:
     """A RecModel around ``lm`` fed by ``encoder`` (an ``ItemEncoder``): a projector (fresh, or
     loaded from ``projector_state``), the item table, SASRec's user states; and the item index."""
     from rec_eraser.encoders.projector import ItemProjector
@@ -151,9 +162,14 @@ def _drawn(run_dir: Path, recipe: Recipe, train_split: list[Instance] | None) ->
         return instances, []
     users = sorted({z.user for z in instances}, key=lambda u: (len(u), u))
     if recipe.holdout_users >= len(users):
-        raise RecipeError(f"recipe: holdout_users {recipe.holdout_users} would hold out every one of the {len(users)} users drawn")
+        raise RecipeError(
+            f"recipe: holdout_users {recipe.holdout_users} would hold out every one of the {len(users)} users drawn"
+        )
     # a stream of its own, so that holding users out leaves the instance draw above unchanged
-    held = {users[i] for i in np.random.default_rng([recipe.seed, 7]).choice(len(users), recipe.holdout_users, replace=False)}
+    held = {
+        users[i]
+        for i in np.random.default_rng([recipe.seed, 7]).choice(len(users), recipe.holdout_users, replace=False)
+    }
     return [z for z in instances if z.user not in held], [z for z in instances if z.user in held]
 
 
@@ -162,8 +178,13 @@ def checkpoint_path(run_dir: Path, name: str) -> Path:
     return run_dir / f".training-{name}.pt"
 
 
-def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None = None,
-                checkpoint: Path | None = None) -> tuple[RecModel, dict[str, Any]]:
+def fit_adapter(
+    run_dir: Path,
+    recipe: Recipe,
+    instances: list[Instance],
+    progress: Progress | None = None,
+    checkpoint: Path | None = None,
+) -> tuple[RecModel, dict[str, Any]]:
     """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record.
 
     ``checkpoint``: a file the training saves its state to every few minutes and resumes from
@@ -173,8 +194,14 @@ def fit_adapter(run_dir: Path, recipe: Recipe, instances: list[Instance], progre
     return loaded.model, record
 
 
-def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Progress | None, checkpoint: Path | None = None,
-         checkpoint_interval: float = DEFAULT_INTERVAL) -> tuple[LoadedModel, dict[str, Any]]:
+def _fit(
+    run_dir: Path,
+    recipe: Recipe,
+    instances: list[Instance],
+    progress: Progress | None,
+    checkpoint: Path | None = None,
+    checkpoint_interval: float = DEFAULT_INTERVAL,
+) -> tuple[LoadedModel, dict[str, Any]]:
     base_path = base_model_path(recipe)
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
@@ -184,9 +211,14 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
-    key = {"recipe": recipe.to_dict(), "instances_sha256": instances_content_hash(instances),
-           "base_model_sha256": base_model_fingerprint(base_path)}
-    loop = (load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None) or LoopState()
+    key = {
+        "recipe": recipe.to_dict(),
+        "instances_sha256": instances_content_hash(instances),
+        "base_model_sha256": base_model_fingerprint(base_path),
+    }
+    loop = (
+        load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None
+    ) or LoopState()
     device = next(model.parameters()).device.type
     warning = precision_warning(recipe.precision, device)
     if warning:
@@ -201,7 +233,9 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
             with torch.autocast(device, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
                 loss = model.response_losses(batch).float().mean()
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"training diverged at step {loop.step} (loss {float(loss)}): lower the recipe's lr")
+                raise TrainingDiverged(
+                    f"training diverged at step {loop.step} (loss {float(loss)}): lower the recipe's lr"
+                )
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -216,20 +250,32 @@ def _fit(run_dir: Path, recipe: Recipe, instances: list[Instance], progress: Pro
                 save_checkpoint(checkpoint, key, loop, model, optimizer, scheduler, gen)
                 loop.seconds, last_save = saved_seconds, time.perf_counter()
     step, losses = loop.step, loop.losses
-    seconds = loop.seconds + time.perf_counter() - t0  # the checkpoint is removed by the caller, once the adapter is saved
+    seconds = (
+        loop.seconds + time.perf_counter() - t0
+    )  # the checkpoint is removed by the caller, once the adapter is saved
     model.eval()
     manifest = load_manifest(run_dir)
     record = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "base_model": str(base_path), "base_model_sha256": base_model_fingerprint(base_path), "task": manifest["task"],
-        "data_hash": manifest["data_hash"], "recipe": recipe.to_dict(), "train_instances": len(samples),
+        "base_model": str(base_path),
+        "base_model_sha256": base_model_fingerprint(base_path),
+        "task": manifest["task"],
+        "data_hash": manifest["data_hash"],
+        "recipe": recipe.to_dict(),
+        "train_instances": len(samples),
         "train_ids_sha256": instance_ids_hash(instances),
-        "training": {"seconds": seconds, "steps": step, "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
-                     "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None},
+        "training": {
+            "seconds": seconds,
+            "steps": step,
+            "seconds_per_instance_step": seconds / max(1, step * recipe.batch_size),
+            "final_loss": float(np.mean(losses[-steps_per_epoch:])) if losses else None,
+        },
     }
     if loop.resumed_at:  # the seconds then add up the processes' training time
         record["training"]["resumed_at_steps"] = loop.resumed_at
-    return LoadedModel(model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path), record
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path
+    ), record
 
 
 def learning_rate_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
@@ -273,7 +319,9 @@ def run_recipe(run_dir: Path | str, recipe: Path | str | None = None, base_model
     return loaded if base_model is None else dataclasses.replace(loaded, base_model=str(base_model))
 
 
-def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = None, measure: Measure | None = None) -> Path:
+def train_run(
+    run_dir: Path | str, recipe: Recipe, progress: Progress | None = None, measure: Measure | None = None
+) -> Path:
     """Train version ``v0000`` of ``run_dir``; returns its folder. Refuses to overwrite one.
 
     ``measure``: figures of the trained adapter to record in its manifest (``metrics``), taken
@@ -295,8 +343,12 @@ def train_run(run_dir: Path | str, recipe: Recipe, progress: Progress | None = N
             record["training"]["measure_seconds"] = time.perf_counter() - t0
         except Exception as exc:  # the training is worth more than the figures: save it without them
             logger.warning("v0000 is saved without its measurements, which failed: %s", exc)
-    save_version(loaded.model, target, {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []},
-                 files={TRAIN_IDS: train_ids_json(instances)})
+    save_version(
+        loaded.model,
+        target,
+        {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []},
+        files={TRAIN_IDS: train_ids_json(instances)},
+    )
     checkpoint_path(run_dir, version_name(0)).unlink(missing_ok=True)
     return target
 
@@ -319,20 +371,28 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     base_path = Path(record["base_model"])
     expected = record.get("base_model_sha256")
     if not base_path.is_dir():
-        raise BaseModelMismatch(f"{folder} was trained on the base model at {base_path}, which is missing: restore it there")
+        raise BaseModelMismatch(
+            f"{folder} was trained on the base model at {base_path}, which is missing: restore it there"
+        )
     if expected and base_model_fingerprint(base_path) != expected:
-        raise BaseModelMismatch(f"{folder} was trained on another base model than the one now at {base_path} "
-                                "(its config.json changed): restore that model, or retrain")
+        raise BaseModelMismatch(
+            f"{folder} was trained on another base model than the one now at {base_path} "
+            "(its config.json changed): restore that model, or retrain"
+        )
     lm, tokenizer = load_causal_lm(base_path)
     try:
         model = PeftModel.from_pretrained(lm, str(folder), is_trainable=True)
     except (RuntimeError, ValueError, KeyError) as exc:  # size mismatches, missing modules
-        raise BaseModelMismatch(f"{folder} does not fit the base model at {base_path}: {str(exc).splitlines()[0]}") from exc
+        raise BaseModelMismatch(
+            f"{folder} does not fit the base model at {base_path}: {str(exc).splitlines()[0]}"
+        ) from exc
     item_index = None
     if (folder / PROJECTOR_FILE).is_file():
         from rec_eraser.encoders.sasrec import ItemEncoder
 
-        rec, item_index = with_item_tokens(model, ItemEncoder.load(run_dir / ENCODER_DIR), load_file(str(folder / PROJECTOR_FILE)))
+        rec, item_index = with_item_tokens(
+            model, ItemEncoder.load(run_dir / ENCODER_DIR), load_file(str(folder / PROJECTOR_FILE))
+        )
     else:
         rec = RecModel(model)
     rec.eval()

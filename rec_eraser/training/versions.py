@@ -53,17 +53,23 @@ def _sha256(path: Path) -> str:
 def version_manifest(folder: Path) -> dict[str, Any]:
     """The manifest of the version folder ``folder`` (a link, or an unreadable manifest, is refused)."""
     if folder.is_symlink():
-        raise VersionIntegrityError(f"{folder} is a symbolic link ({folder.resolve()}): a version must be a folder of "
-                                    "its own run; remove the link")
+        raise VersionIntegrityError(
+            f"{folder} is a symbolic link ({folder.resolve()}): a version must be a folder of "
+            "its own run; remove the link"
+        )
     path = folder / VERSION_MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no such adapter version")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise VersionIntegrityError(f"{path}: not a readable manifest ({exc}); roll back to an earlier version") from None
+        raise VersionIntegrityError(
+            f"{path}: not a readable manifest ({exc}); roll back to an earlier version"
+        ) from None
     if not isinstance(record, dict):
-        raise VersionIntegrityError(f"{path}: not a readable manifest (not a JSON object); roll back to an earlier version")
+        raise VersionIntegrityError(
+            f"{path}: not a readable manifest (not a JSON object); roll back to an earlier version"
+        )
     return record
 
 
@@ -79,12 +85,16 @@ def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None)
     if expected is None:
         return path
     if path.is_symlink() or not path.is_file():
-        raise VersionIntegrityError(f"{path}: missing (or a link), though the version's manifest lists it; roll back "
-                                    "to an earlier version or restore the file")
+        raise VersionIntegrityError(
+            f"{path}: missing (or a link), though the version's manifest lists it; roll back "
+            "to an earlier version or restore the file"
+        )
     if _sha256(path) != expected:
-        raise VersionIntegrityError(f"{path}: its SHA-256 differs from the one the version's manifest recorded (the "
-                                    "file changed after the version was written); roll back to an earlier version or "
-                                    "restore the file")
+        raise VersionIntegrityError(
+            f"{path}: its SHA-256 differs from the one the version's manifest recorded (the "
+            "file changed after the version was written); roll back to an earlier version or "
+            "restore the file"
+        )
     return path
 
 
@@ -130,7 +140,9 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
     def fill_and_record(staging: Path) -> None:
         fill(staging)
         hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        (staging / VERSION_MANIFEST).write_text(json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (staging / VERSION_MANIFEST).write_text(
+            json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
 
     return write_folder_atomically(target, fill_and_record)
 
@@ -142,7 +154,10 @@ def save_version(model: RecModel, target: Path, record: dict[str, Any], files: d
     def fill(folder: Path) -> None:
         model.lm.save_pretrained(str(folder))
         if model.projector is not None:
-            save_file({k: v.detach().contiguous() for k, v in model.projector.state_dict().items()}, str(folder / PROJECTOR_FILE))
+            save_file(
+                {k: v.detach().contiguous() for k, v in model.projector.state_dict().items()},
+                str(folder / PROJECTOR_FILE),
+            )
         for name, data in (files or {}).items():
             (folder / name).write_bytes(data)
 

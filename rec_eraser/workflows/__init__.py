@@ -6,6 +6,21 @@ from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, RegistryError,
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, DEFAULT_SOLVER, ApplyResult, Calibrate, apply_events
 
 __all__ = [
-    "DEFAULT_CALIBRATION", "DEFAULT_ROOT", "DEFAULT_SOLVER", "ApplyResult", "Calibrate", "EditPlan", "Event", "EventError", "EventProblem", "Registry", "RegistryError",
-    "RunIndex", "apply_events", "parse_event", "plan_edits", "read_events", "resolve_run",
+    "DEFAULT_CALIBRATION",
+    "DEFAULT_ROOT",
+    "DEFAULT_SOLVER",
+    "ApplyResult",
+    "Calibrate",
+    "EditPlan",
+    "Event",
+    "EventError",
+    "EventProblem",
+    "Registry",
+    "RegistryError",
+    "RunIndex",
+    "apply_events",
+    "parse_event",
+    "plan_edits",
+    "read_events",
+    "resolve_run",
 ]

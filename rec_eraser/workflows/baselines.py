@@ -60,9 +60,18 @@ def _batches(samples: list, size: int, gen: torch.Generator):
             yield [samples[i] for i in order[start : start + size]]
 
 
-def run_baseline(method: str, loaded: LoadedModel, forget: Sequence[Instance] = (), retain: Sequence[Instance] = (),
-                 corrected: Sequence[Instance] = (), steps: int = 10, lr: float = 1e-4, batch_size: int = 4,
-                 beta: float = 0.1, seed: int = 0) -> BaselineReport:
+def run_baseline(
+    method: str,
+    loaded: LoadedModel,
+    forget: Sequence[Instance] = (),
+    retain: Sequence[Instance] = (),
+    corrected: Sequence[Instance] = (),
+    steps: int = 10,
+    lr: float = 1e-4,
+    batch_size: int = 4,
+    beta: float = 0.1,
+    seed: int = 0,
+) -> BaselineReport:
     """Apply ``method`` to ``loaded.model`` in place; see the module docstring for each objective."""
     if method not in METHODS:
         raise ExperimentError(f"unknown baseline {method!r} (known: {', '.join(METHODS)})")
@@ -103,4 +112,6 @@ def run_baseline(method: str, loaded: LoadedModel, forget: Sequence[Instance] = 
             optimizer.step()
             passes += 1
             objective = float(loss.detach())
-    return BaselineReport(method=method, steps=steps, gradient_passes=passes, seconds=time.perf_counter() - t0, final_objective=objective)
+    return BaselineReport(
+        method=method, steps=steps, gradient_passes=passes, seconds=time.perf_counter() - t0, final_objective=objective
+    )

@@ -77,16 +77,26 @@ class BenchMethod:
 BENCH_METHODS: dict[str, BenchMethod] = {}
 
 
-def register_method(name: str, run: Callable[[MethodCall], Outcome], optional: bool = False, correction_only: bool = False) -> None:
+def register_method(
+    name: str, run: Callable[[MethodCall], Outcome], optional: bool = False, correction_only: bool = False
+) -> None:
     if name in BENCH_METHODS:
         raise ValueError(f"benchmark method {name!r} is registered twice")
     BENCH_METHODS[name] = BenchMethod(name, run, optional, correction_only)
 
 
 def run_retrain(ctx: BenchContext, seed: int, say: Say) -> Outcome:
-    loaded, record = cached_adapter(ctx, f"bench-retrain-seed{seed}", replace(ctx.recipe, seed=seed), ctx.after, say, f"Retrain (seed {seed})")
-    return observe(ctx, loaded, record["training"]["seconds"], gradient_passes=record["training"]["steps"], hvps=0,
-                    peak_mb=record.get("bench_cost", {}).get("peak_mb"))
+    loaded, record = cached_adapter(
+        ctx, f"bench-retrain-seed{seed}", replace(ctx.recipe, seed=seed), ctx.after, say, f"Retrain (seed {seed})"
+    )
+    return observe(
+        ctx,
+        loaded,
+        record["training"]["seconds"],
+        gradient_passes=record["training"]["steps"],
+        hvps=0,
+        peak_mb=record.get("bench_cost", {}).get("peak_mb"),
+    )
 
 
 def sisa_shards(users: Sequence[str], shards: int, seed: int) -> dict[str, int]:
@@ -114,7 +124,9 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
         if not instances:
             continue
         folder = f"bench-sisa-{k}-shard{shard}" + ("-edited" if edited else "")
-        loaded, record = cached_adapter(ctx, folder, ctx.recipe, instances, say, f"SISA shard {shard}/{k}" + (" (edited)" if edited else ""))
+        loaded, record = cached_adapter(
+            ctx, folder, ctx.recipe, instances, say, f"SISA shard {shard}/{k}" + (" (edited)" if edited else "")
+        )
         if edited:  # forgetting costs only the retraining of the touched shards
             seconds += record["training"]["seconds"]
             steps += record["training"]["steps"]
@@ -128,18 +140,29 @@ def _run_sisa(ctx: BenchContext, say: Say) -> Outcome:
         if ctx.corrected:
             corrected_losses.append(instance_losses(loaded, ctx.corrected))
         del loaded
-    return Outcome(test_scores=np.mean(scores, axis=0), forget_losses=np.mean(forget_losses, axis=0) if forget_losses else None,
-                   unseen_losses=np.mean(unseen_losses, axis=0),
-                   corrected_losses=np.mean(corrected_losses, axis=0) if corrected_losses else None, answers=None,
-                   seconds=seconds, gradient_passes=steps, hvps=0, peak_mb=peak,
-                   notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means")
+    return Outcome(
+        test_scores=np.mean(scores, axis=0),
+        forget_losses=np.mean(forget_losses, axis=0) if forget_losses else None,
+        unseen_losses=np.mean(unseen_losses, axis=0),
+        corrected_losses=np.mean(corrected_losses, axis=0) if corrected_losses else None,
+        answers=None,
+        seconds=seconds,
+        gradient_passes=steps,
+        hvps=0,
+        peak_mb=peak,
+        notes=f"{k} shards, {len(touched)} retrained (shards {touched}); scores and losses are the shards' means",
+    )
 
 
 def _built(report: SolverReport) -> str:
     """Where CG's preconditioner came from, for the notes."""
     if report.preconditioner == "auto":
         at = report.preconditioner_built_at
-        return " (low-rank preconditioner not needed)" if at is None else f" (low-rank preconditioner built after {at} plain ones)"
+        return (
+            " (low-rank preconditioner not needed)"
+            if at is None
+            else f" (low-rank preconditioner built after {at} plain ones)"
+        )
     return f" ({report.preconditioner} preconditioner)" if report.preconditioner else ""
 
 
@@ -148,15 +171,29 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
     with the automatic damping rule (its Hutchinson probes are HVPs and are counted)."""
     loaded = load_version(ctx.run, "v0000")
     after_by_id = {z.id: z for z in ctx.after}
-    encoded, edits = encoded_edits(ctx.before, {z.id: after_by_id.get(z.id) for z in ctx.forget}, loaded.tokenizer, loaded.item_index,
-                                   loaded.recipe.max_length)
+    encoded, edits = encoded_edits(
+        ctx.before,
+        {z.id: after_by_id.get(z.id) for z in ctx.forget},
+        loaded.tokenizer,
+        loaded.item_index,
+        loaded.recipe.max_length,
+    )
     memory = PeakMemory()
     with memory.watch():
-        update = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver).compute(edits)
+        update = InfluenceEngine(
+            loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", solver=solver
+        ).compute(edits)
     update.apply(loaded.model)
     r = update.report
-    return observe(ctx, loaded, r.seconds, gradient_passes=r.gradient_passes, hvps=r.hvps, peak_mb=memory.peak_mb,
-                    notes=f"{r.curvature_samples} curvature instances, {r.iterations} iterations{_built(r)}, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})")
+    return observe(
+        ctx,
+        loaded,
+        r.seconds,
+        gradient_passes=r.gradient_passes,
+        hvps=r.hvps,
+        peak_mb=memory.peak_mb,
+        notes=f"{r.curvature_samples} curvature instances, {r.iterations} iterations{_built(r)}, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})",
+    )
 
 
 COST_FILE = "rec_eraser-cost.json"  # the peak memory of the workflow's apply (the registry's files stay untouched)
@@ -167,10 +204,16 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
     cost_file = ctx.run.parent / COST_FILE
     cost = json.loads(cost_file.read_text()) if cost_file.is_file() else {}
     s = record["solver"]
-    return observe(ctx, load_version(ctx.run, version), update_seconds(record), gradient_passes=s["gradient_passes"],
-                    hvps=s["hvps"], peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
-                    notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
-                          f"{_calibration_note(record)}")
+    return observe(
+        ctx,
+        load_version(ctx.run, version),
+        update_seconds(record),
+        gradient_passes=s["gradient_passes"],
+        hvps=s["hvps"],
+        peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
+        notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
+        f"{_calibration_note(record)}",
+    )
 
 
 def _run_reference_target(call: MethodCall) -> Outcome:
@@ -183,15 +226,28 @@ def _run_reference_target(call: MethodCall) -> Outcome:
     memorisation = original_memorisation(ctx.run, call.say, call.version)
     memory = PeakMemory()
     with memory.watch():
-        loaded, result = preview_update(ctx.run, ctx.events, solver=default_solver(ctx.experiment), parent="v0000",
-                                        calibrate=replace(DEFAULT_CALIBRATION, target="reference"), memorisation=memorisation)
+        loaded, result = preview_update(
+            ctx.run,
+            ctx.events,
+            solver=default_solver(ctx.experiment),
+            parent="v0000",
+            calibrate=replace(DEFAULT_CALIBRATION, target="reference"),
+            memorisation=memorisation,
+        )
     if loaded is None:
         raise ValueError("the experiment's events change no training instance of v0000")
     record = {"solver": result.solver, "metrics": result.metrics}
     s = result.solver
-    return observe(ctx, loaded, update_seconds(record), gradient_passes=s["gradient_passes"], hvps=s["hvps"], peak_mb=memory.peak_mb,
-                    notes=f"in memory; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
-                          f"{_calibration_note(record)}")
+    return observe(
+        ctx,
+        loaded,
+        update_seconds(record),
+        gradient_passes=s["gradient_passes"],
+        hvps=s["hvps"],
+        peak_mb=memory.peak_mb,
+        notes=f"in memory; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
+        f"{_calibration_note(record)}",
+    )
 
 
 def _calibration_note(record: dict[str, Any]) -> str:
@@ -203,14 +259,18 @@ def _calibration_note(record: dict[str, Any]) -> str:
     search = (record.get("solver") or {}).get("calibration")
     text = f"calibration: memorisation gap {gap.get('gap', float('nan')):.3g} ± {gap.get('standard_error', float('nan')):.2g}"
     if gap.get("measured_on") and not cal.get("reference_seconds") and gap.get("seconds") is not None:
-        text += (f" (measured on {gap['measured_on']} once, {gap['seconds']:.3g} s of {gap['trained_instances']} + "
-                 f"{gap['untrained_instances']} forwards, reused by every request on the lineage: not in this row's seconds)")
+        text += (
+            f" (measured on {gap['measured_on']} once, {gap['seconds']:.3g} s of {gap['trained_instances']} + "
+            f"{gap['untrained_instances']} forwards, reused by every request on the lineage: not in this row's seconds)"
+        )
     if search:
         text += f", damping x {search['factor']:.3g} of the rule, progress {search['progress']:.3g} in {len(search['trials'])} trials"
     reference = cal.get("reference")
     if reference:
-        text += (f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
-                 f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}")
+        text += (
+            f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
+            f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}"
+        )
     if cal.get("note"):
         text += f" ({cal['note']})"
     trust = cal.get("trust") or {}
@@ -225,15 +285,32 @@ def _run_baseline(ctx: BenchContext, method: str) -> Outcome:
     forget_ids = {z.id for z in ctx.forget}
     kept = [z for z in ctx.after if z.id not in forget_ids]
     rng = np.random.default_rng(exp.seed)
-    retain = [kept[i] for i in np.sort(rng.choice(len(kept), min(exp.retain_sample, len(kept)), replace=False))] if kept else []
+    retain = (
+        [kept[i] for i in np.sort(rng.choice(len(kept), min(exp.retain_sample, len(kept)), replace=False))]
+        if kept
+        else []
+    )
     memory = PeakMemory()
     with memory.watch():
-        report = run_baseline(method, loaded, forget=ctx.forget, retain=retain, corrected=ctx.corrected, steps=exp.baseline_steps,
-                              lr=exp.baseline_lr, seed=exp.seed)
-    return observe(ctx, loaded, report.seconds, gradient_passes=report.gradient_passes, hvps=0, peak_mb=memory.peak_mb,
-                    notes=f"{report.steps} steps at lr {exp.baseline_lr:g}")
-
-
+        report = run_baseline(
+            method,
+            loaded,
+            forget=ctx.forget,
+            retain=retain,
+            corrected=ctx.corrected,
+            steps=exp.baseline_steps,
+            lr=exp.baseline_lr,
+            seed=exp.seed,
+        )
+    return observe(
+        ctx,
+        loaded,
+        report.seconds,
+        gradient_passes=report.gradient_passes,
+        hvps=0,
+        peak_mb=memory.peak_mb,
+        notes=f"{report.steps} steps at lr {exp.baseline_lr:g}",
+    )
 
 
 def _gauss_newton(ctx: BenchContext) -> SolverConfig:
@@ -243,18 +320,40 @@ def _gauss_newton(ctx: BenchContext) -> SolverConfig:
 
 def _cg(preconditioner: str | None) -> Callable[[MethodCall], Outcome]:
     def run(call: MethodCall) -> Outcome:
-        return _solve_from_original(call.ctx, replace(_gauss_newton(call.ctx), method="cg", preconditioner=preconditioner, tol=1e-2,
-                                                      hvp_budget=call.ctx.experiment.sqp_hvp_budget, max_residual=float("inf")))
+        return _solve_from_original(
+            call.ctx,
+            replace(
+                _gauss_newton(call.ctx),
+                method="cg",
+                preconditioner=preconditioner,
+                tol=1e-2,
+                hvp_budget=call.ctx.experiment.sqp_hvp_budget,
+                max_residual=float("inf"),
+            ),
+        )
+
     return run
 
 
 def _sqp(call: MethodCall) -> Outcome:
-    return _solve_from_original(call.ctx, replace(_gauss_newton(call.ctx), method="sqp", tol=1e-2, max_iters=100_000, power_iters=5,
-                                                  hvp_budget=call.ctx.experiment.sqp_hvp_budget, max_residual=float("inf")))
+    return _solve_from_original(
+        call.ctx,
+        replace(
+            _gauss_newton(call.ctx),
+            method="sqp",
+            tol=1e-2,
+            max_iters=100_000,
+            power_iters=5,
+            hvp_budget=call.ctx.experiment.sqp_hvp_budget,
+            max_residual=float("inf"),
+        ),
+    )
 
 
 def _reference_recipe(call: MethodCall) -> Outcome:
-    return _solve_from_original(call.ctx, replace(_gauss_newton(call.ctx), method="adam", max_iters=20, lr=1e-5, max_residual=float("inf")))
+    return _solve_from_original(
+        call.ctx, replace(_gauss_newton(call.ctx), method="adam", max_iters=20, lr=1e-5, max_residual=float("inf"))
+    )
 
 
 def _descent_baseline(method: str) -> Callable[[MethodCall], Outcome]:

@@ -16,8 +16,22 @@ from typing import Any
 from rec_eraser.jsonable import finite
 from rec_eraser.tasks.registry import task_of
 
-COLUMNS = ("utility", "utility_gap", "agreement_with_retrain", "forget_loss", "corrected_loss", "unseen_loss",
-           "membership_auc", "recovery", "recovery_corrected_loss", "seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")
+COLUMNS = (
+    "utility",
+    "utility_gap",
+    "agreement_with_retrain",
+    "forget_loss",
+    "corrected_loss",
+    "unseen_loss",
+    "membership_auc",
+    "recovery",
+    "recovery_corrected_loss",
+    "seconds",
+    "ratio_to_retrain",
+    "gradient_passes",
+    "hvps",
+    "peak_mb",
+)
 
 
 def _main_metric(result: dict[str, Any]) -> str:
@@ -27,12 +41,24 @@ def _main_metric(result: dict[str, Any]) -> str:
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     """One flat row per model: the original adapter, each method, and Retrain's other seeds."""
     main = _main_metric(result)
-    out = [{"method": "original (before the edit)", **_flat(result["original"]["metrics"], main), "seconds": result["original"]["seconds"]}]
+    out = [
+        {
+            "method": "original (before the edit)",
+            **_flat(result["original"]["metrics"], main),
+            "seconds": result["original"]["seconds"],
+        }
+    ]
     for name, row in result["methods"].items():
         if "error" in row:
             out.append({"method": f"{name} (failed)"})
             continue
-        out.append({"method": name, **_flat(row["metrics"], main), **{k: row.get(k) for k in ("seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")}})
+        out.append(
+            {
+                "method": name,
+                **_flat(row["metrics"], main),
+                **{k: row.get(k) for k in ("seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")},
+            }
+        )
     for label, metrics in result["retrain_spread"].items():
         out.append({"method": f"retrain {label}", **_flat(metrics, main), "seconds": metrics.get("seconds")})
     return out
@@ -57,13 +83,17 @@ def markdown(result: dict[str, Any]) -> str:
     head = [
         f"# {Path(result['recipe']).stem} ({result.get('tier', 'quick' if result.get('quick') else 'full')} tier)",
         "",
-        (f"{exp['dataset']}, {exp['task']}, edit {exp['edit']} (fraction {exp['fraction']}): {result['events']} events; "
-         f"{result['forget_instances']} of {result['train_instances']} training instances edited "
-         f"({result['corrected_instances']} corrected, the rest removed); {result['test_prompts']} test prompts."),
+        (
+            f"{exp['dataset']}, {exp['task']}, edit {exp['edit']} (fraction {exp['fraction']}): {result['events']} events; "
+            f"{result['forget_instances']} of {result['train_instances']} training instances edited "
+            f"({result['corrected_instances']} corrected, the rest removed); {result['test_prompts']} test prompts."
+        ),
         "",
-        (f"utility = {main}; agreement = {agreement} with Retrain (seed {exp['retrain_seeds'][0]}) on the test prompts; "
-         "membership AUC: forget set vs test prompts by loss (0.5 = indistinguishable); seconds: the method's own work; "
-         "peak_mb: the process's peak resident memory while it ran."),
+        (
+            f"utility = {main}; agreement = {agreement} with Retrain (seed {exp['retrain_seeds'][0]}) on the test prompts; "
+            "membership AUC: forget set vs test prompts by loss (0.5 = indistinguishable); seconds: the method's own work; "
+            "peak_mb: the process's peak resident memory while it ran."
+        ),
         "",
     ]
     table = rows(result)
@@ -71,12 +101,17 @@ def markdown(result: dict[str, Any]) -> str:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in table:
         lines.append("| " + " | ".join(_fmt(row.get(c)) for c in cols) + " |")
-    notes = [f"- `{name}`: {row.get('notes') or 'failed: ' + row['error']}" for name, row in result["methods"].items()
-             if row.get("notes") or row.get("error")]
+    notes = [
+        f"- `{name}`: {row.get('notes') or 'failed: ' + row['error']}"
+        for name, row in result["methods"].items()
+        if row.get("notes") or row.get("error")
+    ]
     caveat = recovery_caveat(result)
     if caveat:
         notes.insert(0, f"- {caveat}")
-    return "\n".join(head + judging_lines(result) + lines + (["", "Notes:", *notes] if notes else []) + targets_lines(result) + [""])
+    return "\n".join(
+        head + judging_lines(result) + lines + (["", "Notes:", *notes] if notes else []) + targets_lines(result) + [""]
+    )
 
 
 def judging_lines(result: dict[str, Any]) -> list[str]:
@@ -93,29 +128,48 @@ def judging_lines(result: dict[str, Any]) -> list[str]:
         f"{b['baseline']} {_fmt(b['baseline_value'])})",
         f"- it memorised its training data: {mark(mem['verdict'])} (mean loss trained {_fmt(mem.get('trained_loss'))} vs never-trained "
         f"{_fmt(mem.get('untrained_loss'))}: gap {_fmt(mem.get('gap'))} ± {_fmt(mem.get('standard_error'))}, {mem.get('untrained_source')}"
-        + (f"; {mem['trained_instances']} + {mem['untrained_instances']} instances, measured once in {_fmt(mem['seconds'])} s and "
-           "reused by the default update" if mem.get("seconds") is not None else "")
-        + (f"; their users hold {_fmt(mem['trained_user_activity'])} (trained) vs {_fmt(mem['untrained_user_activity'])} "
-           "(never-trained) train-split instances on average" if mem.get("untrained_user_activity") is not None else "") + ")",
+        + (
+            f"; {mem['trained_instances']} + {mem['untrained_instances']} instances, measured once in {_fmt(mem['seconds'])} s and "
+            "reused by the default update"
+            if mem.get("seconds") is not None
+            else ""
+        )
+        + (
+            f"; their users hold {_fmt(mem['trained_user_activity'])} (trained) vs {_fmt(mem['untrained_user_activity'])} "
+            "(never-trained) train-split instances on average"
+            if mem.get("untrained_user_activity") is not None
+            else ""
+        )
+        + ")",
         f"- Retrain moves the {mv['figure']} more than its seeds differ: {mark(mv['verdict'])} (original {_fmt(mv['original'])}, "
         f"Retrain seeds {_fmt(mv['retrain_seed0'])} / {_fmt(mv['retrain_seed1'])}: move {_fmt(mv['move'])} vs spread {_fmt(mv['seed_spread'])})",
         f"- at least {n['minimum']} test prompts: {mark(n['verdict'])} ({n['n']})",
         "",
     ]
     if not judge["can_judge_fidelity"]:
-        out += ["**This experiment cannot judge fidelity**: Retrain does not move the target figure beyond its own seed noise, "
-                "so doing nothing is as close to Retrain as anything.", ""]
+        out += [
+            "**This experiment cannot judge fidelity**: Retrain does not move the target figure beyond its own seed noise, "
+            "so doing nothing is as close to Retrain as anything.",
+            "",
+        ]
     return out
 
 
 def targets_lines(result: dict[str, Any]) -> list[str]:
     """A table of the five fidelity targets per method (``rec_eraser.workflows.fidelity``)."""
-    named = [(name, row["targets"]) for name, row in result["methods"].items() if "targets" in row and name != "retrain"]
+    named = [
+        (name, row["targets"]) for name, row in result["methods"].items() if "targets" in row and name != "retrain"
+    ]
     if not named:
         return []
-    head = ["", "Targets against Retrain's seed spread (✓ met, ✗ missed):", "",
-            "| method | target figure in seeds' interval ±10% | agreement ≥ seed 1's − 0.02 | utility gap ≤ seeds' + 0.01 "
-            "| membership AUC within 0.05 | cost ≤ 0.1 × Retrain | met |", "|---|---|---|---|---|---|---|"]
+    head = [
+        "",
+        "Targets against Retrain's seed spread (✓ met, ✗ missed):",
+        "",
+        "| method | target figure in seeds' interval ±10% | agreement ≥ seed 1's − 0.02 | utility gap ≤ seeds' + 0.01 "
+        "| membership AUC within 0.05 | cost ≤ 0.1 × Retrain | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
     body = []
     for name, t in named:
         f = t["target_figure"]
@@ -131,7 +185,10 @@ def targets_lines(result: dict[str, Any]) -> list[str]:
     noise = named[0][1]["membership_auc"].get("seed_spread")
     tail = []
     if noise is not None and noise > named[0][1]["membership_auc"]["max"]:
-        tail = ["", f"Retrain's own seed 1 is {_fmt(noise)} from seed 0 on membership AUC: the 0.05 target is tighter than this run's noise."]
+        tail = [
+            "",
+            f"Retrain's own seed 1 is {_fmt(noise)} from seed 0 on membership AUC: the 0.05 target is tighter than this run's noise.",
+        ]
     return head + body + tail
 
 
@@ -152,8 +209,10 @@ def recovery_caveat(result: dict[str, Any]) -> str | None:
     move = abs(move)
     if move > max(gaps) + 1e-9:  # equal moves (one AUC pair each) differ only by rounding
         return None
-    return (f"recovery of {main} is noise here: Retrain moved {main} by {move:.3g}, no more than its own seeds differ "
-            f"({max(gaps):.3g}); read recovery_corrected_loss instead")
+    return (
+        f"recovery of {main} is noise here: Retrain moved {main} by {move:.3g}, no more than its own seeds differ "
+        f"({max(gaps):.3g}); read recovery_corrected_loss instead"
+    )
 
 
 def csv_text(result: dict[str, Any]) -> str:
@@ -229,27 +288,73 @@ def write_report(result: dict[str, Any], folder: Path) -> Path:
     return folder
 
 
-SEQUENTIAL_COLUMNS = ("after batch", "forgotten", "removed share", "forget loss: update", "Retrain", "original", "relative error",
-                      "agreement", "utility gap", "membership AUC: update", "membership AUC: Retrain", "retained drift", "trusted",
-                      "update s (so far)", "Retrain s", "update / Retrain")
+SEQUENTIAL_COLUMNS = (
+    "after batch",
+    "forgotten",
+    "removed share",
+    "forget loss: update",
+    "Retrain",
+    "original",
+    "relative error",
+    "agreement",
+    "utility gap",
+    "membership AUC: update",
+    "membership AUC: Retrain",
+    "retained drift",
+    "trusted",
+    "update s (so far)",
+    "Retrain s",
+    "update / Retrain",
+)
 
 
 def sequential_markdown(result: dict[str, Any]) -> str:
     """The sequential study's checkpoints and requests as Markdown (from ``sequential.json``)."""
     trusted = {True: "yes", False: "no", None: "–"}
-    lines = [f"{result['batches']} successive requests of {result['batch_fraction']:g} of the trained users each; "
-             f"Retrain (seed 0) after batches {', '.join(str(r['batch']) for r in result['checkpoints'])}.", "",
-             "| " + " | ".join(SEQUENTIAL_COLUMNS) + " |", "|" + "---|" * len(SEQUENTIAL_COLUMNS)]
+    lines = [
+        f"{result['batches']} successive requests of {result['batch_fraction']:g} of the trained users each; "
+        f"Retrain (seed 0) after batches {', '.join(str(r['batch']) for r in result['checkpoints'])}.",
+        "",
+        "| " + " | ".join(SEQUENTIAL_COLUMNS) + " |",
+        "|" + "---|" * len(SEQUENTIAL_COLUMNS),
+    ]
     for row in result["checkpoints"]:
         cur, ret, org = row["current"], row["retrain"], row["original"]
-        cells = (row["batch"], row["forget_instances"], row["removed_share"], cur["forget_loss"], ret["forget_loss"], org["forget_loss"],
-                 row["relative_error"], cur["agreement_with_retrain"], cur["utility_gap"], cur["membership_auc"], ret["membership_auc"],
-                 row["retained_drift"], trusted[row.get("trusted")], row["update_seconds"], row["retrain_seconds"], row["ratio_to_retrain"])
+        cells = (
+            row["batch"],
+            row["forget_instances"],
+            row["removed_share"],
+            cur["forget_loss"],
+            ret["forget_loss"],
+            org["forget_loss"],
+            row["relative_error"],
+            cur["agreement_with_retrain"],
+            cur["utility_gap"],
+            cur["membership_auc"],
+            ret["membership_auc"],
+            row["retained_drift"],
+            trusted[row.get("trusted")],
+            row["update_seconds"],
+            row["retrain_seconds"],
+            row["ratio_to_retrain"],
+        )
         lines.append("| " + " | ".join(c if isinstance(c, str) else _fmt(c) for c in cells) + " |")
-    lines += ["", "| request | version | removed | seconds | memorisation gap | damping factor | progress | measured/predicted |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "| request | version | removed | seconds | memorisation gap | damping factor | progress | measured/predicted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in result["requests"]:
-        cells = (r["batch"], r["version"], r["removed"], r["seconds"], r["memorisation_gap"], r["damping_factor"], r["progress"], r["trust_ratio"])
+        cells = (
+            r["batch"],
+            r["version"],
+            r["removed"],
+            r["seconds"],
+            r["memorisation_gap"],
+            r["damping_factor"],
+            r["progress"],
+            r["trust_ratio"],
+        )
         lines.append("| " + " | ".join(c if isinstance(c, str) else _fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 

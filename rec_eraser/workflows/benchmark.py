@@ -72,12 +72,21 @@ def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None)
         correction_only = [name for name, m in BENCH_METHODS.items() if m.correction_only]
         chosen = [m for m in chosen if m not in correction_only]
         if not chosen:
-            raise ExperimentError(f"{', '.join(correction_only)} corrects data, and an ir experiment has nothing to correct; choose other methods")
+            raise ExperimentError(
+                f"{', '.join(correction_only)} corrects data, and an ir experiment has nothing to correct; choose other methods"
+            )
     return chosen
 
 
-def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None = None, methods: Sequence[str] | None = None,
-                  base_model: Path | None = None, say: Say | None = None, precision: str | None = None) -> dict[str, Any]:
+def run_benchmark(
+    recipe_path: Path | str,
+    tier: str = "full",
+    out: Path | None = None,
+    methods: Sequence[str] | None = None,
+    base_model: Path | None = None,
+    say: Say | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     """Run the benchmark of ``recipe_path``; returns the JSON-ready result and writes the report folder.
 
     A method that fails (a diverging solver, a training that blows up) gets ``{"error": ...}``
@@ -89,7 +98,9 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     t_start = time.perf_counter()
     prepare_study_run(run, experiment, recipe, say)
     registry = Registry(run)
-    events = experiment_events(experiment, load_manifest(run).get("transform"), sorted({z.user for z in registry.training_set("v0000")}))
+    events = experiment_events(
+        experiment, load_manifest(run).get("transform"), sorted({z.user for z in registry.training_set("v0000")})
+    )
     if not events:
         raise ExperimentError("the experiment yields no events (raise fraction or max_users)")
     version = _unlearned_version(registry, events)
@@ -98,17 +109,23 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
     if version is None:
         problems = validate_events(run, events)  # all or nothing: a refused event must not leave a partial version
         if problems:
-            raise ExperimentError(f"the experiment's events do not fit its run: {problems[0].message} ({problems[0].event_id})")
+            raise ExperimentError(
+                f"the experiment's events do not fit its run: {problems[0].message} ({problems[0].event_id})"
+            )
         (out / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
         say(f"rec_eraser: applying {len(events)} events")
         memory = PeakMemory()
         with memory.watch():
-            applied = apply_events(run, [(None, e) for e in events], solver=default_solver(experiment), say=say, memorisation=memorisation)
+            applied = apply_events(
+                run, [(None, e) for e in events], solver=default_solver(experiment), say=say, memorisation=memorisation
+            )
         version = applied.version
         (out / COST_FILE).write_text(json.dumps({"version": version, "peak_mb": memory.peak_mb}))
     ctx = study_context(run, experiment, recipe, events, version)
     if not ctx.forget:
-        raise ExperimentError("the experiment's events change no training instance of v0000 (raise fraction or max_train)")
+        raise ExperimentError(
+            "the experiment's events change no training instance of v0000 (raise fraction or max_train)"
+        )
 
     say("measuring the original adapter")
     original_model = load_version(run, "v0000")
@@ -129,11 +146,24 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
 
     retrain_seconds = reference.seconds
     result: dict[str, Any] = {
-        "recipe": str(recipe_path), "tier": tier, "quick": tier == "quick", "experiment": experiment.to_dict(), "training_recipe": recipe.to_dict(),
-        "run": str(run), "unlearned_version": version, "train_instances": len(ctx.before), "edited_train_instances": len(ctx.after),
-        "events": len(events), "forget_instances": len(ctx.forget), "corrected_instances": len(ctx.corrected),
-        "test_prompts": len(ctx.test), "original": {"metrics": metrics_of(ctx, original, reference, original), "seconds": original.seconds,
-                                                    "memorisation_seconds": memorisation.seconds if memorisation else None},
+        "recipe": str(recipe_path),
+        "tier": tier,
+        "quick": tier == "quick",
+        "experiment": experiment.to_dict(),
+        "training_recipe": recipe.to_dict(),
+        "run": str(run),
+        "unlearned_version": version,
+        "train_instances": len(ctx.before),
+        "edited_train_instances": len(ctx.after),
+        "events": len(events),
+        "forget_instances": len(ctx.forget),
+        "corrected_instances": len(ctx.corrected),
+        "test_prompts": len(ctx.test),
+        "original": {
+            "metrics": metrics_of(ctx, original, reference, original),
+            "seconds": original.seconds,
+            "memorisation_seconds": memorisation.seconds if memorisation else None,
+        },
         "methods": {},
     }
     for name, outcome in outcomes.items():
@@ -142,12 +172,17 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
             continue
         result["methods"][name] = {
             "metrics": metrics_of(ctx, outcome, reference, original),
-            "seconds": outcome.seconds, "ratio_to_retrain": outcome.seconds / retrain_seconds if retrain_seconds else None,
-            "gradient_passes": outcome.gradient_passes, "hvps": outcome.hvps, "peak_mb": outcome.peak_mb, "notes": outcome.notes,
+            "seconds": outcome.seconds,
+            "ratio_to_retrain": outcome.seconds / retrain_seconds if retrain_seconds else None,
+            "gradient_passes": outcome.gradient_passes,
+            "hvps": outcome.hvps,
+            "peak_mb": outcome.peak_mb,
+            "notes": outcome.notes,
         }
     seeds = experiment.retrain_seeds
     result["retrain_spread"] = {
-        f"seed{seed}_vs_seed{seeds[0]}": metrics_of(ctx, retrains[seed], reference, original) | {"seconds": retrains[seed].seconds}
+        f"seed{seed}_vs_seed{seeds[0]}": metrics_of(ctx, retrains[seed], reference, original)
+        | {"seconds": retrains[seed].seconds}
         for seed in seeds[1:]
     }
     if "retrain" in result["methods"] and "metrics" in result["methods"]["retrain"]:
@@ -164,8 +199,14 @@ def run_benchmark(recipe_path: Path | str, tier: str = "full", out: Path | None 
 CHECK_FILE = "check.json"
 
 
-def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None = None, base_model: Path | None = None,
-                  say: Say | None = None, precision: str | None = None) -> dict[str, Any]:
+def check_adapter(
+    recipe_path: Path | str,
+    tier: str = "full",
+    out: Path | None = None,
+    base_model: Path | None = None,
+    say: Say | None = None,
+    precision: str | None = None,
+) -> dict[str, Any]:
     """Train (or reuse) a benchmark's ``v0000`` and judge the adapter alone, before any Retrain.
 
     The two ``can_judge`` conditions that need no retraining (``beats_baselines``,
@@ -182,12 +223,32 @@ def check_adapter(recipe_path: Path | str, tier: str = "full", out: Path | None 
     scores, losses = test_scores_and_losses(ctx, loaded)
     del loaded  # the gap loads its own copy
     main = main_metric(ctx.task)
-    utility = utility_of(ctx, Outcome(test_scores=scores, forget_losses=None, unseen_losses=losses, corrected_losses=None, answers=None, seconds=0.0))
-    conditions = adapter_conditions(main, utility[main], task_baseline(ctx), memorisation_dict(original_memorisation(run, say)))
+    utility = utility_of(
+        ctx,
+        Outcome(
+            test_scores=scores,
+            forget_losses=None,
+            unseen_losses=losses,
+            corrected_losses=None,
+            answers=None,
+            seconds=0.0,
+        ),
+    )
+    conditions = adapter_conditions(
+        main, utility[main], task_baseline(ctx), memorisation_dict(original_memorisation(run, say))
+    )
     training = Registry(run).manifest("v0000")["training"]
-    result = {"recipe": str(recipe_path), "tier": tier, "run": str(run), "train_instances": len(ctx.before), "test_prompts": len(ctx.test),
-              "training_recipe": recipe.to_dict(),
-              "training": training, **conditions, "verdict": all(c["verdict"] for c in conditions.values())}
+    result = {
+        "recipe": str(recipe_path),
+        "tier": tier,
+        "run": str(run),
+        "train_instances": len(ctx.before),
+        "test_prompts": len(ctx.test),
+        "training_recipe": recipe.to_dict(),
+        "training": training,
+        **conditions,
+        "verdict": all(c["verdict"] for c in conditions.values()),
+    }
     (out / "report").mkdir(parents=True, exist_ok=True)
     (out / "report" / CHECK_FILE).write_text(json.dumps(finite(result), indent=2, allow_nan=False, default=str) + "\n")
     result["report"] = str(out / "report" / CHECK_FILE)
@@ -202,10 +263,14 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
     chain = registry.lineage(current)
     applied = {e["id"] for record in chain for e in record.get("events", [])}
     if len(chain) != 2 or applied != {e.id for e in events}:
-        raise ExperimentError(f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
-                              "use another --out or remove that folder")
+        raise ExperimentError(
+            f"{registry.run_dir} holds edits other than this experiment's events ({current}); "
+            "use another --out or remove that folder"
+        )
     made_with = (chain[0].get("metrics") or {}).get("calibration", {}).get("settings")
     if not DEFAULT_CALIBRATION.matches(made_with):
-        raise ExperimentError(f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
-                              "settings differ); use another --out, or remove that version folder to apply the events again")
+        raise ExperimentError(
+            f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
+            "settings differ); use another --out, or remove that version folder to apply the events again"
+        )
     return current

@@ -81,18 +81,32 @@ def memorisation_gap(trained: np.ndarray, untrained: np.ndarray, untrained_sourc
     """The gap between two samples of per-instance losses (Welch's standard error)."""
     trained, untrained = np.asarray(trained, dtype=float), np.asarray(untrained, dtype=float)
     if len(trained) < 2 or len(untrained) < 2:
-        raise ValueError(f"the memorisation gap needs at least 2 trained and 2 untrained instances, got {len(trained)} and {len(untrained)}")
+        raise ValueError(
+            f"the memorisation gap needs at least 2 trained and 2 untrained instances, got {len(trained)} and {len(untrained)}"
+        )
     se = float(np.sqrt(trained.var(ddof=1) / len(trained) + untrained.var(ddof=1) / len(untrained)))
-    return MemorisationGap(gap=float(untrained.mean() - trained.mean()), standard_error=se, trained_loss=float(trained.mean()),
-                           untrained_loss=float(untrained.mean()), trained_instances=len(trained), untrained_instances=len(untrained),
-                           untrained_source=untrained_source)
+    return MemorisationGap(
+        gap=float(untrained.mean() - trained.mean()),
+        standard_error=se,
+        trained_loss=float(trained.mean()),
+        untrained_loss=float(untrained.mean()),
+        trained_instances=len(trained),
+        untrained_instances=len(untrained),
+        untrained_source=untrained_source,
+    )
 
 
 HELD_OUT_SOURCE = "held-out users (drawn like the trained ones, kept out of training)"
 
 
-def untrained_reference(training_set: Sequence[Instance], train_split: Sequence[Instance], valid_split: Sequence[Instance],
-                        size: int, seed: int, held_out: Sequence[Instance] = ()) -> tuple[list[Instance], str]:
+def untrained_reference(
+    training_set: Sequence[Instance],
+    train_split: Sequence[Instance],
+    valid_split: Sequence[Instance],
+    size: int,
+    seed: int,
+    held_out: Sequence[Instance] = (),
+) -> tuple[list[Instance], str]:
     """Up to ``size`` instances the adapter never trained on, from the best source available (module docstring).
 
     ``held_out``: the training draw's instances of the recipe's held-out users, the best source
@@ -127,9 +141,18 @@ def trained_reference(training_set: Sequence[Instance], edited_ids: set[str], si
     return _sample([z for z in training_set if z.id not in edited_ids], size, seed)
 
 
-def measure_memorisation(losses_of: LossesOf, version: str, training_set: Sequence[Instance], edited_ids: set[str],
-                         ever_trained: Sequence[Instance], train_split: Sequence[Instance], valid_split: Sequence[Instance],
-                         size: int, seed: int, held_out: Sequence[Instance] = ()) -> MemorisationGap | None:
+def measure_memorisation(
+    losses_of: LossesOf,
+    version: str,
+    training_set: Sequence[Instance],
+    edited_ids: set[str],
+    ever_trained: Sequence[Instance],
+    train_split: Sequence[Instance],
+    valid_split: Sequence[Instance],
+    size: int,
+    seed: int,
+    held_out: Sequence[Instance] = (),
+) -> MemorisationGap | None:
     """The gap of ``version`` (whose training set is ``training_set``) on up to ``size`` + ``size``
     seeded instances; ``None`` when fewer than 2 of either kind exist.
 
@@ -144,8 +167,15 @@ def measure_memorisation(losses_of: LossesOf, version: str, training_set: Sequen
         return None
     gap = memorisation_gap(losses_of(trained), losses_of(untrained), source)
     activity = Counter(z.user for z in train_split)
-    return replace(gap, measured_on=version, seconds=time.perf_counter() - t0, reference_size=size, seed=seed,
-                   trained_user_activity=_mean_activity(trained, activity), untrained_user_activity=_mean_activity(untrained, activity))
+    return replace(
+        gap,
+        measured_on=version,
+        seconds=time.perf_counter() - t0,
+        reference_size=size,
+        seed=seed,
+        trained_user_activity=_mean_activity(trained, activity),
+        untrained_user_activity=_mean_activity(untrained, activity),
+    )
 
 
 def _mean_activity(instances: Sequence[Instance], activity: Counter) -> float:
@@ -196,7 +226,13 @@ def drift_check(lineage: Sequence[dict[str, Any]], gap: float | None) -> dict[st
     """
     drift, measured, unmeasured = retained_drift(lineage)
     trusted = None if gap is None or not gap > 0 or unmeasured else drift < gap
-    return {"retained_drift": drift, "requests": measured, "unmeasured_requests": unmeasured, "bound": gap, "trusted": trusted}
+    return {
+        "retained_drift": drift,
+        "requests": measured,
+        "unmeasured_requests": unmeasured,
+        "bound": gap,
+        "trusted": trusted,
+    }
 
 
 class EditedLossObjective:
@@ -207,8 +243,15 @@ class EditedLossObjective:
     measured on ``losses_of`` (the model holding the trial update); 1 = on target.
     """
 
-    def __init__(self, losses_of: LossesOf, removed: Sequence[Instance], corrected: Sequence[Instance], gap: float,
-                 removed_before: np.ndarray | None = None, corrected_before: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        losses_of: LossesOf,
+        removed: Sequence[Instance],
+        corrected: Sequence[Instance],
+        gap: float,
+        removed_before: np.ndarray | None = None,
+        corrected_before: np.ndarray | None = None,
+    ) -> None:
         """``removed_before`` / ``corrected_before``: the groups' current losses when the caller has them already."""
         if not gap > 0:
             raise ValueError(f"a target move needs a positive memorisation gap, got {gap}")
@@ -239,8 +282,10 @@ class EditedLossObjective:
 
     def targets(self) -> dict[str, float | None]:
         """The target mean losses of the two groups."""
-        return {"removed_loss": None if not self.removed else float(self.removed_before.mean() + self.gap),
-                "corrected_loss": None if not self.corrected else float(self.corrected_before.mean() - self.gap)}
+        return {
+            "removed_loss": None if not self.removed else float(self.removed_before.mean() + self.gap),
+            "corrected_loss": None if not self.corrected else float(self.corrected_before.mean() - self.gap),
+        }
 
 
 def _mean(x: np.ndarray) -> float | None:

@@ -66,10 +66,24 @@ class DemoSize:
 # demo-tallrec: 768 instances, one epoch, about 10 minutes a training on 2 CPU cores; AUC 0.761
 # against the like-rate baseline's 0.737 on all 943 test prompts (docs/training.md). The demo
 # trains twice (the original and the oracle): about 25 minutes in all.
-FULL = DemoSize(task="tallrec", recipe="demo-tallrec", max_users=None, forget_users=5, noisy_interactions=5, eval_prompts=200,
-                sample_size=64)
-QUICK = DemoSize(task="tallrec", recipe="demo-tallrec-quick", max_users=60, forget_users=3, noisy_interactions=3, eval_prompts=24,
-                 sample_size=24)
+FULL = DemoSize(
+    task="tallrec",
+    recipe="demo-tallrec",
+    max_users=None,
+    forget_users=5,
+    noisy_interactions=5,
+    eval_prompts=200,
+    sample_size=64,
+)
+QUICK = DemoSize(
+    task="tallrec",
+    recipe="demo-tallrec-quick",
+    max_users=60,
+    forget_users=3,
+    noisy_interactions=3,
+    eval_prompts=24,
+    sample_size=24,
+)
 
 
 def default_out(quick: bool) -> Path:
@@ -125,7 +139,9 @@ def training_progress(label: str, say: Say, every: float = 0.1) -> Callable[[int
     return progress
 
 
-def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | None = None, say: Say | None = None) -> dict[str, Any]:
+def run_demo(
+    out: Path | None = None, quick: bool = False, base_model: Path | None = None, say: Say | None = None
+) -> dict[str, Any]:
     """Run (or resume) the demo in ``out``; returns the JSON-ready comparison.
 
     ``base_model`` replaces the embedded SmolLM2 (any local Hugging Face causal LM folder).
@@ -142,8 +158,12 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
         prepare("ml-100k", size.task, run, max_users=size.max_users)
     registry = Registry(run)
     if not registry.versions():
-        say(f"training v0000 ({recipe.max_train} instances, {recipe.epochs} epoch(s)) and measuring its memorisation gap")
-        train_run(run, recipe, progress=training_progress("training v0000", say), measure=training_memorisation(run, recipe))
+        say(
+            f"training v0000 ({recipe.max_train} instances, {recipe.epochs} epoch(s)) and measuring its memorisation gap"
+        )
+        train_run(
+            run, recipe, progress=training_progress("training v0000", say), measure=training_memorisation(run, recipe)
+        )
     else:
         trained = Recipe.from_dict(registry.manifest("v0000")["recipe"])
         if trained != recipe:
@@ -154,7 +174,9 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
     base_set = registry.training_set("v0000")
     events = choose_events(base_set, size)
     say(f"forgetting {size.forget_users} users and {len(events) - size.forget_users} noisy interactions in one request")
-    result = apply_events(run, [(None, e) for e in events], solver=replace(DEFAULT_SOLVER, sample_size=size.sample_size), say=say)
+    result = apply_events(
+        run, [(None, e) for e in events], solver=replace(DEFAULT_SOLVER, sample_size=size.sample_size), say=say
+    )
     if result.problems:
         raise RecEraserError(f"demo events were refused: {result.problems[0]}")
     applied = registry.applied_events(registry.current())
@@ -171,40 +193,73 @@ def run_demo(out: Path | None = None, quick: bool = False, base_model: Path | No
         edited_set = registry.training_set(unlearned_version)
         say(f"retraining from scratch on the {len(edited_set)} edited instances (the oracle)")
         model, oracle_record = fit_adapter(run, recipe, edited_set, progress=training_progress("retraining", say))
-        save_version(model, run / oracle, {"version": oracle, "parent": None, "kind": "retrained", "oracle_for": unlearned_version,
-                                          **oracle_record, "events": []})
+        save_version(
+            model,
+            run / oracle,
+            {
+                "version": oracle,
+                "parent": None,
+                "kind": "retrained",
+                "oracle_for": unlearned_version,
+                **oracle_record,
+                "events": [],
+            },
+        )
     retrain_seconds = json.loads((run / oracle / "manifest.json").read_text())["training"]["seconds"]
 
     task = task_of(size.task)
     titles = load_titles(run) if task.uses_titles else {}
     rows: dict[str, Any] = {}
     scores: dict[str, np.ndarray] = {}
-    for name, version, seconds in (("original", "v0000", original_seconds), ("unlearned", unlearned_version, update_seconds),
-                                   ("retrained", oracle, retrain_seconds)):
+    for name, version, seconds in (
+        ("original", "v0000", original_seconds),
+        ("unlearned", unlearned_version, update_seconds),
+        ("retrained", oracle, retrain_seconds),
+    ):
         say(f"evaluating {version} on {len(unseen)} test prompts and the {len(forgotten)} forgotten instances")
         loaded = load_version(run, version)
         scores[name], unseen_losses = task.scores_and_losses(loaded, unseen, titles)
         forgotten_losses = instance_losses(loaded, forgotten)
-        rows[name] = {"version": version, "seconds": seconds, "metrics": {
-            **task.utility(scores[name], unseen, titles), "forgotten_loss": float(np.mean(forgotten_losses)),
-            "unseen_loss": float(np.mean(unseen_losses)), "membership_auc": membership_inference_auc(forgotten_losses, unseen_losses)}}
+        rows[name] = {
+            "version": version,
+            "seconds": seconds,
+            "metrics": {
+                **task.utility(scores[name], unseen, titles),
+                "forgotten_loss": float(np.mean(forgotten_losses)),
+                "unseen_loss": float(np.mean(unseen_losses)),
+                "membership_auc": membership_inference_auc(forgotten_losses, unseen_losses),
+            },
+        }
     for name in rows:
         rows[name]["metrics"]["agreement_with_retrained"] = task.agreement(scores[name], scores["retrained"])
     say(f"done in {time.perf_counter() - t_start:.0f} s; the log is {run / PROGRESS_LOG}")
     return {
-        "run": str(run), "quick": quick, "task": size.task, "recipe": size.recipe, "train_instances": len(base_set),
-        "main_metric": task.main_metric, "agreement_kind": task.agreement_kind, "eval_prompts": len(unseen),
+        "run": str(run),
+        "quick": quick,
+        "task": size.task,
+        "recipe": size.recipe,
+        "train_instances": len(base_set),
+        "main_metric": task.main_metric,
+        "agreement_kind": task.agreement_kind,
+        "eval_prompts": len(unseen),
         "baseline": task.simple_baseline(base_set, unseen),
         **rows,
-        "forgotten_users": forgotten_users, "forgotten_instances": len(forgotten),
+        "forgotten_users": forgotten_users,
+        "forgotten_instances": len(forgotten),
         "noisy_interactions": [{"user": e.user, "item": e.items[0]} for e in events if e.type == "remove_interactions"],
-        "edits": record.get("edits"), "solver": record.get("solver"), "calibration": (record.get("metrics") or {}).get("calibration"),
+        "edits": record.get("edits"),
+        "solver": record.get("solver"),
+        "calibration": (record.get("metrics") or {}).get("calibration"),
         "update_to_retrain_seconds": update_seconds / retrain_seconds if retrain_seconds else None,
         "seconds": time.perf_counter() - t_start,
     }
 
 
-ROWS = (("original", "original (v0000)"), ("unlearned", "unlearned (rec-eraser's update)"), ("retrained", "retrained from scratch (oracle)"))
+ROWS = (
+    ("original", "original (v0000)"),
+    ("unlearned", "unlearned (rec-eraser's update)"),
+    ("retrained", "retrained from scratch (oracle)"),
+)
 
 
 def _fmt(value: Any) -> str:
@@ -214,13 +269,29 @@ def _fmt(value: Any) -> str:
 def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The comparison as a header and rows of text (the CLI prints them, :func:`render_markdown` writes Markdown)."""
     main = result["main_metric"]
-    header = ["adapter", main, f"agreement with retrained ({result['agreement_kind'].replace('_', ' ')})", "loss on forgotten",
-              "loss on never-seen (test)", "membership AUC", "seconds"]
+    header = [
+        "adapter",
+        main,
+        f"agreement with retrained ({result['agreement_kind'].replace('_', ' ')})",
+        "loss on forgotten",
+        "loss on never-seen (test)",
+        "membership AUC",
+        "seconds",
+    ]
     rows = []
     for name, label in ROWS:
         m = result[name]["metrics"]
-        rows.append([label, _fmt(m[main]), _fmt(m["agreement_with_retrained"]), _fmt(m["forgotten_loss"]), _fmt(m["unseen_loss"]),
-                     _fmt(m["membership_auc"]), f"{result[name]['seconds']:.0f}"])
+        rows.append(
+            [
+                label,
+                _fmt(m[main]),
+                _fmt(m["agreement_with_retrained"]),
+                _fmt(m["forgotten_loss"]),
+                _fmt(m["unseen_loss"]),
+                _fmt(m["membership_auc"]),
+                f"{result[name]['seconds']:.0f}",
+            ]
+        )
     return header, rows
 
 
@@ -241,8 +312,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     ]
     ratio = result["update_to_retrain_seconds"]
     if ratio is not None:
-        lines.append(f"Cost: the update took {result['unlearned']['seconds']:.0f} s, {ratio:.2f} of retraining's "
-                     f"{result['retrained']['seconds']:.0f} s.")
+        lines.append(
+            f"Cost: the update took {result['unlearned']['seconds']:.0f} s, {ratio:.2f} of retraining's "
+            f"{result['retrained']['seconds']:.0f} s."
+        )
     return lines
 
 

@@ -85,8 +85,12 @@ def parse_event(obj: Any) -> Event:
     kind = obj.get("type")
     if kind not in TYPES:
         raise EventError(f"unknown event type {kind!r} (known: {', '.join(TYPES)})")
-    allowed = {"delete_user": {"id", "type", "user"}, "remove_interactions": {"id", "type", "user", "items"},
-               "correct_label": {"id", "type", "user", "item", "label"}, "correct_target": {"id", "type", "user", "item", "target"}}[kind]
+    allowed = {
+        "delete_user": {"id", "type", "user"},
+        "remove_interactions": {"id", "type", "user", "items"},
+        "correct_label": {"id", "type", "user", "item", "label"},
+        "correct_target": {"id", "type", "user", "item", "target"},
+    }[kind]
     unknown = sorted(set(obj) - allowed)
     if unknown:
         raise EventError(f"{kind} events have no field {unknown[0]!r} (fields: {', '.join(sorted(allowed))})")
@@ -107,20 +111,36 @@ def parse_event(obj: Any) -> Event:
     return Event(event_id, kind, user, item=item, target=_token(obj, "target"))
 
 
-def request_event(kind: str, user: str, *, items: Sequence[str] = (), item: str | None = None, label: str | None = None,
-                  target: str | None = None, source: str = "cli") -> Event:
+def request_event(
+    kind: str,
+    user: str,
+    *,
+    items: Sequence[str] = (),
+    item: str | None = None,
+    label: str | None = None,
+    target: str | None = None,
+    source: str = "cli",
+) -> Event:
     """An event asked for directly (a command's options, a Python call) rather than read from a
     file. Its id is made from its content (``source:type:user[:detail]``), so that asking for
     the same thing twice applies it once. :class:`EventError` says what is wrong with it."""
-    details = {"delete_user": (), "remove_interactions": (",".join(sorted(map(str, items))),), "correct_label": (item, label),
-               "correct_target": (item, target)}
+    details = {
+        "delete_user": (),
+        "remove_interactions": (",".join(sorted(map(str, items))),),
+        "correct_label": (item, label),
+        "correct_target": (item, target),
+    }
     if kind not in details:
         raise EventError(f"unknown event type {kind!r} (known: {', '.join(TYPES)})")
     if isinstance(items, str):  # a lone id would be split into its characters
         raise EventError(f"items must be a list of item ids, got the string {items!r}")
     fields = {"items": list(items) or None, "item": item, "label": label, "target": target}
-    obj = {"id": ":".join(str(part) for part in (source, kind, user, *details[kind])), "type": kind, "user": user,
-           **{name: value for name, value in fields.items() if value is not None}}
+    obj = {
+        "id": ":".join(str(part) for part in (source, kind, user, *details[kind])),
+        "type": kind,
+        "user": user,
+        **{name: value for name, value in fields.items() if value is not None},
+    }
     return parse_event(obj)
 
 

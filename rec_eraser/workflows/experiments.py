@@ -92,7 +92,9 @@ class Experiment:
         if not 0 < self.fraction < 1:
             raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
         if len(set(self.retrain_seeds)) < 2 or len(set(self.retrain_seeds)) != len(self.retrain_seeds):
-            raise RecipeError("experiment: retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)")
+            raise RecipeError(
+                "experiment: retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)"
+            )
         if not self.baseline_lr > 0:
             raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
         if self.methods is not None and not self.methods:
@@ -103,8 +105,17 @@ class Experiment:
             raise RecipeError(f"experiment: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}")
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
-        for name in ("injected", "eval_prompts", "sample_size", "solver_batch_size", "sqp_hvp_budget", "hvp_sample_size", "sisa_shards",
-                     "baseline_steps", "retain_sample"):
+        for name in (
+            "injected",
+            "eval_prompts",
+            "sample_size",
+            "solver_batch_size",
+            "sqp_hvp_budget",
+            "hvp_sample_size",
+            "sisa_shards",
+            "baseline_steps",
+            "retain_sample",
+        ):
             if getattr(self, name) < 1:
                 raise RecipeError(f"experiment: {name} must be >= 1, got {getattr(self, name)}")
 
@@ -125,9 +136,11 @@ def _benchmark_methods() -> tuple[str, ...]:
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:
     if isinstance(values.get("methods"), str):
-        raise RecipeError(f"{source}: methods must be a list of method names, e.g. methods = [\"retrain\", \"rec_eraser\"]")
+        raise RecipeError(f'{source}: methods must be a list of method names, e.g. methods = ["retrain", "rec_eraser"]')
     try:
-        return settings_from_dict(Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds", "methods"))
+        return settings_from_dict(
+            Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds", "methods")
+        )
     except TypeError as exc:
         raise RecipeError(f"{source}: {exc}") from exc
 
@@ -152,12 +165,16 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
     if tier != "full" and not overrides:
         raise RecipeError(f"{path}: no [{tier}] section, so there is no {tier} tier")
     experiment_names = {f.name for f in fields(Experiment)}
-    experiment = _experiment({**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path))
+    experiment = _experiment(
+        {**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path)
+    )
     recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
     unnamed = [name for name in ("task", "edit") if name not in experiment_values]
     if unnamed:  # a base for benchmark recipes to extend (base-ml100k-*.toml), or a recipe leaning on code defaults
-        raise RecipeError(f"{path}: [experiment] names no {' and no '.join(unnamed)}, so it is not a benchmark "
-                          "(a base recipe is extended, not run)")
+        raise RecipeError(
+            f"{path}: [experiment] names no {' and no '.join(unnamed)}, so it is not a benchmark "
+            "(a base recipe is extended, not run)"
+        )
     return experiment, recipe
 
 
@@ -198,7 +215,10 @@ def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) ->
             added.append(Interaction(user=user, item=str(item), rating=rating, timestamp=stamp, line=next_line))
             record.append({"user": user, "item": str(item), "line": next_line})
             next_line += 1
-    return dataclasses.replace(dataset, interactions=dataset.interactions + tuple(added)), {"kind": "inject", "injected": record}
+    return dataclasses.replace(dataset, interactions=dataset.interactions + tuple(added)), {
+        "kind": "inject",
+        "injected": record,
+    }
 
 
 def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> tuple[Dataset, dict[str, Any]]:
@@ -217,7 +237,9 @@ def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> 
     rng = np.random.default_rng(seed)
     sequences = chronological(dataset.interactions)
     targets = [x for seq in sequences.values() for i in _train_positions(seq) for x in [seq[i]]]
-    picked = [targets[i] for i in np.sort(rng.choice(len(targets), max(1, round(fraction * len(targets))), replace=False))]
+    picked = [
+        targets[i] for i in np.sort(rng.choice(len(targets), max(1, round(fraction * len(targets))), replace=False))
+    ]
     if not relabel:
         # the true item must stay an item of the run (someone else keeps an interaction with
         # it), or the correction could not name it; the few that would vanish are left alone
@@ -260,25 +282,49 @@ def corruption(experiment: Experiment):
     return None
 
 
-def experiment_events(experiment: Experiment, transform_record: dict[str, Any] | None, trained_users: list[str]) -> list[Event]:
+def experiment_events(
+    experiment: Experiment, transform_record: dict[str, Any] | None, trained_users: list[str]
+) -> list[Event]:
     """The events of ``experiment``: deletions of a seeded share of ``trained_users`` (ir), or
     the events that undo the recorded corruption (qm, rc)."""
     if experiment.edit == "ir":
         rng = np.random.default_rng(experiment.seed)
         users = sorted(set(trained_users), key=lambda u: (len(u), u))
         count = max(1, round(experiment.fraction * len(users)))
-        return [Event(f"bench:delete_user:{users[i]}", "delete_user", users[i]) for i in np.sort(rng.choice(len(users), count, replace=False))]
+        return [
+            Event(f"bench:delete_user:{users[i]}", "delete_user", users[i])
+            for i in np.sort(rng.choice(len(users), count, replace=False))
+        ]
     if not transform_record:
         raise RecipeError(f"the {experiment.edit} experiment's run has no corruption record in its manifest")
     if experiment.edit == "qm":
         by_user: dict[str, list[str]] = {}
         for row in transform_record["injected"]:
             by_user.setdefault(row["user"], []).append(row["item"])
-        return [Event(f"bench:remove_interactions:{u}", "remove_interactions", u, items=tuple(items)) for u, items in by_user.items()]
+        return [
+            Event(f"bench:remove_interactions:{u}", "remove_interactions", u, items=tuple(items))
+            for u, items in by_user.items()
+        ]
     events = []
     for row in transform_record["corrupted"]:
         if "label" in row:
-            events.append(Event(f"bench:correct_label:{row['line']}", "correct_label", row["user"], item=row["item"], label=row["label"]))
+            events.append(
+                Event(
+                    f"bench:correct_label:{row['line']}",
+                    "correct_label",
+                    row["user"],
+                    item=row["item"],
+                    label=row["label"],
+                )
+            )
         else:
-            events.append(Event(f"bench:correct_target:{row['line']}", "correct_target", row["user"], item=row["item"], target=row["target"]))
+            events.append(
+                Event(
+                    f"bench:correct_target:{row['line']}",
+                    "correct_target",
+                    row["user"],
+                    item=row["item"],
+                    target=row["target"],
+                )
+            )
     return events

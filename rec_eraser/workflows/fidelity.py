@@ -65,13 +65,20 @@ def main_metric(task: str) -> str:
     return task_of(task).main_metric
 
 
-def adapter_conditions(metric: str, adapter: float | None, baseline: dict[str, Any], memorisation: dict[str, Any]) -> dict[str, Any]:
+def adapter_conditions(
+    metric: str, adapter: float | None, baseline: dict[str, Any], memorisation: dict[str, Any]
+) -> dict[str, Any]:
     """The two conditions on the original adapter alone (``beats_baselines``, ``memorised``), which
     ``rec-eraser bench RECIPE --check`` reads before any Retrain is trained."""
     gap, se = memorisation.get("gap"), memorisation.get("standard_error")
     return {
-        "beats_baselines": {"metric": metric, "adapter": adapter, "baseline": baseline.get("name"), "baseline_value": baseline.get("value"),
-                            "verdict": _finite(adapter) and _finite(baseline.get("value")) and adapter > baseline["value"]},
+        "beats_baselines": {
+            "metric": metric,
+            "adapter": adapter,
+            "baseline": baseline.get("name"),
+            "baseline_value": baseline.get("value"),
+            "verdict": _finite(adapter) and _finite(baseline.get("value")) and adapter > baseline["value"],
+        },
         "memorised": {**memorisation, "verdict": _finite(gap) and _finite(se) and gap > 2 * se},
     }
 
@@ -85,17 +92,35 @@ def can_judge(result: dict[str, Any], baseline: dict[str, Any], memorisation: di
     main = main_metric(result["experiment"]["task"])
     figure = target_figure(result["experiment"]["edit"])
     retrain = result["methods"].get("retrain", {}).get("metrics", {})
-    original_value, seed0, seed1 = result["original"]["metrics"].get(figure), retrain.get(figure), _spread(result).get(figure)
+    original_value, seed0, seed1 = (
+        result["original"]["metrics"].get(figure),
+        retrain.get(figure),
+        _spread(result).get(figure),
+    )
     move = abs(seed0 - original_value) if _finite(seed0) and _finite(original_value) else None
     spread = abs(seed1 - seed0) if _finite(seed0) and _finite(seed1) else None
     conditions = {
         **adapter_conditions(main, result["original"]["metrics"].get(main), baseline, memorisation),
-        "retrain_moves_target": {"figure": figure, "original": original_value, "retrain_seed0": seed0, "retrain_seed1": seed1,
-                                 "move": move, "seed_spread": spread, "verdict": move is not None and spread is not None and move > spread},
-        "test_prompts": {"n": result["test_prompts"], "minimum": MIN_TEST_PROMPTS, "verdict": result["test_prompts"] >= MIN_TEST_PROMPTS},
+        "retrain_moves_target": {
+            "figure": figure,
+            "original": original_value,
+            "retrain_seed0": seed0,
+            "retrain_seed1": seed1,
+            "move": move,
+            "seed_spread": spread,
+            "verdict": move is not None and spread is not None and move > spread,
+        },
+        "test_prompts": {
+            "n": result["test_prompts"],
+            "minimum": MIN_TEST_PROMPTS,
+            "verdict": result["test_prompts"] >= MIN_TEST_PROMPTS,
+        },
     }
-    return {**conditions, "verdict": all(c["verdict"] for c in conditions.values()),
-            "can_judge_fidelity": conditions["retrain_moves_target"]["verdict"]}
+    return {
+        **conditions,
+        "verdict": all(c["verdict"] for c in conditions.values()),
+        "can_judge_fidelity": conditions["retrain_moves_target"]["verdict"],
+    }
 
 
 def targets(result: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
@@ -111,20 +136,33 @@ def targets(result: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         widen = WIDEN * abs(retrain[figure] - original[figure])
         lo, hi = min(retrain[figure], seed1[figure]) - widen, max(retrain[figure], seed1[figure]) + widen
     value = m.get(figure)
-    out["target_figure"] = {"figure": figure, "value": value, "low": lo, "high": hi,
-                            "met": lo is not None and _finite(value) and lo <= value <= hi}
+    out["target_figure"] = {
+        "figure": figure,
+        "value": value,
+        "low": lo,
+        "high": hi,
+        "met": lo is not None and _finite(value) and lo <= value <= hi,
+    }
     bound = seed1.get("agreement_with_retrain")
     bound = bound - AGREEMENT_SLACK if _finite(bound) else None
     value = m.get("agreement_with_retrain")
     out["agreement"] = {"value": value, "min": bound, "met": bound is not None and _finite(value) and value >= bound}
     bound = abs(seed1["utility_gap"]) + UTILITY_SLACK if _finite(seed1.get("utility_gap")) else None
     value = abs(m["utility_gap"]) if _finite(m.get("utility_gap")) else None
-    out["utility_gap"] = {"value": value, "max": bound, "met": bound is not None and value is not None and value <= bound}
+    out["utility_gap"] = {
+        "value": value,
+        "max": bound,
+        "met": bound is not None and value is not None and value <= bound,
+    }
     value = _distance(m.get("membership_auc"), retrain.get("membership_auc"))
     # the seeds' own distance says whether the 0.05 is above this run's noise (it need not be: a forget set of
     # a few dozen instances gives an AUC whose standard error is several hundredths)
-    out["membership_auc"] = {"value": value, "max": MEMBERSHIP_SLACK, "met": value is not None and value <= MEMBERSHIP_SLACK,
-                             "seed_spread": _distance(seed1.get("membership_auc"), retrain.get("membership_auc"))}
+    out["membership_auc"] = {
+        "value": value,
+        "max": MEMBERSHIP_SLACK,
+        "met": value is not None and value <= MEMBERSHIP_SLACK,
+        "seed_spread": _distance(seed1.get("membership_auc"), retrain.get("membership_auc")),
+    }
     value = row.get("ratio_to_retrain")
     out["cost"] = {"value": value, "max": MAX_COST, "met": _finite(value) and value <= MAX_COST}
     out["met"] = sum(1 for t in out.values() if t["met"])

@@ -51,8 +51,10 @@ class RunIndex:
         if event.user not in self.user_items:
             raise EventError(f"unknown user {event.user!r}")
         if event.type in CORRECTIONS and event.type not in (own := prompts_of(self.task).corrections):
-            raise EventError(f"{event.type} needs the {' or '.join(tasks_supporting(event.type))} task; this run is "
-                             f"{self.task} ({'use ' + ' or '.join(sorted(own)) if own else 'it takes deletions only'})")
+            raise EventError(
+                f"{event.type} needs the {' or '.join(tasks_supporting(event.type))} task; this run is "
+                f"{self.task} ({'use ' + ' or '.join(sorted(own)) if own else 'it takes deletions only'})"
+            )
         for item in event.items or ((event.item,) if event.item is not None else ()):
             if item not in self.items:
                 raise EventError(f"unknown item {item!r}")

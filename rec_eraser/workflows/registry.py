@@ -65,8 +65,10 @@ def resolve_run(run: str | Path, root: Path | str = DEFAULT_ROOT) -> Path:
     for candidate in (Path(run), Path(root) / str(run)):
         if (candidate / "manifest.json").is_file():
             return candidate
-    raise RegistryError(f"no run folder {str(run)!r} (looked for {run}/manifest.json and {Path(root) / str(run)}/manifest.json); "
-                        "create one with `rec-eraser prepare`")
+    raise RegistryError(
+        f"no run folder {str(run)!r} (looked for {run}/manifest.json and {Path(root) / str(run)}/manifest.json); "
+        "create one with `rec-eraser prepare`"
+    )
 
 
 def now() -> str:
@@ -94,7 +96,9 @@ class Registry:
 
     def check(self, version: str) -> str:
         if version not in self.versions():
-            raise RegistryError(f"{self.run_dir}: no adapter version {version!r} (have: {', '.join(self.versions()) or 'none'})")
+            raise RegistryError(
+                f"{self.run_dir}: no adapter version {version!r} (have: {', '.join(self.versions()) or 'none'})"
+            )
         return version
 
     def manifest(self, version: str) -> dict[str, Any]:
@@ -173,19 +177,26 @@ class Registry:
                 raise RegistryError(f"{ids_file}: not a list of instance ids; the run's training set is unknown")
             missing = [i for i in ids if i not in by_id]
             if missing:
-                raise RegistryError(f"{ids_file}: {len(missing)} training ids are not in the run's training split "
-                                    f"(first: {missing[0]!r}); the data changed after {name} was trained")
+                raise RegistryError(
+                    f"{ids_file}: {len(missing)} training ids are not in the run's training split "
+                    f"(first: {missing[0]!r}); the data changed after {name} was trained"
+                )
             return [by_id[i] for i in ids]
         base = training_instances(self.run_dir, Recipe.from_dict(root["recipe"]), train_split)
         recorded = root.get("train_ids_sha256")
         if recorded and recorded != instance_ids_hash(base):
-            raise RegistryError(f"{self.run_dir / name}: its training set cannot be re-derived (the recipe's draw now gives other "
-                                "instances than the ids hash it recorded); retrain the run")
+            raise RegistryError(
+                f"{self.run_dir / name}: its training set cannot be re-derived (the recipe's draw now gives other "
+                "instances than the ids hash it recorded); retrain the run"
+            )
         return base
 
     @staticmethod
     def edited_jsonl(edited: dict[str, Instance | None]) -> bytes:
-        lines = [json.dumps({"id": k, "instance": None if v is None else v.to_dict()}, ensure_ascii=False) for k, v in sorted(edited.items())]
+        lines = [
+            json.dumps({"id": k, "instance": None if v is None else v.to_dict()}, ensure_ascii=False)
+            for k, v in sorted(edited.items())
+        ]
         return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
     # -- writing -------------------------------------------------------------------------------
@@ -196,7 +207,9 @@ class Registry:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise RegistryError(f"{self.run_dir}: another rec-eraser job is writing to this run; try again when it ends") from exc
+                raise RegistryError(
+                    f"{self.run_dir}: another rec-eraser job is writing to this run; try again when it ends"
+                ) from exc
             try:
                 self._remove_stale_staging()
                 self.reconcile_ledger()
@@ -227,8 +240,15 @@ class Registry:
         for version in self.versions():
             if version not in logged:
                 record = self.manifest(version)
-                self.append_ledger({"time": now(), "action": "recovered" if record.get("parent") else "trained", "version": version,
-                                    "parent": record.get("parent"), "events": [e["id"] for e in record.get("events", [])]})
+                self.append_ledger(
+                    {
+                        "time": now(),
+                        "action": "recovered" if record.get("parent") else "trained",
+                        "version": version,
+                        "parent": record.get("parent"),
+                        "events": [e["id"] for e in record.get("events", [])],
+                    }
+                )
 
     def copy_version(self, name: str, source: str, record: dict[str, Any], files: dict[str, bytes]) -> Path:
         """Version ``name`` holding ``source``'s model files, ``files`` and ``record`` (atomically)."""
@@ -259,21 +279,45 @@ class Registry:
             source = self.manifest(to)
             name = self.next_version()
             record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
-            record.update(version=name, parent=to, kind="rollback", created=now(), rolled_back_from=previous, events=[], undone_events=undone)
+            record.update(
+                version=name,
+                parent=to,
+                kind="rollback",
+                created=now(),
+                rolled_back_from=previous,
+                events=[],
+                undone_events=undone,
+            )
             edited = self.verified(to, EDITED)
             files = {EDITED: edited.read_bytes()} if edited.is_file() else {}
             self.copy_version(name, to, record, files)
-            self.append_ledger({"time": now(), "action": "rollback", "version": name, "parent": to, "from": previous, "undone_events": undone})
+            self.append_ledger(
+                {
+                    "time": now(),
+                    "action": "rollback",
+                    "version": name,
+                    "parent": to,
+                    "from": previous,
+                    "undone_events": undone,
+                }
+            )
         return {"version": name, "to": to, "from": previous, "undone_events": undone}
 
     # -- reading for people ---------------------------------------------------------------------
     def summary(self, version: str) -> dict[str, Any]:
         record = self.manifest(version)
         solver = record.get("solver") or {}
-        return {"version": version, "parent": record.get("parent"), "kind": record.get("kind", "trained"), "created": record.get("created"),
-                "events": len(record.get("events", [])), "train_instances": record.get("train_instances"),
-                "method": solver.get("method"), "seconds": solver.get("seconds", (record.get("training") or {}).get("seconds")),
-                "current": version == self.current()}
+        return {
+            "version": version,
+            "parent": record.get("parent"),
+            "kind": record.get("kind", "trained"),
+            "created": record.get("created"),
+            "events": len(record.get("events", [])),
+            "train_instances": record.get("train_instances"),
+            "method": solver.get("method"),
+            "seconds": solver.get("seconds", (record.get("training") or {}).get("seconds")),
+            "current": version == self.current(),
+        }
 
     def diff(self, a: str, b: str) -> dict[str, Any]:
         """How two versions differ: events in effect, training-set size and (as information) parameter distance."""
@@ -295,7 +339,14 @@ class Registry:
         sq_diff = sum(float((wa[k] - wb[k]).pow(2).sum()) for k in wa)
         sq_a = sum(float(wa[k].pow(2).sum()) for k in wa)
         changed = sum(1 for k in wa if not bool((wa[k] == wb[k]).all()))
-        return {"a": a, "b": b, "events_only_in_a": sorted(set(ev_a) - set(ev_b)), "events_only_in_b": sorted(set(ev_b) - set(ev_a)),
-                "train_instances": {a: self.manifest(a).get("train_instances"), b: self.manifest(b).get("train_instances")},
-                "parameter_distance": sq_diff**0.5, "relative_parameter_distance": (sq_diff / sq_a) ** 0.5 if sq_a else None,
-                "tensors_changed": changed, "tensors": len(wa)}
+        return {
+            "a": a,
+            "b": b,
+            "events_only_in_a": sorted(set(ev_a) - set(ev_b)),
+            "events_only_in_b": sorted(set(ev_b) - set(ev_a)),
+            "train_instances": {a: self.manifest(a).get("train_instances"), b: self.manifest(b).get("train_instances")},
+            "parameter_distance": sq_diff**0.5,
+            "relative_parameter_distance": (sq_diff / sq_a) ** 0.5 if sq_a else None,
+            "tensors_changed": changed,
+            "tensors": len(wa),
+        }

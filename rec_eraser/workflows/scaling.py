@@ -28,8 +28,15 @@ from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events
 DEFAULT_SIZES = (32, 64, 128)
 
 
-def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out: Path | None = None, base_model: Path | None = None,
-                sample_size: int = 24, max_users: int | None = None, say: Say | None = None) -> dict[str, Any]:
+def run_scaling(
+    sizes: Sequence[int] = DEFAULT_SIZES,
+    task: str = "tallrec",
+    out: Path | None = None,
+    base_model: Path | None = None,
+    sample_size: int = 24,
+    max_users: int | None = None,
+    say: Say | None = None,
+) -> dict[str, Any]:
     """Train at each size, forget one user, and return the measured seconds (JSON-ready).
 
     ``max_users`` keeps the dataset's first users only (for small checks)."""
@@ -42,7 +49,11 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
     t0 = time.perf_counter()
     for n in sorted(sizes):
         run = out / f"n{n}"
-        recipe = Recipe(max_train=n, item_tokens=prompts_of(task).item_tokens, base_model=None if base_model is None else str(base_model))
+        recipe = Recipe(
+            max_train=n,
+            item_tokens=prompts_of(task).item_tokens,
+            base_model=None if base_model is None else str(base_model),
+        )
         if not (run / "manifest.json").is_file():
             say(f"preparing ml-100k ({task}) for n = {n}")
             out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +71,15 @@ def run_scaling(sizes: Sequence[int] = DEFAULT_SIZES, task: str = "tallrec", out
         # it grows with n up to its sample size
         gap = ((record.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap") or {}
         gap_seconds = gap.get("seconds", 0.0)  # also what a first request that measured it counted (reference_seconds)
-        rows.append({"n": len(trained), "forgotten_instances": record["edits"]["removed"], "retrain_seconds": retrain,
-                     "update_seconds": update, "gap_seconds": gap_seconds, "update_gradients": record["solver"]["gradient_passes"],
-                     "update_to_retrain": update / retrain})
+        rows.append(
+            {
+                "n": len(trained),
+                "forgotten_instances": record["edits"]["removed"],
+                "retrain_seconds": retrain,
+                "update_seconds": update,
+                "gap_seconds": gap_seconds,
+                "update_gradients": record["solver"]["gradient_passes"],
+                "update_to_retrain": update / retrain,
+            }
+        )
     return {"task": task, "solver": solver.to_dict(), "sizes": rows, "seconds": time.perf_counter() - t0}

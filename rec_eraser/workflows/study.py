@@ -45,7 +45,6 @@ from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisat
 logger = logging.getLogger(__name__)
 
 
-
 # -- cost accounting ----------------------------------------------------------------------
 class PeakMemory:
     """The process's peak resident memory while a block runs (Linux: /proc/self/statm, sampled
@@ -144,14 +143,25 @@ class BenchContext:
 
 def default_out(recipe_path: Path, tier: str, study: str = "") -> Path:
     """``adapters/bench/RECIPE[-TIER][-STUDY]``: one folder per recipe, tier and kind of study."""
-    return DEFAULT_ROOT / "bench" / (recipe_path.stem + ("" if tier == "full" else f"-{tier}") + (f"-{study}" if study else ""))
+    return (
+        DEFAULT_ROOT
+        / "bench"
+        / (recipe_path.stem + ("" if tier == "full" else f"-{tier}") + (f"-{study}" if study else ""))
+    )
 
 
 PROGRESS_LOG = "bench.log"
 
 
-def open_study(recipe_path: Path | str, tier: str, out: Path | None, base_model: Path | None, say: Say | None,
-               study: str = "", precision: str | None = None) -> tuple[Experiment, Recipe, Path, Say]:
+def open_study(
+    recipe_path: Path | str,
+    tier: str,
+    out: Path | None,
+    base_model: Path | None,
+    say: Say | None,
+    study: str = "",
+    precision: str | None = None,
+) -> tuple[Experiment, Recipe, Path, Say]:
     """What every recipe study starts with: its experiment and training recipe at ``tier``, on
     ``base_model`` and in ``precision`` when given (refused before anything is written; the
     override is part of the recipe that v0000's manifest and the report record, so a run
@@ -189,13 +199,21 @@ def prepare_study_run(run: Path, experiment: Experiment, recipe: Recipe, say: Sa
         kept = json.loads(stamp.read_text()) if stamp.is_file() else None
         if kept != fingerprint:
             differs = sorted(k for k in DATA_SETTINGS if (kept or {}).get(k) != fingerprint[k])
-            raise ExperimentError(f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
-                                  "use another --out or remove that folder")
+            raise ExperimentError(
+                f"{run.parent} holds a run of another experiment (it differs in {', '.join(differs)}); "
+                "use another --out or remove that folder"
+            )
     else:
         say(f"preparing {experiment.dataset} ({experiment.task}, {experiment.edit}) into {run}")
         run.parent.mkdir(parents=True, exist_ok=True)
-        prepare(experiment.dataset, experiment.task, run, seed=experiment.seed, max_users=experiment.max_users,
-                transform=corruption(experiment))
+        prepare(
+            experiment.dataset,
+            experiment.task,
+            run,
+            seed=experiment.seed,
+            max_users=experiment.max_users,
+            transform=corruption(experiment),
+        )
         stamp.write_text(json.dumps(fingerprint, indent=2) + "\n")
     ensure_trained(run, recipe, say)
 
@@ -207,8 +225,9 @@ def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
         say(f"training v0000 ({recipe.max_train or 'all'} instances) and measuring its memorisation gap")
         train_run(run, recipe, measure=training_memorisation(run, recipe))
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
-        raise ExperimentError(f"{run}/v0000 was trained with another recipe (another base model?); "
-                              f"use another --out or remove {run}")
+        raise ExperimentError(
+            f"{run}/v0000 was trained with another recipe (another base model?); use another --out or remove {run}"
+        )
     return registry
 
 
@@ -219,9 +238,19 @@ def study_context(run: Path, experiment: Experiment, recipe: Recipe, events: lis
     changed = [z for z in before if after_by_id.get(z.id) != z]
     corrected = [after_by_id[z.id] for z in changed if z.id in after_by_id]
     manifest = load_manifest(run)
-    return BenchContext(run=run, experiment=experiment, recipe=recipe, task=manifest["task"], before=before, after=after,
-                        forget=changed, corrected=corrected, test=load_instances(run, "test")[: experiment.eval_prompts],
-                        titles=load_titles(run) if task_of(manifest["task"]).uses_titles else {}, events=events)
+    return BenchContext(
+        run=run,
+        experiment=experiment,
+        recipe=recipe,
+        task=manifest["task"],
+        before=before,
+        after=after,
+        forget=changed,
+        corrected=corrected,
+        test=load_instances(run, "test")[: experiment.eval_prompts],
+        titles=load_titles(run) if task_of(manifest["task"]).uses_titles else {},
+        events=events,
+    )
 
 
 def test_scores_and_losses(ctx: BenchContext, loaded: LoadedModel) -> tuple[np.ndarray, np.ndarray]:
@@ -232,20 +261,29 @@ def test_scores_and_losses(ctx: BenchContext, loaded: LoadedModel) -> tuple[np.n
 def observe(ctx: BenchContext, loaded: LoadedModel, seconds: float, **cost: Any) -> Outcome:
     answers = ctx.task_spec.answers(loaded, ctx.test) if ctx.experiment.generate else None
     test_scores, test_losses = test_scores_and_losses(ctx, loaded)
-    return Outcome(test_scores=test_scores,
-                   forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
-                   unseen_losses=test_losses,
-                   corrected_losses=instance_losses(loaded, ctx.corrected) if ctx.corrected else None,
-                   answers=answers, seconds=seconds, **cost)
+    return Outcome(
+        test_scores=test_scores,
+        forget_losses=instance_losses(loaded, ctx.forget) if ctx.forget else None,
+        unseen_losses=test_losses,
+        corrected_losses=instance_losses(loaded, ctx.corrected) if ctx.corrected else None,
+        answers=answers,
+        seconds=seconds,
+        **cost,
+    )
 
 
-def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: list[Instance], say: Say, label: str) -> tuple[LoadedModel, dict[str, Any]]:
+def cached_adapter(
+    ctx: BenchContext, folder: str, recipe: Recipe, instances: list[Instance], say: Say, label: str
+) -> tuple[LoadedModel, dict[str, Any]]:
     """Train (or reuse) an adapter on ``instances`` saved as ``RUN/folder``; the loaded model and its record."""
     target = ctx.run / folder
     if (target / "manifest.json").is_file():
         cached = json.loads((target / "manifest.json").read_text())
         # compared as recipes, not dicts, so that a setting added later with its default keeps the cache
-        if cached.get("train_ids_sha256") != instance_ids_hash(instances) or Recipe.from_dict(cached.get("recipe") or {}) != recipe:
+        if (
+            cached.get("train_ids_sha256") != instance_ids_hash(instances)
+            or Recipe.from_dict(cached.get("recipe") or {}) != recipe
+        ):
             logger.info("%s was trained on other instances or with another recipe: training it again", target)
             shutil.rmtree(target)
     if not (target / "manifest.json").is_file():
@@ -254,14 +292,16 @@ def cached_adapter(ctx: BenchContext, folder: str, recipe: Recipe, instances: li
         with memory.watch():
             model, record = fit_adapter(ctx.run, recipe, instances, checkpoint=checkpoint_path(ctx.run, folder))
         record["bench_cost"] = {"peak_mb": memory.peak_mb}
-        save_version(model, target, {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []},
-                     files={TRAIN_IDS: train_ids_json(instances)})
+        save_version(
+            model,
+            target,
+            {"version": folder, "parent": None, "kind": "bench", "label": label, **record, "events": []},
+            files={TRAIN_IDS: train_ids_json(instances)},
+        )
         checkpoint_path(ctx.run, folder).unlink(missing_ok=True)
         del model
     record = json.loads((target / "manifest.json").read_text())
     return load_version(ctx.run, folder), record
-
-
 
 
 def update_seconds(record: dict[str, Any]) -> float:
@@ -290,11 +330,15 @@ def original_memorisation(run: Path, say: Say, version: str | None = None) -> Me
     one recorded on ``version``'s lineage (at training, or by the request that wrote ``version``),
     else measured now (a v0000 trained before training recorded it)."""
     registry = Registry(run)
-    recorded = recorded_memorisation(registry.lineage(version or "v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed)
+    recorded = recorded_memorisation(
+        registry.lineage(version or "v0000"), DEFAULT_CALIBRATION.reference_size, DEFAULT_CALIBRATION.seed
+    )
     if recorded is not None:
         return recorded
     say("measuring v0000's memorisation gap")
-    return version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
+    return version_memorisation(
+        registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION
+    )
 
 
 def memorisation_dict(gap: MemorisationGap | None) -> dict[str, Any]:
@@ -328,7 +372,11 @@ def _mean(x: np.ndarray | None) -> float | None:
 def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: Outcome) -> dict[str, Any]:
     """Every figure of one method (see the module docstring)."""
     main = ctx.task_spec.main_metric
-    utility, retrain_utility, original_utility = utility_of(ctx, outcome), utility_of(ctx, retrain), utility_of(ctx, original)
+    utility, retrain_utility, original_utility = (
+        utility_of(ctx, outcome),
+        utility_of(ctx, retrain),
+        utility_of(ctx, original),
+    )
     m: dict[str, Any] = dict(utility)
     m["utility_gap"] = _difference(utility[main], retrain_utility[main])
     m["agreement_with_retrain"] = agreement(ctx, outcome, retrain)
@@ -336,11 +384,18 @@ def metrics_of(ctx: BenchContext, outcome: Outcome, retrain: Outcome, original: 
     m["forget_loss"] = _mean(outcome.forget_losses)
     m["corrected_loss"] = _mean(outcome.corrected_losses)
     m["unseen_loss"] = float(np.mean(outcome.unseen_losses))
-    m["membership_auc"] = membership_inference_auc(outcome.forget_losses, outcome.unseen_losses) if outcome.forget_losses is not None else None
+    m["membership_auc"] = (
+        membership_inference_auc(outcome.forget_losses, outcome.unseen_losses)
+        if outcome.forget_losses is not None
+        else None
+    )
     if ctx.experiment.edit in ("qm", "rc"):
         m["recovery"] = recovery(utility[main], original_utility[main], retrain_utility[main])
-        m["recovery_corrected_loss"] = (None if outcome.corrected_losses is None else
-                                        recovery(_mean(outcome.corrected_losses), _mean(original.corrected_losses), _mean(retrain.corrected_losses)))
+        m["recovery_corrected_loss"] = (
+            None
+            if outcome.corrected_losses is None
+            else recovery(
+                _mean(outcome.corrected_losses), _mean(original.corrected_losses), _mean(retrain.corrected_losses)
+            )
+        )
     return m
-
-

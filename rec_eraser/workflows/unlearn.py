@@ -52,8 +52,16 @@ logger = logging.getLogger(__name__)
 
 # the update's settings are part of this module's API
 __all__ = [
-    "CALIBRATION_TARGETS", "DEFAULT_CALIBRATION", "DEFAULT_SOLVER", "ApplyResult", "Calibrate", "apply_events", "preview_update",
-    "training_memorisation", "validate_events", "version_memorisation",
+    "CALIBRATION_TARGETS",
+    "DEFAULT_CALIBRATION",
+    "DEFAULT_SOLVER",
+    "ApplyResult",
+    "Calibrate",
+    "apply_events",
+    "preview_update",
+    "training_memorisation",
+    "validate_events",
+    "version_memorisation",
 ]
 
 
@@ -75,15 +83,33 @@ class ApplyResult:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"run": self.run, "parent": self.parent, "version": self.version, "applied": self.applied, "skipped": self.skipped,
-                "problems": [p.to_dict() for p in self.problems], "removed": self.removed, "modified": self.modified,
-                "train_instances": self.train_instances, "solver": self.solver, "metrics": self.metrics, "seconds": self.seconds}
+        return {
+            "run": self.run,
+            "parent": self.parent,
+            "version": self.version,
+            "applied": self.applied,
+            "skipped": self.skipped,
+            "problems": [p.to_dict() for p in self.problems],
+            "removed": self.removed,
+            "modified": self.modified,
+            "train_instances": self.train_instances,
+            "solver": self.solver,
+            "metrics": self.metrics,
+            "seconds": self.seconds,
+        }
 
 
-def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None = None,
-                 damping: float | None = None, say: Say | None = None, on_gradient: Callable[[int], None] | None = None,
-                 calibrate: Calibrate | None = DEFAULT_CALIBRATION, memorisation: MemorisationGap | None = None,
-                 strict: bool = False) -> ApplyResult:
+def apply_events(
+    run_dir: Path | str,
+    events: Sequence[tuple[int | None, Event]],
+    solver: SolverConfig | None = None,
+    damping: float | None = None,
+    say: Say | None = None,
+    on_gradient: Callable[[int], None] | None = None,
+    calibrate: Calibrate | None = DEFAULT_CALIBRATION,
+    memorisation: MemorisationGap | None = None,
+    strict: bool = False,
+) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
@@ -118,18 +144,36 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
         name = registry.next_version()
         root = registry.lineage(parent)[-1]
         record = {
-            "version": name, "parent": parent, "kind": "unlearned", "created": now(),
-            "base_model": root["base_model"], "base_model_sha256": root.get("base_model_sha256"), "task": manifest["task"],
-            "data_hash": manifest["data_hash"], "recipe": root["recipe"], "train_instances": result.train_instances,
-            "events": result.applied, "edits": {"removed": result.removed, "modified": result.modified},
-            "solver": result.solver, "metrics": result.metrics,
+            "version": name,
+            "parent": parent,
+            "kind": "unlearned",
+            "created": now(),
+            "base_model": root["base_model"],
+            "base_model_sha256": root.get("base_model_sha256"),
+            "task": manifest["task"],
+            "data_hash": manifest["data_hash"],
+            "recipe": root["recipe"],
+            "train_instances": result.train_instances,
+            "events": result.applied,
+            "edits": {"removed": result.removed, "modified": result.modified},
+            "solver": result.solver,
+            "metrics": result.metrics,
         }
         say(f"writing {name}")
         save_version(work.loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
         try:
-            registry.append_ledger({"time": record["created"], "action": "apply", "version": name, "parent": parent,
-                                    "events": [e.id for e in work.todo], "skipped": [s["id"] for s in result.skipped],
-                                    "removed": result.removed, "modified": result.modified})
+            registry.append_ledger(
+                {
+                    "time": record["created"],
+                    "action": "apply",
+                    "version": name,
+                    "parent": parent,
+                    "events": [e.id for e in work.todo],
+                    "skipped": [s["id"] for s in result.skipped],
+                    "removed": result.removed,
+                    "modified": result.modified,
+                }
+            )
         except OSError as exc:  # the version is complete and current; the next writer recovers the ledger line
             logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
         result.version = name
@@ -137,10 +181,17 @@ def apply_events(run_dir: Path | str, events: Sequence[tuple[int | None, Event]]
     return result
 
 
-def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverConfig | None = None, damping: float | None = None,
-                   say: Say | None = None, calibrate: Calibrate | None = DEFAULT_CALIBRATION,
-                   memorisation: MemorisationGap | None = None, parent: str | None = None,
-                   strict: bool = False) -> tuple[LoadedModel | None, ApplyResult]:
+def preview_update(
+    run_dir: Path | str,
+    events: Sequence[Event],
+    solver: SolverConfig | None = None,
+    damping: float | None = None,
+    say: Say | None = None,
+    calibrate: Calibrate | None = DEFAULT_CALIBRATION,
+    memorisation: MemorisationGap | None = None,
+    parent: str | None = None,
+    strict: bool = False,
+) -> tuple[LoadedModel | None, ApplyResult]:
     """What :func:`apply_events` would do to ``parent`` (the current version by default),
     computed in memory: that version's model holding the update (``None`` when no training
     instance would change) and the result (``version`` is None). No version, ledger line or
@@ -151,8 +202,18 @@ def preview_update(run_dir: Path | str, events: Sequence[Event], solver: SolverC
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing():  # the same snapshot a write would see
-        work = _compute(registry, [(None, e) for e in events], solver, damping, say or (lambda _m: None), None, calibrate, memorisation,
-                        parent, strict)
+        work = _compute(
+            registry,
+            [(None, e) for e in events],
+            solver,
+            damping,
+            say or (lambda _m: None),
+            None,
+            calibrate,
+            memorisation,
+            parent,
+            strict,
+        )
     work.result.seconds = time.perf_counter() - t0
     return (work.loaded if work.plan is not None and work.plan.changed else None), work.result
 
@@ -168,9 +229,18 @@ class _Computed:
     manifest: dict[str, Any] = field(default_factory=dict)
 
 
-def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], solver: SolverConfig | None, damping: float | None,
-             say: Say, on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None,
-             memorisation: MemorisationGap | None, parent: str | None = None, strict: bool = False) -> _Computed:
+def _compute(
+    registry: Registry,
+    events: Sequence[tuple[int | None, Event]],
+    solver: SolverConfig | None,
+    damping: float | None,
+    say: Say,
+    on_gradient: Callable[[int], None] | None,
+    calibrate: Calibrate | None,
+    memorisation: MemorisationGap | None,
+    parent: str | None = None,
+    strict: bool = False,
+) -> _Computed:
     """Check ``events`` against ``parent`` (the current version by default), plan their edits and
     compute the update in memory (apply_events' docstring; ``strict``: refuse all on a bad one)."""
     run_dir = registry.run_dir
@@ -212,7 +282,9 @@ def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], sol
         lineage = registry.lineage(parent)
         if calibrate is not None and solver.method == "fisher":
             lineage_edits = set(registry.edited(parent))
-            gap = _given_gap(memorisation, lineage, calibrate) or recorded_memorisation(lineage, calibrate.reference_size, calibrate.seed)
+            gap = _given_gap(memorisation, lineage, calibrate) or recorded_memorisation(
+                lineage, calibrate.reference_size, calibrate.seed
+            )
             measured_now = 0.0
             if gap is None:
                 say(f"measuring {parent}'s memorisation gap (once per lineage)")
@@ -221,26 +293,39 @@ def _compute(registry: Registry, events: Sequence[tuple[int | None, Event]], sol
             gauge = Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
         solution, metrics = solve_update(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
         result.solver, result.metrics = solution.report.to_dict(), metrics
-        if gauge is not None and gauge.gap is not None:  # this request's retained change plus its lineage's, against the gap
+        if (
+            gauge is not None and gauge.gap is not None
+        ):  # this request's retained change plus its lineage's, against the gap
             drift = drift_check([{"kind": "unlearned", "metrics": result.metrics}, *lineage], gauge.gap.gap)
             result.metrics["drift"] = drift
             if drift["trusted"] is False:
-                logger.warning("the lineage's retained drift %.3g has reached the memorisation gap %.3g: retrain before trusting "
-                               "further approximate updates", drift["retained_drift"], gauge.gap.gap)
+                logger.warning(
+                    "the lineage's retained drift %.3g has reached the memorisation gap %.3g: retrain before trusting "
+                    "further approximate updates",
+                    drift["retained_drift"],
+                    gauge.gap.gap,
+                )
     return _Computed(result, todo, plan, loaded, manifest)
 
 
 def _run_index(run_dir: Path | str, task: str, training_set: list, train_split: list, ctx: PromptContext) -> RunIndex:
     """What events are checked against: every user's interactions in any split, and the run's items."""
-    return RunIndex.build(task, [training_set, train_split, *(load_instances(run_dir, s) for s in ("valid", "test"))], dict(ctx.titles))
+    return RunIndex.build(
+        task, [training_set, train_split, *(load_instances(run_dir, s) for s in ("valid", "test"))], dict(ctx.titles)
+    )
 
 
 def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventProblem]:
     """The problems ``apply_events`` would report for ``events`` against the current version, without applying anything."""
     registry = Registry(run_dir)
     train_split = load_instances(run_dir, "train")
-    index = _run_index(run_dir, load_manifest(run_dir)["task"], registry.training_set(registry.current(), train_split), train_split,
-                       PromptContext.of_run(run_dir))
+    index = _run_index(
+        run_dir,
+        load_manifest(run_dir)["task"],
+        registry.training_set(registry.current(), train_split),
+        train_split,
+        PromptContext.of_run(run_dir),
+    )
     problems = []
     for event in events:
         try:
@@ -250,21 +335,50 @@ def validate_events(run_dir: Path | str, events: Sequence[Event]) -> list[EventP
     return problems
 
 
-def version_memorisation(registry: Registry, version: str, loaded: Any, train_split: list, calibrate: Calibrate) -> MemorisationGap | None:
+def version_memorisation(
+    registry: Registry, version: str, loaded: Any, train_split: list, calibrate: Calibrate
+) -> MemorisationGap | None:
     """Measure ``version``'s memorisation gap with ``calibrate``'s sample (done once per lineage,
     then recorded and reused); ``loaded``: that version's model."""
     root_recipe = Recipe.from_dict(registry.lineage(version)[-1]["recipe"])
-    return _memorisation_of(registry.run_dir, root_recipe, version, loaded, registry.training_set(version, train_split),
-                            set(registry.edited(version)), registry.training_set("v0000", train_split), train_split, calibrate)
+    return _memorisation_of(
+        registry.run_dir,
+        root_recipe,
+        version,
+        loaded,
+        registry.training_set(version, train_split),
+        set(registry.edited(version)),
+        registry.training_set("v0000", train_split),
+        train_split,
+        calibrate,
+    )
 
 
-def _memorisation_of(run_dir: Path, root_recipe: Recipe, version: str, loaded: Any, training_set: list, edited_ids: set[str],
-                     ever_trained: list, train_split: list, calibrate: Calibrate) -> MemorisationGap | None:
+def _memorisation_of(
+    run_dir: Path,
+    root_recipe: Recipe,
+    version: str,
+    loaded: Any,
+    training_set: list,
+    edited_ids: set[str],
+    ever_trained: list,
+    train_split: list,
+    calibrate: Calibrate,
+) -> MemorisationGap | None:
     """The one wiring of the gap's sample (validation split, held-out users, size, seed) that
     requests and training share, so both measure the same figure."""
-    return measure_memorisation(partial(instance_losses, loaded), version, training_set, edited_ids, ever_trained, train_split,
-                                load_instances(run_dir, "valid"), calibrate.reference_size, calibrate.seed,
-                                held_out_instances(run_dir, root_recipe, train_split))
+    return measure_memorisation(
+        partial(instance_losses, loaded),
+        version,
+        training_set,
+        edited_ids,
+        ever_trained,
+        train_split,
+        load_instances(run_dir, "valid"),
+        calibrate.reference_size,
+        calibrate.seed,
+        held_out_instances(run_dir, root_recipe, train_split),
+    )
 
 
 def training_memorisation(run_dir: Path | str, recipe: Recipe, calibrate: Calibrate = DEFAULT_CALIBRATION) -> Measure:
@@ -276,20 +390,28 @@ def training_memorisation(run_dir: Path | str, recipe: Recipe, calibrate: Calibr
 
     def measure(loaded: LoadedModel, training_set: list[Instance]) -> dict[str, Any]:
         train_split = load_instances(run_dir, "train")
-        gap = _memorisation_of(run_dir, recipe, version_name(0), loaded, training_set, set(), training_set, train_split, calibrate)
+        gap = _memorisation_of(
+            run_dir, recipe, version_name(0), loaded, training_set, set(), training_set, train_split, calibrate
+        )
         return {} if gap is None else {"calibration": {"memorisation_gap": gap.to_dict()}}
 
     return measure
 
 
-def _given_gap(gap: MemorisationGap | None, lineage: list[dict[str, Any]], calibrate: Calibrate) -> MemorisationGap | None:
+def _given_gap(
+    gap: MemorisationGap | None, lineage: list[dict[str, Any]], calibrate: Calibrate
+) -> MemorisationGap | None:
     """A caller's gap, checked: measured on a version of this lineage, with ``calibrate``'s sample settings."""
     if gap is None:
         return None
     versions = [record["version"] for record in lineage]
     if gap.measured_on not in versions:
-        raise ValueError(f"the memorisation gap given was measured on {gap.measured_on!r}, not on a version of this lineage ({versions[0]})")
+        raise ValueError(
+            f"the memorisation gap given was measured on {gap.measured_on!r}, not on a version of this lineage ({versions[0]})"
+        )
     if (gap.reference_size, gap.seed) != (calibrate.reference_size, calibrate.seed):
-        raise ValueError(f"the memorisation gap given was measured with reference_size {gap.reference_size}, seed {gap.seed}; "
-                         f"the calibration asks for {calibrate.reference_size}, {calibrate.seed}")
+        raise ValueError(
+            f"the memorisation gap given was measured with reference_size {gap.reference_size}, seed {gap.seed}; "
+            f"the calibration asks for {calibrate.reference_size}, {calibrate.seed}"
+        )
     return gap

@@ -60,11 +60,18 @@ class Calibrate:
 
     def __post_init__(self) -> None:
         if self.target not in CALIBRATION_TARGETS:
-            raise ValueError(f"unknown calibration target {self.target!r}; expected one of {', '.join(CALIBRATION_TARGETS)}")
+            raise ValueError(
+                f"unknown calibration target {self.target!r}; expected one of {', '.join(CALIBRATION_TARGETS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"search": self.search.to_dict(), "reference_size": self.reference_size, "max_edited": self.max_edited, "seed": self.seed,
-                "target": self.target}
+        return {
+            "search": self.search.to_dict(),
+            "reference_size": self.reference_size,
+            "max_edited": self.max_edited,
+            "seed": self.seed,
+            "target": self.target,
+        }
 
     def matches(self, recorded: dict[str, Any] | None) -> bool:
         """Whether a version's recorded settings are these (a record from before ``target`` existed was "edited")."""
@@ -90,8 +97,14 @@ class Gauge:
     edited_ids: set[str]
 
 
-def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edited_ids: set[str], calibrate: Calibrate,
-                   losses: Callable[[Sequence], np.ndarray]) -> tuple[list, np.ndarray, list[int]]:
+def _retained_rows(
+    fisher: Any,
+    encoded: dict[str, Any],
+    training_set: list,
+    edited_ids: set[str],
+    calibrate: Calibrate,
+    losses: Callable[[Sequence], np.ndarray],
+) -> tuple[list, np.ndarray, list[int]]:
     """Unedited training instances of the Fisher's sample (up to ``reference_size``), their current
     losses (those of its per-instance passes: no second forward; or one forward each when its
     rows came from batched passes) and their rows in the Fisher. The retained-loss check before
@@ -99,8 +112,11 @@ def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edi
     edits (nearly) the whole sample, a seeded draw of other training instances (one forward
     each) with no rows."""
     instance_of = {id(encoded[z.id]): z for z in training_set}
-    rows = [(i, instance_of[id(s)]) for i, s in enumerate(fisher.samples)
-            if id(s) in instance_of and instance_of[id(s)].id not in edited_ids]
+    rows = [
+        (i, instance_of[id(s)])
+        for i, s in enumerate(fisher.samples)
+        if id(s) in instance_of and instance_of[id(s)].id not in edited_ids
+    ]
     if len(rows) > calibrate.reference_size:
         pick = np.random.default_rng(calibrate.seed).choice(len(rows), calibrate.reference_size, replace=False)
         rows = [rows[i] for i in np.sort(pick)]
@@ -113,16 +129,26 @@ def _retained_rows(fisher: Any, encoded: dict[str, Any], training_set: list, edi
     return retained, np.array([float(fisher.losses[i]) for i, _ in rows], dtype=float), [i for i, _ in rows]
 
 
-def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, retained: list, rows: list[int], gap: float,
-                           calibrate: Calibrate, removed_before: np.ndarray, corrected_before: np.ndarray,
-                           training_set: list) -> tuple[dict[str, Any], dict[str, float | None]]:
+def _reference_calibration(
+    engine: InfluenceEngine,
+    fisher: Any,
+    edits: list,
+    retained: list,
+    rows: list[int],
+    gap: float,
+    calibrate: Calibrate,
+    removed_before: np.ndarray,
+    corrected_before: np.ndarray,
+    training_set: list,
+) -> tuple[dict[str, Any], dict[str, float | None]]:
     """The "reference" target: the damping factor at which the retained rows, each whole user's
     removed alone (``whole_groups``), are predicted to move by ``gap`` on average
     (``reference_factor``, with how many rows and users, and its seconds), and the edited groups'
     mean losses after the update that it predicts to first order."""
     t0 = time.perf_counter()
-    chosen, spectrum, whole = engine.match_reference(fisher, rows, [z.user for z in retained], Counter(z.user for z in training_set),
-                                                     gap, calibrate.search)
+    chosen, spectrum, whole = engine.match_reference(
+        fisher, rows, [z.user for z in retained], Counter(z.user for z in training_set), gap, calibrate.search
+    )
     n = len(engine.train_samples)
     row_of = {id(z): i for i, z in enumerate(fisher.samples)}
     olds, news = old_samples(edits), new_samples(edits)
@@ -140,13 +166,25 @@ def _reference_calibration(engine: InfluenceEngine, fisher: Any, edits: list, re
         return spectrum.bilinear(e, rhs, chosen.factor) / n / len(group)
 
     removed_change, corrected_change = predicted_mean_change(removed_olds), predicted_mean_change(news)
-    targets = {"removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
-               "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change)}
-    return {**chosen.to_dict(), "users": chosen.groups, "whole_users": whole, "seconds": time.perf_counter() - t0}, targets
+    targets = {
+        "removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
+        "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change),
+    }
+    return {
+        **chosen.to_dict(),
+        "users": chosen.groups,
+        "whole_users": whole,
+        "seconds": time.perf_counter() - t0,
+    }, targets
 
 
-def encoded_edits(training_set: Sequence[Instance], new_forms: dict[str, Instance | None], tokenizer: Any,
-                  item_index: dict[str, int] | None, max_length: int) -> tuple[dict[str, Any], list[Removal | Replacement]]:
+def encoded_edits(
+    training_set: Sequence[Instance],
+    new_forms: dict[str, Instance | None],
+    tokenizer: Any,
+    item_index: dict[str, int] | None,
+    max_length: int,
+) -> tuple[dict[str, Any], list[Removal | Replacement]]:
     """The encoded training set (by id) and the engine's edits: each id of ``new_forms`` removed
     (``None``) or replaced by its new form, in ``new_forms``' order. The one translation from
     instances to the engine's edits, shared by the workflow, the benchmark and
@@ -156,14 +194,25 @@ def encoded_edits(training_set: Sequence[Instance], new_forms: dict[str, Instanc
     if unknown:
         raise ValueError(f"instance {unknown[0]!r} is not in the training set, so it cannot be removed or corrected")
     edits: list[Removal | Replacement] = [
-        Removal(encoded[i]) if new is None else Replacement(encoded[i], encode_instance(new, tokenizer, item_index, max_length))
-        for i, new in new_forms.items()]
+        Removal(encoded[i])
+        if new is None
+        else Replacement(encoded[i], encode_instance(new, tokenizer, item_index, max_length))
+        for i, new in new_forms.items()
+    ]
     return encoded, edits
 
 
-def influence_update(model: Any, tokenizer: Any, training_set: Sequence[Instance], removed: Sequence[Instance] = (),
-                     corrected: Sequence[Instance] = (), *, solver: SolverConfig = DEFAULT_SOLVER, damping: float | None = None,
-                     max_length: int = 512) -> Update:
+def influence_update(
+    model: Any,
+    tokenizer: Any,
+    training_set: Sequence[Instance],
+    removed: Sequence[Instance] = (),
+    corrected: Sequence[Instance] = (),
+    *,
+    solver: SolverConfig = DEFAULT_SOLVER,
+    damping: float | None = None,
+    max_length: int = 512,
+) -> Update:
     """The influence update of a model for removing and correcting training instances, with no run folder.
 
     Args:
@@ -188,16 +237,24 @@ def influence_update(model: Any, tokenizer: Any, training_set: Sequence[Instance
         raise ValueError("nothing to remove or correct")
     wrapped = model if isinstance(model, RecModel) else RecModel(model)
     encoded, edits = encoded_edits(training_set, new_forms, tokenizer, None, max_length)
-    update = InfluenceEngine(wrapped, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping,
-                             solver=solver).compute(edits)
+    update = InfluenceEngine(
+        wrapped, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver
+    ).compute(edits)
     if wrapped is not model:  # named as the caller's model's parameters, not the wrapper's
         update = Update(delta={name.removeprefix("lm."): d for name, d in update.delta.items()}, report=update.report)
     return update
 
 
-def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfig, damping: float | None,
-           on_gradient: Callable[[int], None] | None, calibrate: Calibrate | None = None,
-           gauge: Gauge | None = None) -> tuple[Any, dict[str, Any]]:
+def solve_update(
+    loaded: Any,
+    training_set: list,
+    plan: Any,
+    solver: SolverConfig,
+    damping: float | None,
+    on_gradient: Callable[[int], None] | None,
+    calibrate: Calibrate | None = None,
+    gauge: Gauge | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """Compute and apply the update in place; return it with losses before and after.
 
     With ``gauge`` (the memorisation gap and what measuring it cost this request), the damping
@@ -206,8 +263,13 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
     gradient passes measured already) and the trust check (the first-order prediction of the
     edited losses' change against the measured one).
     """
-    encoded, edits = encoded_edits(training_set, {i: plan.after[i] for i in plan.changed}, loaded.tokenizer, loaded.item_index,
-                                   loaded.recipe.max_length)
+    encoded, edits = encoded_edits(
+        training_set,
+        {i: plan.after[i] for i in plan.changed},
+        loaded.tokenizer,
+        loaded.item_index,
+        loaded.recipe.max_length,
+    )
     removed = [plan.before[i] for i in plan.removed]
     corrected = [plan.after[i] for i in plan.modified]
     corrected_old = [plan.before[i] for i in plan.modified]
@@ -217,12 +279,16 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
 
     removed_before, corrected_before, corrected_old_before = losses(removed), losses(corrected), losses(corrected_old)
     before = {"forgotten_loss": _mean(removed_before), "corrected_loss": _mean(corrected_before)}
-    engine = InfluenceEngine(loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver)
+    engine = InfluenceEngine(
+        loaded.model, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver
+    )
     engine.on_gradient = on_gradient
     objective, calibration, retained, retained_before, fisher, damping_factor = None, {}, [], None, None, None
     if gauge is not None and calibrate is not None:
         fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
-        retained, retained_before, rows = _retained_rows(fisher, encoded, training_set, gauge.edited_ids, calibrate, losses)
+        retained, retained_before, rows = _retained_rows(
+            fisher, encoded, training_set, gauge.edited_ids, calibrate, losses
+        )
         calibration["reference_seconds"] = gauge.seconds  # part of the request's cost (0 when reused)
         calibration["target"] = calibrate.target
         gap = gauge.gap
@@ -231,10 +297,22 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
         else:
             calibration["memorisation_gap"] = gap.to_dict()
             if gap.gap > 0 and calibrate.target == "reference" and not rows:  # falls through to the edited target below
-                calibration["note"] = "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
+                calibration["note"] = (
+                    "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
+                )
             if gap.gap > 0 and calibrate.target == "reference" and rows:
                 calibration["reference"], calibration["targets"] = _reference_calibration(
-                    engine, fisher, edits, retained, rows, gap.gap, calibrate, removed_before, corrected_before, training_set)
+                    engine,
+                    fisher,
+                    edits,
+                    retained,
+                    rows,
+                    gap.gap,
+                    calibrate,
+                    removed_before,
+                    corrected_before,
+                    training_set,
+                )
                 damping_factor = calibration["reference"]["factor"]
             elif gap.gap > 0:
                 rng = np.random.default_rng(calibrate.seed)
@@ -242,8 +320,14 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
                 # at most ``cap`` of each group, with the losses measured above (no second pass)
                 pick = lambda n: np.arange(n) if n <= cap else np.sort(rng.choice(n, cap, replace=False))  # noqa: E731
                 r, c = pick(len(removed)), pick(len(corrected))
-                objective = EditedLossObjective(losses, [removed[j] for j in r], [corrected[j] for j in c], gap.gap,
-                                                removed_before=removed_before[r], corrected_before=corrected_before[c])
+                objective = EditedLossObjective(
+                    losses,
+                    [removed[j] for j in r],
+                    [corrected[j] for j in c],
+                    gap.gap,
+                    removed_before=removed_before[r],
+                    corrected_before=corrected_before[c],
+                )
                 calibration["targets"] = objective.targets()
             else:
                 calibration["note"] = "no memorisation measured (gap <= 0): the smallest step of the search range"
@@ -252,21 +336,31 @@ def solve_update(loaded: Any, training_set: list, plan: Any, solver: SolverConfi
     elif objective is None and calibration.get("memorisation_gap", {}).get("gap", 1.0) <= 0:
         update = engine.compute(edits, damping_factor=calibrate.search.max_factor, fisher=fisher)
     else:
-        update = engine.compute(edits, objective=objective, calibration=calibrate.search if objective is not None else None,
-                                fisher=fisher)
+        update = engine.compute(
+            edits, objective=objective, calibration=calibrate.search if objective is not None else None, fisher=fisher
+        )
     update.apply(loaded.model)
     removed_after, corrected_after, corrected_old_after = losses(removed), losses(corrected), losses(corrected_old)
     after = {"forgotten_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
     metrics: dict[str, Any] = {"before": before, "after": after}
     if calibration:
-        measured = float((removed_after - removed_before).sum() + (corrected_old_after - corrected_old_before).sum()
-                         - (corrected_after - corrected_before).sum())
+        measured = float(
+            (removed_after - removed_before).sum()
+            + (corrected_old_after - corrected_old_before).sum()
+            - (corrected_after - corrected_before).sum()
+        )
         predicted = update.report.predicted_change
-        calibration["trust"] = {"predicted_change": predicted, "measured_change": measured,
-                                "ratio": measured / predicted if predicted else None}
+        calibration["trust"] = {
+            "predicted_change": predicted,
+            "measured_change": measured,
+            "ratio": measured / predicted if predicted else None,
+        }
         if len(retained):
-            calibration["retained_loss"] = {"before": float(retained_before.mean()), "after": float(losses(retained).mean()),
-                                            "instances": len(retained)}
+            calibration["retained_loss"] = {
+                "before": float(retained_before.mean()),
+                "after": float(losses(retained).mean()),
+                "instances": len(retained),
+            }
         calibration["settings"] = calibrate.to_dict()
         metrics["calibration"] = calibration
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the

@@ -34,7 +34,13 @@ def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         grad = x.T @ (1.0 / (1.0 + np.exp(-z)) - y) / len(y) + MU * w
         return loss, grad
 
-    res = minimize(objective, np.zeros(x.shape[1]), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 10_000})
+    res = minimize(
+        objective,
+        np.zeros(x.shape[1]),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 10_000},
+    )
     w = res.x
     for _ in range(5):  # Newton polish: L-BFGS alone stalls near 1e-8 in float64
         s = 1.0 / (1.0 + np.exp(-(x @ w)))

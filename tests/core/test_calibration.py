@@ -70,10 +70,19 @@ def _forget_loss_of(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
 
 
 def _engine(model, samples, n):
-    return InfluenceEngine(model, logistic_loss, samples[:n], collate, curvature="hessian", solver=SolverConfig(method="fisher", batch_size=40))
+    return InfluenceEngine(
+        model,
+        logistic_loss,
+        samples[:n],
+        collate,
+        curvature="hessian",
+        solver=SolverConfig(method="fisher", batch_size=40),
+    )
 
 
-def test_calibration_with_retrainings_figure_picks_what_a_brute_force_scan_against_retraining_picks(memorising_logistic):
+def test_calibration_with_retrainings_figure_picks_what_a_brute_force_scan_against_retraining_picks(
+    memorising_logistic,
+):
     x, y, w, samples, removed, retrained, n = memorising_logistic
     xf, yf = x[removed], y[removed]
     start, target = float(_bce(w, xf, yf).mean()), float(_bce(retrained, xf, yf).mean())
@@ -90,7 +99,10 @@ def test_calibration_with_retrainings_figure_picks_what_a_brute_force_scan_again
 
     model = _model(w)
     update = _engine(model, samples, n).compute(
-        edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / (target - start), calibration=CalibrationConfig(tol=1e-3, trials=40))
+        edits,
+        objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / (target - start),
+        calibration=CalibrationConfig(tol=1e-3, trials=40),
+    )
     chosen = update.report.calibration["factor"]
     assert update.report.calibration["reached"]
     assert abs(math.log10(chosen) - math.log10(brute_force)) <= 0.05, (chosen, brute_force)
@@ -109,7 +121,9 @@ def test_memorisation_gap_target_lands_near_retraining_without_retraining(memori
     assert gap.gap > 2 * gap.standard_error
     edits = [Removal(samples[i]) for i in removed]
     model = _model(w)
-    update = _engine(model, samples, n).compute(edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap.gap)
+    update = _engine(model, samples, n).compute(
+        edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap.gap
+    )
     update.apply(model)
     calibrated = _forget_loss_of(model, xf, yf)
     rule = _model(w)
@@ -171,19 +185,26 @@ def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float
     edits = [Removal(samples[i]) for i in forget]
 
     edited_model = _model(w)  # the edited instances' measured move equals the gap
-    _engine(edited_model, samples, n).compute(edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap).apply(edited_model)
+    _engine(edited_model, samples, n).compute(
+        edits, objective=lambda m: (_forget_loss_of(m, xf, yf) - start) / gap
+    ).apply(edited_model)
 
     reference_model = _model(w)  # the retained rows' predicted leave-one-out move averages the gap
     engine = _engine(reference_model, samples, n)
     fisher = engine.empirical_fisher(edits)
     removed = {id(samples[i]) for i in forget}
     rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]  # each point is its own "user"
-    chosen, _, whole = engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, gap,
-                                              CalibrationConfig(min_factor=1e-6, max_factor=1e6))
+    chosen, _, whole = engine.match_reference(
+        fisher, rows, rows, {row: 1 for row in rows}, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6)
+    )
     assert whole and chosen.groups == len(rows)
     engine.compute(edits, damping_factor=chosen.factor, fisher=fisher).apply(reference_model)
-    return {"retrain": retrain, "gap": gap, "edited": _forget_loss_of(edited_model, xf, yf) - start,
-            "reference": _forget_loss_of(reference_model, xf, yf) - start}
+    return {
+        "retrain": retrain,
+        "gap": gap,
+        "edited": _forget_loss_of(edited_model, xf, yf) - start,
+        "reference": _forget_loss_of(reference_model, xf, yf) - start,
+    }
 
 
 def test_reference_calibration_follows_retraining_across_forget_sets_the_gap_treats_alike(memorising_logistic):
@@ -194,7 +215,10 @@ def test_reference_calibration_follows_retraining_across_forget_sets_the_gap_tre
     x, y, w, *_ = memorising_logistic
     n = memorising_logistic[-1]
     order = np.argsort(_bce(w, x[:n], y[:n]))
-    hard, easy = _retrain_move_and_updates(memorising_logistic, order[-20:]), _retrain_move_and_updates(memorising_logistic, order[:20])
+    hard, easy = (
+        _retrain_move_and_updates(memorising_logistic, order[-20:]),
+        _retrain_move_and_updates(memorising_logistic, order[:20]),
+    )
     assert hard["retrain"] > 2 * hard["gap"] and easy["retrain"] < easy["gap"] / 10  # the gap is wrong for both
     for case in (hard, easy):
         assert abs(case["reference"] - case["retrain"]) < abs(case["edited"] - case["retrain"]) / 2, case
@@ -209,15 +233,23 @@ def test_whole_groups_keep_the_users_all_of_whose_instances_are_rows():
     from rec_eraser.core.calibration import whole_groups
 
     rows, users = [0, 1, 2, 5, 7], ["a", "a", "b", "c", "c"]
-    assert whole_groups(rows, users, {"a": 2, "b": 3, "c": 2}) == ([[0, 1], [5, 7]], True)  # b has 3 instances, 1 sampled
-    assert whole_groups(rows, users, {"a": 4, "b": 3, "c": 3}) == ([[0, 1], [2], [5, 7]], False)  # none whole: all, flagged
+    assert whole_groups(rows, users, {"a": 2, "b": 3, "c": 2}) == (
+        [[0, 1], [5, 7]],
+        True,
+    )  # b has 3 instances, 1 sampled
+    assert whole_groups(rows, users, {"a": 4, "b": 3, "c": 3}) == (
+        [[0, 1], [2], [5, 7]],
+        False,
+    )  # none whole: all, flagged
 
 
 def test_reference_factor_stops_at_the_upper_end_when_even_the_shortest_step_moves_too_much():
     from rec_eraser.core.calibration import reference_factor
     from rec_eraser.core.fisher import EmpiricalFisher
 
-    spectrum = EmpiricalFisher(torch.randn(8, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)).influence_spectrum(0.5)
+    spectrum = EmpiricalFisher(
+        torch.randn(8, 20, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ).influence_spectrum(0.5)
     tiny = reference_factor(spectrum, [[0], [1]], 10, 1e-12, CalibrationConfig(max_factor=10.0))
     assert not tiny.reached and tiny.factor == pytest.approx(10.0) and tiny.predicted > 1e-12
 
@@ -236,7 +268,9 @@ def test_reference_prediction_is_bounded_by_the_sample_fraction():
     full_rank = EmpiricalFisher(torch.randn(12, 30, generator=generator, dtype=torch.float64)).influence_spectrum(0.5)
     limit = reference_factor(full_rank, groups, n, 10.0, near_zero)
     assert not limit.reached and limit.predicted == pytest.approx(12 / n, rel=1e-6)
-    low_rank_rows = torch.randn(12, 4, generator=generator, dtype=torch.float64) @ torch.randn(4, 30, generator=generator, dtype=torch.float64)
+    low_rank_rows = torch.randn(12, 4, generator=generator, dtype=torch.float64) @ torch.randn(
+        4, 30, generator=generator, dtype=torch.float64
+    )
     low_rank = EmpiricalFisher(low_rank_rows).influence_spectrum(0.5)
     assert reference_factor(low_rank, groups, n, 10.0, near_zero).predicted < 12 / n
     assert reference_factor(full_rank, groups, n, 0.9 * 12 / n, near_zero).reached

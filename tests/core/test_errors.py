@@ -13,16 +13,30 @@ from .conftest import collate, logistic_loss
 
 
 def make_engine(problem, **cfg) -> InfluenceEngine:
-    return InfluenceEngine(problem.model(), logistic_loss, problem.samples, collate, damping=0.0, solver=SolverConfig(**cfg))
+    return InfluenceEngine(
+        problem.model(), logistic_loss, problem.samples, collate, damping=0.0, solver=SolverConfig(**cfg)
+    )
 
 
-@pytest.mark.parametrize("bad", [dict(method="newton"), dict(tol=0), dict(batch_size=0), dict(preconditioner="jacobi"), dict(sample_size=0), dict(lissa_scale=0.4)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(method="newton"),
+        dict(tol=0),
+        dict(batch_size=0),
+        dict(preconditioner="jacobi"),
+        dict(sample_size=0),
+        dict(lissa_scale=0.4),
+    ],
+)
 def test_invalid_solver_settings_are_refused(bad):
     from rec_eraser.errors import RecEraserError
 
     with pytest.raises(SolverConfigError) as refused:
         SolverConfig(**bad)
-    assert isinstance(refused.value, RecEraserError) and isinstance(refused.value, ValueError)  # callers' except clauses still work
+    assert isinstance(refused.value, RecEraserError) and isinstance(
+        refused.value, ValueError
+    )  # callers' except clauses still work
 
 
 def test_empty_or_mistyped_edits_are_refused(logistic):
@@ -48,7 +62,9 @@ def test_non_finite_values_raise(logistic):
     def broken_loss(model, batch):
         return logistic_loss(model, batch) * torch.tensor(float("nan"))
 
-    engine = InfluenceEngine(logistic.model(), broken_loss, logistic.samples, collate, damping=1.0, solver=SolverConfig(method="cg"))
+    engine = InfluenceEngine(
+        logistic.model(), broken_loss, logistic.samples, collate, damping=1.0, solver=SolverConfig(method="cg")
+    )
     with pytest.raises(SolverError):
         engine.compute([Removal(logistic.samples[0])])
 
@@ -79,6 +95,7 @@ def test_update_for_another_model_is_refused_and_changes_nothing(logistic):
 
 def test_ggn_equals_hessian_for_a_linear_model_with_a_convex_output_loss(logistic):
     """For f linear in θ, ∇²ℓ = Jᵀ∇²_out ℓ J exactly: the two curvature kinds must agree."""
+
     def outputs(model, batch):
         return model(batch[0]).squeeze(-1)
 
@@ -88,7 +105,15 @@ def test_ggn_equals_hessian_for_a_linear_model_with_a_convex_output_loss(logisti
     loss = OutputLoss(outputs, bce)
     edits = [Removal(z) for z in logistic.samples[:5]]
     results = [
-        InfluenceEngine(logistic.model(), loss, logistic.samples, collate, curvature=kind, damping=1e-2, solver=SolverConfig(method="exact")).compute(edits)
+        InfluenceEngine(
+            logistic.model(),
+            loss,
+            logistic.samples,
+            collate,
+            curvature=kind,
+            damping=1e-2,
+            solver=SolverConfig(method="exact"),
+        ).compute(edits)
         for kind in ("hessian", "ggn")
     ]
     assert torch.allclose(results[0].delta["weight"], results[1].delta["weight"], rtol=1e-10, atol=1e-14)

@@ -39,25 +39,38 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     sample_size = 60
     removed = [3, 17, 512]
     flipped = 40
-    engine = InfluenceEngine(logistic.model(), logistic_loss, logistic.samples, collate, damping=damping,
-                             solver=SolverConfig(method="fisher", sample_size=sample_size, seed=0))
+    engine = InfluenceEngine(
+        logistic.model(),
+        logistic_loss,
+        logistic.samples,
+        collate,
+        damping=damping,
+        solver=SolverConfig(method="fisher", sample_size=sample_size, seed=0),
+    )
     new = (logistic.samples[flipped][0], 1.0 - logistic.samples[flipped][1])
     edits = [Removal(logistic.samples[i]) for i in removed] + [Replacement(logistic.samples[flipped], new)]
     update = engine.compute(edits)
 
     # the curvature sub-sample: the edited instances first, then the engine's seeded draw
     chosen = engine.curvature_samples(edits)
-    assert len(chosen) == sample_size and all(any(s is c for c in chosen) for s in (logistic.samples[i] for i in removed + [flipped]))
+    assert len(chosen) == sample_size and all(
+        any(s is c for c in chosen) for s in (logistic.samples[i] for i in removed + [flipped])
+    )
     index = {id(s): i for i, s in enumerate(logistic.samples)}
     flipped_new = problem_copy_with_label(logistic, flipped, 1.0 - logistic.y[flipped])
     # the replacement's new form joins the sample (b holds its gradient)
-    g = np.vstack([closed_form_gradients(logistic, [index[id(s)] for s in chosen]), closed_form_gradients(flipped_new, [flipped])])
+    g = np.vstack(
+        [closed_form_gradients(logistic, [index[id(s)] for s in chosen]), closed_form_gradients(flipped_new, [flipped])]
+    )
     fisher = g.T @ g / (sample_size + 1)
     expected_damping = 0.03 * np.trace(fisher @ fisher) / np.trace(fisher) if damping is None else damping
     assert update.report.damping == pytest.approx(expected_damping, rel=1e-8)
 
-    b = (closed_form_gradients(logistic, removed).sum(0) + closed_form_gradients(logistic, [flipped])[0]
-         - closed_form_gradients(flipped_new, [flipped])[0]) / n
+    b = (
+        closed_form_gradients(logistic, removed).sum(0)
+        + closed_form_gradients(logistic, [flipped])[0]
+        - closed_form_gradients(flipped_new, [flipped])[0]
+    ) / n
     expected = np.linalg.solve(fisher + expected_damping * np.eye(fisher.shape[0]), b)
     got = update.delta["weight"].reshape(-1).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-8, atol=1e-12)
@@ -76,7 +89,9 @@ def problem_copy_with_label(problem, row: int, label: float):
 
 def test_fisher_removal_raises_the_removed_loss(logistic):
     model = logistic.model()
-    engine = InfluenceEngine(model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=100))
+    engine = InfluenceEngine(
+        model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=100)
+    )
     z = logistic.samples[7]
     before = float(logistic_loss(model, collate([z])).detach())
     engine.compute([Removal(z)]).apply(model)
@@ -106,8 +121,13 @@ def test_damping_groups_apply_the_rule_to_each_block_and_solve_with_the_diagonal
     model = TwoScaleLogistic(logistic.x.shape[1])
     samples = logistic.samples[:80]
     edits = [Removal(samples[3]), Removal(samples[17])]
-    engine = InfluenceEngine(model, two_scale_loss, samples, collate,
-                             solver=SolverConfig(method="fisher", sample_size=40, damping_groups=("side.",)))
+    engine = InfluenceEngine(
+        model,
+        two_scale_loss,
+        samples,
+        collate,
+        solver=SolverConfig(method="fisher", sample_size=40, damping_groups=("side.",)),
+    )
     update = engine.compute(edits)
 
     grads = []
@@ -124,11 +144,22 @@ def test_damping_groups_apply_the_rule_to_each_block_and_solve_with_the_diagonal
     assert expected["side."] > 100 * expected["other"]  # one shared λ would be set by the side block
     assert update.report.damping == pytest.approx(expected["other"])
 
-    b = sum(np.concatenate([t.reshape(-1).numpy() for t in torch.autograd.grad(two_scale_loss(model, collate([e.sample])), [model.head.weight, model.side.weight])])
-            for e in edits) / len(samples)
+    b = sum(
+        np.concatenate(
+            [
+                t.reshape(-1).numpy()
+                for t in torch.autograd.grad(
+                    two_scale_loss(model, collate([e.sample])), [model.head.weight, model.side.weight]
+                )
+            ]
+        )
+        for e in edits
+    ) / len(samples)
     d = np.concatenate([np.full(p_head, expected["other"]), np.full(10, expected["side."])])
     dense = np.linalg.solve(g.T @ g / len(g) + np.diag(d), b)
-    got = np.concatenate([update.delta["head.weight"].reshape(-1).numpy(), update.delta["side.weight"].reshape(-1).numpy()])
+    got = np.concatenate(
+        [update.delta["head.weight"].reshape(-1).numpy(), update.delta["side.weight"].reshape(-1).numpy()]
+    )
     np.testing.assert_allclose(got, dense, rtol=1e-8, atol=1e-14)
 
 
@@ -144,18 +175,26 @@ def test_batched_per_instance_gradients_equal_one_pass_per_instance():
     task = make_toy_task(n_train=12, rank=2, train_steps=20)  # LoRA-style: every trainable parameter in an nn.Linear
     space = ParameterSpace(task.model)
     with deterministic_mode(task.model):
-        single = EmpiricalFisher.from_samples(task.model, task.loss_fn, space, task.train, ToyTask.collate, batch_size=1)
+        single = EmpiricalFisher.from_samples(
+            task.model, task.loss_fn, space, task.train, ToyTask.collate, batch_size=1
+        )
         seen: list[int] = []
-        batched = EmpiricalFisher.from_samples(task.model, task.loss_fn, space, task.train, ToyTask.collate, seen.append, batch_size=5)
+        batched = EmpiricalFisher.from_samples(
+            task.model, task.loss_fn, space, task.train, ToyTask.collate, seen.append, batch_size=5
+        )
     assert single.passes == 12 and batched.passes == 3 and seen == [5, 10, 12]
-    torch.testing.assert_close(batched.gradients, single.gradients, rtol=1e-5, atol=1e-6 * float(single.gradients.abs().max()))
+    torch.testing.assert_close(
+        batched.gradients, single.gradients, rtol=1e-5, atol=1e-6 * float(single.gradients.abs().max())
+    )
 
 
 def test_a_loss_with_a_term_outside_the_layers_falls_back_to_one_pass_per_instance(logistic):
     # BCE + (MU/2)||w||^2: the regulariser's gradient reaches w directly, not through the layer's output
     model, rows = logistic.model(), [0, 1, 2, 3, 4]
     space = ParameterSpace(model)
-    fisher = EmpiricalFisher.from_samples(model, logistic_loss, space, [logistic.samples[i] for i in rows], collate, batch_size=4)
+    fisher = EmpiricalFisher.from_samples(
+        model, logistic_loss, space, [logistic.samples[i] for i in rows], collate, batch_size=4
+    )
     assert fisher.passes == 1 + len(rows)  # the batched pass that found the gap, then one per instance
     np.testing.assert_allclose(fisher.gradients.numpy(), closed_form_gradients(logistic, rows), rtol=1e-10)
 
@@ -169,7 +208,9 @@ def closed_form_losses(problem, rows: list[int]) -> np.ndarray:
 
 def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
     model = logistic.model()
-    engine = InfluenceEngine(model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=30, seed=1))
+    engine = InfluenceEngine(
+        model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=30, seed=1)
+    )
     edits = [Removal(logistic.samples[i]) for i in (5, 9)]
     fisher = engine.empirical_fisher(edits)
     index = {id(s): i for i, s in enumerate(logistic.samples)}
@@ -180,7 +221,10 @@ def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
     np.testing.assert_allclose(fisher.gradients.numpy(), closed_form_gradients(logistic, rows), rtol=1e-10)
     given, fresh = engine.compute(edits, fisher=fisher), engine.compute(edits)
     np.testing.assert_allclose(given.delta["weight"].numpy(), fresh.delta["weight"].numpy(), rtol=1e-12)
-    assert given.report.seconds >= fisher.seconds > 0 and given.report.gradient_passes == fresh.report.gradient_passes == 30
+    assert (
+        given.report.seconds >= fisher.seconds > 0
+        and given.report.gradient_passes == fresh.report.gradient_passes == 30
+    )
     with pytest.raises(ValueError, match="not built by empirical_fisher"):
         engine.compute([Removal(logistic.samples[6])], fisher=fisher)
 
@@ -188,8 +232,14 @@ def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
 def test_b_falls_back_to_its_own_passes_when_the_rows_miss_an_edited_instance(logistic):
     # a sample size of n takes the training set as given: an edit of an equal copy is not among its rows
     n = len(logistic.samples)
-    engine = InfluenceEngine(logistic.model(), logistic_loss, logistic.samples, collate, damping=1e-3,
-                             solver=SolverConfig(method="fisher", sample_size=n, batch_size=4))
+    engine = InfluenceEngine(
+        logistic.model(),
+        logistic_loss,
+        logistic.samples,
+        collate,
+        damping=1e-3,
+        solver=SolverConfig(method="fisher", sample_size=n, batch_size=4),
+    )
     copy = (logistic.samples[3][0].clone(), logistic.samples[3][1].clone())
     update = engine.compute([Removal(copy)])
     assert update.report.gradient_passes == n + 1  # the rows, then one batch for b

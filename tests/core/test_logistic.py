@@ -31,7 +31,9 @@ def engine(problem, method: str, **cfg) -> InfluenceEngine:
     if "max_iters" in method_settings(method):  # the iterative ones; the others refuse a setting they would ignore
         settings["max_iters"] = 5000
     settings.update(cfg)
-    return InfluenceEngine(problem.model(), logistic_loss, problem.samples, collate, damping=0.0, solver=SolverConfig(**settings))
+    return InfluenceEngine(
+        problem.model(), logistic_loss, problem.samples, collate, damping=0.0, solver=SolverConfig(**settings)
+    )
 
 
 def test_exact_removal_matches_leave_k_out_retraining(logistic):
@@ -80,7 +82,9 @@ def test_iterative_solvers_match_exact(logistic, method, kind):
 def test_removal_raises_the_removed_loss_as_first_order_predicted(logistic):
     z = logistic.samples[REMOVED[0]]
     model = logistic.model()
-    update = InfluenceEngine(model, logistic_loss, logistic.samples, collate, damping=0.0, solver=SolverConfig(method="exact")).compute([Removal(z)])
+    update = InfluenceEngine(
+        model, logistic_loss, logistic.samples, collate, damping=0.0, solver=SolverConfig(method="exact")
+    ).compute([Removal(z)])
     batch = collate([z])
     before = logistic_loss(model, batch)
     (grad,) = torch.autograd.grad(before, [model.weight])
@@ -122,5 +126,7 @@ def test_adam_reference_recipe_moves_at_most_its_step_budget_and_converges_with_
     assert reference.report.relative_residual > 0.9 and not reference.report.converged
     assert reference.report.hvps == 20 + len(logistic.samples) // 50  # its steps, then the residual's full product
     # the same optimiser with a step matched to the solution's scale and enough full-batch steps finds it
-    tuned = engine(logistic, "adam", max_iters=3000, lr=1e-3, batch_size=len(logistic.samples), max_residual=float("inf")).compute(edits)
+    tuned = engine(
+        logistic, "adam", max_iters=3000, lr=1e-3, batch_size=len(logistic.samples), max_residual=float("inf")
+    ).compute(edits)
     assert rel(delta_of(tuned), exact) < 0.05

@@ -39,8 +39,9 @@ def test_the_preconditioner_is_the_damped_gradient_second_moment_on_its_span_and
     assert torch.allclose(basis @ torch.diag(mu) @ basis.T, second_moment, atol=1e-5 * float(second_moment.abs().max()))
     lam = 0.1 * float(mu.mean())
     projector = basis @ basis.T
-    expected_p = projector @ (second_moment + lam * torch.eye(space.dim, dtype=torch.float64)) @ projector \
-        + (float(mu.min()) + lam) * (torch.eye(space.dim, dtype=torch.float64) - projector)
+    expected_p = projector @ (second_moment + lam * torch.eye(space.dim, dtype=torch.float64)) @ projector + (
+        float(mu.min()) + lam
+    ) * (torch.eye(space.dim, dtype=torch.float64) - projector)
     v = torch.randn(space.dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     got = lowrank.inverse_product(v.float(), lam).double()
     assert torch.allclose(got, torch.linalg.solve(expected_p, v), rtol=1e-3, atol=1e-4 * float(got.abs().max()))

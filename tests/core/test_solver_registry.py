@@ -48,8 +48,14 @@ def delta_of(update) -> np.ndarray:
 
 def engine(problem, method: str) -> InfluenceEngine:
     iterations = {"max_iters": 5000} if method == "steepest" else {}
-    return InfluenceEngine(problem.model(), logistic_loss, problem.samples, collate, damping=0.0,
-                           solver=SolverConfig(method=method, tol=1e-9, batch_size=1000, **iterations))
+    return InfluenceEngine(
+        problem.model(),
+        logistic_loss,
+        problem.samples,
+        collate,
+        damping=0.0,
+        solver=SolverConfig(method=method, tol=1e-9, batch_size=1000, **iterations),
+    )
 
 
 def test_a_registered_solver_is_used_and_reported(logistic, registered):
@@ -78,7 +84,9 @@ def test_the_built_in_names():
 def test_for_method_applies_the_registered_recommendations(registered):
     assert SolverConfig.for_method("cg").preconditioner == "auto"
     assert SolverConfig.for_method("cg", preconditioner=None).preconditioner is None  # a setting given wins
-    assert SolverConfig.for_method("cg", sample_size=8) == SolverConfig(method="cg", preconditioner="auto", sample_size=8)
+    assert SolverConfig.for_method("cg", sample_size=8) == SolverConfig(
+        method="cg", preconditioner="auto", sample_size=8
+    )
     assert SolverConfig.for_method("fisher") == SolverConfig(method="fisher")
     assert SolverConfig.for_method("steepest") == SolverConfig(method="steepest")
 

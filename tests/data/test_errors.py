@@ -77,8 +77,11 @@ def test_user_not_in_user_file(ml_dir: Path) -> None:
 
 
 def test_user_with_empty_history(ml_dir: Path) -> None:
-    write_atomic(ml_dir / "ml-100k.user", ML_USER, [[1, 24, "M", "x", 1], [2, 53, "F", "x", 2],
-                                                    [3, 23, "M", "x", 3], [5, 30, "F", "x", 5]])
+    write_atomic(
+        ml_dir / "ml-100k.user",
+        ML_USER,
+        [[1, 24, "M", "x", 1], [2, 53, "F", "x", 2], [3, 23, "M", "x", 3], [5, 30, "F", "x", 5]],
+    )
     expect(ml_dir / "ml-100k.user", 5, "user_id", ml_dir, "user '5' has an empty history")
 
 
@@ -109,6 +112,6 @@ def test_bad_mapping_files(tmp_path: Path) -> None:
     path.write_text('[fields]\nuser = "u"\nitem = "i"\nrate = "r"\n')
     with pytest.raises(DatasetError, match=r"field 'rate': unknown key in \[fields\]"):
         load_mapping(path)
-    path.write_text('[fields\n')
+    path.write_text("[fields\n")
     with pytest.raises(DatasetError, match="not valid TOML"):
         load_mapping(path)

@@ -14,8 +14,13 @@ from tests.data.conftest import LASTFM_INTER, write_atomic
 def test_known_mappings() -> None:
     assert {"ml-100k", "lastfm", "steam"} <= set(known_datasets())
     ml, fm, steam = mapping_for("ml-100k"), mapping_for("lastfm"), mapping_for("steam")
-    assert (ml.user, ml.item, ml.rating, ml.timestamp, ml.title) == ("user_id", "item_id", "rating", "timestamp",
-                                                                     "movie_title")
+    assert (ml.user, ml.item, ml.rating, ml.timestamp, ml.title) == (
+        "user_id",
+        "item_id",
+        "rating",
+        "timestamp",
+        "movie_title",
+    )
     assert (fm.item, fm.rating, fm.timestamp, fm.title) == ("artist_id", None, None, "name")
     assert (steam.item, steam.item_file_key, steam.rating, steam.title) == ("product_id", "id", None, "app_name")
     assert (ml.noun, fm.noun, steam.noun) == ("movie", "artist", "game")
@@ -42,8 +47,11 @@ def test_root_may_be_the_parent_folder(ml_dir: Path) -> None:
 
 
 def test_lastfm_format(lastfm_dir: Path) -> None:
-    for data in (load_dataset("lastfm", root=lastfm_dir), load_dataset(lastfm_dir),
-                 load_dataset(lastfm_dir / "lastfm.inter")):
+    for data in (
+        load_dataset("lastfm", root=lastfm_dir),
+        load_dataset(lastfm_dir),
+        load_dataset(lastfm_dir / "lastfm.inter"),
+    ):
         assert (len(data.users), len(data.items), len(data.interactions)) == (2, 4, 5)
         assert all(x.rating is None and x.timestamp is None for x in data.interactions)
         assert [x.item for x in data.interactions] == ["51", "52", "53", "54", "51"]
@@ -88,12 +96,17 @@ def test_missing_user_dataset_says_where_to_put_it(tmp_path: Path, monkeypatch: 
 
 def test_new_dataset_is_a_mapping_file(tmp_path: Path) -> None:
     d = tmp_path / "shop"
-    write_atomic(d / "shop.inter", ["uid:token", "sku:token", "stars:float", "ts:float"],
-                 [["u1", "s1", 5, 2], ["u1", "s2", 1, 1]])
+    write_atomic(
+        d / "shop.inter",
+        ["uid:token", "sku:token", "stars:float", "ts:float"],
+        [["u1", "s1", 5, 2], ["u1", "s2", 1, 1]],
+    )
     with pytest.raises(DatasetError, match=r"no field mapping for 'shop'"):
         load_dataset(d)
-    (d / "shop.toml").write_text('[fields]\nuser = "uid"\nitem = "sku"\nrating = "stars"\ntimestamp = "ts"\n'
-                                 '[prompt]\nnoun = "product"\nverb_past = "bought"\n')
+    (d / "shop.toml").write_text(
+        '[fields]\nuser = "uid"\nitem = "sku"\nrating = "stars"\ntimestamp = "ts"\n'
+        '[prompt]\nnoun = "product"\nverb_past = "bought"\n'
+    )
     data = load_dataset(d)
     assert [(x.item, x.rating, x.timestamp) for x in data.interactions] == [("s1", 5.0, 2.0), ("s2", 1.0, 1.0)]
     assert data.mapping.noun == "product" and data.title("s1") == "s1"  # no .item file: ids stand in

@@ -146,11 +146,10 @@ def test_windows_cover_every_transition_once() -> None:
 
 def test_popularity_baseline_by_hand() -> None:
     # training counts: x 3, y 2, z 1; test targets: a -> y (seen by a), b -> z, c -> x
-    data = make_dataset({"a": ["x", "y", "x", "v", "y"], "b": ["x", "y", "z", "w", "z"],
-                         "c": ["z", "v", "w", "x"]})
+    data = make_dataset({"a": ["x", "y", "x", "v", "y"], "b": ["x", "y", "z", "w", "z"], "c": ["z", "v", "w", "x"]})
     # training counts x 3, y 2, z 2, v 1, w 0: ranking x > (y = z) > v > w; a tie counts as the
     # expectation over a random order of the tied items
-    assert popularity_hit_at_k(data, k=1, exclude_seen=False) == pytest.approx(1 / 3)   # only c (x)
+    assert popularity_hit_at_k(data, k=1, exclude_seen=False) == pytest.approx(1 / 3)  # only c (x)
     # a (y) and b (z) rank 2 or 3: half a hit each at k = 2; c (x) a whole one
     assert popularity_hit_at_k(data, k=2, exclude_seen=False) == pytest.approx((0.5 + 0.5 + 1) / 3)
     # excluding seen items (other than the target): a: x, v seen -> y ties with z for first (1/2);

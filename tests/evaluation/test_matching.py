@@ -15,38 +15,44 @@ def test_normalize_casefolds_collapses_and_strips_edges() -> None:
     assert normalize(" ?!. ") == ""
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("Heat", 2),
-    (" heat.", 2),  # casefold, leading space, trailing period
-    ('"Heat"', 2),  # surrounding quotes
-    ("'Heat'.", 2),
-    ("**Heat**", 2),  # Markdown emphasis
-    ("  the   USUAL suspects ", 3),  # whitespace collapsed
-    ("The answer is Heat", 2),  # containment
-    ("Heat [CansEmb]", 2),  # the item token echoed after the title
-    ("Heat\nThis user has watched Fargo", 2),  # only the first line is read
-    ("\n\n  Heat\nFargo", 2),  # ... the first non-empty one
-    ("Heat or Fargo", None),  # two candidates named: ambiguous
-    ("Fargo\n", 4),
-    ("Casablanca", None),  # names no candidate
-    ("", None),
-    ("  \n \n", None),
-    ("...", None),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Heat", 2),
+        (" heat.", 2),  # casefold, leading space, trailing period
+        ('"Heat"', 2),  # surrounding quotes
+        ("'Heat'.", 2),
+        ("**Heat**", 2),  # Markdown emphasis
+        ("  the   USUAL suspects ", 3),  # whitespace collapsed
+        ("The answer is Heat", 2),  # containment
+        ("Heat [CansEmb]", 2),  # the item token echoed after the title
+        ("Heat\nThis user has watched Fargo", 2),  # only the first line is read
+        ("\n\n  Heat\nFargo", 2),  # ... the first non-empty one
+        ("Heat or Fargo", None),  # two candidates named: ambiguous
+        ("Fargo\n", 4),
+        ("Casablanca", None),  # names no candidate
+        ("", None),
+        ("  \n \n", None),
+        ("...", None),
+    ],
+)
 def test_match_answer_basic(answer: str, expected: int | None) -> None:
     titles = ["Alien", "Aliens", "Heat", "The Usual Suspects", "Fargo"]
     assert match_answer(answer, titles) == expected
 
 
-@pytest.mark.parametrize(("answer", "expected"), [
-    ("Aliens", 1),  # exact match wins over the contained "Alien"
-    ("Alien", 0),
-    ("I think Aliens.", 1),  # "Alien" is not a whole word inside "Aliens"
-    ("Alien 3", 2),
-    ("The answer is Alien 3.", 2),  # "Alien" only occurs inside the longer "Alien 3": the longest wins
-    ("Alien, not Alien 3", None),  # both named separately: ambiguous
-    ("Alien or Aliens", None),
-])
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ("Aliens", 1),  # exact match wins over the contained "Alien"
+        ("Alien", 0),
+        ("I think Aliens.", 1),  # "Alien" is not a whole word inside "Aliens"
+        ("Alien 3", 2),
+        ("The answer is Alien 3.", 2),  # "Alien" only occurs inside the longer "Alien 3": the longest wins
+        ("Alien, not Alien 3", None),  # both named separately: ambiguous
+        ("Alien or Aliens", None),
+    ],
+)
 def test_match_answer_prefers_the_longest_of_nested_titles(answer: str, expected: int | None) -> None:
     assert match_answer(answer, ["Alien", "Aliens", "Alien 3"]) == expected
 

@@ -39,11 +39,13 @@ def test_generation_metrics_no_valid_answer_and_errors() -> None:
 
 
 def test_ranking_metrics_hand_computed() -> None:
-    scores = np.array([
-        [0.1, 0.9, 0.5, 0.3, 0.2, 0.0, -1.0],  # target 2 (0.5): one higher -> rank 2
-        [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # target 5 (2.0): rank 6, outside top 5, inside top 10
-        [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, -np.inf],  # target 2: rank 1
-    ])
+    scores = np.array(
+        [
+            [0.1, 0.9, 0.5, 0.3, 0.2, 0.0, -1.0],  # target 2 (0.5): one higher -> rank 2
+            [7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0],  # target 5 (2.0): rank 6, outside top 5, inside top 10
+            [0.0, 0.0, 3.0, 0.0, 0.0, 0.0, -np.inf],  # target 2: rank 1
+        ]
+    )
     targets = np.array([2, 5, 2])
     assert rank_bounds(scores, targets)[1].tolist() == [2, 6, 1]
     out = ranking_metrics(scores, targets)

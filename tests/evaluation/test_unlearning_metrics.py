@@ -35,7 +35,11 @@ def test_agreements_by_hand():
 
 
 def test_missing_figures_give_no_recovery_and_nan_scores_never_rank_first():
-    assert recovery(None, 0.5, 0.7) is None and recovery(0.6, float("nan"), 0.7) is None and recovery(0.6, 0.5, None) is None
+    assert (
+        recovery(None, 0.5, 0.7) is None
+        and recovery(0.6, float("nan"), 0.7) is None
+        and recovery(0.6, 0.5, None) is None
+    )
     assert recovery(0.6, 0.5, 0.7) == pytest.approx(0.5)
     diverged = np.array([[np.nan, 0.1, 0.2], [np.nan, np.nan, np.nan]])
     healthy = np.array([[0.0, 0.1, 0.9], [0.5, 0.1, 0.2]])

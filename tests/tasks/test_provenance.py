@@ -8,16 +8,26 @@ from rec_eraser.data import Dataset
 from rec_eraser.tasks import Instance, Source, build_llara, build_tallrec
 
 # instance position -> .inter lines of its history then target (see conftest)
-LINES = {("1", 1): [4, 2], ("1", 2): [4, 2, 5], ("1", 3): [4, 2, 5, 7], ("1", 4): [4, 2, 5, 7, 8],
-         ("2", 1): [3, 6], ("2", 2): [3, 6, 10]}
+LINES = {
+    ("1", 1): [4, 2],
+    ("1", 2): [4, 2, 5],
+    ("1", 3): [4, 2, 5, 7],
+    ("1", 4): [4, 2, 5, 7, 8],
+    ("2", 1): [3, 6],
+    ("2", 2): [3, 6, 10],
+}
 
 
 def test_instances_list_their_interaction_lines(small: Dataset) -> None:
     for build in (build_llara(small, negatives=3), build_tallrec(small)):
         assert {(i.user, i.position): list(i.lines) for i in build} == LINES
     inst = build_tallrec(small)[2]
-    assert inst.interactions == (Source("1", 50.0, 4, 4.0), Source("3", 100.0, 2, 5.0), Source("4", 200.0, 5, 2.0),
-                                 Source("2", 200.0, 7, 3.0))
+    assert inst.interactions == (
+        Source("1", 50.0, 4, 4.0),
+        Source("3", 100.0, 2, 5.0),
+        Source("4", 200.0, 5, 2.0),
+        Source("2", 200.0, 7, 3.0),
+    )
     assert inst.target == Source("2", 200.0, 7, 3.0)
 
 
@@ -35,6 +45,18 @@ def test_json_round_trip(small: Dataset) -> None:
         back = Instance.from_dict(json.loads(text))
         assert back == inst
     d = build_llara(small, negatives=3)[0].to_dict()
-    assert list(d) == ["id", "task", "split", "user", "position", "prompt", "response", "interactions",
-                       "history_items", "target_item", "candidates", "label"]
+    assert list(d) == [
+        "id",
+        "task",
+        "split",
+        "user",
+        "position",
+        "prompt",
+        "response",
+        "interactions",
+        "history_items",
+        "target_item",
+        "candidates",
+        "label",
+    ]
     assert d["interactions"][0] == {"item": "1", "timestamp": 50.0, "line": 4, "rating": 4.0}

@@ -77,12 +77,29 @@ def test_the_benchmark_figures_use_the_registered_task(tallrec_run, parity):
     from rec_eraser.workflows.study import BenchContext, Outcome, metrics_of, task_baseline
 
     test = load_instances(tallrec_run, "test")[:6]
-    ctx = BenchContext(run=tallrec_run, experiment=Experiment(), recipe=Recipe(), task="parity", before=[], after=[], forget=[],
-                       corrected=[], test=test, titles={}, events=[])
+    ctx = BenchContext(
+        run=tallrec_run,
+        experiment=Experiment(),
+        recipe=Recipe(),
+        task="parity",
+        before=[],
+        after=[],
+        forget=[],
+        corrected=[],
+        test=test,
+        titles={},
+        events=[],
+    )
 
     def outcome(scores):
-        return Outcome(test_scores=np.array(scores, dtype=float), forget_losses=None, unseen_losses=np.ones(6), corrected_losses=None,
-                       answers=None, seconds=1.0)
+        return Outcome(
+            test_scores=np.array(scores, dtype=float),
+            forget_losses=None,
+            unseen_losses=np.ones(6),
+            corrected_losses=None,
+            answers=None,
+            seconds=1.0,
+        )
 
     m = metrics_of(ctx, outcome([0, 2, 4, 1, 3, 5]), outcome([0, 2, 1, 1, 3, 5]), outcome([0, 0, 0, 0, 0, 0]))
     assert m["even_share"] == 0.5 and m["utility_gap"] == pytest.approx(0.5 - 2 / 6)

@@ -15,7 +15,8 @@ def test_llara_prompt_golden() -> None:
     assert llara_prompt(["Toy Story", "GoldenEye"], ["Babe", "Copycat", "Four Rooms"], ML) == (
         "This user has watched [HistoryEmb] Toy Story, [HistoryEmb] GoldenEye in the previous. Please predict the "
         "next movie this user will watch. Choose the answer from the following 3 movie titles: [CansEmb] Babe, "
-        "[CansEmb] Copycat, [CansEmb] Four Rooms. Answer: [UserEmb]")
+        "[CansEmb] Copycat, [CansEmb] Four Rooms. Answer: [UserEmb]"
+    )
     assert llara_response("Copycat") == " Copycat"
 
 
@@ -23,7 +24,8 @@ def test_llara_prompt_uses_the_mapping_words() -> None:
     assert llara_prompt(["Air"], ["Air", "Morcheeba"], mapping_for("lastfm")) == (
         "This user has listened to [HistoryEmb] Air in the previous. Please predict the next artist this user will "
         "listen to. Choose the answer from the following 2 artist titles: [CansEmb] Air, [CansEmb] Morcheeba. "
-        "Answer: [UserEmb]")
+        "Answer: [UserEmb]"
+    )
 
 
 def test_tallrec_prompt_golden() -> None:
@@ -32,25 +34,29 @@ def test_tallrec_prompt_golden() -> None:
         "Write a response that appropriately completes the request.\n\n"
         "### Instruction:\n"
         "Given the user's preference and unpreference, identify whether the user will like the target movie by "
-        "answering \"Yes.\" or \"No.\".\n\n"
+        'answering "Yes." or "No.".\n\n'
         "### Input:\n"
-        "User Preference: \"Toy Story\", \"Babe\"\n"
+        'User Preference: "Toy Story", "Babe"\n'
         "User Unpreference: none\n"
-        "Whether the user will like the target movie \"Copycat\"?\n\n"
-        "### Response:")
+        'Whether the user will like the target movie "Copycat"?\n\n'
+        "### Response:"
+    )
     assert (tallrec_response(1), tallrec_response(0)) == (" Yes.", " No.")
 
 
-@pytest.mark.parametrize(("raw", "readable"), [
-    ("Toy Story", "Toy Story"),
-    ("  Usual   Suspects, The ", "The Usual Suspects"),
-    ("Blue Angel, The (Blaue Engel, Der)", "The Blue Angel (Der Blaue Engel)"),
-    ("Star Maker, The (Uomo delle stelle, L')", "The Star Maker (L'Uomo delle stelle)"),
-    ("Postino, Il", "Il Postino"),
-    ("Paris, Texas", "Paris, Texas"),
-    ("Seven (Se7en)", "Seven (Se7en)"),
-    ("Die xue shuang xiong (Killer, The)", "Die xue shuang xiong (The Killer)"),
-])
+@pytest.mark.parametrize(
+    ("raw", "readable"),
+    [
+        ("Toy Story", "Toy Story"),
+        ("  Usual   Suspects, The ", "The Usual Suspects"),
+        ("Blue Angel, The (Blaue Engel, Der)", "The Blue Angel (Der Blaue Engel)"),
+        ("Star Maker, The (Uomo delle stelle, L')", "The Star Maker (L'Uomo delle stelle)"),
+        ("Postino, Il", "Il Postino"),
+        ("Paris, Texas", "Paris, Texas"),
+        ("Seven (Se7en)", "Seven (Se7en)"),
+        ("Die xue shuang xiong (Killer, The)", "Die xue shuang xiong (The Killer)"),
+    ],
+)
 def test_readable_title(raw: str, readable: str) -> None:
     assert readable_title(raw) == readable
 

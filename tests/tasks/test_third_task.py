@@ -41,12 +41,27 @@ class NextOrNotPrompts(TaskPrompts):
             seen = {x.item for x in sequences[step.user]}
             unseen = [i for i in dataset.items if i not in seen]
             real = step.position % 2 == 0
-            candidate = step.target.item if real else unseen[zlib.crc32(f"{seed}:{step.user}:{step.position}".encode()) % len(unseen)]
+            candidate = (
+                step.target.item
+                if real
+                else unseen[zlib.crc32(f"{seed}:{step.user}:{step.position}".encode()) % len(unseen)]
+            )
             history = [x.item for x in step.history]
-            out.append(Instance(id=instance_id(NAME, step.user, step.position), task=NAME, split=step.split, user=step.user,
-                                position=step.position, prompt=_prompt([titles[i] for i in history], titles[candidate]),
-                                response=tallrec_response(int(real)), interactions=sources(step),
-                                history_items=tuple(history), target_item=candidate, label=int(real)))
+            out.append(
+                Instance(
+                    id=instance_id(NAME, step.user, step.position),
+                    task=NAME,
+                    split=step.split,
+                    user=step.user,
+                    position=step.position,
+                    prompt=_prompt([titles[i] for i in history], titles[candidate]),
+                    response=tallrec_response(int(real)),
+                    interactions=sources(step),
+                    history_items=tuple(history),
+                    target_item=candidate,
+                    label=int(real),
+                )
+            )
         return out
 
     def templates(self):
@@ -54,8 +69,12 @@ class NextOrNotPrompts(TaskPrompts):
 
     def rebuild(self, instance, interactions, ctx, candidates=None):
         history = [s.item for s in interactions[:-1]]
-        return replace(instance, prompt=_prompt([ctx.title(i) for i in history], ctx.title(instance.target_item)),
-                       interactions=interactions, history_items=tuple(history))
+        return replace(
+            instance,
+            prompt=_prompt([ctx.title(i) for i in history], ctx.title(instance.target_item)),
+            interactions=interactions,
+            history_items=tuple(history),
+        )
 
 
 class NextOrNot(TallRec):
@@ -95,7 +114,9 @@ def test_a_registered_third_task_runs_end_to_end(tmp_path, tiny_model_dir, next_
     assert len(after) == len(trained)
     assert all(item not in z.history_items and "Seen: " in z.prompt for z in after if z.user == user)
 
-    with pytest.raises(EventError, match=f"correct_label needs the tallrec task; this run is {NAME} \\(it takes deletions only\\)"):
+    with pytest.raises(
+        EventError, match=f"correct_label needs the tallrec task; this run is {NAME} \\(it takes deletions only\\)"
+    ):
         run.apply([rx.correct_label(user, item, "Yes")])
     result = run.apply([rx.delete_user(user)])
     assert result.version == "v0002" and result.removed == sum(z.user == user for z in after)

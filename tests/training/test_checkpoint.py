@@ -18,7 +18,18 @@ class Interrupted(Exception):
 
 def recipe_for(model_dir, **changes) -> Recipe:
     # dropout on: its masks come from torch's global generator, which the checkpoint must carry
-    return Recipe(**{"rank": 4, "alpha": 8, "dropout": 0.1, "epochs": 3, "batch_size": 4, "lr": 5e-3, "base_model": str(model_dir), **changes})
+    return Recipe(
+        **{
+            "rank": 4,
+            "alpha": 8,
+            "dropout": 0.1,
+            "epochs": 3,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "base_model": str(model_dir),
+            **changes,
+        }
+    )
 
 
 def trainable(loaded) -> dict[str, torch.Tensor]:
@@ -29,6 +40,7 @@ def stop_at(step: int):
     def progress(s: int, total: int, loss: float) -> None:
         if s == step:
             raise Interrupted
+
     return progress
 
 
@@ -40,7 +52,9 @@ def uninterrupted(tallrec_run, tiny_model_dir):
 
 
 @pytest.mark.parametrize("stop", [2, 3, 7])  # mid-epoch, at an epoch's end, in the last epoch
-def test_a_resumed_training_ends_with_the_uninterrupted_parameters(tmp_path, tallrec_run, tiny_model_dir, uninterrupted, stop):
+def test_a_resumed_training_ends_with_the_uninterrupted_parameters(
+    tmp_path, tallrec_run, tiny_model_dir, uninterrupted, stop
+):
     instances, expected, record = uninterrupted
     checkpoint = tmp_path / "state.pt"
     recipe = recipe_for(tiny_model_dir)
@@ -60,11 +74,15 @@ def test_a_resumed_training_ends_with_the_uninterrupted_parameters(tmp_path, tal
     assert checkpoint.is_file()  # the caller removes it once the adapter is saved (train_run, the benchmark's cache)
 
 
-def test_a_checkpoint_of_another_training_or_an_inconsistent_or_damaged_one_is_ignored(tmp_path, tallrec_run, tiny_model_dir, uninterrupted, caplog):
+def test_a_checkpoint_of_another_training_or_an_inconsistent_or_damaged_one_is_ignored(
+    tmp_path, tallrec_run, tiny_model_dir, uninterrupted, caplog
+):
     instances, expected, _ = uninterrupted
     checkpoint = tmp_path / "state.pt"
     with pytest.raises(Interrupted):  # another recipe (learning rate) left this checkpoint
-        _fit(tallrec_run, recipe_for(tiny_model_dir, lr=1e-2), instances, stop_at(4), checkpoint, checkpoint_interval=0.0)
+        _fit(
+            tallrec_run, recipe_for(tiny_model_dir, lr=1e-2), instances, stop_at(4), checkpoint, checkpoint_interval=0.0
+        )
     foreign = checkpoint.read_bytes()
     with pytest.raises(Interrupted):  # this training's own checkpoint, its data order then garbled below
         _fit(tallrec_run, recipe_for(tiny_model_dir), instances, stop_at(4), checkpoint, checkpoint_interval=0.0)

@@ -15,10 +15,18 @@ from rec_eraser.training.recipe import Recipe, RecipeError, load_recipe
 
 def llara_instance() -> Instance:
     return Instance(
-        id="llara-1-2", task="llara", split="train", user="1", position=2,
+        id="llara-1-2",
+        task="llara",
+        split="train",
+        user="1",
+        position=2,
         prompt="This user has watched Alien [HistoryEmb], Heat [HistoryEmb] in the previous. Choose: Up [CansEmb], Cars [CansEmb]. Answer:",
-        response=" Up", interactions=(Source("10", 1.0, 2), Source("11", 2.0, 3), Source("12", 3.0, 4)),
-        history_items=("10", "11"), target_item="12", candidates=("12", "13"), label=None,
+        response=" Up",
+        interactions=(Source("10", 1.0, 2), Source("11", 2.0, 3), Source("12", 3.0, 4)),
+        history_items=("10", "11"),
+        target_item="12",
+        candidates=("12", "13"),
+        label=None,
     )
 
 
@@ -26,8 +34,11 @@ def user_token_instance() -> Instance:
     """The current layout: item tokens before the titles, a user token at the end."""
     from dataclasses import replace
 
-    return replace(llara_instance(), prompt="This user has watched [HistoryEmb] Alien, [HistoryEmb] Heat in the previous. "
-                                            "Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]")
+    return replace(
+        llara_instance(),
+        prompt="This user has watched [HistoryEmb] Alien, [HistoryEmb] Heat in the previous. "
+        "Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]",
+    )
 
 
 INDEX = {"10": 0, "11": 1, "12": 2, "13": 3}
@@ -46,7 +57,8 @@ def test_item_tokens_precede_titles_and_the_user_token_ends_the_prompt(tokenizer
     assert sample["user_items"].tolist() == [[0, 1]]  # the whole history, in order
     plain = encode_instance(user_token_instance(), tokenizer, None)
     assert tokenizer.decode(plain["input_ids"][plain["labels"] == IGNORE]) == (
-        "This user has watched Alien, Heat in the previous. Choose: Up, Cars. Answer:")
+        "This user has watched Alien, Heat in the previous. Choose: Up, Cars. Answer:"
+    )
     assert plain["user_pos"].numel() == 0 and plain["user_items"].numel() == 0
 
 
@@ -54,9 +66,15 @@ def test_collate_pads_user_histories(tokenizer):
     from dataclasses import replace
 
     long = encode_instance(user_token_instance(), tokenizer, INDEX)
-    short = encode_instance(replace(user_token_instance(), history_items=("11",),
-                                    prompt="Seen [HistoryEmb] Heat. Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]"),
-                            tokenizer, INDEX)
+    short = encode_instance(
+        replace(
+            user_token_instance(),
+            history_items=("11",),
+            prompt="Seen [HistoryEmb] Heat. Choose: [CansEmb] Up, [CansEmb] Cars. Answer: [UserEmb]",
+        ),
+        tokenizer,
+        INDEX,
+    )
     old = encode_instance(llara_instance(), tokenizer, INDEX)  # no user token
     batch = collate([long, old, short])
     assert batch["user_rows"].tolist() == [0, 2]
@@ -123,10 +141,12 @@ def test_recipe_files(tmp_path):
         load_recipe(path)
     path.write_text("[train]\nprojector_lr = 3e-2\n")
     assert load_recipe(path).projector_lr == 3e-2
-    for section, line, message in [("train", "schedule = \"linear\"", "schedule must be one of constant, cosine"),
-                                   ("train", "precision = \"fp16\"", "precision must be one of float32, bfloat16"),
-                                   ("train", "warmup = 1.0", "warmup must be in"),
-                                   ("model", "projector_init = \"xavier\"", "projector_init must be one of scaled, default")]:
+    for section, line, message in [
+        ("train", 'schedule = "linear"', "schedule must be one of constant, cosine"),
+        ("train", 'precision = "fp16"', "precision must be one of float32, bfloat16"),
+        ("train", "warmup = 1.0", "warmup must be in"),
+        ("model", 'projector_init = "xavier"', "projector_init must be one of scaled, default"),
+    ]:
         path.write_text(f"[{section}]\n{line}\n")
         with pytest.raises(RecipeError, match=message):
             load_recipe(path)
@@ -136,10 +156,12 @@ def test_recipe_files(tmp_path):
 
 def test_a_setting_in_another_section_than_its_own_is_refused(tmp_path):
     path = tmp_path / "r.toml"
-    for text, message in [("[lora]\nlr = 2e-3\n", r"lr belongs in \[train\], not \[lora\]"),
-                          ("[train]\nrank = 4\n", r"rank belongs in \[lora\], not \[train\]"),
-                          ("[train]\nprojector_init = \"default\"\n", r"projector_init belongs in \[model\]"),
-                          ("[model]\nextra = 1\n", r"unknown setting 'extra' in \[model\]")]:
+    for text, message in [
+        ("[lora]\nlr = 2e-3\n", r"lr belongs in \[train\], not \[lora\]"),
+        ("[train]\nrank = 4\n", r"rank belongs in \[lora\], not \[train\]"),
+        ('[train]\nprojector_init = "default"\n', r"projector_init belongs in \[model\]"),
+        ("[model]\nextra = 1\n", r"unknown setting 'extra' in \[model\]"),
+    ]:
         path.write_text(text)
         with pytest.raises(RecipeError, match=message):
             load_recipe(path)

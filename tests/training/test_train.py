@@ -28,7 +28,9 @@ def recipe_for(model_dir) -> Recipe:
     return Recipe(rank=4, alpha=8, epochs=2, batch_size=4, lr=5e-3, max_train=12, base_model=str(model_dir))
 
 
-def test_trained_version_is_a_loadable_peft_adapter_and_training_is_deterministic(tmp_path, tallrec_run, tiny_model_dir):
+def test_trained_version_is_a_loadable_peft_adapter_and_training_is_deterministic(
+    tmp_path, tallrec_run, tiny_model_dir
+):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -61,7 +63,9 @@ def test_trained_version_is_a_loadable_peft_adapter_and_training_is_deterministi
     scores, losses = yes_no_scores_and_losses(loaded, test, batch_size=3)
     yes, no = (loaded.tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in (" Yes", " No"))
     with torch.no_grad():
-        batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in test])
+        batch = collate(
+            [encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length) for z in test]
+        )
         at = first_response_logits(loaded.model(batch), batch)
     np.testing.assert_allclose(scores, (at[:, yes] - at[:, no]).numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(losses, instance_losses(loaded, test), rtol=1e-5, atol=1e-6)
@@ -82,8 +86,19 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
 
     run = tmp_path / "llara"
     prepare("ml-100k", "llara", run, max_users=6, negatives=4)
-    recipe = Recipe(rank=4, alpha=8, epochs=1, batch_size=4, lr=5e-3, max_train=8, base_model=str(tiny_model_dir), sasrec_epochs=2,
-                    schedule="cosine", warmup=0.25, precision="bfloat16")
+    recipe = Recipe(
+        rank=4,
+        alpha=8,
+        epochs=1,
+        batch_size=4,
+        lr=5e-3,
+        max_train=8,
+        base_model=str(tiny_model_dir),
+        sasrec_epochs=2,
+        schedule="cosine",
+        warmup=0.25,
+        precision="bfloat16",
+    )
     version = train_run(run, recipe)
     assert (version / "projector.safetensors").is_file() and (run / "item_encoder").is_dir()
     loaded = load_version(run, "v0000")
@@ -103,8 +118,12 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     # training's loss computes logits on the response positions only; value and gradient are the full pass's
     from rec_eraser.models.lm_loss import per_instance_response_loss
 
-    batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length)
-                     for z in load_instances(run, "train")[:3]])
+    batch = collate(
+        [
+            encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length)
+            for z in load_instances(run, "train")[:3]
+        ]
+    )
     assert len(set((batch["labels"] != -100).int().argmax(1).tolist())) > 1  # responses start at different positions
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     fast = loaded.model.response_losses(batch)
@@ -119,7 +138,9 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     engine_loss, full = rec_loss(), per_instance_response_loss(loaded.model(batch), batch).mean()
     assert engine_loss.outputs(loaded.model, batch).shape[1] < batch["labels"].shape[1]
     torch.testing.assert_close(engine_loss(loaded.model, batch), full)
-    for g_fast, g_full in zip(torch.autograd.grad(engine_loss(loaded.model, batch), params), torch.autograd.grad(full, params)):
+    for g_fast, g_full in zip(
+        torch.autograd.grad(engine_loss(loaded.model, batch), params), torch.autograd.grad(full, params)
+    ):
         torch.testing.assert_close(g_fast, g_full)
     titles = load_titles(run)
     scores = candidate_scores(loaded, test, titles)
@@ -127,7 +148,14 @@ def test_llara_with_item_tokens_trains_the_projector_and_scores_candidates(tmp_p
     # the shared prompt cache must give what one full pass per candidate gives
     for row, z in zip(scores, test):
         with torch.no_grad():
-            batch = collate([encode_instance(z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]) for c in z.candidates])
+            batch = collate(
+                [
+                    encode_instance(
+                        z, loaded.tokenizer, loaded.item_index, loaded.recipe.max_length, response=" " + titles[c]
+                    )
+                    for c in z.candidates
+                ]
+            )
             full = -per_instance_response_loss(loaded.model(batch), batch).numpy()
         np.testing.assert_allclose(row, full, rtol=1e-4, atol=1e-5)
     # the item encoder alone is a baseline of such a run, on the same prompts and candidates
@@ -178,9 +206,15 @@ def test_a_failed_measurement_does_not_lose_the_training(tmp_path, tallrec_run, 
     def broken(_loaded, _instances):
         raise ZeroDivisionError("a broken measurement")
 
-    version = train_run(run, Recipe(rank=4, alpha=8, epochs=1, batch_size=4, max_train=4, base_model=str(tiny_model_dir)), measure=broken)
+    version = train_run(
+        run,
+        Recipe(rank=4, alpha=8, epochs=1, batch_size=4, max_train=4, base_model=str(tiny_model_dir)),
+        measure=broken,
+    )
     manifest = json.loads((version / "manifest.json").read_text())
-    assert manifest["version"] == "v0000" and "metrics" not in manifest and "measure_seconds" not in manifest["training"]
+    assert (
+        manifest["version"] == "v0000" and "metrics" not in manifest and "measure_seconds" not in manifest["training"]
+    )
 
 
 def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
@@ -192,7 +226,9 @@ def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     recipe = tmp_path / "r.toml"
     recipe.write_text("[train]\nmax_train = 4\nbatch_size = 4\n")
     runner = CliRunner()
-    trained = runner.invoke(app, ["train", str(run), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--json"])
+    trained = runner.invoke(
+        app, ["train", str(run), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--json"]
+    )
     assert trained.exit_code == 0, trained.output
     data = json.loads(trained.stdout)
     assert data["version"] == "v0000"
@@ -202,7 +238,16 @@ def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     assert data["memorisation_gap"] == manifest["metrics"]["calibration"]["memorisation_gap"]
     assert manifest["training"]["measure_seconds"] > 0
     skipped = copy_run(tallrec_run, tmp_path / "cli-no-gap")
-    args = ["train", str(skipped), "--recipe", str(recipe), "--base-model", str(tiny_model_dir), "--no-measure-gap", "--json"]
+    args = [
+        "train",
+        str(skipped),
+        "--recipe",
+        str(recipe),
+        "--base-model",
+        str(tiny_model_dir),
+        "--no-measure-gap",
+        "--json",
+    ]
     no_gap = runner.invoke(app, args)
     assert no_gap.exit_code == 0, no_gap.output
     assert json.loads(no_gap.stdout)["memorisation_gap"] is None
@@ -236,8 +281,12 @@ def test_the_training_loss_falls_back_to_every_position_for_models_without_logit
 
     torch.manual_seed(0)
     model = RecModel(PlainLM())
-    batch = pad_collate([{"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor([IGNORE, IGNORE, 3, 4])},
-                         {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([IGNORE, 6, 7])}])
+    batch = pad_collate(
+        [
+            {"input_ids": torch.tensor([1, 2, 3, 4]), "labels": torch.tensor([IGNORE, IGNORE, 3, 4])},
+            {"input_ids": torch.tensor([5, 6, 7]), "labels": torch.tensor([IGNORE, 6, 7])},
+        ]
+    )
     torch.testing.assert_close(model.response_losses(batch), per_instance_response_loss(model(batch), batch))
 
 

@@ -39,7 +39,9 @@ base_model = "{model}"
 """
 
 
-def write_recipe(tmp_path: Path, model: Path, task: str, edit: str, fraction: float, dataset: str = "ml-100k", extra: str = "") -> Path:
+def write_recipe(
+    tmp_path: Path, model: Path, task: str, edit: str, fraction: float, dataset: str = "ml-100k", extra: str = ""
+) -> Path:
     """A tiny benchmark recipe; ``extra``: more ``[experiment]`` lines."""
     path = tmp_path / f"tiny-{task}-{edit}.toml"
     path.write_text(SMALL.format(task=task, edit=edit, fraction=fraction, model=model, dataset=dataset, extra=extra))
@@ -52,7 +54,9 @@ def ir_bench(tmp_path_factory, tiny_model_dir):
     recipe = write_recipe(tmp, tiny_model_dir, "tallrec", "ir", 0.3)
     out = tmp / "out"
     # the Gauss–Newton rows cost minutes on the tiny model's 49k-token vocabulary: they run in the slow test below
-    result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(out), "--methods", ",".join(FAST_METHODS), "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", str(recipe), "--out", str(out), "--methods", ",".join(FAST_METHODS), "--json"]
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), out
 
@@ -87,7 +91,10 @@ def test_the_json_has_every_method_with_metrics_seconds_and_ratio(ir_bench):
     assert data["methods"]["rec_eraser"]["notes"].startswith("v0001; fisher")
     (spread,) = data["retrain_spread"].values()
     assert -1 <= spread["agreement_with_retrain"] <= 1
-    assert data["forget_instances"] > 0 and data["edited_train_instances"] == data["train_instances"] - data["forget_instances"]
+    assert (
+        data["forget_instances"] > 0
+        and data["edited_train_instances"] == data["train_instances"] - data["forget_instances"]
+    )
 
 
 def test_progress_goes_to_the_study_log_even_under_json(ir_bench):
@@ -103,16 +110,34 @@ def test_progress_goes_to_the_study_log_even_under_json(ir_bench):
 def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_meets(ir_bench):
     data, out = ir_bench
     judge = data["can_judge"]
-    assert set(judge) == {"beats_baselines", "memorised", "retrain_moves_target", "test_prompts", "verdict", "can_judge_fidelity"}
+    assert set(judge) == {
+        "beats_baselines",
+        "memorised",
+        "retrain_moves_target",
+        "test_prompts",
+        "verdict",
+        "can_judge_fidelity",
+    }
     assert judge["test_prompts"] == {"n": 5, "minimum": 200, "verdict": False} and judge["verdict"] is False
     mem = judge["memorised"]
     assert mem["gap"] == pytest.approx(mem["untrained_loss"] - mem["trained_loss"]) and mem["trained_instances"] >= 2
     assert judge["retrain_moves_target"]["retrain_seed0"] == data["methods"]["retrain"]["metrics"]["forget_loss"]
     for row in data["methods"].values():
-        assert set(row["targets"]) == {"target_figure", "agreement", "utility_gap", "membership_auc", "cost", "met", "of"}
+        assert set(row["targets"]) == {
+            "target_figure",
+            "agreement",
+            "utility_gap",
+            "membership_auc",
+            "cost",
+            "met",
+            "of",
+        }
     assert data["methods"]["retrain"]["targets"]["target_figure"]["met"]  # Retrain lies in its own seeds' interval
     # the default update is calibrated; the fixed rule is its own row, computed from v0000 in memory
-    assert "calibration: memorisation gap" in data["methods"]["rec_eraser"]["notes"] and "rec_eraser_rule" in data["methods"]
+    assert (
+        "calibration: memorisation gap" in data["methods"]["rec_eraser"]["notes"]
+        and "rec_eraser_rule" in data["methods"]
+    )
     # the "reference" target, computed in memory from v0000 (no version written for it; this
     # tiny adapter memorised nothing, so it takes the smallest step, as the default does)
     reference = data["methods"]["rec_eraser_reference"]
@@ -122,7 +147,9 @@ def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_m
     # the request reused v0000's gap, the very figure can_judge prints (measured once, outside the row's seconds)
     record = json.loads((out / "run" / "v0001" / "manifest.json").read_text())
     cal = record["metrics"]["calibration"]
-    assert cal["memorisation_gap"] == {k: v for k, v in mem.items() if k != "verdict"} and cal["reference_seconds"] == 0.0
+    assert (
+        cal["memorisation_gap"] == {k: v for k, v in mem.items() if k != "verdict"} and cal["reference_seconds"] == 0.0
+    )
     assert "reused by every request on the lineage" in data["methods"]["rec_eraser"]["notes"]
     text = (out / "report" / "report.md").read_text()
     assert "Can this run judge the methods?" in text and "Targets against Retrain" in text
@@ -146,7 +173,11 @@ def test_sisa_retrains_only_the_shards_that_held_forgotten_users(ir_bench):
     touched = {shard_of[u] for u in deleted if u in shard_of}
     edited = {int(p.name.split("shard")[1].split("-")[0]) for p in (out / "run").glob("bench-sisa-2-shard*-edited")}
     assert edited == touched
-    untouched = {int(p.name.split("shard")[1]) for p in (out / "run").glob("bench-sisa-2-shard*") if not p.name.endswith("-edited")}
+    untouched = {
+        int(p.name.split("shard")[1])
+        for p in (out / "run").glob("bench-sisa-2-shard*")
+        if not p.name.endswith("-edited")
+    }
     assert untouched >= set(range(2)) - touched
     assert f"{len(touched)} retrained" in data["methods"]["sisa"]["notes"]
     # each retrained shard learnt exactly its users' remaining instances; forgetting cost only those trainings
@@ -175,7 +206,9 @@ def test_the_report_folder_holds_the_table_the_csv_and_the_plots(ir_bench):
 def test_a_second_run_reuses_the_trained_adapters(ir_bench, tiny_model_dir):
     data, out = ir_bench
     stamps = {p.name: (p / "manifest.json").stat().st_mtime for p in (out / "run").glob("bench-*")}
-    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain,sisa", "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain,sisa", "--json"]
+    )
     assert result.exit_code == 0, result.output
     again = json.loads(result.stdout)
     assert set(again["methods"]) == {"retrain", "sisa"}
@@ -199,7 +232,9 @@ def test_a_registered_method_runs_by_name_with_no_other_change(ir_bench):
     try:
         with pytest.raises(ValueError, match="registered twice"):
             register_method("do_nothing", do_nothing)
-        result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain,do_nothing", "--json"])
+        result = CliRunner().invoke(
+            app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain,do_nothing", "--json"]
+        )
         assert result.exit_code == 0, result.output
         again = json.loads(result.stdout)
     finally:
@@ -213,7 +248,10 @@ def test_a_registered_method_runs_by_name_with_no_other_change(ir_bench):
 
 def test_a_correction_benchmark_reports_recovery_and_finetunes(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "rc", 0.3)
-    result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(tmp_path / "out"), "--methods", "retrain,finetune,rec_eraser", "--json"])
+    result = CliRunner().invoke(
+        app,
+        ["bench", str(recipe), "--out", str(tmp_path / "out"), "--methods", "retrain,finetune,rec_eraser", "--json"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["corrected_instances"] > 0
@@ -278,11 +316,15 @@ def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_mode
     assert [Registry(tmp_path / "scaling" / f"n{n}").versions() for n in (6, 12)] == [["v0000", "v0001"]] * 2
     with pytest.raises(ExperimentError, match="at least two distinct sizes"):
         run_scaling([6], out=tmp_path / "x")
-    with pytest.raises(ExperimentError, match="another recipe"):  # a cached size trained on another base model is not reused
+    with pytest.raises(
+        ExperimentError, match="another recipe"
+    ):  # a cached size trained on another base model is not reused
         run_scaling([6, 12], out=tmp_path / "scaling", sample_size=4, max_users=8)
 
 
-def test_a_run_folder_of_another_experiment_is_refused_and_stale_adapters_are_retrained(ir_bench, tmp_path, tiny_model_dir):
+def test_a_run_folder_of_another_experiment_is_refused_and_stale_adapters_are_retrained(
+    ir_bench, tmp_path, tiny_model_dir
+):
     data, out = ir_bench
     changed = write_recipe(tmp_path, tiny_model_dir, "tallrec", "ir", 0.5)
     result = CliRunner().invoke(app, ["bench", str(changed), "--out", str(out), "--methods", "retrain"])
@@ -293,9 +335,13 @@ def test_precision_overrides_the_recipe_and_a_run_folder_keeps_one(ir_bench, tmp
     data, out = ir_bench
     assert data["training_recipe"]["precision"] == "float32"
     # the override is part of the recipe v0000 was trained with: the cached float32 run refuses a bfloat16 study
-    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain", "--precision", "bfloat16"])
+    result = CliRunner().invoke(
+        app, ["bench", data["recipe"], "--out", str(out), "--methods", "retrain", "--precision", "bfloat16"]
+    )
     assert result.exit_code == 1 and "trained with another recipe" in result.output
-    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(tmp_path / "new"), "--precision", "float16", "--check"])
+    result = CliRunner().invoke(
+        app, ["bench", data["recipe"], "--out", str(tmp_path / "new"), "--precision", "float16", "--check"]
+    )
     assert result.exit_code == 1 and "precision must be one of" in result.output and not (tmp_path / "new").exists()
 
 
@@ -310,8 +356,19 @@ def test_a_cached_adapter_trained_on_other_instances_is_trained_again(tmp_path, 
     prepare("ml-100k", "tallrec", run, max_users=4)
     train = load_instances(run, "train")
     recipe = Recipe(base_model=str(tiny_model_dir), max_train=None)
-    ctx = BenchContext(run=run, experiment=Experiment(), recipe=recipe, task="tallrec", before=train, after=train, forget=[],
-                       corrected=[], test=[], titles={}, events=[])
+    ctx = BenchContext(
+        run=run,
+        experiment=Experiment(),
+        recipe=recipe,
+        task="tallrec",
+        before=train,
+        after=train,
+        forget=[],
+        corrected=[],
+        test=[],
+        titles={},
+        events=[],
+    )
     _, first = cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
     _, again = cached_adapter(ctx, "bench-x", recipe, train[:4], lambda _m: None, "x")
     assert again["created"] == first["created"]  # reused
@@ -323,7 +380,9 @@ def test_a_llara_correction_benchmark_trains_its_item_encoder_on_the_corrupted_d
     recipe = write_recipe(tmp_path, tiny_model_dir, "llara", "rc", 0.3)
     recipe.write_text(recipe.read_text() + "item_tokens = true\nsasrec_epochs = 2\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["corrected_instances"] > 0
@@ -346,8 +405,11 @@ def synthetic_user_dataset(folder: Path, kind: str) -> Path:
         write_atomic(folder / "lastfm.inter", LASTFM_INTER, [[u, 100 + i, 10, ""] for u, i, _ in rows])
         write_atomic(folder / "lastfm.item", LASTFM_ITEM, [[100 + i, f"Artist {i}", "u", "p"] for i in range(40)])
     else:
-        write_atomic(folder / "steam.inter", STEAM_INTER,
-                     [[u, 1.0, 1, 100 + i, "", 1514764800 + 3600 * t, "False", 1, "", ""] for u, i, t in rows])
+        write_atomic(
+            folder / "steam.inter",
+            STEAM_INTER,
+            [[u, 1.0, 1, 100 + i, "", 1514764800 + 3600 * t, "False", 1, "", ""] for u, i, t in rows],
+        )
         write_atomic(folder / "steam.item", STEAM_ITEM, [steam_item(100 + i, f"Game {i}") for i in range(40)])
     return folder
 
@@ -355,16 +417,28 @@ def synthetic_user_dataset(folder: Path, kind: str) -> Path:
 @pytest.mark.parametrize("kind,edit", [("lastfm", "rc"), ("steam", "qm")])
 def test_the_experiments_run_on_lastfm_and_steam_files(tmp_path, tiny_model_dir, kind, edit):
     data_dir = synthetic_user_dataset(tmp_path / kind, kind)
-    recipe = write_recipe(tmp_path, tiny_model_dir, "llara", edit, 0.5, dataset=str(data_dir), extra="injected = 6\n" if edit == "qm" else "")
+    recipe = write_recipe(
+        tmp_path,
+        tiny_model_dir,
+        "llara",
+        edit,
+        0.5,
+        dataset=str(data_dir),
+        extra="injected = 6\n" if edit == "qm" else "",
+    )
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"])
+    result = CliRunner().invoke(
+        app, ["bench", str(recipe), "--out", str(out), "--methods", "retrain,rec_eraser", "--json"]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["corrected_instances"] > 0 and data["forget_instances"] >= data["corrected_instances"]
     from rec_eraser.tasks.prepare import load_manifest
 
     manifest = load_manifest(out / "run")
-    assert manifest["dataset"]["name"] == kind and manifest["transform"]["kind"] == ("corrupt_targets" if edit == "rc" else "inject")
+    assert manifest["dataset"]["name"] == kind and manifest["transform"]["kind"] == (
+        "corrupt_targets" if edit == "rc" else "inject"
+    )
     assert 0 <= data["methods"]["rec_eraser"]["metrics"]["hit@1"] <= 1
 
 
@@ -381,7 +455,10 @@ def test_check_measures_the_adapter_as_the_benchmark_does_and_reuses_its_run(ir_
         for key, value in expected.items():
             if key != "seconds":  # what measuring took, not a figure
                 assert judged[name][key] == (pytest.approx(value) if isinstance(value, float) else value), (name, key)
-    assert judged["test_prompts"] == data["test_prompts"] and json.loads((out / "report" / "check.json").read_text())["verdict"] == judged["verdict"]
+    assert (
+        judged["test_prompts"] == data["test_prompts"]
+        and json.loads((out / "report" / "check.json").read_text())["verdict"] == judged["verdict"]
+    )
     assert manifest.read_bytes() == stamp  # v0000 reused, not retrained
     result = CliRunner().invoke(app, ["bench", data["recipe"], "--check", "--sequential", "2"])
     assert result.exit_code == 2 and "contradict" in result.output

@@ -36,13 +36,27 @@ def run(trained_cli, tmp_path):
 def test_forget_user_with_cg_defers_its_preconditioner(run):
     # a large damping keeps this cheap (GGN products over a 49k-token vocabulary): CG is done
     # before a preconditioner could pay, so none is built; tests/core checks the case that builds
-    args = ["forget-user", str(run), "--user", a_trained_user(run), "--solver", "cg", "--sample-size", "4", "--damping", "1", "--json"]
+    args = [
+        "forget-user",
+        str(run),
+        "--user",
+        a_trained_user(run),
+        "--solver",
+        "cg",
+        "--sample-size",
+        "4",
+        "--damping",
+        "1",
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     solver = json.loads(result.stdout)["solver"]
     assert solver["method"] == "cg" and solver["preconditioner"] == "auto" and solver["curvature"] == "ggn"
     assert solver["converged"] and solver["relative_residual"] <= solver["config"]["tol"]
-    assert solver["preconditioner_built_at"] is None and solver["gradient_passes"] < 16  # a build costs 16 passes or more
+    assert (
+        solver["preconditioner_built_at"] is None and solver["gradient_passes"] < 16
+    )  # a build costs 16 passes or more
 
 
 def one_line_error(result, text: str) -> None:
@@ -58,14 +72,25 @@ def test_forget_user_json_then_adapters_list_show_diff_rollback(run):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["version"] == "v0001" and data["parent"] == "v0000" and data["removed"] > 0
-    assert data["applied"] == [{"id": f"cli:delete_user:{user}", "type": "delete_user", "user": user, "removed": data["removed"], "modified": 0}]
+    assert data["applied"] == [
+        {
+            "id": f"cli:delete_user:{user}",
+            "type": "delete_user",
+            "user": user,
+            "removed": data["removed"],
+            "modified": 0,
+        }
+    ]
     assert set(data["solver"]) >= {"method", "hvps", "relative_residual", "seconds"}
 
     again = runner.invoke(app, ["forget-user", str(run), "--user", user, "--json", *FAST])
     assert again.exit_code == 0 and json.loads(again.stdout)["version"] is None  # idempotent
 
     listed = json.loads(runner.invoke(app, ["adapters", "list", str(run), "--json"]).stdout)
-    assert [(v["version"], v["kind"], v["current"]) for v in listed["versions"]] == [("v0000", "trained", False), ("v0001", "unlearned", True)]
+    assert [(v["version"], v["kind"], v["current"]) for v in listed["versions"]] == [
+        ("v0000", "trained", False),
+        ("v0001", "unlearned", True),
+    ]
     shown = json.loads(runner.invoke(app, ["adapters", "show", str(run), "v0001", "--json"]).stdout)
     assert shown["events"][0]["id"] == f"cli:delete_user:{user}" and "hashes" in shown
     diff = json.loads(runner.invoke(app, ["adapters", "diff", str(run), "v0000", "v0001", "--json"]).stdout)
@@ -79,23 +104,48 @@ def test_forget_interactions_and_correct_label(run):
     registry = Registry(run)
     user = a_trained_user(run)
     z = max((x for x in registry.training_set("v0000") if x.user == user), key=lambda x: len(x.history_items))
-    result = runner.invoke(app, ["forget-interactions", str(run), "--user", user, "--item", z.history_items[0], "--json", *FAST])
+    result = runner.invoke(
+        app, ["forget-interactions", str(run), "--user", user, "--item", z.history_items[0], "--json", *FAST]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["modified"] >= 1
-    fixed = runner.invoke(app, ["correct", str(run), "--user", user, "--item", z.target_item, "--label", "No" if z.label else "Yes", "--json", *FAST])
+    fixed = runner.invoke(
+        app,
+        [
+            "correct",
+            str(run),
+            "--user",
+            user,
+            "--item",
+            z.target_item,
+            "--label",
+            "No" if z.label else "Yes",
+            "--json",
+            *FAST,
+        ],
+    )
     assert fixed.exit_code == 0, fixed.output
     assert json.loads(fixed.stdout)["version"] == "v0002"
-    wrong_task = runner.invoke(app, ["correct", str(run), "--user", user, "--item", z.target_item, "--target", "1", *FAST])
-    assert wrong_task.exit_code == 1 and "needs the llara task" in wrong_task.stderr and registry.versions() == ["v0000", "v0001", "v0002"]
+    wrong_task = runner.invoke(
+        app, ["correct", str(run), "--user", user, "--item", z.target_item, "--target", "1", *FAST]
+    )
+    assert (
+        wrong_task.exit_code == 1
+        and "needs the llara task" in wrong_task.stderr
+        and registry.versions() == ["v0000", "v0001", "v0002"]
+    )
 
 
-@pytest.mark.parametrize("args, text", [
-    (["forget-user", "RUN", "--user", "no-such-user"], "unknown user 'no-such-user'"),
-    (["forget-user", "/no/such/run", "--user", "1"], "no run folder"),
-    (["forget-user", "RUN", "--user", "1", "--solver", "newton"], "unknown solver method"),
-    (["correct", "RUN", "--user", "1", "--item", "2"], "exactly one of --label"),
-    (["apply-events", "RUN", "/no/such/events.jsonl"], "no such events file"),
-])
+@pytest.mark.parametrize(
+    "args, text",
+    [
+        (["forget-user", "RUN", "--user", "no-such-user"], "unknown user 'no-such-user'"),
+        (["forget-user", "/no/such/run", "--user", "1"], "no run folder"),
+        (["forget-user", "RUN", "--user", "1", "--solver", "newton"], "unknown solver method"),
+        (["correct", "RUN", "--user", "1", "--item", "2"], "exactly one of --label"),
+        (["apply-events", "RUN", "/no/such/events.jsonl"], "no such events file"),
+    ],
+)
 def test_user_errors_are_one_line_and_write_nothing(run, args, text):
     result = runner.invoke(app, [str(run) if a == "RUN" else a for a in args])
     one_line_error(result, text)
@@ -105,12 +155,17 @@ def test_user_errors_are_one_line_and_write_nothing(run, args, text):
 def test_apply_events_reports_bad_lines_applies_good_ones_and_exits_nonzero(run, tmp_path):
     user = a_trained_user(run)
     events = tmp_path / "events.jsonl"
-    events.write_text("\n".join([
-        json.dumps({"id": "e1", "type": "delete_user", "user": user}),
-        "this is not json",
-        json.dumps({"id": "e3", "type": "delete_user", "user": "no-such-user"}),
-        json.dumps({"id": "e4", "type": "rename_user", "user": user}),
-    ]) + "\n")
+    events.write_text(
+        "\n".join(
+            [
+                json.dumps({"id": "e1", "type": "delete_user", "user": user}),
+                "this is not json",
+                json.dumps({"id": "e3", "type": "delete_user", "user": "no-such-user"}),
+                json.dumps({"id": "e4", "type": "rename_user", "user": user}),
+            ]
+        )
+        + "\n"
+    )
     result = runner.invoke(app, ["apply-events", str(run), str(events), "--json", *FAST])
     assert result.exit_code == 1
     assert json.loads(result.stdout)["version"] == "v0001"
@@ -144,22 +199,31 @@ def test_a_changed_version_file_is_refused_and_nothing_is_written(run):
 
     user = a_trained_user(run)
     assert runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST]).exit_code == 0
-    assert set(verify_version(run / "v0001")["hashes"]) >= {"adapter_model.safetensors", "adapter_config.json", "edited.jsonl"}
+    assert set(verify_version(run / "v0001")["hashes"]) >= {
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "edited.jsonl",
+    }
     adapter = run / "v0001" / "adapter_model.safetensors"
     original = adapter.read_bytes()
     flipped = bytearray(original)
     flipped[len(flipped) // 2] ^= 0xFF
     adapter.write_bytes(bytes(flipped))
     other = next(z.user for z in Registry(run).training_set("v0000") if z.user != user)
-    for args in (["forget-user", str(run), "--user", other, *FAST], ["evaluate", str(run), "--limit", "2"],
-                 ["adapters", "diff", str(run), "v0000", "v0001"]):
+    for args in (
+        ["forget-user", str(run), "--user", other, *FAST],
+        ["evaluate", str(run), "--limit", "2"],
+        ["adapters", "diff", str(run), "v0000", "v0001"],
+    ):
         one_line_error(runner.invoke(app, args), "adapter_model.safetensors: its SHA-256 differs")
     assert Registry(run).versions() == ["v0000", "v0001"]
     adapter.write_bytes(original)
 
     edited = run / "v0001" / "edited.jsonl"
     edited.write_text(edited.read_text().replace('"id"', '"id" ', 1))
-    one_line_error(runner.invoke(app, ["forget-user", str(run), "--user", other, *FAST]), "edited.jsonl: its SHA-256 differs")
+    one_line_error(
+        runner.invoke(app, ["forget-user", str(run), "--user", other, *FAST]), "edited.jsonl: its SHA-256 differs"
+    )
     with pytest.raises(RuntimeError, match="edited.jsonl: its SHA-256 differs"):
         Registry(run).training_set("v0001")
     assert Registry(run).versions() == ["v0000", "v0001"]

@@ -14,10 +14,13 @@ def write(tmp_path, text: str):
 
 
 def test_the_issue_examples_parse(tmp_path):
-    path = write(tmp_path, '{"id": "e1", "type": "delete_user", "user": "42"}\n'
-                           '{"id": "e2", "type": "remove_interactions", "user": "42", "items": ["50"]}\n\n'
-                           '{"id": "e3", "type": "correct_label", "user": 7, "item": 9, "label": "no"}\n'
-                           '{"id": "e4", "type": "correct_target", "user": "7", "item": "9", "target": "12"}\n')
+    path = write(
+        tmp_path,
+        '{"id": "e1", "type": "delete_user", "user": "42"}\n'
+        '{"id": "e2", "type": "remove_interactions", "user": "42", "items": ["50"]}\n\n'
+        '{"id": "e3", "type": "correct_label", "user": 7, "item": 9, "label": "no"}\n'
+        '{"id": "e4", "type": "correct_target", "user": "7", "item": "9", "target": "12"}\n',
+    )
     events, problems = read_events(path)
     assert problems == []
     assert [(line, e) for line, e in events] == [
@@ -29,27 +32,37 @@ def test_the_issue_examples_parse(tmp_path):
     assert events[2][1].liked is False
 
 
-@pytest.mark.parametrize("line, message", [
-    ("not json", "not a JSON object"),
-    ("[1, 2]", "must be a JSON object"),
-    ('{"id": "x", "type": "forget", "user": "1"}', "unknown event type 'forget'"),
-    ('{"id": "x", "type": "delete_user"}', "field 'user'"),
-    ('{"type": "delete_user", "user": "1"}', "field 'id'"),
-    ('{"id": "x", "type": "delete_user", "user": "1", "item": "2"}', "no field 'item'"),
-    ('{"id": "x", "type": "remove_interactions", "user": "1", "items": []}', "non-empty list"),
-    ('{"id": "x", "type": "correct_label", "user": "1", "item": "2", "label": "maybe"}', "Yes or No"),
-    ('{"id": "x", "type": "correct_target", "user": "1", "item": "2"}', "field 'target'"),
-    ('{"id": true, "type": "delete_user", "user": "1"}', "field 'id'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "not a JSON object"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"id": "x", "type": "forget", "user": "1"}', "unknown event type 'forget'"),
+        ('{"id": "x", "type": "delete_user"}', "field 'user'"),
+        ('{"type": "delete_user", "user": "1"}', "field 'id'"),
+        ('{"id": "x", "type": "delete_user", "user": "1", "item": "2"}', "no field 'item'"),
+        ('{"id": "x", "type": "remove_interactions", "user": "1", "items": []}', "non-empty list"),
+        ('{"id": "x", "type": "correct_label", "user": "1", "item": "2", "label": "maybe"}', "Yes or No"),
+        ('{"id": "x", "type": "correct_target", "user": "1", "item": "2"}', "field 'target'"),
+        ('{"id": true, "type": "delete_user", "user": "1"}', "field 'id'"),
+    ],
+)
 def test_each_bad_line_is_reported_with_its_number_and_good_lines_survive(tmp_path, line, message):
-    path = write(tmp_path, '{"id": "ok1", "type": "delete_user", "user": "1"}\n' + line + '\n{"id": "ok2", "type": "delete_user", "user": "2"}\n')
+    path = write(
+        tmp_path,
+        '{"id": "ok1", "type": "delete_user", "user": "1"}\n'
+        + line
+        + '\n{"id": "ok2", "type": "delete_user", "user": "2"}\n',
+    )
     events, problems = read_events(path)
     assert [e.id for _, e in events] == ["ok1", "ok2"]
     assert len(problems) == 1 and problems[0].line == 2 and message in problems[0].message
 
 
 def test_a_repeated_id_is_a_problem_on_its_second_line(tmp_path):
-    path = write(tmp_path, '{"id": "e1", "type": "delete_user", "user": "1"}\n{"id": "e1", "type": "delete_user", "user": "2"}\n')
+    path = write(
+        tmp_path, '{"id": "e1", "type": "delete_user", "user": "1"}\n{"id": "e1", "type": "delete_user", "user": "2"}\n'
+    )
     events, problems = read_events(path)
     assert [e.user for _, e in events] == ["1"]
     assert problems[0].line == 2 and "repeats line 1" in problems[0].message
@@ -68,6 +81,9 @@ def test_unreadable_files_are_refused(tmp_path):
 
 def test_line_numbers_survive_unicode_line_separators_inside_strings_and_a_bom(tmp_path):
     path = tmp_path / "events.jsonl"
-    path.write_text("\ufeff" + '{"id": "a\u2028b", "type": "delete_user", "user": "1"}\n{"id": "c", "type": "nope", "user": "2"}\n', encoding="utf-8")
+    path.write_text(
+        "\ufeff" + '{"id": "a\u2028b", "type": "delete_user", "user": "1"}\n{"id": "c", "type": "nope", "user": "2"}\n',
+        encoding="utf-8",
+    )
     events, problems = read_events(path)
     assert [(line, e.id) for line, e in events] == [(1, "a\u2028b")] and problems[0].line == 2

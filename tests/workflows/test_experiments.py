@@ -33,24 +33,32 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
         medium, medium_recipe = load_experiment(path, "medium")
         assert quick_recipe.max_train < medium_recipe.max_train and medium.eval_prompts >= 200
         assert (medium.task, medium.edit) == (full.task, full.edit)
-        assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
+        assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + (
+            "10" if full.fraction == 0.1 and full.edit == "ir" else ""
+        )
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
         assert (full.task, full.edit) == (quick.task, quick.edit)
         # qm's quick variant corrupts more users, more heavily: at 48 trained instances the full
         # variant's 2 items in 10% of the histories touched no trained instance at all; rc's
         # corrupts fewer targets, since one corrupted interaction changes up to 10 later prompts
-        assert (full.fraction == quick.fraction or (full.edit == "qm" and quick.fraction > full.fraction)
-                or (full.edit == "rc" and quick.fraction < full.fraction))
+        assert (
+            full.fraction == quick.fraction
+            or (full.edit == "qm" and quick.fraction > full.fraction)
+            or (full.edit == "rc" and quick.fraction < full.fraction)
+        )
 
 
-@pytest.mark.parametrize("text,message", [
-    ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
-    ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
-    ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
-    ("[experiment]\nretrain_seeds = [0]\n", "at least two distinct seeds"),
-    ("[experiment]\nretrain_seeds = [1, 1]\n", "at least two distinct seeds"),
-    ("[experiment]\n[bogus]\n", "unknown section \\[bogus\\]"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
+        ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
+        ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
+        ("[experiment]\nretrain_seeds = [0]\n", "at least two distinct seeds"),
+        ("[experiment]\nretrain_seeds = [1, 1]\n", "at least two distinct seeds"),
+        ("[experiment]\n[bogus]\n", "unknown section \\[bogus\\]"),
+    ],
+)
 def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, message):
     path = tmp_path / "r.toml"
     path.write_text(text)
@@ -126,14 +134,20 @@ def test_correction_events_restore_the_clean_training_set_rc(tmp_path, task):
         else:
             # the runs' seeded negatives differ (they are drawn from different data), so the
             # candidate lists do too; history, target and response must be the clean ones
-            assert (z.history_items, z.target_item, z.response) == (expected[i].history_items, expected[i].target_item, expected[i].response), i
+            assert (z.history_items, z.target_item, z.response) == (
+                expected[i].history_items,
+                expected[i].target_item,
+                expected[i].response,
+            ), i
             assert z.target_item in z.candidates and len(z.candidates) == len(expected[i].candidates)
     if task == "llara":  # where the target was corrected, the true item took the wrong one's place
         retargeted = [i for i in plan.modified if plan.before[i].target_item != fixed[i].target_item]
         assert retargeted
         for i in retargeted:
             if fixed[i].target_item not in plan.before[i].candidates:  # else it was a negative already and stays
-                assert fixed[i].candidates == tuple(fixed[i].target_item if c == plan.before[i].target_item else c for c in plan.before[i].candidates)
+                assert fixed[i].candidates == tuple(
+                    fixed[i].target_item if c == plan.before[i].target_item else c for c in plan.before[i].candidates
+                )
 
 
 def test_qm_events_remove_every_injected_item_from_the_training_set(tmp_path):
@@ -147,8 +161,12 @@ def test_qm_events_remove_every_injected_item_from_the_training_set(tmp_path):
     injected = {(r["user"], r["item"]) for r in record["injected"]}
     after = [plan.after.get(z.id, z) for z in train]
     kept = [z for z in after if z is not None]
-    assert all((z.user, z.target_item) not in injected and not {(z.user, i) for i in z.history_items} & injected for z in kept)
-    touched = [z for z in train if (z.user, z.target_item) in injected or {(z.user, i) for i in z.history_items} & injected]
+    assert all(
+        (z.user, z.target_item) not in injected and not {(z.user, i) for i in z.history_items} & injected for z in kept
+    )
+    touched = [
+        z for z in train if (z.user, z.target_item) in injected or {(z.user, i) for i in z.history_items} & injected
+    ]
     assert sorted(plan.changed) == sorted(z.id for z in touched)
     assert set(plan.removed) == {z.id for z in train if (z.user, z.target_item) in injected}
 
@@ -181,19 +199,28 @@ def test_a_runs_interactions_are_read_back_from_provenance(tmp_path, small):
 def test_qm_needs_timestamps(small):
     import dataclasses
 
-    untimed = dataclasses.replace(small, interactions=tuple(dataclasses.replace(x, timestamp=None) for x in small.interactions))
+    untimed = dataclasses.replace(
+        small, interactions=tuple(dataclasses.replace(x, timestamp=None) for x in small.interactions)
+    )
     with pytest.raises(RecipeError, match="has none"):
         inject_items(untimed, 0.25, 2, seed=0)
 
 
 def test_a_recipe_extends_another_section_by_section(tmp_path):
     base = tmp_path / "base.toml"
-    base.write_text("[experiment]\ntask = 'tallrec'\nfraction = 0.1\nmethods = ['retrain', 'rec_eraser']\n"
-                    "[medium]\nmax_train = 64\nepochs = 3\n[lora]\nrank = 4\n")
+    base.write_text(
+        "[experiment]\ntask = 'tallrec'\nfraction = 0.1\nmethods = ['retrain', 'rec_eraser']\n"
+        "[medium]\nmax_train = 64\nepochs = 3\n[lora]\nrank = 4\n"
+    )
     child = tmp_path / "child.toml"
     child.write_text("extends = 'base'\n[experiment]\nedit = 'ir'\nmethods = ['retrain']\n[medium]\nepochs = 2\n")
     experiment, recipe = load_experiment(child, "medium")
-    assert (experiment.task, experiment.edit, experiment.fraction, experiment.methods) == ("tallrec", "ir", 0.1, ("retrain",))
+    assert (experiment.task, experiment.edit, experiment.fraction, experiment.methods) == (
+        "tallrec",
+        "ir",
+        0.1,
+        ("retrain",),
+    )
     assert (recipe.max_train, recipe.epochs, recipe.rank) == (64, 2, 4)  # the base's, the child's, the base's
 
     # the shipped experiments are their bases plus a few lines: one rebuilt here resolves alike
@@ -203,14 +230,22 @@ def test_a_recipe_extends_another_section_by_section(tmp_path):
         assert load_experiment(rebuilt, tier) == load_experiment("ml100k-tallrec-ir", tier)
 
 
-@pytest.mark.parametrize("files,message", [
-    ({"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "extends = 'a'\n"}, "cycle \\(a.toml -> b.toml -> a.toml\\)"),
-    ({"a": "extends = 'no-such-base'\n[experiment]\n"}, "extends 'no-such-base': no-such-base: no such recipe"),
-    ({"a": "extends = ['b']\n[experiment]\n"}, "extends must name one recipe"),
-    ({"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "[lora]\nlr = 1e-3\n"},
-     "lr belongs in \\[train\\], not \\[lora\\]"),
-    ({"a": "extends = 'base-ml100k-tallrec'\n"}, "names no edit, so it is not a benchmark"),
-])
+@pytest.mark.parametrize(
+    "files,message",
+    [
+        (
+            {"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "extends = 'a'\n"},
+            "cycle \\(a.toml -> b.toml -> a.toml\\)",
+        ),
+        ({"a": "extends = 'no-such-base'\n[experiment]\n"}, "extends 'no-such-base': no-such-base: no such recipe"),
+        ({"a": "extends = ['b']\n[experiment]\n"}, "extends must name one recipe"),
+        (
+            {"a": "extends = 'b'\n[experiment]\ntask = 'tallrec'\nedit = 'ir'\n", "b": "[lora]\nlr = 1e-3\n"},
+            "lr belongs in \\[train\\], not \\[lora\\]",
+        ),
+        ({"a": "extends = 'base-ml100k-tallrec'\n"}, "names no edit, so it is not a benchmark"),
+    ],
+)
 def test_bad_extends_is_refused_with_the_reason(tmp_path, files, message):
     for name, text in files.items():
         (tmp_path / f"{name}.toml").write_text(text)

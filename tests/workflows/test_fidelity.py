@@ -15,19 +15,41 @@ def result(edit="ir", original_forget=0.30, seeds=(0.40, 0.41), test_prompts=200
     figure = "forget_loss" if edit == "ir" else "corrected_loss"
 
     def metrics(value, **more):
-        return {main: 0.7, "utility_gap": 0.0, "agreement_with_retrain": 1.0, figure: value, "membership_auc": 0.5, **more}
+        return {
+            main: 0.7,
+            "utility_gap": 0.0,
+            "agreement_with_retrain": 1.0,
+            figure: value,
+            "membership_auc": 0.5,
+            **more,
+        }
 
     return {
-        "recipe": "recipes/x.toml", "tier": "medium", "quick": False, "events": 3, "forget_instances": 4, "train_instances": 100,
-        "corrected_instances": 0, "test_prompts": test_prompts,
+        "recipe": "recipes/x.toml",
+        "tier": "medium",
+        "quick": False,
+        "events": 3,
+        "forget_instances": 4,
+        "train_instances": 100,
+        "corrected_instances": 0,
+        "test_prompts": test_prompts,
         "experiment": {"task": task, "edit": edit, "dataset": "ml-100k", "fraction": 0.05, "retrain_seeds": [0, 1]},
         "original": {"metrics": metrics(original_forget, **{main: 0.72, "utility_gap": 0.02}), "seconds": 10.0},
         "methods": {
             "retrain": {"metrics": metrics(seeds[0]), "seconds": 100.0, "ratio_to_retrain": 1.0},
-            "update": {"metrics": metrics(0.405, **{"agreement_with_retrain": 0.97, "utility_gap": -0.015, "membership_auc": 0.54}),
-                       "seconds": 5.0, "ratio_to_retrain": 0.05},
+            "update": {
+                "metrics": metrics(
+                    0.405, **{"agreement_with_retrain": 0.97, "utility_gap": -0.015, "membership_auc": 0.54}
+                ),
+                "seconds": 5.0,
+                "ratio_to_retrain": 0.05,
+            },
         },
-        "retrain_spread": {"seed1_vs_seed0": metrics(seeds[1], **{"agreement_with_retrain": 0.98, "utility_gap": 0.01, "membership_auc": 0.52})},
+        "retrain_spread": {
+            "seed1_vs_seed0": metrics(
+                seeds[1], **{"agreement_with_retrain": 0.98, "utility_gap": 0.01, "membership_auc": 0.52}
+            )
+        },
     }
 
 
@@ -43,10 +65,13 @@ def test_a_run_that_can_judge_passes_every_condition():
     assert judged["memorised"]["gap"] == pytest.approx(0.5425 - 0.22)
 
 
-@pytest.mark.parametrize("change,failed", [
-    (dict(seeds=(0.31, 0.40)), "retrain_moves_target"),  # Retrain moved 0.01, its seeds differ by 0.09
-    (dict(test_prompts=48), "test_prompts"),
-])
+@pytest.mark.parametrize(
+    "change,failed",
+    [
+        (dict(seeds=(0.31, 0.40)), "retrain_moves_target"),  # Retrain moved 0.01, its seeds differ by 0.09
+        (dict(test_prompts=48), "test_prompts"),
+    ],
+)
 def test_each_failed_condition_is_named(change, failed):
     judged = can_judge(result(**change), {"name": "like_rate", "value": 0.65}, MEMORISED)
     assert not judged[failed]["verdict"] and not judged["verdict"]

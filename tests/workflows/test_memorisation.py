@@ -14,9 +14,19 @@ def _record(gap: dict | None) -> dict:
 
 
 def _gap(value: float, on: str | None = "v0000", size: int = 128, seed: int = 0) -> dict:
-    return MemorisationGap(gap=value, standard_error=0.01, trained_loss=1.0, untrained_loss=1.0 + value, trained_instances=5,
-                           untrained_instances=5, untrained_source="test", measured_on=on, seconds=1.0, reference_size=size,
-                           seed=seed).to_dict()
+    return MemorisationGap(
+        gap=value,
+        standard_error=0.01,
+        trained_loss=1.0,
+        untrained_loss=1.0 + value,
+        trained_instances=5,
+        untrained_instances=5,
+        untrained_source="test",
+        measured_on=on,
+        seconds=1.0,
+        reference_size=size,
+        seed=seed,
+    ).to_dict()
 
 
 def test_the_nearest_gap_with_the_same_settings_is_found():
@@ -33,8 +43,19 @@ def test_the_nearest_gap_with_the_same_settings_is_found():
 
 
 def _instance(name: str, user: str) -> Instance:
-    return Instance(id=name, task="tallrec", split="train", user=user, position=0, prompt="p", response=" Yes.", interactions=(),
-                    history_items=(), target_item="i", label=1)
+    return Instance(
+        id=name,
+        task="tallrec",
+        split="train",
+        user=user,
+        position=0,
+        prompt="p",
+        response=" Yes.",
+        interactions=(),
+        history_items=(),
+        target_item="i",
+        label=1,
+    )
 
 
 def test_measure_uses_unedited_trained_instances_and_never_trained_users():
@@ -68,7 +89,9 @@ def test_a_lineage_is_trusted_until_its_retained_drift_reaches_the_gap():
     trained = {"kind": "trained", "metrics": {}}
     lineage = [_retained(0.20, 0.21), _retained(0.30, 0.28), trained]  # |+0.01| + |-0.02|, two requests
     check = drift_check(lineage, gap=0.05)
-    assert check["retained_drift"] == pytest.approx(0.03) and check["requests"] == 2 and check["unmeasured_requests"] == 0
+    assert (
+        check["retained_drift"] == pytest.approx(0.03) and check["requests"] == 2 and check["unmeasured_requests"] == 0
+    )
     assert check["bound"] == 0.05 and check["trusted"] is True
     assert drift_check(lineage, gap=0.03 - 1e-9)["trusted"] is False
     assert drift_check(lineage, gap=None)["trusted"] is None and drift_check(lineage, gap=-0.1)["trusted"] is None

@@ -15,7 +15,9 @@ from rec_eraser.workflows import Event, EventError, RunIndex, plan_edits
 def setup(run):
     train = load_instances(run, "train")
     ctx = PromptContext.of_run(run)
-    index = RunIndex.build(train[0].task, [train, load_instances(run, "valid"), load_instances(run, "test")], dict(ctx.titles))
+    index = RunIndex.build(
+        train[0].task, [train, load_instances(run, "valid"), load_instances(run, "test")], dict(ctx.titles)
+    )
     return train, ctx, index
 
 
@@ -46,7 +48,9 @@ def test_noisy_interaction_leaves_histories_and_removes_its_target_instance(requ
         old, new = plan.before[iid], plan.after[iid]
         assert new.history_items == tuple(i for i in old.history_items if i != item)
         assert new.response == old.response and new.target == old.target and new.candidates == old.candidates
-        assert f"{ctx.titles[item]}" not in new.prompt.split("Choose")[0]  # LLaRA: the history part; TALLRec: whole text
+        assert (
+            f"{ctx.titles[item]}" not in new.prompt.split("Choose")[0]
+        )  # LLaRA: the history part; TALLRec: whole text
         if new.task == "llara":
             assert new.prompt.count("[HistoryEmb]") == len(new.history_items)
 
@@ -61,7 +65,9 @@ def test_a_rebuilt_tallrec_prompt_is_the_prompt_prepare_builds_without_the_inter
     assert dropped.line in later.lines
     plan = plan_edits([Event("e", "remove_interactions", user, items=(dropped.item,))], train, ctx)
     dataset = first_users(load_dataset("ml-100k"), 6)
-    rebuilt = build_instances(replace(dataset, interactions=tuple(x for x in dataset.interactions if x.line != dropped.line)), "tallrec")
+    rebuilt = build_instances(
+        replace(dataset, interactions=tuple(x for x in dataset.interactions if x.line != dropped.line)), "tallrec"
+    )
     golden = next(z for z in rebuilt if z.target.line == later.target.line)
     assert plan.after[later.id].prompt == golden.prompt and plan.after[later.id].response == golden.response
     assert plan.after[later.id].interactions == golden.interactions
@@ -81,7 +87,9 @@ def test_label_correction_flips_the_response_and_moves_the_item_between_liked_an
     title = f'"{ctx.titles[target.target_item]}"'
     later = plan.after[next(z.id for z in mine if target.target_item in z.history_items)]
     preference, unpreference = later.prompt.split("User Unpreference:")
-    assert (title in preference) == (new_label == "Yes") and (title in unpreference.split("Whether")[0]) == (new_label == "No")
+    assert (title in preference) == (new_label == "Yes") and (title in unpreference.split("Whether")[0]) == (
+        new_label == "No"
+    )
 
 
 def test_target_correction_replaces_the_answer_and_the_candidate(llara_run):
@@ -93,7 +101,9 @@ def test_target_correction_replaces_the_answer_and_the_candidate(llara_run):
     fixed = plan.after[z.id]
     assert fixed.response == " " + ctx.titles[new_item] and fixed.target_item == new_item
     assert fixed.candidates == tuple(new_item if c == z.target_item else c for c in z.candidates)
-    listed = fixed.prompt.split("titles: ", 1)[1].rsplit(". Answer:", 1)[0].removeprefix("[CansEmb] ").split(", [CansEmb] ")
+    listed = (
+        fixed.prompt.split("titles: ", 1)[1].rsplit(". Answer:", 1)[0].removeprefix("[CansEmb] ").split(", [CansEmb] ")
+    )
     assert listed == [ctx.titles[c] for c in fixed.candidates]
 
 
@@ -122,21 +132,28 @@ def test_events_on_one_instance_compose_into_one_edit(tallrec_run):
     user = busiest_user(train)
     mine = [z for z in train if z.user == user]
     item = sorted(mine, key=lambda z: z.position)[2].target_item
-    plan = plan_edits([Event("a", "remove_interactions", user, items=(item,)), Event("b", "delete_user", user)], train, ctx)
+    plan = plan_edits(
+        [Event("a", "remove_interactions", user, items=(item,)), Event("b", "delete_user", user)], train, ctx
+    )
     assert set(plan.removed) == {z.id for z in mine} and plan.modified == []
     assert plan.before == {z.id: z for z in mine}  # edits go from the trained form, not an intermediate one
     first, second = plan.effects
     assert first.removed + second.removed == len(mine) and second.modified == 0
-    again = plan_edits([Event("b", "delete_user", user), Event("a", "remove_interactions", user, items=(item,))], train, ctx)
+    again = plan_edits(
+        [Event("b", "delete_user", user), Event("a", "remove_interactions", user, items=(item,))], train, ctx
+    )
     assert again.effects[1].removed == again.effects[1].modified == 0  # nothing left to touch
 
 
-@pytest.mark.parametrize("event, message", [
-    (Event("e", "delete_user", "no-such-user"), "unknown user"),
-    (Event("e", "remove_interactions", "USER", items=("no-such-item",)), "unknown item"),
-    (Event("e", "remove_interactions", "USER", items=("OTHER",)), "has no interaction with item"),
-    (Event("e", "correct_target", "USER", item="OWN", target="OTHER"), "needs the llara task"),
-])
+@pytest.mark.parametrize(
+    "event, message",
+    [
+        (Event("e", "delete_user", "no-such-user"), "unknown user"),
+        (Event("e", "remove_interactions", "USER", items=("no-such-item",)), "unknown item"),
+        (Event("e", "remove_interactions", "USER", items=("OTHER",)), "has no interaction with item"),
+        (Event("e", "correct_target", "USER", item="OWN", target="OTHER"), "needs the llara task"),
+    ],
+)
 def test_events_that_do_not_fit_the_run_are_refused(tallrec_run, event, message):
     train, _, index = setup(tallrec_run)
     user = busiest_user(train)
@@ -154,5 +171,7 @@ def test_events_that_do_not_fit_the_run_are_refused(tallrec_run, event, message)
 def test_a_label_correction_that_keeps_the_class_changes_nothing(tallrec_run):
     train, ctx, _ = setup(tallrec_run)
     z = next(x for x in train if x.position > 1)
-    plan = plan_edits([Event("e", "correct_label", z.user, item=z.target_item, label="Yes" if z.label else "No")], train, ctx)
+    plan = plan_edits(
+        [Event("e", "correct_label", z.user, item=z.target_item, label="Yes" if z.label else "No")], train, ctx
+    )
     assert plan.changed == [] and plan.effects[0].modified == 0

@@ -27,8 +27,24 @@ def test_deletion_batches_are_disjoint_seeded_and_sized_by_the_fraction():
 def test_each_batch_is_its_own_version_and_checkpoints_compare_with_retrain(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "ir", 0.3)
     out = tmp_path / "seq"
-    cli = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--checkpoints", "1,2",
-                                   "--batch-fraction", "0.2", "--out", str(out), "--json"])
+    cli = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(recipe),
+            "--tier",
+            "full",
+            "--sequential",
+            "2",
+            "--checkpoints",
+            "1,2",
+            "--batch-fraction",
+            "0.2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert cli.exit_code == 0, cli.output
     data = json.loads(cli.stdout)
     registry = Registry(out / "run")
@@ -55,14 +71,32 @@ def test_each_batch_is_its_own_version_and_checkpoints_compare_with_retrain(tmp_
     assert len(table) == 1 + 2 + 1 + 2  # header and two checkpoints, header and two requests
     assert all(line.count("|") == len(SEQUENTIAL_COLUMNS) + 1 for line in table[:3])
     # a second call reuses every version and Retrain
-    again = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--checkpoints", "1,2",
-                                     "--batch-fraction", "0.2", "--out", str(out), "--json"])
+    again = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(recipe),
+            "--tier",
+            "full",
+            "--sequential",
+            "2",
+            "--checkpoints",
+            "1,2",
+            "--batch-fraction",
+            "0.2",
+            "--out",
+            str(out),
+            "--json",
+        ],
+    )
     assert again.exit_code == 0, again.output
     assert Registry(out / "run").versions() == ["v0000", "v0001", "v0002"]
 
 
 def test_a_sequential_study_needs_an_ir_recipe(tmp_path, tiny_model_dir):
     recipe = write_recipe(tmp_path, tiny_model_dir, "tallrec", "rc", 0.1)
-    cli = CliRunner().invoke(app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--out", str(tmp_path / "x")])
+    cli = CliRunner().invoke(
+        app, ["bench", str(recipe), "--tier", "full", "--sequential", "2", "--out", str(tmp_path / "x")]
+    )
     assert cli.exit_code == 1 and "needs an ir recipe" in cli.output
     assert not (tmp_path / "x").exists()  # refused before anything is written, the progress log included

@@ -23,7 +23,18 @@ FAST = SolverConfig(method="fisher", sample_size=16, batch_size=4)
 
 
 def tiny_recipe(model_dir: Path, **over) -> Recipe:
-    return Recipe(**{"rank": 4, "alpha": 8, "epochs": 1, "batch_size": 4, "lr": 5e-3, "max_train": 24, "base_model": str(model_dir), **over})
+    return Recipe(
+        **{
+            "rank": 4,
+            "alpha": 8,
+            "epochs": 1,
+            "batch_size": 4,
+            "lr": 5e-3,
+            "max_train": 24,
+            "base_model": str(model_dir),
+            **over,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +65,10 @@ def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_ch
     manifest_file, ids_file = run / "v0000" / "manifest.json", run / "v0000" / TRAIN_IDS
     manifest = json.loads(manifest_file.read_text())
     drawn = training_instances(run, Recipe.from_dict(manifest["recipe"]))
-    assert json.loads(ids_file.read_text()) == [z.id for z in drawn] and instance_ids_hash(drawn) == manifest["train_ids_sha256"]
+    assert (
+        json.loads(ids_file.read_text()) == [z.id for z in drawn]
+        and instance_ids_hash(drawn) == manifest["train_ids_sha256"]
+    )
     expected = [z.id for z in Registry(run).training_set("v0000")]
     assert expected == [z.id for z in drawn]
     # the recipe's draw would now give other instances (as a changed random stream would):
@@ -92,13 +106,17 @@ def test_forget_user_writes_a_complete_version_that_records_everything(run):
     assert result.version == "v0001" and registry.versions() == ["v0000", "v0001"] and registry.current() == "v0001"
     record = registry.manifest("v0001")
     assert record["parent"] == "v0000" and record["kind"] == "unlearned"
-    assert record["events"] == [{"id": "e1", "type": "delete_user", "user": user, "removed": result.removed, "modified": 0}]
+    assert record["events"] == [
+        {"id": "e1", "type": "delete_user", "user": user, "removed": result.removed, "modified": 0}
+    ]
     assert record["solver"]["method"] == "fisher" and record["solver"]["relative_residual"] < 1e-6
     assert {"seconds", "hvps", "damping", "curvature_samples"} <= set(record["solver"])
     assert set(record["hashes"]) >= {"adapter_model.safetensors", "adapter_config.json", "edited.jsonl"}
     assert record["metrics"]["after"]["forgotten_loss"] > record["metrics"]["before"]["forgotten_loss"]
     remaining = registry.training_set("v0001")
-    assert user not in {z.user for z in remaining} and len(remaining) == record["train_instances"] == 24 - result.removed
+    assert (
+        user not in {z.user for z in remaining} and len(remaining) == record["train_instances"] == 24 - result.removed
+    )
     assert [r["action"] for r in registry.ledger()] == ["trained", "apply"]
     load_version(run, "v0001")  # a loadable PEFT version
 
@@ -116,9 +134,13 @@ def test_the_same_events_file_twice_gives_one_version(run, tmp_path):
 
 def test_bad_events_are_reported_and_never_stop_the_good_ones(run):
     user = a_trained_user(run)
-    result = apply_events(run, [(1, Event("bad", "delete_user", "no-such-user")), (2, Event("good", "delete_user", user))], solver=FAST)
+    result = apply_events(
+        run, [(1, Event("bad", "delete_user", "no-such-user")), (2, Event("good", "delete_user", user))], solver=FAST
+    )
     assert result.version == "v0001" and [e["id"] for e in result.applied] == ["good"]
-    assert [(p.line, p.event_id) for p in result.problems] == [(1, "bad")] and "unknown user" in result.problems[0].message
+    assert [(p.line, p.event_id) for p in result.problems] == [(1, "bad")] and "unknown user" in result.problems[
+        0
+    ].message
     only_bad = apply_events(run, [(1, Event("bad", "delete_user", "no-such-user"))], solver=FAST)
     assert only_bad.version is None and Registry(run).versions() == ["v0000", "v0001"]
 
@@ -156,7 +178,10 @@ def test_a_version_missing_from_the_ledger_is_recovered(run):
     ledger = run / "ledger.jsonl"
     ledger.write_text(ledger.read_text().splitlines()[0] + "\n")  # as if killed after the rename
     with Registry(run).writing() as registry:
-        assert [(r["action"], r["version"]) for r in registry.ledger()] == [("trained", "v0000"), ("recovered", "v0001")]
+        assert [(r["action"], r["version"]) for r in registry.ledger()] == [
+            ("trained", "v0000"),
+            ("recovered", "v0001"),
+        ]
 
 
 def test_rollback_restores_the_weights_and_lets_undone_events_apply_again(run):
@@ -226,7 +251,9 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     before, after = record["metrics"]["before"]["forgotten_loss"], record["metrics"]["after"]["forgotten_loss"]
     assert after - before == pytest.approx(search["progress"] * gap["gap"], abs=1e-3)
     assert cal["targets"]["removed_loss"] == pytest.approx(before + gap["gap"])
-    assert set(cal["trust"]) == {"predicted_change", "measured_change", "ratio"} and cal["trust"]["predicted_change"] > 0
+    assert (
+        set(cal["trust"]) == {"predicted_change", "measured_change", "ratio"} and cal["trust"]["predicted_change"] > 0
+    )
     assert cal["settings"]["reference_size"] == 128
     # the gap is v0000's, measured by this first request on its whole training set (32 < 128)
     # and counted in its cost; the losses are a forward of each instance
@@ -249,19 +276,36 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     # the drift check sums both requests' retained change against that gap
     drift = Registry(calibrated_run).manifest(second.version)["metrics"]["drift"]
     changes = [abs(c["retained_loss"]["after"] - c["retained_loss"]["before"]) for c in (cal, cal2)]
-    assert drift["requests"] == 2 and drift["retained_drift"] == pytest.approx(sum(changes)) and drift["bound"] == gap["gap"]
+    assert (
+        drift["requests"] == 2
+        and drift["retained_drift"] == pytest.approx(sum(changes))
+        and drift["bound"] == gap["gap"]
+    )
     assert drift["trusted"] == (sum(changes) < gap["gap"])
 
 
 def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
     from rec_eraser.workflows.calibration import MemorisationGap
 
-    given = MemorisationGap(gap=0.5, standard_error=0.1, trained_loss=1.0, untrained_loss=1.5, trained_instances=10,
-                            untrained_instances=10, untrained_source="test", measured_on="v0000", seconds=3.0, reference_size=128, seed=0)
+    given = MemorisationGap(
+        gap=0.5,
+        standard_error=0.1,
+        trained_loss=1.0,
+        untrained_loss=1.5,
+        trained_instances=10,
+        untrained_instances=10,
+        untrained_source="test",
+        measured_on="v0000",
+        seconds=3.0,
+        reference_size=128,
+        seed=0,
+    )
     event = [(None, Event("e1", "delete_user", a_trained_user(run)))]
     # a gap from outside the lineage, or from another sample, is refused before anything is written
-    for wrong, message in ((replace(given, measured_on="v0042"), "not on a version of this lineage"),
-                           (replace(given, reference_size=64), "reference_size 64")):
+    for wrong, message in (
+        (replace(given, measured_on="v0042"), "not on a version of this lineage"),
+        (replace(given, reference_size=64), "reference_size 64"),
+    ):
         with pytest.raises(ValueError, match=message):
             apply_events(run, event, solver=FAST, memorisation=wrong)
     assert Registry(run).versions() == ["v0000"]
@@ -272,7 +316,9 @@ def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
     assert cal["targets"]["removed_loss"] == pytest.approx(record["metrics"]["before"]["forgotten_loss"] + 0.5)
 
 
-def test_training_records_the_gap_the_first_request_would_measure_and_the_request_reuses_it(tmp_path, tallrec_run, tiny_model_dir):
+def test_training_records_the_gap_the_first_request_would_measure_and_the_request_reuses_it(
+    tmp_path, tallrec_run, tiny_model_dir
+):
     from rec_eraser.tasks.prepare import load_instances
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisation, version_memorisation
 
@@ -284,10 +330,15 @@ def test_training_records_the_gap_the_first_request_would_measure_and_the_reques
     recorded = registry.manifest("v0000")["metrics"]["calibration"]["memorisation_gap"]
     assert recorded["measured_on"] == "v0000" and recorded["reference_size"] == DEFAULT_CALIBRATION.reference_size
     # the same figure a first request measures on the saved adapter (same sample, same model)
-    measured = version_memorisation(registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION)
+    measured = version_memorisation(
+        registry, "v0000", load_version(run, "v0000"), load_instances(run, "train"), DEFAULT_CALIBRATION
+    )
     for key in ("gap", "standard_error", "trained_loss", "untrained_loss"):
         assert recorded[key] == pytest.approx(getattr(measured, key), rel=1e-4, abs=1e-6), key
-    assert (recorded["trained_instances"], recorded["untrained_source"]) == (measured.trained_instances, measured.untrained_source)
+    assert (recorded["trained_instances"], recorded["untrained_source"]) == (
+        measured.trained_instances,
+        measured.untrained_source,
+    )
     result = apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST)
     cal = registry.manifest(result.version)["metrics"]["calibration"]
     assert cal["memorisation_gap"] == recorded and cal["reference_seconds"] == 0.0
@@ -300,10 +351,14 @@ def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
     with pytest.raises(SolverError, match="nothing was applied"):
         apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=strict)
     registry = Registry(run)
-    assert registry.versions() == ["v0000"] and registry.applied_events("v0000") == {} and not list(run.glob(".v0001-*"))
+    assert (
+        registry.versions() == ["v0000"] and registry.applied_events("v0000") == {} and not list(run.glob(".v0001-*"))
+    )
 
 
-def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_forgotten_loss(tmp_path, tallrec_run, learnable_model_dir):
+def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_forgotten_loss(
+    tmp_path, tallrec_run, learnable_model_dir
+):
     """target="reference": the damping at which the Fisher's unedited rows (each user's removed
     alone) are predicted to move by the gap on average, applied as it is; the manifest records
     it and the first-order prediction of the forgotten loss, which agrees with the solve's own."""
@@ -316,7 +371,9 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     user = a_trained_user(run)
     forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
     solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
-    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference"))
+    result = apply_events(
+        run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference")
+    )
     record = Registry(run).manifest(result.version)
     cal = record["metrics"]["calibration"]
     gap, reference = cal["memorisation_gap"]["gap"], cal["reference"]
@@ -325,7 +382,11 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     assert reference["reached"] and reference["predicted"] == pytest.approx(gap, rel=1e-3)
     retained_users = {z.user for z in Registry(run).training_set("v0000") if z.user != user}
     # the Fisher sample is the whole training set here, so every retained user is whole
-    assert reference["rows"] == 32 - len(forgotten) and reference["users"] == len(retained_users) and reference["whole_users"]
+    assert (
+        reference["rows"] == 32 - len(forgotten)
+        and reference["users"] == len(retained_users)
+        and reference["whole_users"]
+    )
     assert reference["seconds"] > 0
     assert f"x {reference['factor']:g}" in record["solver"]["damping_rule"]
     before, after = record["metrics"]["before"]["forgotten_loss"], record["metrics"]["after"]["forgotten_loss"]
@@ -339,7 +400,11 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
         Calibrate(target="retrain")
     # versions written before the target existed were calibrated on the edited instances
     legacy = {k: v for k, v in Calibrate().to_dict().items() if k != "target"}
-    assert Calibrate().matches(legacy) and not Calibrate(target="reference").matches(legacy) and not Calibrate().matches(None)
+    assert (
+        Calibrate().matches(legacy)
+        and not Calibrate(target="reference").matches(legacy)
+        and not Calibrate().matches(None)
+    )
 
 
 @pytest.mark.parametrize("groups", [(), ("projector",)])
@@ -357,7 +422,9 @@ def test_reference_target_on_llara_moves_lora_and_the_projector(tmp_path, llara_
     before = load_version(run, "v0000").model.projector.state_dict()
     user = a_trained_user(run)
     solver = SolverConfig(method="fisher", sample_size=32, batch_size=4, damping_groups=groups)
-    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference"))
+    result = apply_events(
+        run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference")
+    )
     record = Registry(run).manifest(result.version)
     cal = record["metrics"]["calibration"]
     reference, gap = cal["reference"], cal["memorisation_gap"]["gap"]

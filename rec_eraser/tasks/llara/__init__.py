@@ -3,12 +3,12 @@ scored and judged on them (``evaluation``, imported by the task registry only: i
 model layer, which imports this package's prompts)."""
 
 from rec_eraser.tasks.llara.prompts import (
-                                            TASK,
-                                            build_llara,
-                                            candidate_rng,
-                                            draw_candidates,
-                                            eligible_negatives,
-                                            llara_instance,
+    TASK,
+    build_llara,
+    candidate_rng,
+    draw_candidates,
+    eligible_negatives,
+    llara_instance,
 )
 
 __all__ = ["TASK", "build_llara", "candidate_rng", "draw_candidates", "eligible_negatives", "llara_instance"]

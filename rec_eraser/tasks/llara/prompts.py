@@ -52,8 +52,9 @@ def eligible_negatives(pool: Sequence[str], user_items: Iterable[str], titles: M
     return [i for i in pool if i not in own and titles[i] not in own_titles]
 
 
-def draw_candidates(iid: str, target: str, eligible: Sequence[str], titles: Mapping[str, str],
-                    negatives: int = 20, seed: int = 0) -> tuple[str, ...]:
+def draw_candidates(
+    iid: str, target: str, eligible: Sequence[str], titles: Mapping[str, str], negatives: int = 20, seed: int = 0
+) -> tuple[str, ...]:
     """The target and ``negatives`` items of ``eligible`` with distinct titles, in a seeded random order.
 
     Raises:
@@ -72,8 +73,10 @@ def draw_candidates(iid: str, target: str, eligible: Sequence[str], titles: Mapp
             seen.add(titles[item])
             chosen.append(item)
     if len(chosen) < negatives:
-        raise TaskError(f"{iid}: only {len(chosen)} items are eligible as negatives (not the user's, distinct "
-                        f"titles), {negatives} asked: lower negatives or use a larger dataset")
+        raise TaskError(
+            f"{iid}: only {len(chosen)} items are eligible as negatives (not the user's, distinct "
+            f"titles), {negatives} asked: lower negatives or use a larger dataset"
+        )
     pool = [target, *chosen]
     return tuple(pool[int(k)] for k in rng.permutation(len(pool)))
 
@@ -84,10 +87,19 @@ def llara_instance(step: Step, candidates: Sequence[str], titles: Mapping[str, s
         raise TaskError(f"target {step.target.item!r} of user {step.user!r} is not among its candidates")
     history = tuple(x.item for x in step.history)
     prompt = llara_prompt([titles[i] for i in history], [titles[c] for c in candidates], words)
-    return Instance(id=instance_id(TASK, step.user, step.position), task=TASK, split=step.split, user=step.user,
-                    position=step.position, prompt=prompt, response=llara_response(titles[step.target.item]),
-                    interactions=sources(step), history_items=history, target_item=step.target.item,
-                    candidates=tuple(candidates))
+    return Instance(
+        id=instance_id(TASK, step.user, step.position),
+        task=TASK,
+        split=step.split,
+        user=step.user,
+        position=step.position,
+        prompt=prompt,
+        response=llara_response(titles[step.target.item]),
+        interactions=sources(step),
+        history_items=history,
+        target_item=step.target.item,
+        candidates=tuple(candidates),
+    )
 
 
 def build_llara(dataset: Dataset, seed: int = 0, negatives: int = 20, max_history: int = 10) -> list[Instance]:
@@ -119,15 +131,32 @@ class LlaraPrompts(TaskPrompts):
         return {"negatives": negatives}
 
     def templates(self) -> dict[str, str]:
-        return {"llara": templates.LLARA_TEMPLATE, "history_emb": templates.HISTORY_EMB,
-                "cans_emb": templates.CANS_EMB, "user_emb": templates.USER_EMB, "item_token": "before the title"}
+        return {
+            "llara": templates.LLARA_TEMPLATE,
+            "history_emb": templates.HISTORY_EMB,
+            "cans_emb": templates.CANS_EMB,
+            "user_emb": templates.USER_EMB,
+            "item_token": "before the title",
+        }
 
-    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
-                candidates: tuple[str, ...] | None = None) -> Instance:
+    def rebuild(
+        self,
+        instance: Instance,
+        interactions: tuple[Source, ...],
+        ctx: PromptContext,
+        candidates: tuple[str, ...] | None = None,
+    ) -> Instance:
         history, target = interactions[:-1], interactions[-1]
         cands = candidates if candidates is not None else instance.candidates
         if cands is None or target.item not in cands:
             raise TaskError(f"{instance.id}: the target {target.item!r} is not among the candidates")
         prompt = llara_prompt([ctx.title(s.item) for s in history], [ctx.title(c) for c in cands], ctx.words)
-        return replace(instance, prompt=prompt, response=llara_response(ctx.title(target.item)), interactions=interactions,
-                       history_items=tuple(s.item for s in history), target_item=target.item, candidates=tuple(cands))
+        return replace(
+            instance,
+            prompt=prompt,
+            response=llara_response(ctx.title(target.item)),
+            interactions=interactions,
+            history_items=tuple(s.item for s in history),
+            target_item=target.item,
+            candidates=tuple(cands),
+        )

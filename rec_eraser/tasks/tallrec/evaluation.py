@@ -32,11 +32,18 @@ class TallRec(Task):
     agreement_kind = "score_correlation"
     agreement_words = "score correlation"
 
-    def scores_and_losses(self, loaded: Any, instances: Sequence[Instance], titles: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    def scores_and_losses(
+        self, loaded: Any, instances: Sequence[Instance], titles: dict[str, str]
+    ) -> tuple[np.ndarray, np.ndarray]:
         return yes_no_scores_and_losses(loaded, list(instances))  # both from one forward pass
 
-    def utility(self, scores: np.ndarray, instances: Sequence[Instance], titles: dict[str, str],
-                answers: list[str] | None = None) -> dict[str, float | None]:
+    def utility(
+        self,
+        scores: np.ndarray,
+        instances: Sequence[Instance],
+        titles: dict[str, str],
+        answers: list[str] | None = None,
+    ) -> dict[str, float | None]:
         return {"auc": classification_metrics(scores, _labels(instances))["auc"]}
 
     def agreement(self, a: np.ndarray, b: np.ndarray) -> float:
@@ -45,9 +52,19 @@ class TallRec(Task):
     def simple_baseline(self, train: Sequence[Instance], test: Sequence[Instance]) -> dict[str, Any]:
         return {"name": "like_rate", "value": _like_rate(train, test)["auc"]}
 
-    def evaluate(self, run_dir: Path, loaded: Any, instances: Sequence[Instance], train: Sequence[Instance],
-                 generate: bool = True, rank: bool = True, tick: Tick | None = None) -> dict[str, Any]:
+    def evaluate(
+        self,
+        run_dir: Path,
+        loaded: Any,
+        instances: Sequence[Instance],
+        train: Sequence[Instance],
+        generate: bool = True,
+        rank: bool = True,
+        tick: Tick | None = None,
+    ) -> dict[str, Any]:
         scores = yes_no_scores(loaded, list(instances), tick=tick)
-        result: dict[str, Any] = {k: v for k, v in classification_metrics(scores, _labels(instances)).items() if k != "n"}
+        result: dict[str, Any] = {
+            k: v for k, v in classification_metrics(scores, _labels(instances)).items() if k != "n"
+        }
         result["baselines"] = {"random": {"auc": random_auc()}, "like_rate": _like_rate(train, instances)}
         return result

@@ -37,12 +37,15 @@ def liked_threshold(dataset: Dataset, liked_above: float | None = None) -> float
     """
     where = dataset.mapping.path or dataset.mapping.name
     if dataset.mapping.rating is None:
-        raise TaskError(f"the tallrec task needs explicit ratings, and dataset {dataset.name!r} has none "
-                        f"(its mapping {where} maps no rating field); use the llara task instead")
+        raise TaskError(
+            f"the tallrec task needs explicit ratings, and dataset {dataset.name!r} has none "
+            f"(its mapping {where} maps no rating field); use the llara task instead"
+        )
     threshold = dataset.mapping.liked_above if liked_above is None else liked_above
     if threshold is None:
-        raise TaskError(f"the tallrec task needs liked_above (rating > liked_above counts as liked): "
-                        f"set it in the mapping {where}")
+        raise TaskError(
+            f"the tallrec task needs liked_above (rating > liked_above counts as liked): set it in the mapping {where}"
+        )
     return float(threshold)
 
 
@@ -58,10 +61,19 @@ def tallrec_instance(step: Step, titles: Mapping[str, str], words: PromptWords, 
     liked = [titles[x.item] for x, ok in zip(step.history, likes) if ok]
     disliked = [titles[x.item] for x, ok in zip(step.history, likes) if not ok]
     label = int(_liked(step, step.target, liked_above))
-    return Instance(id=instance_id(TASK, step.user, step.position), task=TASK, split=step.split, user=step.user,
-                    position=step.position, prompt=tallrec_prompt(liked, disliked, titles[step.target.item], words),
-                    response=tallrec_response(label), interactions=sources(step),
-                    history_items=tuple(x.item for x in step.history), target_item=step.target.item, label=label)
+    return Instance(
+        id=instance_id(TASK, step.user, step.position),
+        task=TASK,
+        split=step.split,
+        user=step.user,
+        position=step.position,
+        prompt=tallrec_prompt(liked, disliked, titles[step.target.item], words),
+        response=tallrec_response(label),
+        interactions=sources(step),
+        history_items=tuple(x.item for x in step.history),
+        target_item=step.target.item,
+        label=label,
+    )
 
 
 def build_tallrec(dataset: Dataset, max_history: int = 10, liked_above: float | None = None) -> list[Instance]:
@@ -69,10 +81,15 @@ def build_tallrec(dataset: Dataset, max_history: int = 10, liked_above: float | 
     threshold = liked_threshold(dataset, liked_above)
     titles = item_titles(dataset)
     sequences = chronological(dataset.interactions)
-    out = [tallrec_instance(step, titles, dataset.mapping, threshold)
-           for step in steps(sequences, max_history=max_history)]
-    logger.info("tallrec: %d instances from %d users, %.1f%% labelled Yes", len(out), len(sequences),
-                100.0 * sum(i.label or 0 for i in out) / max(len(out), 1))
+    out = [
+        tallrec_instance(step, titles, dataset.mapping, threshold) for step in steps(sequences, max_history=max_history)
+    ]
+    logger.info(
+        "tallrec: %d instances from %d users, %.1f%% labelled Yes",
+        len(out),
+        len(sequences),
+        100.0 * sum(i.label or 0 for i in out) / max(len(out), 1),
+    )
     return out
 
 
@@ -89,18 +106,34 @@ class TallrecPrompts(TaskPrompts):
         return {"liked_above": liked_threshold(dataset)}
 
     def templates(self) -> dict[str, str]:
-        return {"alpaca": templates.ALPACA_TEMPLATE, "instruction": templates.TALLREC_INSTRUCTION,
-                "input": templates.TALLREC_INPUT, "none": templates.TALLREC_NONE,
-                "yes": templates.TALLREC_RESPONSES[1], "no": templates.TALLREC_RESPONSES[0]}
+        return {
+            "alpaca": templates.ALPACA_TEMPLATE,
+            "instruction": templates.TALLREC_INSTRUCTION,
+            "input": templates.TALLREC_INPUT,
+            "none": templates.TALLREC_NONE,
+            "yes": templates.TALLREC_RESPONSES[1],
+            "no": templates.TALLREC_RESPONSES[0],
+        }
 
-    def rebuild(self, instance: Instance, interactions: tuple[Source, ...], ctx: PromptContext,
-                candidates: tuple[str, ...] | None = None) -> Instance:
+    def rebuild(
+        self,
+        instance: Instance,
+        interactions: tuple[Source, ...],
+        ctx: PromptContext,
+        candidates: tuple[str, ...] | None = None,
+    ) -> Instance:
         if ctx.liked_above is None:
             raise TaskError(f"{instance.id}: the run records no liked_above threshold")
         history, target = interactions[:-1], interactions[-1]
         liked = [ctx.title(s.item) for s in history if s.liked(ctx.liked_above)]
         disliked = [ctx.title(s.item) for s in history if not s.liked(ctx.liked_above)]
         label = int(target.liked(ctx.liked_above))
-        return replace(instance, prompt=tallrec_prompt(liked, disliked, ctx.title(target.item), ctx.words),
-                       response=tallrec_response(label), interactions=interactions,
-                       history_items=tuple(s.item for s in history), target_item=target.item, label=label)
+        return replace(
+            instance,
+            prompt=tallrec_prompt(liked, disliked, ctx.title(target.item), ctx.words),
+            response=tallrec_response(label),
+            interactions=interactions,
+            history_items=tuple(s.item for s in history),
+            target_item=target.item,
+            label=label,
+        )
