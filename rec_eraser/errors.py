@@ -12,9 +12,26 @@ this base is open work). Other exceptions are taken for bugs and keep their trac
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+#: The exit codes of ``rec-eraser``, so that a scheduler can tell failures apart:
+#: 1 bad input or a refused request (the default), 2 a bad command-line option (typer's usage
+#: code), 3 the run is busy (another job holds its lock: try again later), 4 a computation
+#: failed (a solve above its residual bound, a diverged training, a damping that cannot be
+#: set), 5 integrity (a version's file differs from its recorded hash, the base model changed).
+EXIT_CODES = {"input": 1, "usage": 2, "busy": 3, "computation": 4, "integrity": 5}
+
 
 class RecEraserError(Exception):
     """Bad input or a refused operation; the message says what and, where it can, what to do."""
+
+    #: the exit code of a command that ends in this error (see :data:`EXIT_CODES`)
+    exit_code: ClassVar[int] = EXIT_CODES["input"]
+
+
+def exit_code_of(exc: BaseException) -> int:
+    """The exit code a command ends with on ``exc`` (1 for errors outside the project's own)."""
+    return getattr(exc, "exit_code", EXIT_CODES["input"])
 
 
 #: what a caller can cause and fix, as opposed to a bug: the project's own errors, plus the

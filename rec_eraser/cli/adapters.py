@@ -8,7 +8,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, fail, fmt
+from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, fail_on, fmt
 
 adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run: list, show, diff, rollback.")
 app.add_typer(adapters, name="adapters")
@@ -21,7 +21,7 @@ def _with_registry(run: str, action: Any) -> Any:
     try:
         return action(Registry(resolve_run(run)))
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
 
 
 @adapters.command("list")

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fmt
+from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fail_on, fmt
 
 
 @app.command()
@@ -198,7 +198,7 @@ def _report(
     try:
         result = compute()
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     if as_json:
         emit_json(result)
     else:

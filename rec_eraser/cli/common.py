@@ -12,7 +12,7 @@ from typing import Any
 import typer
 from rich.console import Console
 
-from rec_eraser.errors import USER_ERRORS, RecEraserError  # noqa: F401  (USER_ERRORS: re-exported for the commands)
+from rec_eraser.errors import USER_ERRORS, RecEraserError, exit_code_of  # noqa: F401  (USER_ERRORS: re-exported for the commands)
 from rec_eraser.jsonable import finite
 
 app = typer.Typer(
@@ -27,6 +27,11 @@ console = Console()
 def fail(message: str, code: int = 1) -> None:
     sys.stderr.write(f"error: {' '.join(message.split())}\n")  # one line, never wrapped
     raise typer.Exit(code)
+
+
+def fail_on(exc: BaseException) -> None:
+    """One line for a user error, with its exit code (``rec_eraser.errors.EXIT_CODES``)."""
+    fail(str(exc), exit_code_of(exc))
 
 
 def emit_json(obj: Any) -> None:
@@ -57,7 +62,7 @@ def run_dir_of(run: str) -> Path:
     try:
         return resolve_run(run)
     except RegistryError as exc:
-        fail(str(exc))
+        fail_on(exc)
 
 
 def progress_bar(quiet: bool):

@@ -9,7 +9,17 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fmt, progress_bar, run_dir_of
+from rec_eraser.cli.common import (
+    USER_ERRORS,
+    app,
+    console,
+    emit_json,
+    err,
+    fail_on,
+    fmt,
+    progress_bar,
+    run_dir_of,
+)
 
 
 @app.command()
@@ -38,7 +48,7 @@ def prepare(
             dataset, task, out, seed=seed, negatives=negatives, max_history=max_history, max_users=max_users, root=root
         )
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     if as_json:
         emit_json(summary)
         return
@@ -100,7 +110,7 @@ def train(
                 measure=measure if measure_gap else None,
             )
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     manifest = json.loads((version / "manifest.json").read_text())
     gap = ((manifest.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap")
     if as_json:
@@ -147,7 +157,7 @@ def evaluate(
                 run, version, split, limit, generate=not no_generate, tick=lambda k: bar.advance(job, k)
             )
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     if as_json:
         emit_json(result)
         return
@@ -187,7 +197,7 @@ def demo(
     try:
         result = run_demo(out, quick=quick, base_model=base_model, say=progress)
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     if as_json:
         emit_json(result)
         return

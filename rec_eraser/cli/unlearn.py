@@ -19,6 +19,7 @@ from rec_eraser.cli.common import (
     emit_json,
     err,
     fail,
+    fail_on,
     progress_bar,
     run_dir_of,
 )
@@ -104,7 +105,7 @@ def _run_events(
                 say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")),
             )
     except USER_ERRORS as exc:
-        fail(str(exc))
+        fail_on(exc)
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -308,7 +309,7 @@ def apply_events_command(
     try:
         events, problems = read_events(events_file)
     except EventError as exc:
-        fail(str(exc))
+        fail_on(exc)
     cfg = _solver(solver, sample_size, batch_size)
     if not events:
         if as_json:

@@ -29,13 +29,15 @@ from dataclasses import dataclass
 import torch
 
 from rec_eraser.core.curvature import CurvatureOperator
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 
 logger = logging.getLogger(__name__)
 
 
 class DampingError(RecEraserError, RuntimeError):
     """The automatic damping rule cannot be applied (e.g. an indefinite Hessian)."""
+
+    exit_code = EXIT_CODES["computation"]
 
 
 @dataclass(frozen=True)

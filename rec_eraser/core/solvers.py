@@ -16,7 +16,7 @@ import torch
 from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ Preconditioner = Callable[[torch.Tensor], torch.Tensor]
 
 class SolverError(RecEraserError, RuntimeError):
     """A solver diverged, produced non-finite values or met an operator it cannot invert."""
+
+    exit_code = EXIT_CODES["computation"]
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.files import write_folder_atomically
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
@@ -355,6 +355,8 @@ def train_run(
 
 class TrainingDiverged(RecEraserError, FloatingPointError):
     """The training loss became non-finite; a lower learning rate is the usual fix."""
+
+    exit_code = EXIT_CODES["computation"]
 
 
 def load_version(run_dir: Path | str, version: str) -> LoadedModel:

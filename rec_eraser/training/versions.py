@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.files import write_folder_atomically
 from rec_eraser.tasks.instance import Instance
 
@@ -37,9 +37,13 @@ TRAIN_IDS = "train_ids.json"
 class VersionIntegrityError(RecEraserError, RuntimeError):
     """A version's file differs from the hash its manifest recorded, is missing, or the folder is a link."""
 
+    exit_code = EXIT_CODES["integrity"]
+
 
 class BaseModelMismatch(RecEraserError, RuntimeError):
     """An adapter version is loaded on a base model other than the one it was trained on."""
+
+    exit_code = EXIT_CODES["integrity"]
 
 
 def _sha256(path: Path) -> str:

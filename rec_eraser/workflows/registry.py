@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rec_eraser.errors import RecEraserError
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
@@ -58,6 +58,12 @@ ADAPTER_FILE = "adapter_model.safetensors"
 
 class RegistryError(RecEraserError, RuntimeError):
     """The run folder or a version is missing, or another job holds the run."""
+
+
+class RunBusy(RegistryError):
+    """Another job holds the run's lock; trying again later is the fix (exit code 3)."""
+
+    exit_code = EXIT_CODES["busy"]
 
 
 def resolve_run(run: str | Path, root: Path | str = DEFAULT_ROOT) -> Path:
@@ -207,7 +213,7 @@ class Registry:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError as exc:
-                raise RegistryError(
+                raise RunBusy(
                     f"{self.run_dir}: another rec-eraser job is writing to this run; try again when it ends"
                 ) from exc
             try:

@@ -231,3 +231,36 @@ def test_a_changed_version_file_is_refused_and_nothing_is_written(run):
     (run / "v0002").symlink_to(run / "v0001", target_is_directory=True)
     one_line_error(runner.invoke(app, ["adapters", "list", str(run)]), "is a symbolic link")
     one_line_error(runner.invoke(app, ["forget-user", str(run), "--user", other, *FAST]), "is a symbolic link")
+
+
+def test_exit_codes_tell_a_busy_run_a_failed_solve_and_a_changed_file_apart(run, monkeypatch):
+    """1 bad input, 3 busy (retry later), 4 a computation failed, 5 integrity; each one line."""
+    import fcntl
+
+    import rec_eraser.workflows.unlearn as unlearn
+    from rec_eraser.core.solvers import SolverError
+
+    user = a_trained_user(run)
+    bad = runner.invoke(app, ["forget-user", str(run), "--user", "no-such-user", *FAST])
+    one_line_error(bad, "unknown user")
+    assert bad.exit_code == 1
+    with (run / ".lock").open("a+") as held:  # another job writing to the run
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST])
+    one_line_error(busy, "another rec-eraser job is writing to this run")
+    assert busy.exit_code == 3
+
+    def diverging(*_args, **_kwargs):
+        raise SolverError("fisher did not solve the system: relative residual 3 > 0.5; nothing was applied")
+
+    monkeypatch.setattr(unlearn, "solve_update", diverging)
+    failed = runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST])
+    one_line_error(failed, "did not solve the system")
+    assert failed.exit_code == 4 and Registry(run).versions() == ["v0000"]
+    monkeypatch.undo()
+
+    adapter = run / "v0000" / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:-1] + b"\0")
+    changed = runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST])
+    one_line_error(changed, "its SHA-256 differs")
+    assert changed.exit_code == 5 and Registry(run).versions() == ["v0000"]
