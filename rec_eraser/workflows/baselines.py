@@ -18,7 +18,7 @@ values commonly used for LoRA adapters as defaults.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,8 +29,6 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.train import LoadedModel
 from rec_eraser.workflows.experiments import ExperimentError
-
-METHODS = ("gradient_ascent", "graddiff", "npo", "finetune")
 
 
 @dataclass
@@ -60,6 +58,54 @@ def _batches(samples: list, size: int, gen: torch.Generator):
             yield [samples[i] for i in order[start : start + size]]
 
 
+@dataclass
+class Step:
+    """What an objective sees at one optimiser step: the batch's per-instance losses, and on demand
+    a retained batch's losses (one more gradient pass) and the pre-unlearning losses of the batch."""
+
+    losses: torch.Tensor
+    batch: list[dict[str, torch.Tensor]]
+    retained: Callable[[], torch.Tensor]
+    reference: dict[int, float]
+    beta: float
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A few-step unlearning baseline: the instances its batches come from and the loss it minimises."""
+
+    name: str
+    on: str  # "forget" or "corrected"
+    objective: Callable[[Step], torch.Tensor]
+    needs_retain: bool = False
+    needs_reference: bool = False  # the forget instances' losses before unlearning (NPO's π_ref)
+
+
+#: the registered baselines, by name; adding one is a :func:`register_baseline` call
+BASELINES: dict[str, Baseline] = {}
+
+
+def register_baseline(baseline: Baseline) -> None:
+    if baseline.name in BASELINES:
+        raise ValueError(f"a baseline named {baseline.name!r} is registered already")
+    BASELINES[baseline.name] = baseline
+
+
+def _npo(step: Step) -> torch.Tensor:
+    # the log-ratio log π_θ − log π_ref = ℓ_ref − ℓ_θ
+    ratio = torch.tensor([step.reference[id(s)] for s in step.batch]) - step.losses
+    return (2.0 / step.beta) * torch.nn.functional.softplus(step.beta * ratio).mean()
+
+
+register_baseline(Baseline("gradient_ascent", "forget", lambda step: -step.losses.mean()))
+register_baseline(
+    Baseline("graddiff", "forget", lambda step: -step.losses.mean() + step.retained().mean(), needs_retain=True)
+)
+register_baseline(Baseline("npo", "forget", _npo, needs_reference=True))
+register_baseline(Baseline("finetune", "corrected", lambda step: step.losses.mean()))
+METHODS = tuple(BASELINES)
+
+
 def run_baseline(
     method: str,
     loaded: LoadedModel,
@@ -73,40 +119,36 @@ def run_baseline(
     seed: int = 0,
 ) -> BaselineReport:
     """Apply ``method`` to ``loaded.model`` in place; see the module docstring for each objective."""
-    if method not in METHODS:
-        raise ExperimentError(f"unknown baseline {method!r} (known: {', '.join(METHODS)})")
-    targets = corrected if method == "finetune" else forget
+    if method not in BASELINES:
+        raise ExperimentError(f"unknown baseline {method!r} (known: {', '.join(BASELINES)})")
+    baseline = BASELINES[method]
+    targets = corrected if baseline.on == "corrected" else forget
     if not targets:
-        raise ExperimentError(f"{method} needs {'corrected' if method == 'finetune' else 'forget'} instances")
-    if method == "graddiff" and not retain:
-        raise ExperimentError("graddiff needs retained instances")
+        raise ExperimentError(f"{method} needs {baseline.on} instances")
+    if baseline.needs_retain and not retain:
+        raise ExperimentError(f"{method} needs retained instances")
     t0 = time.perf_counter()  # NPO's reference pass is part of its cost
     gen = torch.Generator().manual_seed(seed)
-    main = _batches(_encode(loaded, targets), batch_size, gen)
-    kept = _batches(_encode(loaded, retain), batch_size, gen) if method == "graddiff" else None
+    encoded = _encode(loaded, targets)
+    main = _batches(encoded, batch_size, gen)
+    kept = _batches(_encode(loaded, retain), batch_size, gen) if baseline.needs_retain else None
     reference: dict[int, float] = {}
-    if method == "npo":
-        encoded = _encode(loaded, forget)
+    if baseline.needs_reference:
         with torch.no_grad(), deterministic_mode(loaded.model):
             reference = {id(s): float(v) for s, v in zip(encoded, _losses(loaded, encoded))}
-        main = _batches(encoded, batch_size, gen)
     params = [p for p in loaded.model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     passes, objective = 0, float("nan")
+
+    def retained() -> torch.Tensor:
+        nonlocal passes
+        passes += 1
+        return _losses(loaded, next(kept))
+
     with deterministic_mode(loaded.model):
         for _ in range(steps):
             batch = next(main)
-            losses = _losses(loaded, batch)
-            if method == "gradient_ascent":
-                loss = -losses.mean()
-            elif method == "finetune":
-                loss = losses.mean()
-            elif method == "graddiff":
-                loss = -losses.mean() + _losses(loaded, next(kept)).mean()
-                passes += 1
-            else:  # npo: log-ratio log π_θ − log π_ref = ℓ_ref − ℓ_θ
-                ratio = torch.tensor([reference[id(s)] for s in batch]) - losses
-                loss = (2.0 / beta) * torch.nn.functional.softplus(beta * ratio).mean()
+            loss = baseline.objective(Step(_losses(loaded, batch), batch, retained, reference, beta))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

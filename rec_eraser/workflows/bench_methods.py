@@ -37,7 +37,7 @@ from rec_eraser.training.encode import collate
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import load_version
-from rec_eraser.workflows.baselines import run_baseline
+from rec_eraser.workflows.baselines import BASELINES, run_baseline
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.study import (
     BenchContext,
@@ -362,9 +362,8 @@ def _descent_baseline(method: str) -> Callable[[MethodCall], Outcome]:
 
 register_method("retrain", lambda call: call.retrain)
 register_method("sisa", lambda call: _run_sisa(call.ctx, call.say))
-for _name in ("gradient_ascent", "graddiff", "npo"):
-    register_method(_name, _descent_baseline(_name))
-register_method("finetune", _descent_baseline("finetune"), correction_only=True)
+for _name, _baseline in BASELINES.items():  # the few-step baselines, in their registered order
+    register_method(_name, _descent_baseline(_name), correction_only=_baseline.on == "corrected")
 register_method("rec_eraser", lambda call: _run_rec_eraser(call.ctx, call.version))
 register_method("rec_eraser_reference", _run_reference_target)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))

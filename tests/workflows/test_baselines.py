@@ -46,3 +46,24 @@ def test_bad_requests_are_refused(trained):  # noqa: F811
         run_baseline("gradient_ascent", loaded)
     with pytest.raises(ExperimentError, match="needs retained"):
         run_baseline("graddiff", loaded, forget=split(trained)[0])
+
+
+def test_a_registered_baseline_runs_without_editing_the_loop(trained):  # noqa: F811
+    from rec_eraser.workflows.baselines import BASELINES, Baseline, register_baseline
+
+    # a made-up baseline: ascend the forget set's loss, but only on its instances above the batch mean
+    def ascend_the_hard_ones(step):
+        return -(step.losses * (step.losses >= step.losses.mean())).sum() / len(step.losses)
+
+    register_baseline(Baseline("hard_ascent", "forget", ascend_the_hard_ones))
+    try:
+        forget, _ = split(trained)
+        loaded = load_version(trained, "v0000")
+        before = float(np.mean(instance_losses(loaded, forget)))
+        report = run_baseline("hard_ascent", loaded, forget=forget, steps=5, lr=1e-2)
+        assert report.method == "hard_ascent" and report.gradient_passes == 5
+        assert float(np.mean(instance_losses(loaded, forget))) > before
+        with pytest.raises(ValueError, match="registered already"):
+            register_baseline(Baseline("npo", "forget", ascend_the_hard_ones))
+    finally:
+        del BASELINES["hard_ascent"]
