@@ -6,6 +6,7 @@ import json
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, fail_on, fmt
@@ -72,8 +73,8 @@ def adapters_diff(
     if as_json:
         emit_json(result)
         return
-    console.print(f"events only in {a}: {', '.join(result['events_only_in_a']) or 'none'}")
-    console.print(f"events only in {b}: {', '.join(result['events_only_in_b']) or 'none'}")
+    console.print(f"events only in {a}: {escape(', '.join(result['events_only_in_a'])) or 'none'}")
+    console.print(f"events only in {b}: {escape(', '.join(result['events_only_in_b'])) or 'none'}")
     console.print(f"training instances: {result['train_instances'][a]} vs {result['train_instances'][b]}")
     console.print(
         f"parameters: {result['tensors_changed']} of {result['tensors']} tensors differ; distance {result['parameter_distance']:.3g} "
@@ -94,4 +95,6 @@ def adapters_rollback(
         return
     console.print(f"{result['version']} is current: a copy of {to} (was {result['from']})")
     if result["undone_events"]:
-        console.print(f"[bold]undone[/bold] (their data is back in the adapter): {', '.join(result['undone_events'])}")
+        console.print(
+            f"[bold]undone[/bold] (their data is back in the adapter): {escape(', '.join(result['undone_events']))}"
+        )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rec_eraser.cli.common import (
@@ -119,13 +120,13 @@ def _run_events(
 
 def _print_apply(result: Any) -> None:
     for s in result.skipped:
-        console.print(f"event {s['id']} was applied already (in {s['applied_in']}): skipped")
+        console.print(f"event {escape(s['id'])} was applied already (in {s['applied_in']}): skipped")
     if result.version is None:
         console.print(f"nothing applied; {result.parent} stays current")
         return
     table = Table("event", "type", "user", "instances removed", "instances modified")
     for e in result.applied:
-        table.add_row(e["id"], e["type"], e["user"], str(e["removed"]), str(e["modified"]))
+        table.add_row(escape(e["id"]), e["type"], escape(e["user"]), str(e["removed"]), str(e["modified"]))
     console.print(table)
     line = f"{result.version} (from {result.parent}): {result.removed} instances removed, {result.modified} modified; {result.train_instances} remain"
     if result.solver:

@@ -16,6 +16,7 @@ tokens are). Reading never stops at a bad line: each bad line becomes an
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,12 @@ from rec_eraser.errors import RecEraserError
 
 TYPES = ("delete_user", "remove_interactions", "correct_label", "correct_target")
 LABELS = {"yes": True, "no": False}
+#: an event id is an idempotency key that logs and terminals print: bounded, one line, printable
+MAX_ID_LENGTH = 200
+#: a line of an events file longer than this is refused (an event is a few hundred bytes)
+MAX_LINE_BYTES = 64 * 1024
+# control and format characters, line and paragraph separators, surrogates, private and unassigned code points
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 
 
 class EventError(RecEraserError, ValueError):
@@ -54,6 +61,16 @@ class Event:
             d["items"] = list(self.items)
         return d
 
+    def same_request(self, recorded: dict[str, Any]) -> bool:
+        """Whether ``recorded`` (an event as a version's manifest holds it) asks for what this
+        event asks for: the same fields, the items in any order."""
+
+        def canonical(d: dict[str, Any]) -> dict[str, Any]:
+            fields = {k: v for k, v in d.items() if k not in ("removed", "modified")}
+            return {**fields, "items": sorted(fields["items"])} if "items" in fields else fields
+
+        return canonical(recorded) == canonical(self.to_dict())
+
 
 @dataclass(frozen=True)
 class EventProblem:
@@ -78,6 +95,20 @@ def _token(obj: dict[str, Any], key: str) -> str:
     return str(value)
 
 
+def _event_id(obj: dict[str, Any]) -> str:
+    event_id = _token(obj, "id")
+    if (
+        len(event_id) > MAX_ID_LENGTH
+        or event_id != event_id.strip()
+        or any(unicodedata.category(c) in _UNPRINTABLE for c in event_id)
+    ):
+        raise EventError(
+            f"field 'id' must be at most {MAX_ID_LENGTH} printable characters, with no line break, control "
+            f"character or surrounding space; got {ascii(event_id[:60])}{'...' if len(event_id) > 60 else ''}"
+        )
+    return event_id
+
+
 def parse_event(obj: Any) -> Event:
     """An :class:`Event` from one decoded JSON value; :class:`EventError` says what is wrong."""
     if not isinstance(obj, dict):
@@ -94,7 +125,7 @@ def parse_event(obj: Any) -> Event:
     unknown = sorted(set(obj) - allowed)
     if unknown:
         raise EventError(f"{kind} events have no field {unknown[0]!r} (fields: {', '.join(sorted(allowed))})")
-    event_id, user = _token(obj, "id"), _token(obj, "user")
+    event_id, user = _event_id(obj), _token(obj, "user")
     if kind == "delete_user":
         return Event(event_id, kind, user)
     if kind == "remove_interactions":
@@ -166,10 +197,18 @@ def read_events(path: Path | str) -> tuple[list[tuple[int, Event]], list[EventPr
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
+        if len(line.encode("utf-8")) > MAX_LINE_BYTES:
+            problems.append(
+                EventProblem(number, f"longer than {MAX_LINE_BYTES} bytes; an event is one short JSON object")
+            )
+            continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(EventProblem(number, f"not a JSON object ({exc.msg}); the file must be JSON Lines"))
+            continue
+        except RecursionError:
+            problems.append(EventProblem(number, "nested too deeply to be an event; an event is one flat JSON object"))
             continue
         try:
             event = parse_event(obj)

@@ -24,6 +24,7 @@ import datetime as _dt
 import fcntl
 import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,10 +131,16 @@ class Registry:
 
     def applied_events(self, version: str) -> dict[str, str]:
         """Event id -> the version that applied it, for every event in effect in ``version``."""
-        out: dict[str, str] = {}
-        for record in self.lineage(version):
+        return {event_id: applied_in for event_id, (applied_in, _) in self.applied_event_records(version).items()}
+
+    def applied_event_records(self, version: str) -> dict[str, tuple[str, dict[str, Any]]]:
+        """Event id -> (the version that applied it, the event as applied: its fields without the
+        counts of what it edited), for every event in effect in ``version``."""
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        for record in reversed(self.lineage(version)):  # oldest first: the first application is the one in effect
             for event in record.get("events", []):
-                out.setdefault(event["id"], record["version"])
+                content = {k: v for k, v in event.items() if k not in ("removed", "modified")}
+                out.setdefault(event["id"], (record["version"], content))
         return out
 
     def next_version(self) -> str:
@@ -149,7 +156,7 @@ class Registry:
         if not path.is_file():
             return {}
         out: dict[str, Instance | None] = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8").split("\n"):
             if line.strip():
                 row = json.loads(line)
                 out[row["id"]] = None if row["instance"] is None else Instance.from_dict(row["instance"])
@@ -200,7 +207,7 @@ class Registry:
     @staticmethod
     def edited_jsonl(edited: dict[str, Instance | None]) -> bytes:
         lines = [
-            json.dumps({"id": k, "instance": None if v is None else v.to_dict()}, ensure_ascii=False)
+            json.dumps({"id": k, "instance": None if v is None else v.to_dict()}, ensure_ascii=True)
             for k, v in sorted(edited.items())
         ]
         return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
@@ -218,6 +225,7 @@ class Registry:
                 ) from exc
             try:
                 self._remove_stale_staging()
+                self._repair_ledger()
                 self.reconcile_ledger()
                 yield self
             finally:
@@ -230,15 +238,57 @@ class Registry:
             logger.info("removed the unfinished version folder %s", path.name)
 
     def ledger(self) -> list[dict[str, Any]]:
+        """The ledger's records. It is a log (the versions are the truth), so a line that cannot be
+        read (a torn last line after a crash mid-append, or damage) is left out with a warning,
+        never fatal; the next writer cuts a torn last line off (:meth:`_repair_ledger`)."""
         path = self.run_dir / LEDGER
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = []
+        # split on "\n" only: str.splitlines also splits at U+2028, U+0085 and the like
+        for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
+                record = None
+            if not isinstance(record, dict):
+                logger.warning("%s: line %d is not a ledger record; left out", path, number)
+                continue
+            records.append(record)
+        return records
 
     def append_ledger(self, record: dict[str, Any]) -> None:
+        # ASCII-only JSON: no character of an id or a message can break the one-record-per-line framing
         with (self.run_dir / LEDGER).open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.write(json.dumps(record, ensure_ascii=True) + "\n")
             f.flush()
+            os.fsync(f.fileno())
+
+    def _repair_ledger(self) -> None:
+        """Cut off a torn last line (a crash in the middle of an append), so that the next append
+        starts on a line of its own; the writer holds the lock, so no append is in flight."""
+        path = self.run_dir / LEDGER
+        if not path.is_file():
+            return
+        data = path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1
+        try:
+            whole = isinstance(json.loads(data[keep:]), dict)  # only its newline was lost
+        except (ValueError, RecursionError):
+            whole = False
+        with path.open("r+b") as f:
+            if whole:
+                f.seek(0, os.SEEK_END)
+                f.write(b"\n")
+            else:
+                logger.warning("%s: its last line was cut off by a crash (%d bytes); removed", path, len(data) - keep)
+                f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
 
     def reconcile_ledger(self) -> None:
         """Add to the ledger every version a crash kept out of it."""

@@ -13,6 +13,7 @@ The update itself (the solve, its calibrated damping, its figures) is computed b
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -246,7 +247,7 @@ def _compute(
     run_dir = registry.run_dir
     parent = parent or registry.current()
     result = ApplyResult(run=str(run_dir), parent=parent)
-    in_effect = registry.applied_events(parent)
+    in_effect = registry.applied_event_records(parent)
     manifest = load_manifest(run_dir)
     ctx = PromptContext.of_run(run_dir)
     say("reading the run")
@@ -258,7 +259,18 @@ def _compute(
         if any(event.id == e.id for e in todo):
             continue  # the same event given twice in one call
         if event.id in in_effect:
-            result.skipped.append({"id": event.id, "applied_in": in_effect[event.id]})
+            applied_in, applied_as = in_effect[event.id]
+            if not event.same_request(applied_as):  # an id names one event: never skip a different request as done
+                result.problems.append(
+                    EventProblem(
+                        line or 0,
+                        f"event id {event.id!r} was applied in {applied_in} as {json.dumps(applied_as, sort_keys=True)}, "
+                        f"and this event is {json.dumps(event.to_dict(), sort_keys=True)}: give it an id of its own",
+                        event.id,
+                    )
+                )
+                continue
+            result.skipped.append({"id": event.id, "applied_in": applied_in})
             continue
         try:
             index.validate(event)

@@ -264,3 +264,72 @@ def test_exit_codes_tell_a_busy_run_a_failed_solve_and_a_changed_file_apart(run,
     changed = runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST])
     one_line_error(changed, "its SHA-256 differs")
     assert changed.exit_code == 5 and Registry(run).versions() == ["v0000"]
+
+
+@pytest.mark.parametrize(
+    "bad_id", ["a\u2028b", "a\u0085b", "tab\there", " padded", "x" * 201, "zero\u200bwidth", "new\nline"]
+)
+def test_an_event_id_must_be_one_printable_line(bad_id):
+    from rec_eraser.workflows.events import EventError, parse_event
+
+    with pytest.raises(EventError, match="field 'id' must be at most 200 printable characters"):
+        parse_event({"id": bad_id, "type": "delete_user", "user": "1"})
+    assert (
+        parse_event({"id": "crm:ticket/42 [/bold] é", "type": "delete_user", "user": "1"}).id
+        == "crm:ticket/42 [/bold] é"
+    )
+
+
+def test_bad_lines_never_block_good_ones_nor_the_run(run, tmp_path):
+    """A deep or huge line is a problem of its own line; an id with markup prints as text; an id
+    reused for another request is refused, not skipped; the same request with its items in
+    another order is skipped."""
+    user = a_trained_user(run)
+    items = sorted(
+        {s.item for z in Registry(run).training_set("v0000") if z.user == user for s in z.interactions[:-1]}
+    )[:2]
+    events = tmp_path / "events.jsonl"
+    lines = [
+        json.dumps({"id": "[/bold]e1", "type": "remove_interactions", "user": user, "items": items}),
+        "[" * 30_000 + "]" * 30_000,
+        json.dumps({"id": "e3", "type": "delete_user", "user": user, "pad": "x" * 70_000}),
+    ]
+    events.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["apply-events", str(run), str(events), *FAST])
+    assert result.exit_code == 1 and "[/bold]e1" in result.stdout  # the good line applied, printed as text
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert (
+        len(errors) == 2 and "line 2: nested too deeply" in errors[0] and "line 3: longer than 65536 bytes" in errors[1]
+    )
+    assert Registry(run).versions() == ["v0000", "v0001"]
+
+    same = json.dumps({"id": "[/bold]e1", "type": "remove_interactions", "user": user, "items": items[::-1]})
+    other = json.dumps({"id": "[/bold]e1", "type": "delete_user", "user": user})
+    events.write_text(same + "\n")
+    again = runner.invoke(app, ["apply-events", str(run), str(events), "--json", *FAST])
+    assert again.exit_code == 0 and json.loads(again.stdout)["skipped"] == [{"id": "[/bold]e1", "applied_in": "v0001"}]
+    events.write_text(other + "\n")
+    reused = runner.invoke(app, ["apply-events", str(run), str(events), "--json", *FAST])
+    assert reused.exit_code == 1 and json.loads(reused.stdout)["version"] is None
+    assert "was applied in v0001 as" in reused.stderr and "give it an id of its own" in reused.stderr
+    assert Registry(run).versions() == ["v0000", "v0001"]
+
+
+def test_a_damaged_ledger_is_read_around_and_repaired_by_the_next_writer(run):
+    from rec_eraser.workflows.registry import LEDGER
+
+    ledger = run / LEDGER
+    with Registry(run).writing():  # the first writer logs v0000
+        pass
+    good = ledger.read_bytes()
+    # a record an older version wrote with a raw line separator inside a string, then a torn append
+    ledger.write_bytes(good + '{"action": "note", "text": "a\u2028b"}\n'.encode() + b'{"time": "2026-12-06", "act')
+    registry = Registry(run)
+    assert [r["action"] for r in registry.ledger()] == ["trained", "note"]  # the torn line left out, never fatal
+    user = a_trained_user(run)
+    result = runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST])
+    assert result.exit_code == 0, result.output
+    text = ledger.read_bytes()
+    assert b'"act\n' not in text and text.endswith(b"\n")
+    assert [r["action"] for r in Registry(run).ledger()] == ["trained", "note", "apply"]
+    assert all(line.isascii() for line in text.decode().split("\n")[-2:])
