@@ -29,6 +29,12 @@ class RecEraserError(Exception):
     exit_code: ClassVar[int] = EXIT_CODES["input"]
 
 
+class RunBusy(RecEraserError, RuntimeError):
+    """Another job holds the run's write lock; trying again when it ends is the fix (exit code 3)."""
+
+    exit_code = EXIT_CODES["busy"]
+
+
 def exit_code_of(exc: BaseException) -> int:
     """The exit code a command ends with on ``exc`` (1 for errors outside the project's own)."""
     return getattr(exc, "exit_code", EXIT_CODES["input"])

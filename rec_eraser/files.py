@@ -10,11 +10,18 @@ libraries we use offer the rename but not the flushes around it.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from rec_eraser.errors import RunBusy
+
+#: the run folder's advisory write lock: training, applying, rolling back and previewing take it
+LOCK_FILE = ".lock"
 
 
 def fsync_path(path: Path) -> None:
@@ -76,3 +83,18 @@ def write_folder_atomically(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s write lock (an advisory ``flock`` on ``RUN/.lock``, released when the
+    process dies); :class:`~rec_eraser.errors.RunBusy` at once when another job holds it."""
+    with (Path(run_dir) / LOCK_FILE).open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise RunBusy(f"{run_dir}: another rec-eraser job is writing to this run; try again when it ends") from exc
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

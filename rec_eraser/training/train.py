@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from rec_eraser.errors import EXIT_CODES, RecEraserError
-from rec_eraser.files import write_folder_atomically
+from rec_eraser.files import run_lock, write_folder_atomically
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
@@ -330,6 +330,11 @@ def train_run(
     without a recorded gap has it measured by its first calibrated request.
     """
     run_dir = Path(run_dir)
+    with run_lock(run_dir):  # no rollback or apply may tidy away the version being written
+        return _train_run(run_dir, recipe, progress, measure)
+
+
+def _train_run(run_dir: Path, recipe: Recipe, progress: Progress | None, measure: Measure | None) -> Path:
     target = run_dir / version_name(0)
     if target.exists():
         raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from rec_eraser.tasks.instance import Instance
 if TYPE_CHECKING:
     from rec_eraser.training.model import RecModel
 
+_VERSION_NAME = re.compile(r"v[0-9]{4,}")
 PROJECTOR_FILE = "projector.safetensors"
 VERSION_MANIFEST = "manifest.json"
 #: a trained version's training instance ids (a JSON list, in training order): the training set
@@ -177,7 +179,9 @@ def base_model_fingerprint(path: Path | str) -> str:
 def list_versions(run_dir: Path | str) -> list[str]:
     """The run's complete adapter versions, oldest first (staging folders are not versions)."""
     run_dir = Path(run_dir)
-    return sorted(p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]") if (p / VERSION_MANIFEST).is_file())
+    # four digits or more (v10000 follows v9999), in numeric order
+    names = [p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]*") if _VERSION_NAME.fullmatch(p.name)]
+    return sorted((n for n in names if (run_dir / n / VERSION_MANIFEST).is_file()), key=lambda n: int(n[1:]))
 
 
 def resolve_version(run_dir: Path | str, version: str | None) -> str:

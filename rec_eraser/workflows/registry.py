@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import json
 import logging
 import os
@@ -30,7 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rec_eraser.errors import EXIT_CODES, RecEraserError
+from rec_eraser.errors import RecEraserError, RunBusy  # noqa: F401  (RunBusy: where the registry's callers look)
+from rec_eraser.files import run_lock
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
@@ -53,18 +53,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_ROOT = Path("adapters")
 LEDGER = "ledger.jsonl"
 EDITED = "edited.jsonl"
-LOCK = ".lock"
 ADAPTER_FILE = "adapter_model.safetensors"
 
 
 class RegistryError(RecEraserError, RuntimeError):
     """The run folder or a version is missing, or another job holds the run."""
-
-
-class RunBusy(RegistryError):
-    """Another job holds the run's lock; trying again later is the fix (exit code 3)."""
-
-    exit_code = EXIT_CODES["busy"]
 
 
 def resolve_run(run: str | Path, root: Path | str = DEFAULT_ROOT) -> Path:
@@ -216,24 +209,15 @@ class Registry:
     @contextlib.contextmanager
     def writing(self) -> Iterator[Registry]:
         """Exclusive write access (an advisory lock on ``RUN/.lock``), ledger reconciled first."""
-        with (self.run_dir / LOCK).open("a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise RunBusy(
-                    f"{self.run_dir}: another rec-eraser job is writing to this run; try again when it ends"
-                ) from exc
-            try:
-                self._remove_stale_staging()
-                self._repair_ledger()
-                self.reconcile_ledger()
-                yield self
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with run_lock(self.run_dir):
+            self._remove_stale_staging()
+            self._repair_ledger()
+            self.reconcile_ledger()
+            yield self
 
     def _remove_stale_staging(self) -> None:
         """Temporary version folders a crashed job left (never versions: they lack the rename)."""
-        for path in self.run_dir.glob(".v[0-9][0-9][0-9][0-9]-*"):
+        for path in self.run_dir.glob(".v[0-9][0-9][0-9][0-9]*-*"):
             shutil.rmtree(path, ignore_errors=True)
             logger.info("removed the unfinished version folder %s", path.name)
 

@@ -333,3 +333,24 @@ def test_a_damaged_ledger_is_read_around_and_repaired_by_the_next_writer(run):
     assert b'"act\n' not in text and text.endswith(b"\n")
     assert [r["action"] for r in Registry(run).ledger()] == ["trained", "note", "apply"]
     assert all(line.isascii() for line in text.decode().split("\n")[-2:])
+
+
+def test_versions_go_on_past_v9999_in_numeric_order(tmp_path):
+    from rec_eraser.training.versions import list_versions
+
+    for name in ("v0002", "v9999", "v10000", "v10001", "v123", "v0003x", ".v10002-abc.partial"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "manifest.json").write_text("{}")
+    (tmp_path / "v0004").mkdir()  # no manifest: not a version
+    assert list_versions(tmp_path) == ["v0002", "v9999", "v10000", "v10001"]
+
+
+def test_train_takes_the_runs_lock(tallrec_run, tmp_path, tiny_model_dir):
+    import fcntl
+
+    run = shutil.copytree(tallrec_run, tmp_path / "run")
+    with (run / ".lock").open("a+") as held:  # a rollback or an apply writing to the run
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        busy = runner.invoke(app, ["train", str(run), "--base-model", str(tiny_model_dir), "--no-measure-gap"])
+    one_line_error(busy, "another rec-eraser job is writing to this run")
+    assert busy.exit_code == 3 and not list(run.glob("v0*")) and not list(run.glob(".v0*"))
