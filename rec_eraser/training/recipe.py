@@ -12,6 +12,8 @@ lines overriding them (a list replaces a list). The benchmark recipes extend
 from __future__ import annotations
 
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,6 +65,7 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        check_types(self, "recipe")
         for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"recipe: {name} must be >= 1, got {getattr(self, name)}")
@@ -84,6 +87,19 @@ class Recipe:
             raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
         if self.holdout_users < 0:
             raise RecipeError(f"recipe: holdout_users must be >= 0, got {self.holdout_users}")
+        if not 0 <= self.dropout < 1:
+            raise RecipeError(f"recipe: dropout must be in [0, 1), got {self.dropout}")
+        if self.seed < 0:
+            raise RecipeError(f"recipe: seed must be >= 0, got {self.seed}")
+        if self.max_length < MIN_LENGTH:
+            raise RecipeError(
+                f"recipe: max_length must be >= {MIN_LENGTH} tokens (a prompt's oldest tokens are cut to fit it), "
+                f"got {self.max_length}"
+            )
+        if not self.target_modules:
+            raise RecipeError('recipe: target_modules must name at least one module, e.g. ["q_proj", "v_proj"]')
+        if self.sasrec_epochs < 1:
+            raise RecipeError(f"recipe: sasrec_epochs must be >= 1, got {self.sasrec_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -95,12 +111,62 @@ class Recipe:
         return settings_from_dict(cls, data, "recipe: unknown setting", tuples=("target_modules",))
 
 
+#: the shortest max_length a recipe may ask for: room for a response and some of its prompt
+MIN_LENGTH = 32
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether ``value`` has the type ``hint`` names (the hints of a settings dataclass: int,
+    float, str, bool, None, unions of them, ``tuple[str, ...]``, ``dict[str, Any]``, ``Any``)."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:  # an integer is a float here (lr = 1 is a typo, not a type error: the range check says so)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_fits(v, args[0]) for v in value)
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint)
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", type(None): "absent"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        plural = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
+        return f"a list of {plural.get(typing.get_args(hint)[0], 'values')}"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_types(settings: Any, what: str) -> None:
+    """Refuse a setting of a frozen settings dataclass whose value has the wrong type (a TOML
+    ``rank = 2.5``, ``epochs = true``, ``batch_size = 8.0``) with one :class:`RecipeError` line."""
+    hints = typing.get_type_hints(type(settings))
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        if not _fits(value, hints[f.name]):
+            raise RecipeError(f"{what}: {f.name} must be {_describe(hints[f.name])}, got {value!r}")
+
+
 def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str, tuples: tuple[str, ...] = ()) -> T:
     """``cls(**data)`` for a frozen settings dataclass: unknown names are refused with
     ``unknown_message``, and the fields named in ``tuples`` (TOML arrays) become tuples."""
     unknown = sorted(set(data) - {f.name for f in fields(cls)})
     if unknown:
         raise RecipeError(f"{unknown_message} {unknown[0]!r}")
+    for name in tuples:
+        if name in data and not isinstance(data[name], (list, tuple)):  # tuple("q_proj") would be its characters
+            raise RecipeError(f"{unknown_message.split(':')[0]}: {name} must be a list, got {data[name]!r}")
     values = {k: tuple(v) if k in tuples else v for k, v in data.items()}
     return cls(**values)
 

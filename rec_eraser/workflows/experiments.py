@@ -44,6 +44,7 @@ from rec_eraser.tasks.tallrec import liked_threshold
 from rec_eraser.training.recipe import (
     Recipe,
     RecipeError,
+    check_types,
     find_recipe,
     read_toml,
     recipe_from_sections,
@@ -85,6 +86,7 @@ class Experiment:
     methods: tuple[str, ...] | None = None  # the default method set of `bench` at this tier (None: every method)
 
     def __post_init__(self) -> None:
+        check_types(self, "experiment")
         if self.edit not in EDITS:
             raise RecipeError(f"experiment: edit must be one of {', '.join(EDITS)}, got {self.edit!r}")
         if self.task not in task_names():

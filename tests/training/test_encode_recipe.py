@@ -185,3 +185,26 @@ def test_learning_rate_schedules():
     assert cosine(2) == 1.0 and 0 < cosine(9) < 0.04  # the peak after warm-up; nearly 0 at the last step
     assert learning_rate_factor(Recipe(warmup=0.5), 4)(0) == pytest.approx(1 / 3)  # warm-up, then constant
     assert learning_rate_factor(Recipe(warmup=0.5), 4)(2) == 1.0
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"rank": 2.5}, "rank must be an integer, got 2.5"),
+        ({"batch_size": 8.0}, "batch_size must be an integer, got 8.0"),
+        ({"epochs": True}, "epochs must be an integer, got True"),
+        ({"dropout": 2}, "dropout must be in \\[0, 1\\)"),
+        ({"dropout": -0.1}, "dropout must be in \\[0, 1\\)"),
+        ({"seed": -1}, "seed must be >= 0"),
+        ({"target_modules": "q_proj"}, "target_modules must be a list, got 'q_proj'"),
+        ({"target_modules": []}, "target_modules must name at least one module"),
+        ({"target_modules": ["q_proj", 3]}, "target_modules must be a list of strings"),
+        ({"max_length": 1}, "max_length must be >= 32 tokens"),
+        ({"precision": 16}, "precision must be a string, got 16"),
+        ({"base_model": ["x"]}, "base_model must be a string or absent"),
+    ],
+)
+def test_a_recipe_value_of_the_wrong_type_or_range_is_one_line(settings, message):
+    with pytest.raises(RecipeError, match=message):
+        Recipe.from_dict(settings)
+    assert Recipe.from_dict({"epochs": 2, "lr": 0.002, "dropout": 0}).dropout == 0  # an integer is a number

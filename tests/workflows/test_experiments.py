@@ -53,6 +53,8 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
     [
         ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
         ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
+        ("[experiment]\nfraction = 'a lot'\n", "fraction must be a number, got 'a lot'"),
+        ("[experiment]\nretrain_seeds = [0, 1.5]\n", "retrain_seeds must be a list of integers"),
         ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
         ("[experiment]\nretrain_seeds = [0]\n", "at least two distinct seeds"),
         ("[experiment]\nretrain_seeds = [1, 1]\n", "at least two distinct seeds"),
