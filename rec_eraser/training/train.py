@@ -40,6 +40,7 @@ from rec_eraser.training.versions import (
     TRAIN_IDS,
     BaseModelMismatch,
     base_model_fingerprint,
+    base_model_weights_fingerprint,
     instance_ids_hash,
     instances_content_hash,
     save_version,
@@ -259,6 +260,7 @@ def _fit(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_model": str(base_path),
         "base_model_sha256": base_model_fingerprint(base_path),
+        "base_model_weights_sha256": base_model_weights_fingerprint(base_path),
         "task": manifest["task"],
         "data_hash": manifest["data_hash"],
         "recipe": recipe.to_dict(),
@@ -385,6 +387,12 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         raise BaseModelMismatch(
             f"{folder} was trained on another base model than the one now at {base_path} "
             "(its config.json changed): restore that model, or retrain"
+        )
+    weights = record.get("base_model_weights_sha256")  # versions written before it was recorded have none
+    if weights and base_model_weights_fingerprint(base_path) != weights:
+        raise BaseModelMismatch(
+            f"{folder} was trained on other weights than those of the base model now at {base_path} "
+            "(its weight files changed under the same config.json): restore that model, or retrain"
         )
     lm, tokenizer = load_causal_lm(base_path)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_eraser.errors import EXIT_CODES, RecEraserError
-from rec_eraser.files import write_folder_atomically
+from rec_eraser.files import write_file_atomically, write_folder_atomically
 from rec_eraser.tasks.instance import Instance
 
 if TYPE_CHECKING:
@@ -174,6 +174,46 @@ def base_model_fingerprint(path: Path | str) -> str:
     """SHA-256 of the base model's ``config.json``: tells a different base model apart cheaply."""
     config = Path(path) / "config.json"
     return hashlib.sha256(config.read_bytes()).hexdigest() if config.is_file() else ""
+
+
+#: the files of a Hugging Face model folder that hold weights
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+_FINGERPRINTS = "weight-fingerprints.json"
+
+
+def base_model_weights_fingerprint(path: Path | str) -> str:
+    """SHA-256 over the base model's weight files (names and contents): tells apart a model whose
+    weights changed under the same ``config.json``.
+
+    Hashing a 7B model's 14 GB takes minutes, so each file's hash is cached in the user's cache
+    folder (``$REC_ERASER_CACHE`` or ``~/.cache/rec-eraser``), keyed by its resolved path, size and
+    modification time: a changed file has a new key and is hashed again. A cache that cannot be
+    read or written costs time, never correctness.
+    """
+    from rec_eraser.models.embedded import cache_root
+
+    files = sorted(p for p in Path(path).iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    cache_file = cache_root() / _FINGERPRINTS
+    try:
+        cache = json.loads(cache_file.read_text(encoding="utf-8"))
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, ValueError):
+        cache = {}
+    digest, changed = hashlib.sha256(), False
+    for file in files:
+        stat = file.stat()
+        key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if not isinstance(cache.get(key), str):
+            cache[key], changed = _sha256(file), True
+        digest.update(f"{file.name}\0{cache[key]}\n".encode())
+    if changed:
+        try:
+            kept = {k: v for k, v in cache.items() if Path(k.rsplit("|", 2)[0]).is_file()}  # forget removed files
+            text = json.dumps(kept, indent=0)
+            write_file_atomically(cache_file, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        except OSError:
+            pass
+    return digest.hexdigest()
 
 
 def list_versions(run_dir: Path | str) -> list[str]:

@@ -151,6 +151,7 @@ def apply_events(
             "created": now(),
             "base_model": root["base_model"],
             "base_model_sha256": root.get("base_model_sha256"),
+            "base_model_weights_sha256": root.get("base_model_weights_sha256"),
             "task": manifest["task"],
             "data_hash": manifest["data_hash"],
             "recipe": root["recipe"],

@@ -216,6 +216,29 @@ def test_a_changed_base_model_is_refused_and_writes_nothing(tmp_path, tallrec_ru
     assert Registry(run).versions() == ["v0000"]
 
 
+def test_base_model_weights_changed_under_the_same_config_are_refused(
+    tmp_path, tallrec_run, tiny_model_dir, monkeypatch
+):
+    from safetensors.torch import load_file, save_file
+
+    from rec_eraser.training.versions import BaseModelMismatch
+
+    monkeypatch.setenv("REC_ERASER_CACHE", str(tmp_path / "cache"))  # the fingerprint cache of this test alone
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    run = shutil.copytree(tallrec_run, tmp_path / "run")
+    train_run(run, tiny_recipe(model, max_train=8))
+    assert Registry(run).manifest("v0000")["base_model_weights_sha256"]
+    load_version(run, "v0000")  # the same weights: accepted (the second fingerprint comes from the cache)
+    (weights,) = model.glob("*.safetensors")
+    tensors = load_file(str(weights))
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 1e-3  # fine-tuned in place, config.json untouched
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    with pytest.raises(BaseModelMismatch, match="other weights than those of the base model"):
+        apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST)
+    assert Registry(run).versions() == ["v0000"]
+
+
 def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_run, learnable_model_dir):
     """End to end on a tiny model trained to memorise: unlearned vs a model retrained without the user."""
     run = tmp_path / "run"
