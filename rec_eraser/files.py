@@ -88,7 +88,10 @@ def write_folder_atomically(
 @contextlib.contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir``'s write lock (an advisory ``flock`` on ``RUN/.lock``, released when the
-    process dies); :class:`~rec_eraser.errors.RunBusy` at once when another job holds it."""
+    process dies); :class:`~rec_eraser.errors.RunBusy` at once when another job holds it.
+
+    Not re-entrant: a ``flock`` belongs to an open file, so taking it again in the same process
+    (while holding it) is refused like another job's."""
     with (Path(run_dir) / LOCK_FILE).open("a+") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -122,3 +122,13 @@ def test_influence_update_needs_no_run_folder_and_equals_the_workflows_update(tr
         rx.influence_update(peft_model, tokenizer, training_set[1:], removed=training_set[:1])
     with pytest.raises(ValueError, match="nothing to remove or correct"):
         rx.influence_update(peft_model, tokenizer, training_set)
+
+
+def test_one_id_for_two_different_events_in_one_request_is_refused(trained_run):
+    from rec_eraser.workflows.events import Event
+
+    user = _lightest_user(trained_run)
+    twins = [Event("ticket-1", "delete_user", user), Event("ticket-1", "remove_interactions", user, items=("1",))]
+    with pytest.raises(EventError, match="'ticket-1' names two different events in this request"):
+        trained_run.apply(twins)
+    assert trained_run.versions == ["v0000"]

@@ -246,11 +246,8 @@ def _read_extended(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not isinstance(base_name, str) or not base_name:
         raise RecipeError(f'{path}: extends must name one recipe, e.g. extends = "base-ml100k"')
     relative = path.parent / base_name
-    base_path = (
-        relative
-        if relative.is_file()
-        else (relative.with_suffix(".toml") if relative.with_suffix(".toml").is_file() else None)
-    )
+    with_suffix = path.parent / (base_name if base_name.endswith(".toml") else f"{base_name}.toml")
+    base_path = relative if relative.is_file() else (with_suffix if with_suffix.is_file() else None)
     try:
         base = _read_extended(base_path or find_recipe(base_name), (*chain, here))
     except RecipeError as exc:

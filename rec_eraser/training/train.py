@@ -216,6 +216,7 @@ def _fit(
         "recipe": recipe.to_dict(),
         "instances_sha256": instances_content_hash(instances),
         "base_model_sha256": base_model_fingerprint(base_path),
+        "base_model_weights_sha256": base_model_weights_fingerprint(base_path),
     }
     loop = (
         load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None

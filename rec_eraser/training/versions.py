@@ -87,7 +87,10 @@ def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None)
     """
     record = version_manifest(folder) if record is None else record
     path = folder / name
-    expected = (record.get("hashes") or {}).get(name)
+    hashes = record.get("hashes") or {}
+    if not isinstance(hashes, dict):
+        raise VersionIntegrityError(f"{folder / VERSION_MANIFEST}: its hashes are not a table of file names; roll back")
+    expected = hashes.get(name)
     if expected is None:
         return path
     if path.is_symlink() or not path.is_file():
@@ -107,7 +110,7 @@ def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None)
 def verify_version(folder: Path) -> dict[str, Any]:
     """Check every file the version's manifest lists; return the manifest."""
     record = version_manifest(folder)
-    for name in record.get("hashes") or {}:
+    for name in list(record.get("hashes") or {}):  # verified_file refuses hashes that are not a table
         verified_file(folder, name, record)
     return record
 
@@ -179,6 +182,7 @@ def base_model_fingerprint(path: Path | str) -> str:
 #: the files of a Hugging Face model folder that hold weights
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 _FINGERPRINTS = "weight-fingerprints.json"
+_MEMO: dict[str, str] = {}
 
 
 def base_model_weights_fingerprint(path: Path | str) -> str:
@@ -203,8 +207,11 @@ def base_model_weights_fingerprint(path: Path | str) -> str:
     for file in files:
         stat = file.stat()
         key = f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key in _MEMO:  # this process hashed it already (the cache file may not be writable)
+            cache[key] = _MEMO[key]
         if not isinstance(cache.get(key), str):
             cache[key], changed = _sha256(file), True
+        _MEMO[key] = cache[key]
         digest.update(f"{file.name}\0{cache[key]}\n".encode())
     if changed:
         try:
@@ -220,7 +227,11 @@ def list_versions(run_dir: Path | str) -> list[str]:
     """The run's complete adapter versions, oldest first (staging folders are not versions)."""
     run_dir = Path(run_dir)
     # four digits or more (v10000 follows v9999), in numeric order
-    names = [p.name for p in run_dir.glob("v[0-9][0-9][0-9][0-9]*") if _VERSION_NAME.fullmatch(p.name)]
+    names = [
+        p.name
+        for p in run_dir.glob("v[0-9][0-9][0-9][0-9]*")
+        if _VERSION_NAME.fullmatch(p.name) and p.name == version_name(int(p.name[1:]))  # not v00001 beside v0001
+    ]
     return sorted((n for n in names if (run_dir / n / VERSION_MANIFEST).is_file()), key=lambda n: int(n[1:]))
 
 

@@ -15,6 +15,7 @@ tokens are). Reading never stops at a bad line: each bad line becomes an
 
 from __future__ import annotations
 
+import hashlib
 import json
 import unicodedata
 from collections.abc import Sequence
@@ -166,8 +167,12 @@ def request_event(
     if isinstance(items, str):  # a lone id would be split into its characters
         raise EventError(f"items must be a list of item ids, got the string {items!r}")
     fields = {"items": list(items) or None, "item": item, "label": label, "target": target}
+    event_id = ":".join(str(part) for part in (source, kind, user, *details[kind]))
+    if len(event_id) > MAX_ID_LENGTH:  # many items: their list becomes its digest (a short id keeps its old form)
+        digest = hashlib.sha256(":".join(str(part) for part in details[kind]).encode("utf-8")).hexdigest()[:32]
+        event_id = f"{source}:{kind}:{user}:sha256={digest}"
     obj = {
-        "id": ":".join(str(part) for part in (source, kind, user, *details[kind])),
+        "id": event_id,
         "type": kind,
         "user": user,
         **{name: value for name, value in fields.items() if value is not None},

@@ -127,7 +127,7 @@ def apply_events(
 
     Raises:
         EventError: ``strict`` and some events do not fit the run.
-        RegistryError: no such run, no trained version, or another job holds the run.
+        RegistryError: no such run or no trained version. RunBusy: another job holds the run (exit code 3).
         SolverError: the solve diverged or missed the residual bound (no version written).
     """
     say = say or (lambda _m: None)
@@ -257,7 +257,14 @@ def _compute(
     index = _run_index(run_dir, manifest["task"], training_set, train_split, ctx)
     todo: list[Event] = []
     for line, event in events:
-        if any(event.id == e.id for e in todo):
+        first = next((e for e in todo if e.id == event.id), None)
+        if first is not None:
+            if not event.same_request(first.to_dict()):
+                result.problems.append(
+                    EventProblem(
+                        line or 0, f"event id {event.id!r} names two different events in this request", event.id
+                    )
+                )
             continue  # the same event given twice in one call
         if event.id in in_effect:
             applied_in, applied_as = in_effect[event.id]

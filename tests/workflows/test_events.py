@@ -82,8 +82,23 @@ def test_unreadable_files_are_refused(tmp_path):
 def test_line_numbers_survive_unicode_line_separators_inside_strings_and_a_bom(tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text(
-        "\ufeff" + '{"id": "a\u2028b", "type": "delete_user", "user": "1"}\n{"id": "c", "type": "nope", "user": "2"}\n',
+        "\ufeff"
+        + '{"id": "a", "type": "delete_user", "user": "u\u2028v"}\n{"id": "c", "type": "nope", "user": "2"}\n'
+        + '{"id": "d\u2028e", "type": "delete_user", "user": "3"}\n{"id": "f", "type": "delete_user", "user": "4"}\n',
         encoding="utf-8",
     )
     events, problems = read_events(path)
-    assert [(line, e.id) for line, e in events] == [(1, "a\u2028b")] and problems[0].line == 2
+    assert [(line, e.id, e.user) for line, e in events] == [(1, "a", "u\u2028v"), (4, "f", "4")]
+    assert [p.line for p in problems] == [2, 3] and "printable" in problems[1].message  # an id is one printable line
+
+
+def test_a_request_with_many_items_gets_a_short_id_of_its_own():
+    from rec_eraser.workflows.events import MAX_ID_LENGTH, request_event
+
+    few = request_event("remove_interactions", "7", items=["50", "9"])
+    assert few.id == "cli:remove_interactions:7:50,9"  # ids that fit keep their form (idempotency across versions)
+    many = [str(i) for i in range(1000, 1100)]
+    long = request_event("remove_interactions", "7", items=many)
+    assert len(long.id) <= MAX_ID_LENGTH and long.id.startswith("cli:remove_interactions:7:sha256=")
+    assert request_event("remove_interactions", "7", items=many[::-1]).id == long.id  # the same request, the same id
+    assert request_event("remove_interactions", "7", items=many[1:]).id != long.id
