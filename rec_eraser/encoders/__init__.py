@@ -8,14 +8,8 @@
 
 from rec_eraser.encoders.evaluation import hit_at_k, popularity_hit_at_k
 from rec_eraser.encoders.projector import ItemProjector
-from rec_eraser.encoders.sasrec import (
-    ItemEncoder,
-    SASRec,
-    UnknownItemError,
-    train_sasrec,
-    training_sequences,
-    training_windows,
-)
+from rec_eraser.encoders.sasrec import ItemEncoder, SASRec, UnknownItemError
+from rec_eraser.encoders.sasrec_train import train_sasrec, training_sequences, training_windows
 
 __all__ = [
     "ItemEncoder",

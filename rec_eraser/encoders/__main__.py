@@ -15,7 +15,7 @@ from typing import Any
 
 from rec_eraser.data import load_dataset
 from rec_eraser.encoders.evaluation import hit_at_k, popularity_hit_at_k
-from rec_eraser.encoders.sasrec import _threads, train_sasrec
+from rec_eraser.encoders.sasrec_train import _threads, train_sasrec
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:

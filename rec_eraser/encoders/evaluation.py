@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 
 from rec_eraser.data import Dataset, chronological, leave_last_out
-from rec_eraser.encoders.sasrec import ItemEncoder, training_sequences
+from rec_eraser.encoders.sasrec import ItemEncoder
+from rec_eraser.encoders.sasrec_train import training_sequences
 from rec_eraser.evaluation.metrics import expected_hit_rate
 
 

@@ -77,7 +77,8 @@ def uses_item_tokens(run_dir: Path, recipe: Recipe) -> bool:
 def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     """The run's collaborative item encoder (SASRec), trained once on the training interactions."""
     from rec_eraser.data import load_dataset
-    from rec_eraser.encoders.sasrec import ItemEncoder, train_sasrec
+    from rec_eraser.encoders.sasrec import ItemEncoder
+    from rec_eraser.encoders.sasrec_train import train_sasrec
     from rec_eraser.tasks.prepare import first_users, run_interactions
 
     folder = Path(run_dir) / ENCODER_DIR
