@@ -76,7 +76,45 @@ def version_manifest(folder: Path) -> dict[str, Any]:
         raise VersionIntegrityError(
             f"{path}: not a readable manifest (not a JSON object); roll back to an earlier version"
         )
+    problem = manifest_problem(record, folder.name)
+    if problem:
+        raise VersionIntegrityError(f"{path}: {problem}; roll back to an earlier version")
     return record
+
+
+#: The schema of a version's manifest. 1: the fields below are checked on every read; a
+#: manifest without ``schema`` was written before (read as it is); a later schema is refused.
+MANIFEST_SCHEMA = 1
+#: the kinds of version: trained (v0000), unlearned, rollback; retrained and bench are the
+#: demo's and the benchmark's adapters kept beside the versions
+KINDS = ("trained", "unlearned", "rollback", "retrained", "bench")
+
+
+def manifest_problem(record: dict[str, Any], folder_name: str) -> str | None:
+    """What is wrong with a version's manifest (its shape, not its content's truth), or None.
+
+    The manifest is the one file of a version that holds no hash of itself, so its fields are
+    checked where it is read: the schema, the version's name against its folder, the parent,
+    the kind, the recipe, the events (each with an id) and the table of hashes.
+    """
+    schema = record.get("schema", 0)
+    if not isinstance(schema, int) or isinstance(schema, bool) or schema > MANIFEST_SCHEMA:
+        return f"written with manifest schema {schema!r}, and this rec-eraser reads up to {MANIFEST_SCHEMA}: upgrade it"
+    if _VERSION_NAME.fullmatch(folder_name) and record.get("version") != folder_name:
+        return f"it names version {record.get('version')!r}, not its folder's {folder_name!r}"
+    parent = record.get("parent")
+    if parent is not None and not (isinstance(parent, str) and _VERSION_NAME.fullmatch(parent)):
+        return f"its parent {parent!r} is not a version name"
+    if record.get("kind", "trained") not in KINDS:
+        return f"unknown kind {record.get('kind')!r} (known: {', '.join(KINDS)})"
+    if not isinstance(record.get("recipe"), dict):
+        return "it has no recipe"
+    events = record.get("events", [])
+    if not isinstance(events, list) or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in events):
+        return "its events are not a list of events with ids"
+    if not isinstance(record.get("hashes", {}), dict):
+        return "its hashes are not a table of file names"
+    return None
 
 
 def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None) -> Path:
@@ -149,8 +187,9 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
     def fill_and_record(staging: Path) -> None:
         fill(staging)
         hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        stamped = {"schema": MANIFEST_SCHEMA, **record}
         (staging / VERSION_MANIFEST).write_text(
-            json.dumps(dict(record, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            json.dumps(dict(stamped, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
 
     return write_folder_atomically(target, fill_and_record)

@@ -354,3 +354,27 @@ def test_train_takes_the_runs_lock(tallrec_run, tmp_path, tiny_model_dir):
         busy = runner.invoke(app, ["train", str(run), "--base-model", str(tiny_model_dir), "--no-measure-gap"])
     one_line_error(busy, "another rec-eraser job is writing to this run")
     assert busy.exit_code == 3 and not list(run.glob("v0*")) and not list(run.glob(".v0*"))
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"schema": 2}, "manifest schema 2, and this rec-eraser reads up to 1"),
+        ({"version": "v0007"}, "it names version 'v0007', not its folder's 'v0001'"),
+        ({"parent": "../elsewhere"}, "its parent '../elsewhere' is not a version name"),
+        ({"kind": "magic"}, "unknown kind 'magic'"),
+        ({"events": [{"type": "delete_user"}]}, "its events are not a list of events with ids"),
+        ({"recipe": None}, "it has no recipe"),
+    ],
+)
+def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained_cli, tmp_path, change, message):
+    """The manifest holds the other files' hashes but none of itself: its shape is checked where it is read."""
+    run = shutil.copytree(trained_cli, tmp_path / "run")
+    assert runner.invoke(app, ["forget-user", str(run), "--user", a_trained_user(run), *FAST]).exit_code == 0
+    manifest = run / "v0001" / "manifest.json"
+    record = json.loads(manifest.read_text())
+    assert record["schema"] == 1
+    manifest.write_text(json.dumps({**record, **change}))
+    result = runner.invoke(app, ["adapters", "list", str(run)])
+    one_line_error(result, message)
+    assert result.exit_code == 5
