@@ -15,6 +15,7 @@ import fcntl
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -86,17 +87,26 @@ def write_folder_atomically(
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path) -> Iterator[None]:
+def run_lock(run_dir: Path, wait: float = 0.0) -> Iterator[None]:
     """Hold ``run_dir``'s write lock (an advisory ``flock`` on ``RUN/.lock``, released when the
-    process dies); :class:`~rec_eraser.errors.RunBusy` at once when another job holds it.
+    process dies); :class:`~rec_eraser.errors.RunBusy` when another job still holds it after
+    ``wait`` seconds (at once by default; a batch job may rather wait its turn).
 
     Not re-entrant: a ``flock`` belongs to an open file, so taking it again in the same process
     (while holding it) is refused like another job's."""
     with (Path(run_dir) / LOCK_FILE).open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise RunBusy(f"{run_dir}: another rec-eraser job is writing to this run; try again when it ends") from exc
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError as exc:
+                if time.monotonic() >= deadline:
+                    waited = f" (waited {wait:g} s)" if wait > 0 else ""
+                    raise RunBusy(
+                        f"{run_dir}: another rec-eraser job is writing to this run{waited}; try again when it ends"
+                    ) from exc
+                time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
         try:
             yield
         finally:

@@ -76,6 +76,7 @@ def _run_events(
     skip_invalid: bool = False,
     calibrate: bool = True,
     calibration_target: str = "edited",
+    wait: float = 0.0,
 ) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
     from dataclasses import replace
@@ -104,6 +105,7 @@ def _run_events(
                 on_gradient=on_gradient,
                 calibrate=calibration,
                 say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")),
+                wait=wait,
             )
     except USER_ERRORS as exc:
         fail_on(exc)
@@ -301,6 +303,12 @@ def apply_events_command(
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    wait: float = typer.Option(
+        0.0,
+        "--wait",
+        min=0.0,
+        help="Seconds to wait for another job writing to the run before giving up (exit code 3); default: none.",
+    ),
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -329,4 +337,5 @@ def apply_events_command(
         skip_invalid=skip_invalid,
         calibrate=calibrate,
         calibration_target=calibration_target,
+        wait=wait,
     )

@@ -207,9 +207,9 @@ class Registry:
 
     # -- writing -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def writing(self) -> Iterator[Registry]:
+    def writing(self, wait: float = 0.0) -> Iterator[Registry]:
         """Exclusive write access (an advisory lock on ``RUN/.lock``), ledger reconciled first."""
-        with run_lock(self.run_dir):
+        with run_lock(self.run_dir, wait):
             self._remove_stale_staging()
             self._repair_ledger()
             self.reconcile_ledger()

@@ -110,8 +110,11 @@ def apply_events(
     calibrate: Calibrate | None = DEFAULT_CALIBRATION,
     memorisation: MemorisationGap | None = None,
     strict: bool = False,
+    wait: float = 0.0,
 ) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
+
+    ``wait``: seconds to wait for another job's lock on the run before giving up with RunBusy.
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
     the adapter's memorisation gap (see ``rec_eraser.workflows.calibration``): by default so
@@ -133,7 +136,7 @@ def apply_events(
     say = say or (lambda _m: None)
     registry = Registry(run_dir)
     t0 = time.perf_counter()
-    with registry.writing():
+    with registry.writing(wait):
         work = _compute(registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict)
         result = work.result
         if work.plan is None:

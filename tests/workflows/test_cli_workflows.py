@@ -378,3 +378,31 @@ def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained_cli, tmp_path,
     result = runner.invoke(app, ["adapters", "list", str(run)])
     one_line_error(result, message)
     assert result.exit_code == 5
+
+
+def test_apply_events_can_wait_for_another_job(run, tmp_path):
+    import fcntl
+    import threading
+
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"id": "e1", "type": "delete_user", "user": a_trained_user(run)}) + "\n")
+    held, release = threading.Event(), threading.Event()
+
+    def other_job() -> None:
+        with (run / ".lock").open("a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            held.set()
+            release.wait(30)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+    job = threading.Thread(target=other_job)
+    job.start()
+    held.wait(10)
+    impatient = runner.invoke(app, ["apply-events", str(run), str(events), "--wait", "0.3", *FAST])
+    one_line_error(impatient, "another rec-eraser job is writing to this run (waited 0.3 s)")
+    assert impatient.exit_code == 3
+    threading.Timer(1.0, release.set).start()  # the other job ends a second from now
+    patient = runner.invoke(app, ["apply-events", str(run), str(events), "--wait", "30", "--json", *FAST])
+    job.join()
+    assert patient.exit_code == 0, patient.output
+    assert json.loads(patient.stdout)["version"] == "v0001"
