@@ -169,3 +169,31 @@ def test_the_calibration_target_option_defaults_to_the_library_default_and_refus
         app, ["forget-user", str(tmp_path / "no-run"), "--user", "1", "--calibration-target", "retrain"]
     )
     assert result.exit_code == 2 and "unknown calibration target 'retrain'" in result.output
+
+
+def test_a_bug_ends_in_its_traceback_and_exit_code_70_and_debug_shows_a_user_errors_trace(
+    tmp_path, monkeypatch, capsys
+):
+    import sys
+
+    import rec_eraser.workflows.demo as demo
+    from rec_eraser.cli import main
+    from rec_eraser.workflows import RegistryError
+
+    def bug(*_args, **_kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(demo, "run_demo", bug)
+    monkeypatch.setattr(sys, "argv", ["rec-eraser", "demo", "--out", str(tmp_path / "d")])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 70 and "KeyError: 'a bug'" in capsys.readouterr().err
+
+    def refused(*_args, **_kwargs):
+        raise RegistryError("no such run")
+
+    monkeypatch.setattr(demo, "run_demo", refused)
+    result = runner.invoke(app, ["--debug", "demo", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "Traceback" in result.stderr and result.stderr.endswith("error: no such run\n")
+    plain = runner.invoke(app, ["demo", "--out", str(tmp_path / "d")])
+    assert plain.stderr == "error: no such run\n"

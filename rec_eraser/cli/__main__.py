@@ -1,5 +1,5 @@
 """``python -m rec_eraser.cli``: the same as the ``rec-eraser`` command."""
 
-from rec_eraser.cli import app
+from rec_eraser.cli import main
 
-app()
+main()

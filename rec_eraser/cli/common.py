@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rec_eraser.jsonable import finite
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
+    pretty_exceptions_enable=False,  # a bug's traceback is printed once, plainly, by rec_eraser.cli.main
     help="Unlearning for LLM-based recommenders: influence-function edits of LoRA adapters.",
 )
 err = Console(stderr=True)
@@ -29,8 +31,14 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+#: set by ``--debug``: user errors print their traceback before their line
+DEBUG = {"on": False}
+
+
 def fail_on(exc: BaseException) -> None:
     """One line for a user error, with its exit code (``rec_eraser.errors.EXIT_CODES``)."""
+    if DEBUG["on"]:
+        traceback.print_exception(exc, file=sys.stderr)
     fail(str(exc), exit_code_of(exc))
 
 
@@ -47,7 +55,11 @@ def fmt(v: Any) -> str:
 
 
 @app.callback()
-def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr.")) -> None:
+def main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Print the traceback of an error before its one line."),
+) -> None:
+    DEBUG["on"] = debug
     # transformers' deprecation notices (raised inside peft) are noise to a user of this tool
     warnings.filterwarnings("ignore", category=FutureWarning, module="transformers")
     logging.basicConfig(

@@ -65,7 +65,7 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_types(self, "recipe")
+        check_types(self, "recipe", _SECTION_OF)
         for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"recipe: {name} must be >= 1, got {getattr(self, name)}")
@@ -148,14 +148,16 @@ def _describe(hint: Any) -> str:
     return names.get(hint, getattr(hint, "__name__", str(hint)))
 
 
-def check_types(settings: Any, what: str) -> None:
+def check_types(settings: Any, what: str, sections: dict[str, str] | None = None) -> None:
     """Refuse a setting of a frozen settings dataclass whose value has the wrong type (a TOML
-    ``rank = 2.5``, ``epochs = true``, ``batch_size = 8.0``) with one :class:`RecipeError` line."""
+    ``rank = 2.5``, ``epochs = true``, ``batch_size = 8.0``) with one :class:`RecipeError` line
+    naming the setting (and its section, from ``sections``: setting -> section)."""
     hints = typing.get_type_hints(type(settings))
     for f in fields(settings):
         value = getattr(settings, f.name)
         if not _fits(value, hints[f.name]):
-            raise RecipeError(f"{what}: {f.name} must be {_describe(hints[f.name])}, got {value!r}")
+            where = f"[{sections[f.name]}] " if sections and f.name in sections else ""
+            raise RecipeError(f"{what}: {where}{f.name} must be {_describe(hints[f.name])}, got {value!r}")
 
 
 def settings_from_dict(cls: type[T], data: dict[str, Any], unknown_message: str, tuples: tuple[str, ...] = ()) -> T:
