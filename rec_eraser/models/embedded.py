@@ -28,6 +28,10 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_NAME = "smollm2-135m-instruct"
 
 
+class BaseModelError(RecEraserError, OSError):
+    """A base-model folder that transformers cannot load (a damaged weight file, an unknown architecture)."""
+
+
 class EmbeddedModelError(RecEraserError, RuntimeError):
     """The embedded model's package is missing or its file cannot be converted."""
 
@@ -99,8 +103,12 @@ def load_causal_lm(path: Path | str | None = None, dtype: torch.dtype = torch.fl
     folder = embedded_model_dir() if path is None else Path(path)
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
-    model = AutoModelForCausalLM.from_pretrained(
-        str(folder), dtype=dtype, attn_implementation="eager", local_files_only=True
-    )
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, attn_implementation="eager", local_files_only=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except Exception as exc:  # transformers and safetensors raise a zoo of types for a broken folder
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BaseModelError(f"{folder}: cannot load a causal LM from this folder ({first})") from exc
     return model, tokenizer

@@ -62,9 +62,14 @@ class RegistryError(RecEraserError, RuntimeError):
 
 def resolve_run(run: str | Path, root: Path | str = DEFAULT_ROOT) -> Path:
     """A run folder given as a path, or as a name under the registry root (``adapters/``)."""
+    if not str(run).strip():
+        raise RegistryError("no run given: name a run folder, or a run under adapters/")
     for candidate in (Path(run), Path(root) / str(run)):
-        if (candidate / "manifest.json").is_file():
-            return candidate
+        try:
+            if (candidate / "manifest.json").is_file():
+                return candidate
+        except OSError as exc:  # a name too long for the file system, and the like
+            raise RegistryError(f"no run folder {str(run)[:80]!r}: {exc.strerror}") from None
     raise RegistryError(
         f"no run folder {str(run)!r} (looked for {run}/manifest.json and {Path(root) / str(run)}/manifest.json); "
         "create one with `rec-eraser prepare`"
