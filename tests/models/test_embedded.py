@@ -8,12 +8,14 @@ import pytest
 import torch
 
 from rec_eraser.models import EmbeddedModelError, embedded
-from rec_eraser.models.embedded import embedded_model_dir, load_causal_lm
+from rec_eraser.models.embedded import PACKAGE, embedded_model_dir, load_causal_lm
 
 
 def test_missing_package_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("REC_ERASER_CACHE", str(tmp_path))
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    real = importlib.util.find_spec
+    # only the model's package is missing: transformers' own lazy imports ask find_spec too
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None if name == PACKAGE else real(name, *args))
     with pytest.raises(EmbeddedModelError, match="make install"):
         embedded_model_dir()
     assert not any(tmp_path.rglob("*"))  # nothing half-written
