@@ -46,6 +46,13 @@ CALIBRATE_OPT = typer.Option(
     "or keep the starting damping.",
 )
 
+WAIT_OPT = typer.Option(
+    0.0,
+    "--wait",
+    min=0.0,
+    help="Seconds to wait for another job writing to the run before giving up (exit code 3); default: none.",
+)
+
 # the literal is rec_eraser.workflows.unlearn.Calibrate's default target (tests/test_cli.py checks it)
 CALIBRATION_TARGET_OPT = typer.Option(
     "edited",
@@ -211,6 +218,7 @@ def forget_user(
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -224,6 +232,7 @@ def forget_user(
         quiet,
         calibrate=calibrate,
         calibration_target=calibration_target,
+        wait=wait,
     )
 
 
@@ -238,6 +247,7 @@ def forget_interactions(
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -251,6 +261,7 @@ def forget_interactions(
         quiet,
         calibrate=calibrate,
         calibration_target=calibration_target,
+        wait=wait,
     )
 
 
@@ -267,6 +278,7 @@ def correct(
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:
@@ -287,6 +299,7 @@ def correct(
         quiet,
         calibrate=calibrate,
         calibration_target=calibration_target,
+        wait=wait,
     )
 
 
@@ -303,12 +316,7 @@ def apply_events_command(
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
-    wait: float = typer.Option(
-        0.0,
-        "--wait",
-        min=0.0,
-        help="Seconds to wait for another job writing to the run before giving up (exit code 3); default: none.",
-    ),
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
 ) -> None:

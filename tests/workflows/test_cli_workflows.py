@@ -401,6 +401,13 @@ def test_apply_events_can_wait_for_another_job(run, tmp_path):
     impatient = runner.invoke(app, ["apply-events", str(run), str(events), "--wait", "0.3", *FAST])
     one_line_error(impatient, "another rec-eraser job is writing to this run (waited 0.3 s)")
     assert impatient.exit_code == 3
+    for command in (
+        ["forget-user", str(run), "--user", a_trained_user(run)],
+        ["correct", str(run), "--user", "1", "--item", "1", "--label", "No"],
+    ):
+        queued = runner.invoke(app, [*command, "--wait", "0.2", *FAST])
+        one_line_error(queued, "(waited 0.2 s)")
+        assert queued.exit_code == 3
     threading.Timer(1.0, release.set).start()  # the other job ends a second from now
     patient = runner.invoke(app, ["apply-events", str(run), str(events), "--wait", "30", "--json", *FAST])
     job.join()
