@@ -213,12 +213,11 @@ def _fit(
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
     total = steps_per_epoch * recipe.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, learning_rate_factor(recipe, total))
-    key = {
-        "recipe": recipe.to_dict(),
-        "instances_sha256": instances_content_hash(instances),
+    fingerprints = {  # the checkpoint's key and the trained version's record
         "base_model_sha256": base_model_fingerprint(base_path),
         "base_model_weights_sha256": base_model_weights_fingerprint(base_path),
     }
+    key = {"recipe": recipe.to_dict(), "instances_sha256": instances_content_hash(instances), **fingerprints}
     loop = (
         load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None
     ) or LoopState()
@@ -261,8 +260,7 @@ def _fit(
     record = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "base_model": str(base_path),
-        "base_model_sha256": base_model_fingerprint(base_path),
-        "base_model_weights_sha256": base_model_weights_fingerprint(base_path),
+        **fingerprints,
         "task": manifest["task"],
         "data_hash": manifest["data_hash"],
         "recipe": recipe.to_dict(),

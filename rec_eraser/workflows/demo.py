@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, train_run
 from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.progress import Say
+from rec_eraser.workflows.progress import Say, logged
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events, training_memorisation
 
@@ -109,23 +108,6 @@ def choose_events(training_set: list, size: DemoSize, seed: int = 0) -> list[Eve
     return events
 
 
-def logged(run: Path, say: Say | None) -> Say:
-    """``say``, and each message appended with its time to ``run/demo.log``; messages before
-    the run folder is prepared wait for it (``prepare`` wants a new or empty folder)."""
-    pending: list[str] = []
-
-    def tell(message: str) -> None:
-        pending.append(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
-        if (run / "manifest.json").is_file():
-            with (run / PROGRESS_LOG).open("a", encoding="utf-8") as f:
-                f.writelines(pending)
-            pending.clear()
-        if say is not None:
-            say(message)
-
-    return tell
-
-
 def training_progress(label: str, say: Say, every: float = 0.1) -> Callable[[int, int, float], None]:
     """A training progress callback that says where training is about every ``every`` of its steps."""
     said = [-1]
@@ -148,7 +130,7 @@ def run_demo(
     """
     size = QUICK if quick else FULL
     run = Path(out) if out is not None else default_out(quick)
-    say = logged(run, say)
+    say = logged(run / PROGRESS_LOG, say, ready=lambda: (run / "manifest.json").is_file())
     recipe = load_recipe(size.recipe)
     if base_model is not None:
         recipe = replace(recipe, base_model=str(base_model))

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,7 @@ from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash, save_vers
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment
-from rec_eraser.workflows.progress import Say
+from rec_eraser.workflows.progress import Say, logged
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisation, version_memorisation
 
@@ -175,16 +174,7 @@ def open_study(
     if precision is not None:
         recipe = replace(recipe, precision=precision)
     out = Path(out) if out is not None else default_out(recipe_path, tier, study)
-    log = out / PROGRESS_LOG
-
-    def tell(message: str) -> None:
-        out.mkdir(parents=True, exist_ok=True)
-        with log.open("a") as f:
-            f.write(f"{datetime.now().isoformat(timespec='seconds')} {message}\n")
-        if say is not None:
-            say(message)
-
-    return experiment, recipe, out, tell
+    return experiment, recipe, out, logged(out / PROGRESS_LOG, say)
 
 
 #: the experiment settings that shape the run's data and events; a run folder serves one set of them
