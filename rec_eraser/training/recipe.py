@@ -68,38 +68,40 @@ class Recipe:
         check_types(self, "recipe", _SECTION_OF)
         for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
-                raise RecipeError(f"recipe: {name} must be >= 1, got {getattr(self, name)}")
+                raise RecipeError(f"recipe: {_at(name)} must be >= 1, got {getattr(self, name)}")
         for name in ("lr", "projector_lr"):
             value = getattr(self, name)
             if value is not None and not 0 < value < 1:
-                raise RecipeError(f"recipe: {name} must be in (0, 1), got {value}")
+                raise RecipeError(f"recipe: {_at(name)} must be in (0, 1), got {value}")
         if self.schedule not in SCHEDULES:
-            raise RecipeError(f"recipe: schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            raise RecipeError(f"recipe: [train] schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.precision not in PRECISIONS:
-            raise RecipeError(f"recipe: precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+            raise RecipeError(
+                f"recipe: [train] precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
         if self.projector_init not in PROJECTOR_INITS:
             raise RecipeError(
-                f"recipe: projector_init must be one of {', '.join(PROJECTOR_INITS)}, got {self.projector_init!r}"
+                f"recipe: [model] projector_init must be one of {', '.join(PROJECTOR_INITS)}, got {self.projector_init!r}"
             )
         if not 0 <= self.warmup < 1:
-            raise RecipeError(f"recipe: warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
+            raise RecipeError(f"recipe: [train] warmup must be in [0, 1) (a fraction of the steps), got {self.warmup}")
         if self.max_train is not None and self.max_train < 1:
-            raise RecipeError(f"recipe: max_train must be >= 1, got {self.max_train}")
+            raise RecipeError(f"recipe: [train] max_train must be >= 1, got {self.max_train}")
         if self.holdout_users < 0:
-            raise RecipeError(f"recipe: holdout_users must be >= 0, got {self.holdout_users}")
+            raise RecipeError(f"recipe: [train] holdout_users must be >= 0, got {self.holdout_users}")
         if not 0 <= self.dropout < 1:
-            raise RecipeError(f"recipe: dropout must be in [0, 1), got {self.dropout}")
+            raise RecipeError(f"recipe: [lora] dropout must be in [0, 1), got {self.dropout}")
         if self.seed < 0:
-            raise RecipeError(f"recipe: seed must be >= 0, got {self.seed}")
+            raise RecipeError(f"recipe: [train] seed must be >= 0, got {self.seed}")
         if self.max_length < MIN_LENGTH:
             raise RecipeError(
-                f"recipe: max_length must be >= {MIN_LENGTH} tokens (a prompt's oldest tokens are cut to fit it), "
+                f"recipe: [train] max_length must be >= {MIN_LENGTH} tokens (a prompt's oldest tokens are cut to fit it), "
                 f"got {self.max_length}"
             )
         if not self.target_modules:
-            raise RecipeError('recipe: target_modules must name at least one module, e.g. ["q_proj", "v_proj"]')
+            raise RecipeError('recipe: [lora] target_modules must name at least one module, e.g. ["q_proj", "v_proj"]')
         if self.sasrec_epochs < 1:
-            raise RecipeError(f"recipe: sasrec_epochs must be >= 1, got {self.sasrec_epochs}")
+            raise RecipeError(f"recipe: [model] sasrec_epochs must be >= 1, got {self.sasrec_epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -109,6 +111,11 @@ class Recipe:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         return settings_from_dict(cls, data, "recipe: unknown setting", tuples=("target_modules",))
+
+
+def _at(name: str) -> str:
+    """A recipe setting as a reader finds it in the file: ``[lora] rank``."""
+    return f"[{_SECTION_OF[name]}] {name}"
 
 
 #: the shortest max_length a recipe may ask for: room for a response and some of its prompt

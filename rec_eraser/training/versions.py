@@ -3,12 +3,15 @@
 A version folder (``RUN/vNNNN/``) holds a standard PEFT adapter (``adapter_config.json`` +
 ``adapter_model.safetensors``), ``projector.safetensors`` when the model has item tokens,
 the training ids of a trained version (:data:`TRAIN_IDS`), the edited instances of an edited
-one, and ``manifest.json``: the version's record plus the SHA-256 of every other file. The
-folder is written under a temporary name and renamed into place when complete.
+one, and ``manifest.json``: the version's record plus the SHA-256 of every other file and of
+its own content. The folder is written under a temporary name and renamed into place when
+complete.
 
 Every read of a version's files goes through :func:`verified_file`, which compares the file
-with the hash its manifest recorded: a file changed after the version was written (bit rot,
-an edit by hand, tampering) is refused with one line, before anything is built on it. A
+with the hash its manifest recorded, and every read of a manifest checks the manifest's own
+hash: a file changed after the version was written (bit rot, an edit by hand, tampering) is
+refused with one line, before anything is built on it. (The hashes detect accidents and edits,
+not an attacker who recomputes them: that needs a signature.) A
 version folder that is a symbolic link (to another run's version, say) is refused too.
 """
 
@@ -79,12 +82,31 @@ def version_manifest(folder: Path) -> dict[str, Any]:
     problem = manifest_problem(record, folder.name)
     if problem:
         raise VersionIntegrityError(f"{path}: {problem}; roll back to an earlier version")
+    if record.get("schema", 0) >= 2 and record.get(MANIFEST_HASH) != manifest_digest(record):
+        raise VersionIntegrityError(
+            f"{path}: its content differs from the SHA-256 it recorded of itself (the manifest was "
+            "edited after the version was written); roll back to an earlier version"
+        )
     return record
 
 
-#: The schema of a version's manifest. 1: the fields below are checked on every read; a
-#: manifest without ``schema`` was written before (read as it is); a later schema is refused.
-MANIFEST_SCHEMA = 1
+#: The schema of a version's manifest. 1: the fields below are checked on every read; 2: it
+#: also holds the SHA-256 of its own content (:data:`MANIFEST_HASH`), checked on every read. A
+#: manifest of an earlier schema was written before that (read as it is); a later one is refused.
+MANIFEST_SCHEMA = 2
+#: the manifest's field that holds the SHA-256 of the rest of it (see :func:`manifest_digest`)
+MANIFEST_HASH = "manifest_sha256"
+
+
+def manifest_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's content without :data:`MANIFEST_HASH`, in a canonical JSON form
+    (sorted keys, ASCII, no spaces), so that re-indenting the file does not change it and any
+    edit of a value does."""
+    body = {k: v for k, v in record.items() if k != MANIFEST_HASH}
+    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
 #: the kinds of version: trained (v0000), unlearned, rollback; retrained and bench are the
 #: demo's and the benchmark's adapters kept beside the versions
 KINDS = ("trained", "unlearned", "rollback", "retrained", "bench")
@@ -93,9 +115,9 @@ KINDS = ("trained", "unlearned", "rollback", "retrained", "bench")
 def manifest_problem(record: dict[str, Any], folder_name: str) -> str | None:
     """What is wrong with a version's manifest (its shape, not its content's truth), or None.
 
-    The manifest is the one file of a version that holds no hash of itself, so its fields are
-    checked where it is read: the schema, the version's name against its folder, the parent,
-    the kind, the recipe, the events (each with an id) and the table of hashes.
+    Checked where a manifest is read, before its own hash (so a manifest of the wrong shape is
+    named for what is wrong): the schema, the version's name against its folder, the parent, the
+    kind, the recipe, the events (each with an id) and the table of hashes.
     """
     schema = record.get("schema", 0)
     if not isinstance(schema, int) or isinstance(schema, bool) or schema > MANIFEST_SCHEMA:
@@ -187,9 +209,12 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
     def fill_and_record(staging: Path) -> None:
         fill(staging)
         hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        stamped = {"schema": MANIFEST_SCHEMA, **record}
+        # through JSON and back first, so the digest is that of what a reader will parse (tuples
+        # become lists, keys strings)
+        stamped = json.loads(json.dumps({"schema": MANIFEST_SCHEMA, **record, "hashes": hashes}))
+        stamped[MANIFEST_HASH] = manifest_digest(stamped)
         (staging / VERSION_MANIFEST).write_text(
-            json.dumps(dict(stamped, hashes=hashes), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+            json.dumps(stamped, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
 
     return write_folder_atomically(target, fill_and_record)

@@ -24,7 +24,6 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, train_run
 from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.progress import Say, logged
+from rec_eraser.workflows.progress import Say, logged, training_progress
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events, training_memorisation
 
@@ -106,19 +105,6 @@ def choose_events(training_set: list, size: DemoSize, seed: int = 0) -> list[Eve
         item = z.history_items[int(rng.integers(len(z.history_items)))]
         events.append(Event(f"demo:remove_interactions:{user}:{item}", "remove_interactions", user, items=(item,)))
     return events
-
-
-def training_progress(label: str, say: Say, every: float = 0.1) -> Callable[[int, int, float], None]:
-    """A training progress callback that says where training is about every ``every`` of its steps."""
-    said = [-1]
-
-    def progress(step: int, total: int, loss: float) -> None:
-        tenth = int(step / max(1, total) / every)
-        if tenth != said[0] or step == total:
-            said[0] = tenth
-            say(f"{label}: step {step}/{total}, loss {loss:.3f}")
-
-    return progress
 
 
 def run_demo(

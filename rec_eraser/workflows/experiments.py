@@ -28,6 +28,7 @@ manifest; the events that undo them are derived from that record.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -86,27 +87,31 @@ class Experiment:
     methods: tuple[str, ...] | None = None  # the default method set of `bench` at this tier (None: every method)
 
     def __post_init__(self) -> None:
-        check_types(self, "experiment")
+        check_types(self, "recipe", {f.name: "experiment" for f in dataclasses.fields(self)})
         if self.edit not in EDITS:
-            raise RecipeError(f"experiment: edit must be one of {', '.join(EDITS)}, got {self.edit!r}")
+            raise RecipeError(f"recipe: [experiment] edit must be one of {', '.join(EDITS)}, got {self.edit!r}")
         if self.task not in task_names():
-            raise RecipeError(f"experiment: task must be one of {', '.join(task_names())}, got {self.task!r}")
+            raise RecipeError(f"recipe: [experiment] task must be one of {', '.join(task_names())}, got {self.task!r}")
         if not 0 < self.fraction < 1:
-            raise RecipeError(f"experiment: fraction must be in (0, 1), got {self.fraction}")
+            raise RecipeError(f"recipe: [experiment] fraction must be in (0, 1), got {self.fraction}")
         if len(set(self.retrain_seeds)) < 2 or len(set(self.retrain_seeds)) != len(self.retrain_seeds):
             raise RecipeError(
-                "experiment: retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)"
+                "recipe: [experiment] retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)"
             )
         if not self.baseline_lr > 0:
-            raise RecipeError(f"experiment: baseline_lr must be > 0, got {self.baseline_lr}")
+            raise RecipeError(f"recipe: [experiment] baseline_lr must be > 0, got {self.baseline_lr}")
         if self.methods is not None and not self.methods:
-            raise RecipeError("experiment: methods must name at least one method (leave it out for every method)")
+            raise RecipeError(
+                "recipe: [experiment] methods must name at least one method (leave it out for every method)"
+            )
         known = _benchmark_methods() if self.methods else ()
         unknown = [m for m in self.methods or () if m not in known]
         if unknown:
-            raise RecipeError(f"experiment: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}")
+            raise RecipeError(
+                f"recipe: [experiment] methods: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}"
+            )
         if self.max_users is not None and self.max_users < 1:
-            raise RecipeError(f"experiment: max_users must be >= 1, got {self.max_users}")
+            raise RecipeError(f"recipe: [experiment] max_users must be >= 1, got {self.max_users}")
         for name in (
             "injected",
             "eval_prompts",
@@ -119,7 +124,7 @@ class Experiment:
             "retain_sample",
         ):
             if getattr(self, name) < 1:
-                raise RecipeError(f"experiment: {name} must be >= 1, got {getattr(self, name)}")
+                raise RecipeError(f"recipe: [experiment] {name} must be >= 1, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -138,12 +143,16 @@ def _benchmark_methods() -> tuple[str, ...]:
 
 def _experiment(values: dict[str, Any], source: str) -> Experiment:
     if isinstance(values.get("methods"), str):
-        raise RecipeError(f'{source}: methods must be a list of method names, e.g. methods = ["retrain", "rec_eraser"]')
+        raise RecipeError(
+            f'{source}: recipe: [experiment] methods must be a list of method names, e.g. methods = ["retrain", "rec_eraser"]'
+        )
     try:
         return settings_from_dict(
             Experiment, values, f"{source}: unknown experiment setting", tuples=("retrain_seeds", "methods")
         )
-    except TypeError as exc:
+    except (TypeError, RecipeError) as exc:
+        if str(exc).startswith(f"{source}: "):  # the unknown-setting message names the file already
+            raise
         raise RecipeError(f"{source}: {exc}") from exc
 
 
@@ -167,10 +176,13 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
     if tier != "full" and not overrides:
         raise RecipeError(f"{path}: no [{tier}] section, so there is no {tier} tier")
     experiment_names = {f.name for f in fields(Experiment)}
-    experiment = _experiment(
-        {**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path)
-    )
-    recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
+    try:
+        experiment = _experiment(
+            {**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path)
+        )
+        recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
+    except RecipeError as exc:
+        raise RecipeError(_named_in_tier(str(exc), overrides, tier)) from None
     unnamed = [name for name in ("task", "edit") if name not in experiment_values]
     if unnamed:  # a base for benchmark recipes to extend (base-ml100k-*.toml), or a recipe leaning on code defaults
         raise RecipeError(
@@ -178,6 +190,14 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
             "(a base recipe is extended, not run)"
         )
     return experiment, recipe
+
+
+def _named_in_tier(message: str, overrides: dict[str, Any], tier: str) -> str:
+    """``message`` with a setting that the tier's section set (``[train] max_train``, read from
+    ``[medium]``) named where the file sets it: ``[medium] max_train``."""
+    for name in overrides:
+        message = re.sub(rf"\[\w+\] {re.escape(name)}\b", f"[{tier}] {name}", message, count=1)
+    return message
 
 
 # -- corruptions --------------------------------------------------------------------------

@@ -31,3 +31,16 @@ def logged(log: Path, say: Say | None, ready: Callable[[], bool] = lambda: True)
             say(message)
 
     return tell
+
+
+def training_progress(label: str, say: Say, every: float = 0.1) -> Callable[[int, int, float], None]:
+    """A training progress callback that says where training is about every ``every`` of its steps."""
+    said = [-1]
+
+    def progress(step: int, total: int, loss: float) -> None:
+        tenth = int(step / max(1, total) / every)
+        if tenth != said[0] or step == total:
+            said[0] = tenth
+            say(f"{label}: step {step}/{total}, loss {loss:.3f}")
+
+    return progress

@@ -298,12 +298,15 @@ class Registry:
     def copy_version(self, name: str, source: str, record: dict[str, Any], files: dict[str, bytes]) -> Path:
         """Version ``name`` holding ``source``'s model files, ``files`` and ``record`` (atomically)."""
 
-        verify_version(self.run_dir / source)  # a copy of a changed file would carry a fresh, matching hash
+        # the copies are checked, not the originals before copying: a file changed between a check
+        # and its copy would otherwise be carried over with a fresh, matching hash
+        source_record = verify_version(self.run_dir / source)
 
         def fill(folder: Path) -> None:
             for path in (self.run_dir / source).iterdir():
                 if path.is_file() and path.name not in (VERSION_MANIFEST, EDITED):
                     shutil.copy2(path, folder / path.name)
+                    verified_file(folder, path.name, source_record)
             for rel, data in files.items():
                 (folder / rel).write_bytes(data)
 

@@ -37,7 +37,7 @@ from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash, save_vers
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment
-from rec_eraser.workflows.progress import Say, logged
+from rec_eraser.workflows.progress import Say, logged, training_progress
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, training_memorisation, version_memorisation
 
@@ -212,8 +212,11 @@ def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:
     """Train the run's v0000 with ``recipe``, or check that the one already there was trained with it."""
     registry = Registry(run)
     if not registry.versions():
-        say(f"training v0000 ({recipe.max_train or 'all'} instances) and measuring its memorisation gap")
-        train_run(run, recipe, measure=training_memorisation(run, recipe))
+        held = f", {recipe.holdout_users} of their users held out" if recipe.holdout_users else ""
+        say(f"training v0000 ({recipe.max_train or 'all'} instances drawn{held}) and measuring its memorisation gap")
+        train_run(
+            run, recipe, progress=training_progress("training v0000", say), measure=training_memorisation(run, recipe)
+        )
     elif Recipe.from_dict(registry.manifest("v0000")["recipe"]) != recipe:
         raise ExperimentError(
             f"{run}/v0000 was trained with another recipe (another base model?); use another --out or remove {run}"
@@ -280,7 +283,13 @@ def cached_adapter(
         say(f"training {label} on {len(instances)} instances")
         memory = PeakMemory()
         with memory.watch():
-            model, record = fit_adapter(ctx.run, recipe, instances, checkpoint=checkpoint_path(ctx.run, folder))
+            model, record = fit_adapter(
+                ctx.run,
+                recipe,
+                instances,
+                progress=training_progress(f"training {label}", say),
+                checkpoint=checkpoint_path(ctx.run, folder),
+            )
         record["bench_cost"] = {"peak_mb": memory.peak_mb}
         save_version(
             model,

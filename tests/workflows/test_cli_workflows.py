@@ -359,7 +359,7 @@ def test_train_takes_the_runs_lock(tallrec_run, tmp_path, tiny_model_dir):
 @pytest.mark.parametrize(
     "change,message",
     [
-        ({"schema": 2}, "manifest schema 2, and this rec-eraser reads up to 1"),
+        ({"schema": 3}, "manifest schema 3, and this rec-eraser reads up to 2"),
         ({"version": "v0007"}, "it names version 'v0007', not its folder's 'v0001'"),
         ({"parent": "../elsewhere"}, "its parent '../elsewhere' is not a version name"),
         ({"kind": "magic"}, "unknown kind 'magic'"),
@@ -373,10 +373,30 @@ def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained_cli, tmp_path,
     assert runner.invoke(app, ["forget-user", str(run), "--user", a_trained_user(run), *FAST]).exit_code == 0
     manifest = run / "v0001" / "manifest.json"
     record = json.loads(manifest.read_text())
-    assert record["schema"] == 1
+    assert record["schema"] == 2
     manifest.write_text(json.dumps({**record, **change}))
     result = runner.invoke(app, ["adapters", "list", str(run)])
     one_line_error(result, message)
+    assert result.exit_code == 5
+
+
+@pytest.mark.parametrize("edit", ["value", "key"])
+def test_an_edited_manifest_is_refused_on_read(trained_cli, tmp_path, edit):
+    """A manifest of the right shape whose content changed after it was written (a hand edit of a
+    recorded figure, an event dropped) fails its own hash; re-indenting it does not."""
+    run = shutil.copytree(trained_cli, tmp_path / "run")
+    assert runner.invoke(app, ["forget-user", str(run), "--user", a_trained_user(run), *FAST]).exit_code == 0
+    manifest = run / "v0001" / "manifest.json"
+    record = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(record, indent=4))  # the same content, laid out otherwise
+    assert runner.invoke(app, ["adapters", "list", str(run)]).exit_code == 0
+    if edit == "value":
+        record["created"] = "2000-01-01T00:00:00"
+    else:
+        record["note"] = "added by hand"
+    manifest.write_text(json.dumps(record))
+    result = runner.invoke(app, ["adapters", "list", str(run)])
+    one_line_error(result, "its content differs from the SHA-256 it recorded of itself")
     assert result.exit_code == 5
 
 

@@ -33,9 +33,11 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
         medium, medium_recipe = load_experiment(path, "medium")
         assert quick_recipe.max_train < medium_recipe.max_train and medium.eval_prompts >= 200
         assert (medium.task, medium.edit) == (full.task, full.edit)
-        assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + (
-            "10" if full.fraction == 0.1 and full.edit == "ir" else ""
+        # the name says the experiment; a variant (a suffix after it) says what it changes
+        variant = (
+            "holdout" if medium_recipe.holdout_users else ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
         )
+        assert Path(path).stem == f"ml100k-{full.task}-{full.edit}" + ("-" if variant == "holdout" else "") + variant
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
         assert (full.task, full.edit) == (quick.task, quick.edit)
         # qm's quick variant corrupts more users, more heavily: at 48 trained instances the full
@@ -52,8 +54,10 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
     "text,message",
     [
         ("[train]\nlr = 1e-3\n", "needs an \\[experiment\\] section"),
-        ("[experiment]\nedit = 'xx'\n", "edit must be one of"),
-        ("[experiment]\nfraction = 'a lot'\n", "fraction must be a number, got 'a lot'"),
+        ("[experiment]\nedit = 'xx'\n", "\\[experiment\\] edit must be one of"),
+        ("[experiment]\nfraction = 'a lot'\n", "\\[experiment\\] fraction must be a number, got 'a lot'"),
+        ("[experiment]\nfraction = 2\n", "r.toml: recipe: \\[experiment\\] fraction must be in \\(0, 1\\), got 2"),
+        ("[experiment]\n[lora]\nrank = 0\n", "r.toml: recipe: \\[lora\\] rank must be >= 1, got 0"),
         ("[experiment]\nretrain_seeds = [0, 1.5]\n", "retrain_seeds must be a list of integers"),
         ("[experiment]\nfrobnicate = 1\n", "unknown experiment setting 'frobnicate'"),
         ("[experiment]\nretrain_seeds = [0]\n", "at least two distinct seeds"),
@@ -66,6 +70,23 @@ def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, messa
     path.write_text(text)
     with pytest.raises(RecipeError, match=message):
         load_experiment(path)
+
+
+@pytest.mark.parametrize(
+    "setting,message",
+    [
+        ("max_train = 0", "\\[medium\\] max_train must be >= 1, got 0"),
+        ("sample_size = 0", "\\[medium\\] sample_size must be >= 1, got 0"),
+        ("dropout = 'x'", "\\[medium\\] dropout must be a number"),
+    ],
+)
+def test_a_bad_value_set_by_a_tier_is_named_in_the_tiers_section(tmp_path, setting, message):
+    """A value the [medium] section overrides is reported there, where the file holds it."""
+    path = tmp_path / "r.toml"
+    path.write_text(f"[experiment]\ntask = 'tallrec'\nedit = 'ir'\n[medium]\n{setting}\n")
+    load_experiment(path)  # the full tier does not read [medium]
+    with pytest.raises(RecipeError, match=message):
+        load_experiment(path, "medium")
 
 
 def test_a_tier_needs_its_section(tmp_path):

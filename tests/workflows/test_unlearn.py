@@ -200,6 +200,28 @@ def test_rollback_restores_the_weights_and_lets_undone_events_apply_again(run):
         registry.rollback("v0003")
 
 
+def test_a_rollback_checks_the_copies_it_makes(run, monkeypatch):
+    """A version's file that changes after the rollback checked it, while it is being copied, is
+    caught on the copy: no version carries it with a fresh, matching hash."""
+    from rec_eraser.training.versions import VersionIntegrityError
+    from rec_eraser.workflows import registry as registry_module
+
+    apply_events(run, [(None, Event("e1", "delete_user", a_trained_user(run)))], solver=FAST)
+    real_copy = shutil.copy2
+
+    def copy_then_flip(source, target):  # the file changes under the rollback, after its check
+        real_copy(source, target)
+        if Path(target).name == "adapter_model.safetensors":
+            data = bytearray(Path(target).read_bytes())
+            data[-1] ^= 0xFF
+            Path(target).write_bytes(bytes(data))
+
+    monkeypatch.setattr(registry_module.shutil, "copy2", copy_then_flip)
+    with pytest.raises(VersionIntegrityError, match="adapter_model.safetensors: its SHA-256 differs"):
+        Registry(run).rollback("v0000")
+    assert Registry(run).current() == "v0001" and not (run / "v0002").exists()
+
+
 def test_a_changed_base_model_is_refused_and_writes_nothing(tmp_path, tallrec_run, tiny_model_dir):
     from rec_eraser.training.versions import BaseModelMismatch
 
