@@ -60,7 +60,16 @@ def a_trained_user(run: Path) -> str:
 
 def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_checked(run):
     from rec_eraser.training.train import training_instances
-    from rec_eraser.training.versions import TRAIN_IDS, VersionIntegrityError, instance_ids_hash
+    from rec_eraser.training.versions import (
+        MANIFEST_HASH,
+        TRAIN_IDS,
+        VersionIntegrityError,
+        instance_ids_hash,
+        manifest_digest,
+    )
+
+    def rewrite(record: dict) -> None:  # a manifest changed with its own hash made to match
+        manifest_file.write_text(json.dumps({**record, MANIFEST_HASH: manifest_digest(record)}))
 
     manifest_file, ids_file = run / "v0000" / "manifest.json", run / "v0000" / TRAIN_IDS
     manifest = json.loads(manifest_file.read_text())
@@ -73,7 +82,7 @@ def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_ch
     assert expected == [z.id for z in drawn]
     # the recipe's draw would now give other instances (as a changed random stream would):
     # the stored ids still say what v0000 was trained on
-    manifest_file.write_text(json.dumps({**manifest, "recipe": {**manifest["recipe"], "seed": 99}}))
+    rewrite({**manifest, "recipe": {**manifest["recipe"], "seed": 99}})
     assert [z.id for z in Registry(run).training_set("v0000")] == expected
     # the file is one of the version's hashed files: a changed one is refused before it is read
     ids = ids_file.read_text()
@@ -83,11 +92,11 @@ def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_ch
     # a run written before the ids file existed (no file, no hash of it) re-derives them, and
     # refuses a draw that the hash of the ids it recorded does not match
     legacy = {**manifest, "hashes": {k: v for k, v in manifest["hashes"].items() if k != TRAIN_IDS}}
-    manifest_file.write_text(json.dumps({**legacy, "recipe": {**manifest["recipe"], "seed": 99}}))
+    rewrite({**legacy, "recipe": {**manifest["recipe"], "seed": 99}})
     ids_file.unlink()
     with pytest.raises(RegistryError, match="cannot be re-derived"):
         Registry(run).training_set("v0000")
-    manifest_file.write_text(json.dumps(legacy))
+    rewrite(legacy)
     assert [z.id for z in Registry(run).training_set("v0000")] == expected
     # an ids file the manifest holds no hash of is still checked for what it says
     ids_file.write_text(ids.replace(expected[0], "no-such-instance", 1))
