@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from rec_eraser.tasks.instance import Instance, Source
+from rec_eraser.tasks.instance import Instance, Source, TaskError
 
 if TYPE_CHECKING:
-    from rec_eraser.data import Dataset
+    from rec_eraser.data import Dataset, Interaction
     from rec_eraser.tasks.rewrite import PromptContext
 
 Tick = Callable[[int], None]
@@ -64,6 +64,16 @@ class TaskPrompts(ABC):
         candidates: tuple[str, ...] | None = None,
     ) -> Instance:
         """``instance`` rebuilt from ``interactions`` (history oldest first, target last) with the run's words."""
+
+    def corrupt(
+        self, dataset: Dataset, picked: Sequence[Interaction], rng: np.random.Generator
+    ) -> tuple[dict[int, Interaction], list[dict[str, Any]]]:
+        """The benchmark's RC corruption of the training targets ``picked``: the one this task's
+        correction undoes. Returns the corrupted interactions by line number, and one record per
+        corrupted interaction (``user``, ``item``, ``line`` and what its correction event restores)
+        in the dataset's order. ``rng`` is the experiment's stream: draw from it in that order, so
+        that a seed gives one corruption. A task without corrections has none."""
+        raise TaskError(f"task {self.name!r} takes no correction, so it has no corruption to undo")
 
 
 class Task(ABC):

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections import Counter
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -41,7 +40,6 @@ from rec_eraser.data.dataset import Interaction
 from rec_eraser.data.split import chronological
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.prompt_registry import prompts_of, task_names
-from rec_eraser.tasks.tallrec import liked_threshold
 from rec_eraser.training.recipe import (
     Recipe,
     RecipeError,
@@ -244,17 +242,11 @@ def inject_items(dataset: Dataset, fraction: float, per_user: int, seed: int) ->
 
 
 def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> tuple[Dataset, dict[str, Any]]:
-    """RC: corrupt ``fraction`` of the training targets.
-
-    The corruption is the one the task's correction undoes: a task with ``correct_label``
-    (TALLRec) gets the rating flipped across the like threshold (a liked item gets the lowest
-    rating, a disliked one the highest); a task with ``correct_target`` (LLaRA) gets the item
-    replaced by a random item the user never interacted with (skipping a target whose item
-    would then vanish from the data).
-    """
-    corrections = prompts_of(task).corrections
-    relabel = "correct_label" in corrections
-    if not relabel and "correct_target" not in corrections:
+    """RC: corrupt ``fraction`` of the training targets, as the task's correction undoes
+    (:meth:`~rec_eraser.tasks.base.TaskPrompts.corrupt`: TALLRec flips the label, LLaRA replaces
+    the item)."""
+    prompts = prompts_of(task)
+    if not prompts.corrections:
         raise RecipeError(f"the rc edit needs a task that takes a correction; {task} takes deletions only")
     rng = np.random.default_rng(seed)
     sequences = chronological(dataset.interactions)
@@ -262,37 +254,9 @@ def corrupt_targets(dataset: Dataset, task: str, fraction: float, seed: int) -> 
     picked = [
         targets[i] for i in np.sort(rng.choice(len(targets), max(1, round(fraction * len(targets))), replace=False))
     ]
-    if not relabel:
-        # the true item must stay an item of the run (someone else keeps an interaction with
-        # it), or the correction could not name it; the few that would vanish are left alone
-        remaining = Counter(x.item for x in dataset.interactions)
-        kept = []
-        for x in picked:
-            if remaining[x.item] >= 2:
-                remaining[x.item] -= 1
-                kept.append(x)
-        picked = kept
-    chosen = {x.line for x in picked}
-    threshold = liked_threshold(dataset) if relabel else None
-    ratings = sorted({x.rating for x in dataset.interactions if x.rating is not None})
-    all_items = sorted(dataset.titles) if dataset.titles else dataset.items
-    seen = {u: {x.item for x in seq} for u, seq in sequences.items()}
-    out, record = [], []
-    for x in dataset.interactions:
-        if x.line not in chosen:
-            out.append(x)
-            continue
-        if relabel:
-            liked = x.rating > threshold
-            new = dataclasses.replace(x, rating=ratings[0] if liked else ratings[-1])
-            record.append({"user": x.user, "item": x.item, "line": x.line, "label": "Yes" if liked else "No"})
-        else:
-            item = str(rng.choice([i for i in all_items if i not in seen[x.user]]))
-            seen[x.user].add(item)
-            new = dataclasses.replace(x, item=item)
-            record.append({"user": x.user, "item": item, "line": x.line, "target": x.item})
-        out.append(new)
-    return dataclasses.replace(dataset, interactions=tuple(out)), {"kind": "corrupt_targets", "corrupted": record}
+    corrupted, record = prompts.corrupt(dataset, picked, rng)
+    interactions = tuple(corrupted.get(x.line, x) for x in dataset.interactions)
+    return dataclasses.replace(dataset, interactions=interactions), {"kind": "corrupt_targets", "corrupted": record}
 
 
 def corruption(experiment: Experiment):

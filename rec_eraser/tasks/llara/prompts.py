@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rec_eraser.data import Dataset, Step, chronological, steps
+from rec_eraser.data import Dataset, Interaction, Step, chronological, steps
 from rec_eraser.tasks import templates
 from rec_eraser.tasks.base import TaskPrompts
 from rec_eraser.tasks.instance import Instance, Source, TaskError, instance_id, sources
@@ -129,6 +130,30 @@ class LlaraPrompts(TaskPrompts):
 
     def manifest_settings(self, dataset: Dataset, *, negatives: int) -> dict[str, Any]:
         return {"negatives": negatives}
+
+    def corrupt(
+        self, dataset: Dataset, picked: Sequence[Interaction], rng: np.random.Generator
+    ) -> tuple[dict[int, Interaction], list[dict[str, Any]]]:
+        """A wrong target: the item replaced by a random item the user never interacted with; the
+        record holds the true item. The true item must stay an item of the run (someone else keeps
+        an interaction with it), or the correction could not name it: the few targets whose item
+        would vanish are left alone."""
+        remaining = Counter(x.item for x in dataset.interactions)
+        chosen = set()
+        for x in picked:
+            if remaining[x.item] >= 2:
+                remaining[x.item] -= 1
+                chosen.add(x.line)
+        all_items = sorted(dataset.titles) if dataset.titles else dataset.items
+        seen = {u: {x.item for x in seq} for u, seq in chronological(dataset.interactions).items()}
+        corrupted, record = {}, []
+        for x in dataset.interactions:
+            if x.line in chosen:
+                item = str(rng.choice([i for i in all_items if i not in seen[x.user]]))
+                seen[x.user].add(item)
+                corrupted[x.line] = replace(x, item=item)
+                record.append({"user": x.user, "item": item, "line": x.line, "target": x.item})
+        return corrupted, record
 
     def templates(self) -> dict[str, str]:
         return {

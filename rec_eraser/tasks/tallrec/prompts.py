@@ -10,9 +10,11 @@ label is 1 ("Yes.") when the target's rating is above it. Datasets without expli
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from rec_eraser.data import Dataset, Interaction, Step, chronological, steps
 from rec_eraser.tasks import templates
@@ -104,6 +106,22 @@ class TallrecPrompts(TaskPrompts):
 
     def manifest_settings(self, dataset: Dataset, *, negatives: int) -> dict[str, Any]:
         return {"liked_above": liked_threshold(dataset)}
+
+    def corrupt(
+        self, dataset: Dataset, picked: Sequence[Interaction], rng: np.random.Generator
+    ) -> tuple[dict[int, Interaction], list[dict[str, Any]]]:
+        """A wrong label: the rating flipped across the like threshold (a liked item gets the
+        lowest rating of the data, a disliked one the highest); the record holds the true label."""
+        threshold = liked_threshold(dataset)
+        ratings = sorted({x.rating for x in dataset.interactions if x.rating is not None})
+        chosen = {x.line for x in picked}
+        corrupted, record = {}, []
+        for x in dataset.interactions:
+            if x.line in chosen:
+                liked = x.rating > threshold
+                corrupted[x.line] = replace(x, rating=ratings[0] if liked else ratings[-1])
+                record.append({"user": x.user, "item": x.item, "line": x.line, "label": "Yes" if liked else "No"})
+        return corrupted, record
 
     def templates(self) -> dict[str, str]:
         return {
