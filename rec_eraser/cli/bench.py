@@ -7,9 +7,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.table import Table
 
-from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fail_on, fmt
+from rec_eraser.cli.bench_tables import (
+    show_check,
+    show_damping,
+    show_recipe,
+    show_scaling,
+    show_sequential,
+    show_solvers,
+)
+from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fail_on
 
 
 @app.command()
@@ -150,44 +157,7 @@ def bench(
         )
         return {**result, "threads": torch.get_num_threads()}
 
-    _report(solvers, as_json, _show_solvers)
-
-
-def _show_solvers(result: dict[str, Any]) -> None:
-    console.print(
-        f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})"
-    )
-    console.print(
-        f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
-        f"({result['hvp_to_grad_ratio']:.2f} gradients)"
-    )
-    other = "hessian" if result["curvature"] == "ggn" else "ggn"
-    fwd = result["hvp_seconds_forward_over_reverse"]
-    console.print(
-        f"{other} HVP {result[f'hvp_seconds_{other}'] * 1e3:.1f} ms; Hessian by forward-over-reverse "
-        + ("failed" if fwd is None else f"{fwd * 1e3:.1f} ms")
-    )
-    table = Table("solver", "relative error", "relative residual", "HVPs", "grad passes", "seconds")
-    for name, row in result["solvers"].items():
-        if "error" in row:
-            table.add_row(name, "failed", row["error"], "", "", "")
-        else:
-            table.add_row(
-                name,
-                fmt(row["relative_error"]),
-                fmt(row["relative_residual"]),
-                str(row["hvps"]),
-                str(row["gradient_passes"]),
-                fmt(row["seconds"]),
-            )
-    console.print(table)
-    ceiling = result.get("block_jacobi_cg_iterations")
-    if ceiling:
-        kinds = list(next(iter(ceiling.values())))
-        table = Table("CG iterations to 1e-4", *(k.replace("_", " ") for k in kinds))
-        for damping_label, row in ceiling.items():
-            table.add_row(damping_label.replace("_", " "), *(str(row[k]) for k in kinds))
-        console.print(table)
+    _report(solvers, as_json, show_solvers)
 
 
 def _report(
@@ -229,32 +199,8 @@ def _bench_recipe(
             precision=precision,
         ),
         as_json,
-        _show_recipe,
+        show_recipe,
     )
-
-
-def _show_recipe(result: dict[str, Any]) -> None:
-    from rec_eraser.workflows.bench_report import COLUMNS, rows
-
-    shown = (
-        "utility",
-        "utility_gap",
-        "agreement_with_retrain",
-        "forget_loss",
-        "membership_auc",
-        "recovery",
-        "seconds",
-        "ratio_to_retrain",
-    )
-    table = Table("method", *(c for c in shown if c in COLUMNS))
-    for row in rows(result):
-        table.add_row(row["method"], *(fmt(row.get(c)) for c in shown))
-    console.print(
-        f"{result['experiment']['task']} {result['experiment']['edit']}: {result['forget_instances']} of "
-        f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)"
-    )
-    console.print(table)
-    console.print(f"report: {result['report']}")
 
 
 def _bench_check(
@@ -271,25 +217,10 @@ def _bench_check(
     result = _report(
         lambda: check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress, precision=precision),
         as_json,
-        _show_check,
+        show_check,
     )
     if not result["verdict"]:
         raise typer.Exit(1)
-
-
-def _show_check(result: dict[str, Any]) -> None:
-    b, mem = result["beats_baselines"], result["memorised"]
-    mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
-    console.print(
-        f"{result['train_instances']} training instances, {result['training']['seconds']:.0f} s of training; {result['test_prompts']} test prompts"
-    )
-    console.print(
-        f"beats the baseline: {mark(b['verdict'])} ({b['metric']} {fmt(b['adapter'])} vs {b['baseline']} {fmt(b['baseline_value'])})"
-    )
-    console.print(
-        f"memorised: {mark(mem['verdict'])} (gap {fmt(mem.get('gap'))} ± {fmt(mem.get('standard_error'))}, {mem.get('untrained_source')})"
-    )
-    console.print(f"report: {result['report']}")
 
 
 def _bench_sequential(
@@ -323,41 +254,8 @@ def _bench_sequential(
             precision=precision,
         ),
         as_json,
-        _show_sequential,
+        show_sequential,
     )
-
-
-def _show_sequential(result: dict[str, Any]) -> None:
-    table = Table(
-        "after batch",
-        "forgotten",
-        "forget loss: update",
-        "Retrain",
-        "original",
-        "relative error",
-        "agreement",
-        "utility gap",
-        "retained drift",
-        "trusted",
-        "update / Retrain",
-    )
-    for row in result["checkpoints"]:
-        trusted = {True: "yes", False: "NO: retrain", None: "–"}[row.get("trusted")]
-        table.add_row(
-            str(row["batch"]),
-            str(row["forget_instances"]),
-            fmt(row["current"]["forget_loss"]),
-            fmt(row["retrain"]["forget_loss"]),
-            fmt(row["original"]["forget_loss"]),
-            fmt(row["relative_error"]),
-            fmt(row["current"]["agreement_with_retrain"]),
-            fmt(row["current"]["utility_gap"]),
-            fmt(row["retained_drift"]),
-            trusted,
-            fmt(row["ratio_to_retrain"]),
-        )
-    console.print(table)
-    console.print(f"report: {result['report']}")
 
 
 def _bench_scaling(
@@ -375,21 +273,8 @@ def _bench_scaling(
     _report(
         lambda: run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress),
         as_json,
-        _show_scaling,
+        show_scaling,
     )
-
-
-def _show_scaling(result: dict[str, Any]) -> None:
-    table = Table("training instances", "forgotten", "retrain s", "update s", "update / retrain")
-    for row in result["sizes"]:
-        table.add_row(
-            str(row["n"]),
-            str(row["forgotten_instances"]),
-            fmt(row["retrain_seconds"]),
-            fmt(row["update_seconds"]),
-            fmt(row["update_to_retrain"]),
-        )
-    console.print(table)
 
 
 def _bench_calibration(
@@ -408,26 +293,5 @@ def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, a
     from rec_eraser.bench.damping import run_damping_check
 
     _report(
-        lambda: run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress), as_json, _show_damping
+        lambda: run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress), as_json, show_damping
     )
-
-
-def _show_damping(result: dict[str, Any]) -> None:
-    console.print(
-        f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test"
-    )
-    table = Table(
-        "model", "damping", "test AUC", "forgotten loss", "unseen loss", "kept loss", "corr. with Retrain", "seconds"
-    )
-    for name, row in result["rows"].items():
-        table.add_row(
-            name,
-            fmt(row.get("damping")),
-            fmt(row["auc"]),
-            fmt(row["forgotten_loss"]),
-            fmt(row["unseen_loss"]),
-            fmt(row["kept_loss"]),
-            fmt(row["score_correlation_with_retrain"]),
-            fmt(row["seconds"]),
-        )
-    console.print(table)

@@ -1,0 +1,152 @@
+"""How ``rec-eraser bench`` prints each benchmark's result on a terminal (``--json`` prints the result itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from rec_eraser.cli.common import console, fmt
+
+
+def show_solvers(result: dict[str, Any]) -> None:
+    console.print(
+        f"p = {result['p']}, n = {result['n_train']}, curvature = {result['curvature']}, damping = {result['damping']:.3g} ({result['damping_rule']})"
+    )
+    console.print(
+        f"gradient {result['grad_seconds'] * 1e3:.1f} ms, HVP {result['hvp_seconds'] * 1e3:.1f} ms per micro-batch of {result['batch_size']} "
+        f"({result['hvp_to_grad_ratio']:.2f} gradients)"
+    )
+    other = "hessian" if result["curvature"] == "ggn" else "ggn"
+    fwd = result["hvp_seconds_forward_over_reverse"]
+    console.print(
+        f"{other} HVP {result[f'hvp_seconds_{other}'] * 1e3:.1f} ms; Hessian by forward-over-reverse "
+        + ("failed" if fwd is None else f"{fwd * 1e3:.1f} ms")
+    )
+    table = Table("solver", "relative error", "relative residual", "HVPs", "grad passes", "seconds")
+    for name, row in result["solvers"].items():
+        if "error" in row:
+            table.add_row(name, "failed", row["error"], "", "", "")
+        else:
+            table.add_row(
+                name,
+                fmt(row["relative_error"]),
+                fmt(row["relative_residual"]),
+                str(row["hvps"]),
+                str(row["gradient_passes"]),
+                fmt(row["seconds"]),
+            )
+    console.print(table)
+    ceiling = result.get("block_jacobi_cg_iterations")
+    if ceiling:
+        kinds = list(next(iter(ceiling.values())))
+        table = Table("CG iterations to 1e-4", *(k.replace("_", " ") for k in kinds))
+        for damping_label, row in ceiling.items():
+            table.add_row(damping_label.replace("_", " "), *(str(row[k]) for k in kinds))
+        console.print(table)
+
+
+def show_recipe(result: dict[str, Any]) -> None:
+    from rec_eraser.workflows.bench_report import COLUMNS, rows
+
+    shown = (
+        "utility",
+        "utility_gap",
+        "agreement_with_retrain",
+        "forget_loss",
+        "membership_auc",
+        "recovery",
+        "seconds",
+        "ratio_to_retrain",
+    )
+    table = Table("method", *(c for c in shown if c in COLUMNS))
+    for row in rows(result):
+        table.add_row(row["method"], *(fmt(row.get(c)) for c in shown))
+    console.print(
+        f"{result['experiment']['task']} {result['experiment']['edit']}: {result['forget_instances']} of "
+        f"{result['train_instances']} training instances edited; {result['test_prompts']} test prompts ({result['seconds']:.0f} s)"
+    )
+    console.print(table)
+    console.print(f"report: {result['report']}")
+
+
+def show_check(result: dict[str, Any]) -> None:
+    b, mem = result["beats_baselines"], result["memorised"]
+    mark = lambda ok: "yes" if ok else "NO"  # noqa: E731
+    console.print(
+        f"{result['train_instances']} training instances, {result['training']['seconds']:.0f} s of training; {result['test_prompts']} test prompts"
+    )
+    console.print(
+        f"beats the baseline: {mark(b['verdict'])} ({b['metric']} {fmt(b['adapter'])} vs {b['baseline']} {fmt(b['baseline_value'])})"
+    )
+    console.print(
+        f"memorised: {mark(mem['verdict'])} (gap {fmt(mem.get('gap'))} ± {fmt(mem.get('standard_error'))}, {mem.get('untrained_source')})"
+    )
+    console.print(f"report: {result['report']}")
+
+
+def show_sequential(result: dict[str, Any]) -> None:
+    table = Table(
+        "after batch",
+        "forgotten",
+        "forget loss: update",
+        "Retrain",
+        "original",
+        "relative error",
+        "agreement",
+        "utility gap",
+        "retained drift",
+        "trusted",
+        "update / Retrain",
+    )
+    for row in result["checkpoints"]:
+        trusted = {True: "yes", False: "NO: retrain", None: "–"}[row.get("trusted")]
+        table.add_row(
+            str(row["batch"]),
+            str(row["forget_instances"]),
+            fmt(row["current"]["forget_loss"]),
+            fmt(row["retrain"]["forget_loss"]),
+            fmt(row["original"]["forget_loss"]),
+            fmt(row["relative_error"]),
+            fmt(row["current"]["agreement_with_retrain"]),
+            fmt(row["current"]["utility_gap"]),
+            fmt(row["retained_drift"]),
+            trusted,
+            fmt(row["ratio_to_retrain"]),
+        )
+    console.print(table)
+    console.print(f"report: {result['report']}")
+
+
+def show_scaling(result: dict[str, Any]) -> None:
+    table = Table("training instances", "forgotten", "retrain s", "update s", "update / retrain")
+    for row in result["sizes"]:
+        table.add_row(
+            str(row["n"]),
+            str(row["forgotten_instances"]),
+            fmt(row["retrain_seconds"]),
+            fmt(row["update_seconds"]),
+            fmt(row["update_to_retrain"]),
+        )
+    console.print(table)
+
+
+def show_damping(result: dict[str, Any]) -> None:
+    console.print(
+        f"n = {result['n_train']} training instances, {result['forgotten_instances']} forgotten, {result['test_instances']} test"
+    )
+    table = Table(
+        "model", "damping", "test AUC", "forgotten loss", "unseen loss", "kept loss", "corr. with Retrain", "seconds"
+    )
+    for name, row in result["rows"].items():
+        table.add_row(
+            name,
+            fmt(row.get("damping")),
+            fmt(row["auc"]),
+            fmt(row["forgotten_loss"]),
+            fmt(row["unseen_loss"]),
+            fmt(row["kept_loss"]),
+            fmt(row["score_correlation_with_retrain"]),
+            fmt(row["seconds"]),
+        )
+    console.print(table)
