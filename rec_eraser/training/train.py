@@ -376,9 +376,11 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
     if not (folder / "manifest.json").is_file() and not folder.is_symlink():
         raise FileNotFoundError(f"{folder}: no such adapter version (see `rec-eraser adapters list {run_dir}`)")
     record = verify_version(folder)  # every file the version holds, as written
-    recipe = Recipe.from_dict(record["recipe"])
-    base_path = Path(record["base_model"])
-    expected = record.get("base_model_sha256")
+    recipe = Recipe.from_dict(record.recipe)
+    if record.base_model is None:
+        raise BaseModelMismatch(f"{folder}: its manifest names no base model; roll back to an earlier version")
+    base_path = Path(record.base_model)
+    expected = record.base_model_sha256
     if not base_path.is_dir():
         raise BaseModelMismatch(
             f"{folder} was trained on the base model at {base_path}, which is missing: restore it there"
@@ -388,7 +390,7 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
             f"{folder} was trained on another base model than the one now at {base_path} "
             "(its config.json changed): restore that model, or retrain"
         )
-    weights = record.get("base_model_weights_sha256")  # versions written before it was recorded have none
+    weights = record.base_model_weights_sha256  # versions written before it was recorded have none
     if weights and base_model_weights_fingerprint(base_path) != weights:
         raise BaseModelMismatch(
             f"{folder} was trained on other weights than those of the base model now at {base_path} "

@@ -19,19 +19,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.files import write_file_atomically, write_folder_atomically
 from rec_eraser.tasks.instance import Instance
+from rec_eraser.training.manifest import MANIFEST_SCHEMA, VERSION_NAME, ManifestError, VersionRecord, sealed, unsealed
 
 if TYPE_CHECKING:
     from rec_eraser.training.model import RecModel
 
-_VERSION_NAME = re.compile(r"v[0-9]{4,}")
 PROJECTOR_FILE = "projector.safetensors"
 VERSION_MANIFEST = "manifest.json"
 #: a trained version's training instance ids (a JSON list, in training order): the training set
@@ -59,8 +59,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def version_manifest(folder: Path) -> dict[str, Any]:
-    """The manifest of the version folder ``folder`` (a link, or an unreadable manifest, is refused)."""
+def version_record(folder: Path) -> VersionRecord:
+    """The typed manifest of the version folder ``folder`` (a link, an unreadable manifest, one of
+    the wrong shape or one edited after it was written is refused with one line)."""
     if folder.is_symlink():
         raise VersionIntegrityError(
             f"{folder} is a symbolic link ({folder.resolve()}): a version must be a folder of "
@@ -70,86 +71,30 @@ def version_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{folder}: no such adapter version")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise VersionIntegrityError(
             f"{path}: not a readable manifest ({exc}); roll back to an earlier version"
         ) from None
-    if not isinstance(record, dict):
-        raise VersionIntegrityError(
-            f"{path}: not a readable manifest (not a JSON object); roll back to an earlier version"
-        )
-    problem = manifest_problem(record, folder.name)
-    if problem:
-        raise VersionIntegrityError(f"{path}: {problem}; roll back to an earlier version")
-    if record.get("schema", 0) >= 2 and record.get(MANIFEST_HASH) != manifest_digest(record):
-        raise VersionIntegrityError(
-            f"{path}: its content differs from the SHA-256 it recorded of itself (the manifest was "
-            "edited after the version was written); roll back to an earlier version"
-        )
-    return record
+    try:
+        return unsealed(data, folder.name)
+    except ManifestError as exc:
+        raise VersionIntegrityError(f"{path}: {exc}; roll back to an earlier version") from None
 
 
-#: The schema of a version's manifest. 1: the fields below are checked on every read; 2: it
-#: also holds the SHA-256 of its own content (:data:`MANIFEST_HASH`), checked on every read. A
-#: manifest of an earlier schema was written before that (read as it is); a later one is refused.
-MANIFEST_SCHEMA = 2
-#: the manifest's field that holds the SHA-256 of the rest of it (see :func:`manifest_digest`)
-MANIFEST_HASH = "manifest_sha256"
+def version_manifest(folder: Path) -> dict[str, Any]:
+    """The manifest of the version folder ``folder`` as a JSON object (see :func:`version_record`)."""
+    return version_record(folder).to_dict()
 
 
-def manifest_digest(record: dict[str, Any]) -> str:
-    """SHA-256 of a manifest's content without :data:`MANIFEST_HASH`, in a canonical JSON form
-    (sorted keys, ASCII, no spaces), so that re-indenting the file does not change it and any
-    edit of a value does."""
-    body = {k: v for k, v in record.items() if k != MANIFEST_HASH}
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
-
-
-#: the kinds of version: trained (v0000), unlearned, rollback; retrained and bench are the
-#: demo's and the benchmark's adapters kept beside the versions
-KINDS = ("trained", "unlearned", "rollback", "retrained", "bench")
-
-
-def manifest_problem(record: dict[str, Any], folder_name: str) -> str | None:
-    """What is wrong with a version's manifest (its shape, not its content's truth), or None.
-
-    Checked where a manifest is read, before its own hash (so a manifest of the wrong shape is
-    named for what is wrong): the schema, the version's name against its folder, the parent, the
-    kind, the recipe, the events (each with an id) and the table of hashes.
-    """
-    schema = record.get("schema", 0)
-    if not isinstance(schema, int) or isinstance(schema, bool) or schema > MANIFEST_SCHEMA:
-        return f"written with manifest schema {schema!r}, and this rec-eraser reads up to {MANIFEST_SCHEMA}: upgrade it"
-    if _VERSION_NAME.fullmatch(folder_name) and record.get("version") != folder_name:
-        return f"it names version {record.get('version')!r}, not its folder's {folder_name!r}"
-    parent = record.get("parent")
-    if parent is not None and not (isinstance(parent, str) and _VERSION_NAME.fullmatch(parent)):
-        return f"its parent {parent!r} is not a version name"
-    if record.get("kind", "trained") not in KINDS:
-        return f"unknown kind {record.get('kind')!r} (known: {', '.join(KINDS)})"
-    if not isinstance(record.get("recipe"), dict):
-        return "it has no recipe"
-    events = record.get("events", [])
-    if not isinstance(events, list) or not all(isinstance(e, dict) and isinstance(e.get("id"), str) for e in events):
-        return "its events are not a list of events with ids"
-    if not isinstance(record.get("hashes", {}), dict):
-        return "its hashes are not a table of file names"
-    return None
-
-
-def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None) -> Path:
+def verified_file(folder: Path, name: str, record: VersionRecord | None = None) -> Path:
     """``folder/name``, once its SHA-256 matches the one the version's manifest recorded.
 
     Versions written before manifests held hashes have nothing to compare with and pass.
     ``record``: the manifest, when the caller has read it already.
     """
-    record = version_manifest(folder) if record is None else record
+    hashes = (version_record(folder) if record is None else record).hashes
     path = folder / name
-    hashes = record.get("hashes") or {}
-    if not isinstance(hashes, dict):
-        raise VersionIntegrityError(f"{folder / VERSION_MANIFEST}: its hashes are not a table of file names; roll back")
     expected = hashes.get(name)
     if expected is None:
         return path
@@ -167,10 +112,10 @@ def verified_file(folder: Path, name: str, record: dict[str, Any] | None = None)
     return path
 
 
-def verify_version(folder: Path) -> dict[str, Any]:
+def verify_version(folder: Path) -> VersionRecord:
     """Check every file the version's manifest lists; return the manifest."""
-    record = version_manifest(folder)
-    for name in list(record.get("hashes") or {}):  # verified_file refuses hashes that are not a table
+    record = version_record(folder)
+    for name in record.hashes:
         verified_file(folder, name, record)
     return record
 
@@ -205,17 +150,15 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
     """
     if target.exists():
         raise FileExistsError(f"{target} exists already")
+    try:  # a record of the wrong shape is refused before anything is written
+        typed = VersionRecord.from_dict({**record, "schema": MANIFEST_SCHEMA, "hashes": {}}, target.name)
+    except ManifestError as exc:
+        raise ValueError(f"{target}: the version's record is malformed: {exc}") from None
 
     def fill_and_record(staging: Path) -> None:
         fill(staging)
         hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        # through JSON and back first, so the digest is that of what a reader will parse (tuples
-        # become lists, keys strings)
-        stamped = json.loads(json.dumps({"schema": MANIFEST_SCHEMA, **record, "hashes": hashes}))
-        stamped[MANIFEST_HASH] = manifest_digest(stamped)
-        (staging / VERSION_MANIFEST).write_text(
-            json.dumps(stamped, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        (staging / VERSION_MANIFEST).write_text(sealed(replace(typed, hashes=hashes)), encoding="utf-8")
 
     return write_folder_atomically(target, fill_and_record)
 
@@ -294,7 +237,7 @@ def list_versions(run_dir: Path | str) -> list[str]:
     names = [
         p.name
         for p in run_dir.glob("v[0-9][0-9][0-9][0-9]*")
-        if _VERSION_NAME.fullmatch(p.name) and p.name == version_name(int(p.name[1:]))  # not v00001 beside v0001
+        if VERSION_NAME.fullmatch(p.name) and p.name == version_name(int(p.name[1:]))  # not v00001 beside v0001
     ]
     return sorted((n for n in names if (run_dir / n / VERSION_MANIFEST).is_file()), key=lambda n: int(n[1:]))
 

@@ -39,12 +39,13 @@ from rec_eraser.training.versions import (
     PROJECTOR_FILE,
     TRAIN_IDS,
     VERSION_MANIFEST,
+    VersionRecord,
     instance_ids_hash,
     list_versions,
     verified_file,
     verify_version,
-    version_manifest,
     version_name,
+    version_record,
     write_version_folder,
 )
 
@@ -106,9 +107,14 @@ class Registry:
             )
         return version
 
+    def record(self, version: str) -> VersionRecord:
+        """``version``'s typed manifest (a version folder that is a link, or a manifest unreadable,
+        of the wrong shape or edited after it was written, is refused)."""
+        return version_record(self.run_dir / self.check(version))
+
     def manifest(self, version: str) -> dict[str, Any]:
-        """``version``'s manifest (a version folder that is a link, or an unreadable manifest, is refused)."""
-        return version_manifest(self.run_dir / self.check(version))
+        """``version``'s manifest as a JSON object (see :meth:`record`)."""
+        return self.record(version).to_dict()
 
     def verified(self, version: str, name: str) -> Path:
         """``version``'s file ``name``, once it matches the hash its manifest recorded."""
@@ -122,9 +128,9 @@ class Registry:
             if name in seen:
                 raise RegistryError(f"{self.run_dir}: the parent links of {version} form a cycle at {name}")
             seen.add(name)
-            record = self.manifest(name)
-            chain.append(record)
-            name = record.get("parent")
+            record = self.record(name)
+            chain.append(record.to_dict())
+            name = record.parent
         return chain
 
     def applied_events(self, version: str) -> dict[str, str]:
@@ -284,14 +290,14 @@ class Registry:
         logged = {r.get("version") for r in self.ledger()}
         for version in self.versions():
             if version not in logged:
-                record = self.manifest(version)
+                record = self.record(version)
                 self.append_ledger(
                     {
                         "time": now(),
-                        "action": "recovered" if record.get("parent") else "trained",
+                        "action": "recovered" if record.parent else "trained",
                         "version": version,
-                        "parent": record.get("parent"),
-                        "events": [e["id"] for e in record.get("events", [])],
+                        "parent": record.parent,
+                        "events": [e["id"] for e in record.events],
                     }
                 )
 
@@ -353,17 +359,17 @@ class Registry:
 
     # -- reading for people ---------------------------------------------------------------------
     def summary(self, version: str) -> dict[str, Any]:
-        record = self.manifest(version)
-        solver = record.get("solver") or {}
+        record = self.record(version)
+        solver = record.details.get("solver") or {}
         return {
             "version": version,
-            "parent": record.get("parent"),
-            "kind": record.get("kind", "trained"),
-            "created": record.get("created"),
-            "events": len(record.get("events", [])),
-            "train_instances": record.get("train_instances"),
+            "parent": record.parent,
+            "kind": record.kind,
+            "created": record.created,
+            "events": len(record.events),
+            "train_instances": record.details.get("train_instances"),
             "method": solver.get("method"),
-            "seconds": solver.get("seconds", (record.get("training") or {}).get("seconds")),
+            "seconds": solver.get("seconds", (record.details.get("training") or {}).get("seconds")),
             "current": version == self.current(),
         }
 

@@ -199,7 +199,7 @@ def test_a_changed_version_file_is_refused_and_nothing_is_written(run):
 
     user = a_trained_user(run)
     assert runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST]).exit_code == 0
-    assert set(verify_version(run / "v0001")["hashes"]) >= {
+    assert set(verify_version(run / "v0001").hashes) >= {
         "adapter_model.safetensors",
         "adapter_config.json",
         "edited.jsonl",

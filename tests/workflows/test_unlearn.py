@@ -59,14 +59,9 @@ def a_trained_user(run: Path) -> str:
 
 
 def test_the_training_set_is_read_from_the_stored_ids_and_a_re_derived_one_is_checked(run):
+    from rec_eraser.training.manifest import MANIFEST_HASH, manifest_digest
     from rec_eraser.training.train import training_instances
-    from rec_eraser.training.versions import (
-        MANIFEST_HASH,
-        TRAIN_IDS,
-        VersionIntegrityError,
-        instance_ids_hash,
-        manifest_digest,
-    )
+    from rec_eraser.training.versions import TRAIN_IDS, VersionIntegrityError, instance_ids_hash
 
     def rewrite(record: dict) -> None:  # a manifest changed with its own hash made to match
         manifest_file.write_text(json.dumps({**record, MANIFEST_HASH: manifest_digest(record)}))
