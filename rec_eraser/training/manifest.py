@@ -156,7 +156,9 @@ def unsealed(data: Any, folder_name: str | None = None) -> VersionRecord:
     """The record of a manifest file's parsed JSON: its shape checked first (so a manifest of
     the wrong shape is named for what is wrong), then, from schema 2, its own hash."""
     record = VersionRecord.from_dict(data, folder_name)
-    if record.schema >= 2 and data.get(MANIFEST_HASH) != manifest_digest(data):
+    # checked wherever a seal is present, not by the schema number alone, so that lowering the
+    # schema does not skip it (a manifest of schema 2 must carry one)
+    if (record.schema >= 2 or MANIFEST_HASH in data) and data.get(MANIFEST_HASH) != manifest_digest(data):
         raise ManifestError(
             "its content differs from the SHA-256 it recorded of itself (the manifest was edited "
             "after the version was written)"

@@ -65,7 +65,7 @@ class Recipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        check_types(self, "recipe", _SECTION_OF)
+        check_types(self, "recipe", SECTION_OF)
         for name in ("rank", "alpha", "epochs", "batch_size", "max_length"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"recipe: {_at(name)} must be >= 1, got {getattr(self, name)}")
@@ -115,7 +115,7 @@ class Recipe:
 
 def _at(name: str) -> str:
     """A recipe setting as a reader finds it in the file: ``[lora] rank``."""
-    return f"[{_SECTION_OF[name]}] {name}"
+    return f"[{SECTION_OF[name]}] {name}"
 
 
 #: the shortest max_length a recipe may ask for: room for a response and some of its prompt
@@ -200,7 +200,8 @@ SECTION_SETTINGS: dict[str, tuple[str, ...]] = {
     "model": ("base_model", "item_tokens", "sasrec_epochs", "projector_init"),
 }
 SECTIONS = tuple(SECTION_SETTINGS)
-_SECTION_OF = {name: section for section, names in SECTION_SETTINGS.items() for name in names}
+#: each recipe setting's section
+SECTION_OF = {name: section for section, names in SECTION_SETTINGS.items() for name in names}
 
 
 def find_recipe(path_or_name: Path | str) -> Path:
@@ -278,9 +279,9 @@ def recipe_from_sections(raw: dict[str, Any], source: str, overrides: dict[str, 
         if section not in SECTIONS or not isinstance(values, dict):
             raise RecipeError(f"{source}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
         for name in values:
-            if name in _SECTION_OF and _SECTION_OF[name] != section:
-                raise RecipeError(f"{source}: {name} belongs in [{_SECTION_OF[name]}], not [{section}]")
-            if name not in _SECTION_OF:
+            if name in SECTION_OF and SECTION_OF[name] != section:
+                raise RecipeError(f"{source}: {name} belongs in [{SECTION_OF[name]}], not [{section}]")
+            if name not in SECTION_OF:
                 raise RecipeError(
                     f"{source}: unknown setting {name!r} in [{section}] (its settings: {', '.join(SECTION_SETTINGS[section])})"
                 )

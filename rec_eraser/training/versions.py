@@ -51,7 +51,8 @@ class BaseModelMismatch(RecEraserError, RuntimeError):
     exit_code = EXIT_CODES["integrity"]
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file, read in blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -103,7 +104,7 @@ def verified_file(folder: Path, name: str, record: VersionRecord | None = None) 
             f"{path}: missing (or a link), though the version's manifest lists it; roll back "
             "to an earlier version or restore the file"
         )
-    if _sha256(path) != expected:
+    if sha256_of(path) != expected:
         raise VersionIntegrityError(
             f"{path}: its SHA-256 differs from the one the version's manifest recorded (the "
             "file changed after the version was written); roll back to an earlier version or "
@@ -157,7 +158,7 @@ def write_version_folder(target: Path, fill: Callable[[Path], None], record: dic
 
     def fill_and_record(staging: Path) -> None:
         fill(staging)
-        hashes = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        hashes = {p.name: sha256_of(p) for p in sorted(staging.iterdir()) if p.is_file()}
         (staging / VERSION_MANIFEST).write_text(sealed(replace(typed, hashes=hashes)), encoding="utf-8")
 
     return write_folder_atomically(target, fill_and_record)
@@ -217,7 +218,7 @@ def base_model_weights_fingerprint(path: Path | str) -> str:
         if key in _MEMO:  # this process hashed it already (the cache file may not be writable)
             cache[key] = _MEMO[key]
         if not isinstance(cache.get(key), str):
-            cache[key], changed = _sha256(file), True
+            cache[key], changed = sha256_of(file), True
         _MEMO[key] = cache[key]
         digest.update(f"{file.name}\0{cache[key]}\n".encode())
     if changed:

@@ -37,7 +37,7 @@ from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe, load_recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, train_run
-from rec_eraser.training.versions import save_version
+from rec_eraser.training.versions import save_version, version_manifest
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.progress import Say, logged, training_progress
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
@@ -173,7 +173,7 @@ def run_demo(
                 "events": [],
             },
         )
-    retrain_seconds = json.loads((run / oracle / "manifest.json").read_text())["training"]["seconds"]
+    retrain_seconds = version_manifest(run / oracle)["training"]["seconds"]
 
     task = task_of(size.task)
     titles = load_titles(run) if task.uses_titles else {}

@@ -41,6 +41,7 @@ from rec_eraser.data.split import chronological
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.prompt_registry import prompts_of, task_names
 from rec_eraser.training.recipe import (
+    SECTION_OF,
     Recipe,
     RecipeError,
     check_types,
@@ -174,13 +175,17 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
     if tier != "full" and not overrides:
         raise RecipeError(f"{path}: no [{tier}] section, so there is no {tier} tier")
     experiment_names = {f.name for f in fields(Experiment)}
+    to_experiment = {k: v for k, v in overrides.items() if k in experiment_names}
+    to_recipe = {k: v for k, v in overrides.items() if k not in experiment_names}
     try:
-        experiment = _experiment(
-            {**experiment_values, **{k: v for k, v in overrides.items() if k in experiment_names}}, str(path)
-        )
-        recipe = recipe_from_sections(raw, str(path), {k: v for k, v in overrides.items() if k not in experiment_names})
+        experiment = _experiment({**experiment_values, **to_experiment}, str(path))
     except RecipeError as exc:
-        raise RecipeError(_named_in_tier(str(exc), overrides, tier)) from None
+        raise RecipeError(_named_in_tier(str(exc), {k: "experiment" for k in to_experiment}, tier)) from None
+    try:
+        recipe = recipe_from_sections(raw, str(path), to_recipe)
+    except RecipeError as exc:
+        sections = {k: SECTION_OF[k] for k in to_recipe if k in SECTION_OF}
+        raise RecipeError(_named_in_tier(str(exc), sections, tier)) from None
     unnamed = [name for name in ("task", "edit") if name not in experiment_values]
     if unnamed:  # a base for benchmark recipes to extend (base-ml100k-*.toml), or a recipe leaning on code defaults
         raise RecipeError(
@@ -190,11 +195,11 @@ def load_experiment(path_or_name: Path | str, tier: str = "full") -> tuple[Exper
     return experiment, recipe
 
 
-def _named_in_tier(message: str, overrides: dict[str, Any], tier: str) -> str:
-    """``message`` with a setting that the tier's section set (``[train] max_train``, read from
-    ``[medium]``) named where the file sets it: ``[medium] max_train``."""
-    for name in overrides:
-        message = re.sub(rf"\[\w+\] {re.escape(name)}\b", f"[{tier}] {name}", message, count=1)
+def _named_in_tier(message: str, sections: dict[str, str], tier: str) -> str:
+    """``message`` with each setting the tier's section set (``sections``: its name -> the section
+    the message names it in, ``[train] max_train``) named where the file sets it: ``[medium] max_train``."""
+    for name, section in sections.items():
+        message = re.sub(rf"\[{section}\] {re.escape(name)}\b", f"[{tier}] {name}", message, count=1)
     return message
 
 

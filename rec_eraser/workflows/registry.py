@@ -39,9 +39,11 @@ from rec_eraser.training.versions import (
     PROJECTOR_FILE,
     TRAIN_IDS,
     VERSION_MANIFEST,
+    VersionIntegrityError,
     VersionRecord,
     instance_ids_hash,
     list_versions,
+    sha256_of,
     verified_file,
     verify_version,
     version_name,
@@ -312,9 +314,15 @@ class Registry:
             for path in (self.run_dir / source).iterdir():
                 if path.is_file() and path.name not in (VERSION_MANIFEST, EDITED):
                     shutil.copy2(path, folder / path.name)
-                    verified_file(folder, path.name, source_record)
             for rel, data in files.items():
                 (folder / rel).write_bytes(data)
+            for copied in folder.iterdir():  # what the new version holds, as the source recorded it
+                if copied.name in source_record.hashes and sha256_of(copied) != source_record.hashes[copied.name]:
+                    raise VersionIntegrityError(
+                        f"{self.run_dir / source / copied.name}: changed while it was being copied (its SHA-256 "
+                        f"differs from the one {source}'s manifest recorded); nothing was written, and {source} "
+                        "needs restoring before it can be copied"
+                    )
 
         return write_version_folder(self.run_dir / name, fill, record)
 
@@ -342,9 +350,9 @@ class Registry:
                 events=[],
                 undone_events=undone,
             )
-            edited = self.verified(to, EDITED)
+            edited = self.run_dir / to / EDITED
             files = {EDITED: edited.read_bytes()} if edited.is_file() else {}
-            self.copy_version(name, to, record, files)
+            self.copy_version(name, to, record, files)  # checks these bytes against the hash `to` recorded
             self.append_ledger(
                 {
                     "time": now(),

@@ -33,7 +33,7 @@ from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import LoadedModel, checkpoint_path, fit_adapter, load_version, train_run
-from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash, save_version, train_ids_json
+from rec_eraser.training.versions import TRAIN_IDS, instance_ids_hash, save_version, train_ids_json, version_manifest
 from rec_eraser.workflows.calibration import MemorisationGap, recorded_memorisation
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.experiments import Experiment, ExperimentError, corruption, load_experiment
@@ -271,7 +271,7 @@ def cached_adapter(
     """Train (or reuse) an adapter on ``instances`` saved as ``RUN/folder``; the loaded model and its record."""
     target = ctx.run / folder
     if (target / "manifest.json").is_file():
-        cached = json.loads((target / "manifest.json").read_text())
+        cached = version_manifest(target)
         # compared as recipes, not dicts, so that a setting added later with its default keeps the cache
         if (
             cached.get("train_ids_sha256") != instance_ids_hash(instances)
@@ -299,8 +299,7 @@ def cached_adapter(
         )
         checkpoint_path(ctx.run, folder).unlink(missing_ok=True)
         del model
-    record = json.loads((target / "manifest.json").read_text())
-    return load_version(ctx.run, folder), record
+    return load_version(ctx.run, folder), version_manifest(target)
 
 
 def update_seconds(record: dict[str, Any]) -> float:

@@ -79,6 +79,9 @@ def test_the_folder_name_must_match_and_an_edit_breaks_the_seal():
     data["details_added_by_hand"] = 1
     with pytest.raises(ManifestError, match="edited after the version was written"):
         unsealed(data, "v0003")
+    data["schema"] = 1  # lowering the schema does not skip a seal that is there
+    with pytest.raises(ManifestError, match="edited after the version was written"):
+        unsealed(data, "v0003")
 
 
 def test_the_writer_refuses_a_malformed_record_before_writing_anything(tmp_path):

@@ -89,6 +89,15 @@ def test_a_bad_value_set_by_a_tier_is_named_in_the_tiers_section(tmp_path, setti
         load_experiment(path, "medium")
 
 
+def test_a_bad_value_outside_the_tier_keeps_its_own_section(tmp_path):
+    """seed is both an experiment and a training setting: a tier's seed goes to the experiment, so
+    a bad [train] seed is still named in [train]."""
+    path = tmp_path / "r.toml"
+    path.write_text("[experiment]\ntask = 'tallrec'\nedit = 'ir'\n[train]\nseed = -1\n[medium]\nseed = 3\n")
+    with pytest.raises(RecipeError, match="\\[train\\] seed must be >= 0, got -1"):
+        load_experiment(path, "medium")
+
+
 def test_a_tier_needs_its_section(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text("[experiment]\ntask = 'tallrec'\nedit = 'ir'\n[medium]\nmax_train = 64\n")

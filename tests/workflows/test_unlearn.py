@@ -221,7 +221,9 @@ def test_a_rollback_checks_the_copies_it_makes(run, monkeypatch):
             Path(target).write_bytes(bytes(data))
 
     monkeypatch.setattr(registry_module.shutil, "copy2", copy_then_flip)
-    with pytest.raises(VersionIntegrityError, match="adapter_model.safetensors: its SHA-256 differs"):
+    with pytest.raises(
+        VersionIntegrityError, match="v0000/adapter_model.safetensors: changed while it was being copied"
+    ):
         Registry(run).rollback("v0000")
     assert Registry(run).current() == "v0001" and not (run / "v0002").exists()
 
