@@ -146,6 +146,12 @@ def _print_apply(result: Any) -> None:
         )
     console.print(line)
     m = result.metrics
+    cost = m.get("cost")
+    if cost:
+        console.print(
+            f"cost: {cost['update_seconds']:.1f} s, {cost['ratio_to_floor']:.2g}x its floor (the {cost['floor_rows']} "
+            f"edited instances' gradients, {cost['floor_seconds']:.1f} s); {cost['rows_computed']} gradient rows computed"
+        )
     cal = m.get("calibration")
     if cal:
         gap = cal.get("memorisation_gap")

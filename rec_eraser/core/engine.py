@@ -281,6 +281,8 @@ class InfluenceEngine:
             rhs_norm=b_norm,
             delta_norm=float(torch.linalg.vector_norm(x)),
             config=cfg.to_dict(),
+            floor_rows=(floor_rows := len(old_samples(edits)) + len(new_samples(edits))),
+            floor_seconds=floor_rows * fisher.seconds / fisher.size if fisher.size else None,
         )
         return Update(delta=self.space.to_dict(x), report=report)
 

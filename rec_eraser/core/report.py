@@ -42,6 +42,10 @@ class SolverReport:
     rhs_norm: float = 0.0
     delta_norm: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    # fisher: the physical floor of any update, the gradients of the edited instances (old and
+    # new forms): how many, and what they cost at this solve's own seconds per gradient row
+    floor_rows: int | None = None
+    floor_seconds: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -49,10 +49,9 @@ from rec_eraser.workflows.study import (
     observe,
     original_memorisation,
     test_scores_and_losses,
-    update_seconds,
 )
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, preview_update
-from rec_eraser.workflows.update import encoded_edits
+from rec_eraser.workflows.update import encoded_edits, update_seconds
 
 
 @dataclass(frozen=True)
@@ -210,6 +209,7 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
         update_seconds(record),
         gradient_passes=s["gradient_passes"],
         hvps=s["hvps"],
+        floor_seconds=s.get("floor_seconds"),
         peak_mb=cost.get("peak_mb") if cost.get("version") == version else None,
         notes=f"{version}; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
         f"{_calibration_note(record)}",
@@ -244,6 +244,7 @@ def _run_reference_target(call: MethodCall) -> Outcome:
         update_seconds(record),
         gradient_passes=s["gradient_passes"],
         hvps=s["hvps"],
+        floor_seconds=s.get("floor_seconds"),
         peak_mb=memory.peak_mb,
         notes=f"in memory; {s['method']}, relative residual {s['relative_residual']:.3g}, damping {s['damping']:.3g}; "
         f"{_calibration_note(record)}",

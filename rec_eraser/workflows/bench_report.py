@@ -28,6 +28,7 @@ COLUMNS = (
     "recovery_corrected_loss",
     "seconds",
     "ratio_to_retrain",
+    "ratio_to_floor",
     "gradient_passes",
     "hvps",
     "peak_mb",
@@ -56,7 +57,10 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "method": name,
                 **_flat(row["metrics"], main),
-                **{k: row.get(k) for k in ("seconds", "ratio_to_retrain", "gradient_passes", "hvps", "peak_mb")},
+                **{
+                    k: row.get(k)
+                    for k in ("seconds", "ratio_to_retrain", "ratio_to_floor", "gradient_passes", "hvps", "peak_mb")
+                },
             }
         )
     for label, metrics in result["retrain_spread"].items():
@@ -92,7 +96,8 @@ def markdown(result: dict[str, Any]) -> str:
         (
             f"utility = {main}; agreement = {agreement} with Retrain (seed {exp['retrain_seeds'][0]}) on the test prompts; "
             "membership AUC: forget set vs test prompts by loss (0.5 = indistinguishable); seconds: the method's own work; "
-            "peak_mb: the process's peak resident memory while it ran."
+            "ratio_to_floor: those seconds over the edited instances' gradients (any update's floor; the influence "
+            "updates report it); peak_mb: the process's peak resident memory while it ran."
         ),
         "",
     ]

@@ -174,6 +174,7 @@ def run_benchmark(
             "metrics": metrics_of(ctx, outcome, reference, original),
             "seconds": outcome.seconds,
             "ratio_to_retrain": outcome.seconds / retrain_seconds if retrain_seconds else None,
+            "ratio_to_floor": outcome.seconds / outcome.floor_seconds if outcome.floor_seconds else None,
             "gradient_passes": outcome.gradient_passes,
             "hvps": outcome.hvps,
             "peak_mb": outcome.peak_mb,

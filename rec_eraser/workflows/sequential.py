@@ -39,9 +39,9 @@ from rec_eraser.workflows.study import (
     open_study,
     prepare_study_run,
     study_context,
-    update_seconds,
 )
 from rec_eraser.workflows.unlearn import apply_events
+from rec_eraser.workflows.update import update_seconds
 
 logger = logging.getLogger(__name__)
 

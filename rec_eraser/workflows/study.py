@@ -117,6 +117,7 @@ class Outcome:
     hvps: int | None = None
     peak_mb: float | None = None
     notes: str | None = None
+    floor_seconds: float | None = None  # the edited instances' gradients, for methods that report them
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -300,15 +301,6 @@ def cached_adapter(
         checkpoint_path(ctx.run, folder).unlink(missing_ok=True)
         del model
     return load_version(ctx.run, folder), version_manifest(target)
-
-
-def update_seconds(record: dict[str, Any]) -> float:
-    """The request's own work: the solve (its calibration trials included), the "reference"
-    target's matching when it ran, plus measuring the memorisation gap when this request did
-    (once per lineage; a reused gap costs nothing)."""
-    cal = (record.get("metrics") or {}).get("calibration") or {}
-    matching = (cal.get("reference") or {}).get("seconds", 0.0)
-    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0)) + float(matching)
 
 
 def default_solver(experiment: Experiment) -> SolverConfig:

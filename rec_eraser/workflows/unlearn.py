@@ -42,6 +42,7 @@ from rec_eraser.workflows.update import (
     DEFAULT_SOLVER,
     Calibrate,
     Gauge,
+    request_cost,
     solve_update,
 )
 
@@ -312,6 +313,9 @@ def _compute(
             gauge = Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
         solution, metrics = solve_update(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
         result.solver, result.metrics = solution.report.to_dict(), metrics
+        cost = request_cost({"solver": result.solver, "metrics": result.metrics})
+        if cost is not None:
+            result.metrics["cost"] = cost
         if (
             gauge is not None and gauge.gap is not None
         ):  # this request's retained change plus its lineage's, against the gap

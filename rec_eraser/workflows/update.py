@@ -366,3 +366,35 @@ def solve_update(
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the
     # loss of the corrected instances' new form) should fall
     return update, metrics
+
+
+def update_seconds(record: dict[str, Any]) -> float:
+    """A request's own work, from its record (``solver``, ``metrics``): the solve (its calibration
+    trials included), the "reference" target's matching when it ran, plus measuring the
+    memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
+    cal = (record.get("metrics") or {}).get("calibration") or {}
+    matching = (cal.get("reference") or {}).get("seconds", 0.0)
+    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0)) + float(matching)
+
+
+def request_cost(record: dict[str, Any]) -> dict[str, Any] | None:
+    """A request's cost beside its physical floor, from its record (``solver``, ``metrics``).
+
+    Any update must at least compute the gradients of its edited instances, old and new forms:
+    that is the floor (``floor_rows`` gradients, ``floor_seconds`` at the solve's own measured
+    seconds per gradient row). ``rows_computed`` are the Fisher rows this request computed (the
+    floor's among them), ``rows_reused`` those it took from a cache (none yet). None for a solver
+    that reports no floor (the Gauss–Newton methods)."""
+    solver = record.get("solver") or {}
+    floor = solver.get("floor_seconds")
+    if not floor:
+        return None
+    seconds = update_seconds(record)
+    return {
+        "update_seconds": seconds,
+        "rows_computed": solver.get("curvature_samples"),
+        "rows_reused": 0,
+        "floor_rows": solver.get("floor_rows"),
+        "floor_seconds": floor,
+        "ratio_to_floor": seconds / floor,
+    }

@@ -79,6 +79,9 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     assert report.hvps == 0 and report.curvature_samples == sample_size + 1 and report.relative_residual < 1e-10
     # b is read off the sample's rows (g of the edited instances and of the new form): no pass repeated
     assert report.gradient_passes == sample_size + 1
+    # the floor: the removed instances, the replaced one's old and its new form
+    assert report.floor_rows == len(removed) + 2
+    assert 0 < report.floor_seconds <= report.seconds
 
 
 def problem_copy_with_label(problem, row: int, label: float):

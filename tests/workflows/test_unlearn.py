@@ -123,6 +123,14 @@ def test_forget_user_writes_a_complete_version_that_records_everything(run):
     )
     assert [r["action"] for r in registry.ledger()] == ["trained", "apply"]
     load_version(run, "v0001")  # a loadable PEFT version
+    # the request's cost beside its floor: the removed instances' gradients at the solve's own
+    # seconds per gradient row
+    solver, cost = record["solver"], record["metrics"]["cost"]
+    per_row = solver["floor_seconds"] / solver["floor_rows"]
+    assert solver["floor_rows"] == cost["floor_rows"] == result.removed and cost["rows_reused"] == 0
+    assert cost["rows_computed"] == solver["curvature_samples"] and per_row > 0
+    assert cost["ratio_to_floor"] == pytest.approx(cost["update_seconds"] / cost["floor_seconds"])
+    assert cost["update_seconds"] >= solver["seconds"] > 0
 
 
 def test_the_same_events_file_twice_gives_one_version(run, tmp_path):
