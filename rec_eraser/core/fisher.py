@@ -34,6 +34,7 @@ from torch import nn
 from rec_eraser.core.curvature import LossFn
 from rec_eraser.core.linear_capture import UnsupportedCurvatureError, capture_passes, flat_instance_rows, linear_layers
 from rec_eraser.core.params import ParameterSpace
+from rec_eraser.errors import EXIT_CODES, RecEraserError
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,43 @@ class _IncompleteCapture(RuntimeError):
     def __init__(self, passes: int, message: str) -> None:
         super().__init__(message)
         self.passes = passes
+
+
+class InsufficientMemoryError(RecEraserError, MemoryError):
+    """The Fisher's rows would not fit in the memory available: refused before any gradient is computed."""
+
+    exit_code = EXIT_CODES["computation"]
+
+
+def fisher_memory_bytes(rows: int, parameters: int) -> int:
+    """The host memory a Fisher of ``rows`` per-instance gradients of ``parameters`` numbers holds
+    at its peak: the float64 rows twice (as computed, then stacked into G) and the m × m Gram
+    matrix. (The model and one backward pass come on top; they are there before the build.)"""
+    return 8 * (2 * rows * parameters + rows * rows)
+
+
+def available_memory_bytes() -> int | None:
+    """The host memory the system can give this process now (psutil's "available"), or None."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with accelerate
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def check_fisher_memory(rows: int, parameters: int, available: int | None = None) -> int:
+    """The estimate of :func:`fisher_memory_bytes`; raises :class:`InsufficientMemoryError` when it
+    exceeds ``available`` (default: :func:`available_memory_bytes`), so that a request too large
+    for the machine ends with one line before its first gradient rather than in an out-of-memory kill."""
+    needed = fisher_memory_bytes(rows, parameters)
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > available:
+        raise InsufficientMemoryError(
+            f"the empirical Fisher of {rows} instances x {parameters:,} parameters needs about "
+            f"{needed / 2**30:.2f} GiB and {available / 2**30:.2f} GiB is available: lower --sample-size, "
+            "train the adapter with fewer parameters (rank, target modules), or free memory"
+        )
+    return needed
 
 
 class EmpiricalFisher:
@@ -99,6 +137,7 @@ class EmpiricalFisher:
         a batched pass yields only the batch's mean, so ``losses`` is then ``None``.
         """
         t0 = time.perf_counter()
+        check_fisher_memory(len(samples), space.dim)
         layers = None
         if batch_size > 1:
             try:

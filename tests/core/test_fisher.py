@@ -250,3 +250,26 @@ def test_b_falls_back_to_its_own_passes_when_the_rows_miss_an_edited_instance(lo
     g = closed_form_gradients(logistic, list(range(n)))
     expected = np.linalg.solve(g.T @ g / n + 1e-3 * np.eye(g.shape[1]), b)
     np.testing.assert_allclose(update.delta["weight"].reshape(-1).numpy(), expected, rtol=1e-7, atol=1e-12)
+
+
+def test_a_fisher_too_large_for_memory_is_refused_before_its_first_gradient(logistic, monkeypatch):
+    """The estimate is what the build holds (the float64 rows twice, then the Gram matrix), and a
+    build that would exceed the memory available ends with one error before any gradient."""
+    from rec_eraser.core import fisher as fisher_module
+    from rec_eraser.errors import exit_code_of
+
+    model = logistic.model()
+    space = ParameterSpace(model)
+    samples = logistic.samples[:12]
+    built = EmpiricalFisher.from_samples(model, logistic_loss, space, samples, collate)
+    m, p = built.gradients.shape
+    assert fisher_module.fisher_memory_bytes(m, p) == 2 * built.gradients.numel() * 8 + built.gram.numel() * 8
+    assert fisher_module.check_fisher_memory(m, p, available=10**12) == fisher_module.fisher_memory_bytes(m, p)
+
+    monkeypatch.setattr(fisher_module, "available_memory_bytes", lambda: fisher_module.fisher_memory_bytes(m, p) - 1)
+    computed = []
+    with pytest.raises(
+        fisher_module.InsufficientMemoryError, match=f"{m} instances x {p:,} parameters needs about"
+    ) as err:
+        EmpiricalFisher.from_samples(model, logistic_loss, space, samples, collate, on_gradient=computed.append)
+    assert computed == [] and exit_code_of(err.value) == 4
