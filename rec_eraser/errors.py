@@ -19,8 +19,10 @@ from typing import ClassVar
 #: code), 3 the run is busy (another job holds its lock: try again later), 4 a computation
 #: failed (a solve above its residual bound, a diverged training, a damping that cannot be
 #: set), 5 integrity (a version's file differs from its recorded hash, the base model changed),
-#: 70 an internal error (a bug: the command prints its traceback; please report it).
-EXIT_CODES = {"input": 1, "usage": 2, "busy": 3, "computation": 4, "integrity": 5, "internal": 70}
+#: 6 overdue (``rec-eraser status``: an event applied only approximately is older than the
+#: deadline; the command still prints the status), 70 an internal error (a bug: the command
+#: prints its traceback; please report it).
+EXIT_CODES = {"input": 1, "usage": 2, "busy": 3, "computation": 4, "integrity": 5, "overdue": 6, "internal": 70}
 
 
 class RecEraserError(Exception):

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, fail_on, fmt
+from rec_eraser.cli.common import JSON_OPT, RUN_HELP, USER_ERRORS, app, console, emit_json, err, fail_on, fmt
 
 adapters = typer.Typer(no_args_is_help=True, help="The adapter registry of a run: list, show, diff, rollback.")
 app.add_typer(adapters, name="adapters")
@@ -98,3 +98,57 @@ def adapters_rollback(
         console.print(
             f"[bold]undone[/bold] (their data is back in the adapter): {escape(', '.join(result['undone_events']))}"
         )
+
+
+@app.command("status")
+def status(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    deadline: str = typer.Option(
+        "30d",
+        "--deadline",
+        help="How long an event may stay applied only approximately (30d, 12h, 90m, 3600s); past it, exit code 6.",
+    ),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """The requests the current version honours only approximately (influence updates not yet
+    covered by a training from scratch), their ages, and whether the oldest is past the deadline:
+    for a scheduler (cron, Airflow) to act on."""
+    from rec_eraser.errors import EXIT_CODES
+    from rec_eraser.workflows.erasure import erasure_status, parse_duration
+
+    try:
+        seconds = parse_duration(deadline)
+    except USER_ERRORS as exc:
+        fail_on(exc)
+    result = _with_registry(run, lambda r: erasure_status(r, seconds))
+    if as_json:
+        emit_json(result)
+    else:
+        pending = result["pending_approximate"]
+        console.print(
+            f"{escape(result['run'])}: current {result['current']}, exact up to {fmt(result['exact_version'])}; "
+            f"{len(pending)} event(s) applied approximately"
+            + (f", the oldest {_age(result['oldest_pending_seconds'])} ago" if pending else "")
+            + f"; deadline {_age(result['deadline_seconds'])}"
+        )
+        if pending:
+            table = Table("event", "type", "user", "applied in", "applied", "age")
+            for e in pending:
+                table.add_row(
+                    escape(e["id"]), e["type"], escape(e["user"]), e["version"], e["applied"], _age(e["age_seconds"])
+                )
+            console.print(table)
+        if result["overdue"]:
+            err.print(
+                "[bold red]overdue:[/bold red] the oldest approximate request is past the deadline; only a training "
+                "from scratch on the current training set covers it exactly"
+            )
+    if result["overdue"]:
+        raise typer.Exit(EXIT_CODES["overdue"])
+
+
+def _age(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
