@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional
 
 import typer
@@ -152,3 +153,29 @@ def _age(seconds: float) -> str:
         if seconds >= size:
             return f"{seconds / size:.1f}{unit}"
     return f"{seconds:.0f}s"
+
+
+@app.command("audit")
+def audit(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    user: str = typer.Option(..., "--user", help="The user to audit."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the report as Markdown to this file."),
+    as_json: bool = JSON_OPT,
+) -> None:
+    """One user's data through the run: their training instances, the versions that held them, the
+    events that removed or corrected them and how, whether a training from scratch covers them, and
+    a membership test on the current version."""
+    from rec_eraser.files import write_file_atomically
+    from rec_eraser.workflows.audit import audit_user, render_markdown
+
+    result = _with_registry(run, lambda r: audit_user(r.run_dir, user))
+    report = render_markdown(result)
+    if out is not None:
+        try:
+            write_file_atomically(out, lambda tmp: tmp.write_text(report, encoding="utf-8"))
+        except OSError as exc:
+            fail_on(exc)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(report, markup=False)

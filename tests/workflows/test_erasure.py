@@ -95,3 +95,54 @@ def test_a_bad_deadline_is_one_line(run, text):
 
 def test_an_unknown_run_is_one_line(tmp_path):
     one_line_error(runner.invoke(app, ["status", str(tmp_path / "nothing")]), "no run folder")
+
+
+def test_the_audit_of_a_forgotten_user_follows_their_instances_through_the_versions(run, tmp_path):
+    from rec_eraser.tasks.prepare import load_instances
+
+    user = a_trained_user(run)
+    mine = [z.id for z in Registry(run).training_set("v0000") if z.user == user]  # checked by hand: the user's own
+    assert mine and all(i.split("-")[1] == user for i in mine)
+    before = runner.invoke(app, ["audit", str(run), "--user", user, "--json"])
+    body = json.loads(before.stdout)
+    assert [i["id"] for i in body["instances"]] == mine and body["present_in_current"] == len(mine)
+    assert body["events"] == [] and body["exact"] is None
+
+    assert runner.invoke(app, ["forget-user", str(run), "--user", user, *FAST]).exit_code == 0
+    report = tmp_path / "audit.md"
+    result = runner.invoke(app, ["audit", str(run), "--user", user, "--json", "--out", str(report)])
+    assert result.exit_code == 0, result.output
+    body = json.loads(result.stdout)
+    assert body["current"] == "v0001" and body["present_in_current"] == 0
+    assert [(v["version"], v["present"]) for v in body["versions"]] == [("v0000", len(mine)), ("v0001", 0)]
+    (event,) = body["events"]
+    assert (event["type"], event["version"], event["method"], event["removed"]) == (
+        "delete_user",
+        "v0001",
+        "fisher",
+        len(mine),
+    )
+    assert event["relative_residual"] < 1e-6 and body["exact"] is False
+    m = body["membership"]
+    assert m["version"] == "v0001" and m["former_instances"] == len(mine) and m["reference_instances"] > 0
+    assert 0 <= m["auc"] <= 1 and 0 < m["p_value"] <= 1
+    text = report.read_text()
+    assert f"Audit of user {user}" in text and "approximate (influence) update only" in text and "p-value" in text
+
+    # a user with data in the run but none of it trained on: a clear answer, no error
+    trained_users = {z.user for z in Registry(run).training_set("v0000")}
+    never = next(z.user for z in load_instances(run, "test") if z.user not in trained_users)
+    plain = runner.invoke(app, ["audit", str(run), "--user", never])
+    assert plain.exit_code == 0 and "none of it was in the training set" in plain.stdout
+    one_line_error(runner.invoke(app, ["audit", str(run), "--user", "no-such-user"]), "has no data in")
+
+
+def test_the_permutation_p_value_separates_a_clear_difference_from_none():
+    import numpy as np
+
+    from rec_eraser.workflows.audit import permutation_p_value
+
+    rng = np.random.default_rng(0)
+    others = rng.normal(1.0, 0.1, 60)
+    assert permutation_p_value(rng.normal(0.5, 0.1, 8), others, 500, 0) < 0.01  # members' loss far lower
+    assert permutation_p_value(rng.normal(1.0, 0.1, 8), others, 500, 0) > 0.05
