@@ -98,8 +98,6 @@ def test_an_unknown_run_is_one_line(tmp_path):
 
 
 def test_the_audit_of_a_forgotten_user_follows_their_instances_through_the_versions(run, tmp_path):
-    from rec_eraser.tasks.prepare import load_instances
-
     user = a_trained_user(run)
     mine = [z.id for z in Registry(run).training_set("v0000") if z.user == user]  # checked by hand: the user's own
     assert mine and all(i.split("-")[1] == user for i in mine)
@@ -129,12 +127,20 @@ def test_the_audit_of_a_forgotten_user_follows_their_instances_through_the_versi
     text = report.read_text()
     assert f"Audit of user {user}" in text and "approximate (influence) update only" in text and "p-value" in text
 
-    # a user with data in the run but none of it trained on: a clear answer, no error
-    trained_users = {z.user for z in Registry(run).training_set("v0000")}
-    never = next(z.user for z in load_instances(run, "test") if z.user not in trained_users)
-    plain = runner.invoke(app, ["audit", str(run), "--user", never])
-    assert plain.exit_code == 0 and "none of it was in the training set" in plain.stdout
     one_line_error(runner.invoke(app, ["audit", str(run), "--user", "no-such-user"]), "has no data in")
+
+
+def test_a_user_never_trained_on_gets_a_clear_answer(tmp_path, tallrec_run, tiny_model_dir):
+    from rec_eraser.tasks.prepare import load_instances
+
+    small = shutil.copytree(tallrec_run, tmp_path / "small")
+    train_run(small, tiny_recipe(tiny_model_dir, max_train=4))  # most users' data is left out of training
+    trained_users = {z.user for z in Registry(small).training_set("v0000")}
+    never = next(z.user for z in load_instances(small, "train") if z.user not in trained_users)
+    plain = runner.invoke(app, ["audit", str(small), "--user", never])
+    assert plain.exit_code == 0 and "none of it was in the training set" in plain.stdout
+    body = json.loads(runner.invoke(app, ["audit", str(small), "--user", never, "--json"]).stdout)
+    assert body["instances"] == [] and body["present_in_current"] == 0 and body["membership"] is None
 
 
 def test_the_permutation_p_value_separates_a_clear_difference_from_none():
