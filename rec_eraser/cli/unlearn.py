@@ -55,11 +55,11 @@ WAIT_OPT = typer.Option(
 
 # the literal is rec_eraser.workflows.unlearn.Calibrate's default target (tests/test_cli.py checks it)
 CALIBRATION_TARGET_OPT = typer.Option(
-    "edited",
+    "reference",
     "--calibration-target",
-    help="fisher: what the calibrated damping is matched on: edited (the edited instances' loss moves by the memorisation gap) or "
-    "reference (the retained rows of the Fisher sample are predicted to move by the gap on average; the edited "
-    "instances then move by their own predicted amount). See docs/fidelity.md.",
+    help="fisher: what the calibrated damping is matched on: reference (default: the retained rows of the Fisher "
+    "sample are predicted to move by the memorisation gap on average; the edited instances then move by their own "
+    "predicted amount) or edited (the edited instances' loss moves by the gap). See docs/fidelity.md.",
 )
 
 
@@ -82,7 +82,7 @@ def _run_events(
     earlier_problems: tuple = (),
     skip_invalid: bool = False,
     calibrate: bool = True,
-    calibration_target: str = "edited",
+    calibration_target: str = "reference",
     wait: float = 0.0,
 ) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""

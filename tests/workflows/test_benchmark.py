@@ -138,11 +138,11 @@ def test_the_json_says_whether_the_run_can_judge_and_which_targets_each_method_m
         "calibration: memorisation gap" in data["methods"]["rec_eraser"]["notes"]
         and "rec_eraser_rule" in data["methods"]
     )
-    # the "reference" target, computed in memory from v0000 (no version written for it; this
+    # the "edited" target, computed in memory from v0000 (no version written for it; this
     # tiny adapter memorised nothing, so it takes the smallest step, as the default does)
-    reference = data["methods"]["rec_eraser_reference"]
-    assert reference["notes"].startswith("in memory") and "calibration: memorisation gap" in reference["notes"]
-    assert reference["metrics"]["forget_loss"] is not None
+    edited = data["methods"]["rec_eraser_edited"]
+    assert edited["notes"].startswith("in memory") and "calibration: memorisation gap" in edited["notes"]
+    assert edited["metrics"]["forget_loss"] is not None
     assert Registry(out / "run").versions() == ["v0000", "v0001"]
     # the request reused v0000's gap, the very figure can_judge prints (measured once, outside the row's seconds)
     record = json.loads((out / "run" / "v0001" / "manifest.json").read_text())

@@ -17,7 +17,7 @@ from rec_eraser.core import SolverConfig
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, train_run
-from rec_eraser.workflows import Event, Registry, RegistryError, apply_events, read_events
+from rec_eraser.workflows import Calibrate, Event, Registry, RegistryError, apply_events, read_events
 
 FAST = SolverConfig(method="fisher", sample_size=16, batch_size=4)
 
@@ -297,9 +297,12 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
     # the fixed rule; measured: original 7.47, unlearned 8.20, retrained 8.20 (a user with 12 of the 32 instances)
     assert abs(unlearned - retrained) < 0.5 * abs(original - retrained), (original, unlearned, retrained)
 
-    # calibrated (the default): the forgotten loss moves by the memorisation gap measured on other
-    # instances, and what the manifest records is what the search measured
-    calibrated = apply_events(calibrated_run, [(None, Event("e1", "delete_user", user))], solver=solver)
+    # calibrated with the "edited" target: the forgotten loss moves by the memorisation gap measured
+    # on other instances, and what the manifest records is what the search measured
+    edited_target = Calibrate(target="edited")
+    calibrated = apply_events(
+        calibrated_run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=edited_target
+    )
     record = Registry(calibrated_run).manifest(calibrated.version)
     cal, search = record["metrics"]["calibration"], record["solver"]["calibration"]
     gap = cal["memorisation_gap"]
@@ -329,7 +332,9 @@ def test_forget_user_moves_the_forgotten_loss_toward_retrain(tmp_path, tallrec_r
 
     # a second request on the lineage reuses the recorded gap: no reference forwards, same figure
     other = next(u for u in sorted({z.user for z in retained}) if u != user)
-    second = apply_events(calibrated_run, [(None, Event("e2", "delete_user", other))], solver=solver)
+    second = apply_events(
+        calibrated_run, [(None, Event("e2", "delete_user", other))], solver=solver, calibrate=edited_target
+    )
     cal2 = Registry(calibrated_run).manifest(second.version)["metrics"]["calibration"]
     assert cal2["memorisation_gap"] == gap and cal2["reference_seconds"] == 0.0
     # the drift check sums both requests' retained change against that gap
@@ -368,7 +373,8 @@ def test_a_gap_given_by_the_caller_is_used_and_recorded(run):
         with pytest.raises(ValueError, match=message):
             apply_events(run, event, solver=FAST, memorisation=wrong)
     assert Registry(run).versions() == ["v0000"]
-    result = apply_events(run, event, solver=FAST, memorisation=given)
+    # the "edited" target, whose target figure is the given gap itself
+    result = apply_events(run, event, solver=FAST, memorisation=given, calibrate=Calibrate(target="edited"))
     record = Registry(run).manifest(result.version)
     cal = record["metrics"]["calibration"]
     assert cal["memorisation_gap"] == given.to_dict() and cal["reference_seconds"] == 0.0
@@ -460,8 +466,9 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     # versions written before the target existed were calibrated on the edited instances
     legacy = {k: v for k, v in Calibrate().to_dict().items() if k != "target"}
     assert (
-        Calibrate().matches(legacy)
+        Calibrate(target="edited").matches(legacy)
         and not Calibrate(target="reference").matches(legacy)
+        and not Calibrate().matches(legacy)  # the default is "reference" now
         and not Calibrate().matches(None)
     )
 
