@@ -11,8 +11,8 @@ adapter (the default ``fisher`` solver on a sub-sample of the training set) are 
 with it:
 
 - ``rule``: the fixed damping rule λ = 0.03 · tr(F²)/tr(F);
-- ``edited``: the workflows' default target, the forget set's measured loss moves by the
-  memorisation gap;
+- ``edited``: the forget set's measured loss moves by the memorisation gap (the workflows'
+  default target when this study ran; ``reference`` is the default since);
 - ``reference``: the damping at which the Fisher's retained rows are predicted to move by the
   gap on average (``rec_eraser.core.calibration.reference_factor``).
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -63,13 +64,35 @@ def fisher_memory_bytes(rows: int, parameters: int) -> int:
     return 8 * (2 * rows * parameters + rows * rows)
 
 
+#: a container's memory limit and use: cgroup v2, then v1 (psutil reports the host's memory, not these)
+_CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def _cgroup_headroom() -> int | None:
+    for limit_file, usage_file in _CGROUP_FILES:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2**60:  # "max", or v1's huge number: no limit
+            return max(0, int(limit) - usage)
+        return None
+    return None
+
+
 def available_memory_bytes() -> int | None:
-    """The host memory the system can give this process now (psutil's "available"), or None."""
+    """The memory this process can still take now: the system's available memory (psutil), or a
+    container's remaining headroom under its cgroup limit when that is smaller; None if unknown."""
     try:
         import psutil
     except ImportError:  # pragma: no cover - psutil comes with accelerate
-        return None
-    return int(psutil.virtual_memory().available)
+        return _cgroup_headroom()
+    known = [int(psutil.virtual_memory().available), _cgroup_headroom()]
+    return min(k for k in known if k is not None)
 
 
 def check_fisher_memory(rows: int, parameters: int, available: int | None = None) -> int:

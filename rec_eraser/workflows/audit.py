@@ -84,6 +84,7 @@ def audit_user(
                 "corrected": sum(1 for z in present if z not in former),
             }
         )
+    in_effect = registry.applied_event_records(current)
     events = []
     for version in registry.versions():
         record = registry.record(version)
@@ -105,9 +106,10 @@ def audit_user(
                     "relative_residual": solver.get("relative_residual"),
                     "memorisation_gap": gap.get("gap"),
                     "calibration_target": (calibration.get("settings") or {}).get("target"),
+                    # False once a rollback to a version before it undid it: the data is back in the model
+                    "in_effect": in_effect.get(event["id"], (None,))[0] == version,
                 }
             )
-    in_effect = registry.applied_event_records(current)
     pending = {e["id"] for e in erasure_status(registry, float("inf"))["pending_approximate"]}
     mine_in_effect = [event_id for event_id, (_, event) in in_effect.items() if event.get("user") == user]
     present_now = next(v["present"] for v in versions if v["version"] == current)
@@ -182,11 +184,12 @@ def render_markdown(audit: dict[str, Any]) -> str:
     ]
     if audit["events"]:
         lines += [
-            "| event | type | applied in | applied | method | damping | relative residual |",
-            "|---|---|---|---|---|---|---|",
+            "| event | type | applied in | applied | method | damping | relative residual | in effect now |",
+            "|---|---|---|---|---|---|---|---|",
             *(
                 f"| {e['id']} | {e['type']} | {e['version']} | {e['applied']} | {e['method'] or '–'} | "
-                f"{_num(e['damping'])} | {_num(e['relative_residual'])} |"
+                f"{_num(e['damping'])} | {_num(e['relative_residual'])} | "
+                f"{'yes' if e['in_effect'] else 'no: undone by a rollback'} |"
                 for e in audit["events"]
             ),
             "",

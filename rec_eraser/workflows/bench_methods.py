@@ -191,6 +191,7 @@ def _solve_from_original(ctx: BenchContext, solver: SolverConfig) -> Outcome:
         r.seconds,
         gradient_passes=r.gradient_passes,
         hvps=r.hvps,
+        floor_seconds=r.floor_seconds,
         peak_mb=memory.peak_mb,
         notes=f"{r.curvature_samples} curvature instances, {r.iterations} iterations{_built(r)}, relative residual {r.relative_residual:.3g}, damping {r.damping:.3g} ({r.damping_rule})",
     )

@@ -42,6 +42,7 @@ from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.progress import Say, logged, training_progress
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
 from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events, training_memorisation
+from rec_eraser.workflows.update import update_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def run_demo(
     applied = registry.applied_events(registry.current())
     unlearned_version = applied[events[0].id]
     record = registry.manifest(unlearned_version)
-    update_seconds = record["solver"]["seconds"] if record.get("solver") else 0.0
+    update_cost = update_seconds(record) if record.get("solver") else 0.0
 
     forgotten_users = [e.user for e in events if e.type == "delete_user"]
     forgotten = [z for z in base_set if z.user in forgotten_users]
@@ -181,7 +182,7 @@ def run_demo(
     scores: dict[str, np.ndarray] = {}
     for name, version, seconds in (
         ("original", "v0000", original_seconds),
-        ("unlearned", unlearned_version, update_seconds),
+        ("unlearned", unlearned_version, update_cost),
         ("retrained", oracle, retrain_seconds),
     ):
         say(f"evaluating {version} on {len(unseen)} test prompts and the {len(forgotten)} forgotten instances")
@@ -218,7 +219,7 @@ def run_demo(
         "edits": record.get("edits"),
         "solver": record.get("solver"),
         "calibration": (record.get("metrics") or {}).get("calibration"),
-        "update_to_retrain_seconds": update_seconds / retrain_seconds if retrain_seconds else None,
+        "update_to_retrain_seconds": update_cost / retrain_seconds if retrain_seconds else None,
         "seconds": time.perf_counter() - t_start,
     }
 

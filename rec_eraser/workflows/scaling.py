@@ -24,6 +24,7 @@ from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.registry import DEFAULT_ROOT
 from rec_eraser.workflows.study import Say, ensure_trained
 from rec_eraser.workflows.unlearn import DEFAULT_SOLVER, apply_events
+from rec_eraser.workflows.update import update_seconds
 
 DEFAULT_SIZES = (32, 64, 128)
 
@@ -66,7 +67,7 @@ def run_scaling(
         apply_events(run, [(None, event)], solver=solver)
         version = registry.applied_events(registry.current())[event.id]
         record, trained_record = registry.manifest(version), registry.manifest("v0000")
-        retrain, update = trained_record["training"]["seconds"], record["solver"]["seconds"]
+        retrain, update = trained_record["training"]["seconds"], update_seconds(record)
         # the memorisation gap, measured once per lineage (at training, or else by this first request), apart:
         # it grows with n up to its sample size
         gap = ((record.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap") or {}

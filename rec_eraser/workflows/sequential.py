@@ -107,7 +107,8 @@ def run_sequential(
                 "removed": record["edits"]["removed"],
                 "seconds": update_seconds(record),
                 "memorisation_gap": (cal.get("memorisation_gap") or {}).get("gap"),
-                "damping_factor": search.get("factor"),
+                # the edited target's search, else the reference target's matched factor (no search, no progress)
+                "damping_factor": search.get("factor", (cal.get("reference") or {}).get("factor")),
                 "progress": search.get("progress"),
                 "trust_ratio": (cal.get("trust") or {}).get("ratio"),
             }

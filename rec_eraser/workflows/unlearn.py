@@ -115,8 +115,8 @@ def apply_events(
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
     the adapter's memorisation gap (see ``rec_eraser.workflows.calibration``): by default so
-    that the edited instances' losses move by the gap, or with ``target="reference"`` so that
-    the retained rows of the Fisher sample are predicted to (:data:`CALIBRATION_TARGETS`);
+    that the retained rows of the Fisher sample are predicted to move by the gap, or with
+    ``target="edited"`` so that the edited instances' losses do (:data:`CALIBRATION_TARGETS`);
     ``None`` keeps the starting damping (the rule's, or ``damping``). Other solvers ignore it. The gap is ``memorisation`` when the caller
     measured it on the current version or an ancestor (with ``calibrate``'s settings), else
     the one recorded nearest on the lineage, else measured now (and then recorded).

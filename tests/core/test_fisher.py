@@ -273,3 +273,17 @@ def test_a_fisher_too_large_for_memory_is_refused_before_its_first_gradient(logi
     ) as err:
         EmpiricalFisher.from_samples(model, logistic_loss, space, samples, collate, on_gradient=computed.append)
     assert computed == [] and exit_code_of(err.value) == 4
+
+
+def test_a_containers_memory_limit_bounds_what_is_available(tmp_path, monkeypatch):
+    from rec_eraser.core import fisher as fisher_module
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    monkeypatch.setattr(fisher_module, "_CGROUP_FILES", ((str(limit), str(usage)),))
+    assert fisher_module._cgroup_headroom() is None  # no cgroup files: no container limit
+    limit.write_text("1073741824\n")
+    usage.write_text("268435456\n")
+    assert fisher_module._cgroup_headroom() == 3 * 2**28
+    assert fisher_module.available_memory_bytes() <= 3 * 2**28  # the smaller of the container's and the system's
+    limit.write_text("max\n")
+    assert fisher_module._cgroup_headroom() is None

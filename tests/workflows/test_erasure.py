@@ -126,6 +126,14 @@ def test_the_audit_of_a_forgotten_user_follows_their_instances_through_the_versi
     assert 0 <= m["auc"] <= 1 and 0 < m["p_value"] <= 1
     text = report.read_text()
     assert f"Audit of user {user}" in text and "approximate (influence) update only" in text and "p-value" in text
+    assert event["in_effect"] is True
+
+    # rolled back: the event stays in the record, marked as undone, and the data is back
+    assert runner.invoke(app, ["adapters", "rollback", str(run), "v0000"]).exit_code == 0
+    body = json.loads(runner.invoke(app, ["audit", str(run), "--user", user, "--json"]).stdout)
+    assert body["present_in_current"] == len(mine) and body["exact"] is None
+    assert [(e["version"], e["in_effect"]) for e in body["events"]] == [("v0001", False)]
+    assert "undone by a rollback" in runner.invoke(app, ["audit", str(run), "--user", user]).stdout
 
     one_line_error(runner.invoke(app, ["audit", str(run), "--user", "no-such-user"]), "has no data in")
 
