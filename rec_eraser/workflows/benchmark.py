@@ -34,7 +34,7 @@ from rec_eraser.training.train import load_version
 from rec_eraser.workflows.bench_methods import BENCH_METHODS, COST_FILE, MethodCall, method_names, run_retrain
 from rec_eraser.workflows.bench_report import write_report
 from rec_eraser.workflows.events import Event
-from rec_eraser.workflows.experiments import Experiment, ExperimentError, experiment_events
+from rec_eraser.workflows.experiments import Experiment, ExperimentError, experiment_events, renamed_hint
 from rec_eraser.workflows.fidelity import adapter_conditions, can_judge, main_metric, targets
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.study import (
@@ -67,7 +67,9 @@ def chosen_methods(experiment: Experiment, methods: Sequence[str] | None = None)
     chosen = [m.strip() for m in (methods or experiment.methods or method_names()) if m.strip()]
     unknown = [m for m in chosen if m not in BENCH_METHODS]
     if unknown:
-        raise ExperimentError(f"unknown method {unknown[0]!r}; choose from {', '.join(BENCH_METHODS)}")
+        raise ExperimentError(
+            f"unknown method {unknown[0]!r}; choose from {', '.join(BENCH_METHODS)}{renamed_hint(unknown[0])}"
+        )
     if experiment.edit == "ir":
         correction_only = [name for name, m in BENCH_METHODS.items() if m.correction_only]
         chosen = [m for m in chosen if m not in correction_only]

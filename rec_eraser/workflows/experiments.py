@@ -108,6 +108,7 @@ class Experiment:
         if unknown:
             raise RecipeError(
                 f"recipe: [experiment] methods: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}"
+                f"{renamed_hint(unknown[0])}"
             )
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"recipe: [experiment] max_users must be >= 1, got {self.max_users}")
@@ -153,6 +154,17 @@ def _experiment(values: dict[str, Any], source: str) -> Experiment:
         if str(exc).startswith(f"{source}: "):  # the unknown-setting message names the file already
             raise
         raise RecipeError(f"{source}: {exc}") from exc
+
+
+#: benchmark methods renamed, and what to name instead
+RENAMED_METHODS = {
+    "rec_eraser_reference": "the reference target is the default now, so it is the rec_eraser row; "
+    "the other target is rec_eraser_edited",
+}
+
+
+def renamed_hint(name: str) -> str:
+    return f" ({name} was renamed: {RENAMED_METHODS[name]})" if name in RENAMED_METHODS else ""
 
 
 #: the sizes a benchmark recipe can run at: ``full`` is the recipe's own settings; ``quick`` and
