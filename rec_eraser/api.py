@@ -31,6 +31,8 @@ from rec_eraser.evaluation.evaluate import evaluate_version
 from rec_eraser.tasks.prepare import load_manifest, prepare
 from rec_eraser.training.train import LoadedModel, load_version, run_recipe, train_run
 from rec_eraser.training.versions import resolve_version
+from rec_eraser.workflows.audit import audit_user
+from rec_eraser.workflows.erasure import DEFAULT_DEADLINE, erasure_status, parse_duration
 from rec_eraser.workflows.events import Event, EventError, request_event
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, resolve_run
 from rec_eraser.workflows.unlearn import (
@@ -200,6 +202,15 @@ class Run:
     def rollback(self, to: str) -> dict[str, Any]:
         """Make ``to`` current again, as a new version (nothing is deleted; the ledger says why)."""
         return self._registry.rollback(to)
+
+    def status(self, deadline: str = DEFAULT_DEADLINE) -> dict[str, Any]:
+        """The requests the current version honours only approximately, their ages, and whether
+        the oldest is past ``deadline`` (as ``rec-eraser status``; ``overdue`` in the result)."""
+        return erasure_status(self._registry, parse_duration(deadline))
+
+    def audit(self, user: str) -> dict[str, Any]:
+        """One user's data through the run's versions, with a membership test (as ``rec-eraser audit``)."""
+        return audit_user(self.path, user)
 
 
 def _check_events(events: Sequence[Event]) -> None:

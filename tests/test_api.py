@@ -68,6 +68,11 @@ def test_preview_writes_nothing_and_matches_apply(trained_run, tmp_path):
     assert applied.metrics["after"]["forgotten_loss"] == pytest.approx(
         previewed.metrics["after"]["forgotten_loss"], rel=1e-5
     )
+    # the request is pending exactness, and the user's audit says so (as `status` and `audit` do)
+    status = run.status()
+    assert [e["user"] for e in status["pending_approximate"]] == [user] and status["overdue"] is False
+    audit = run.audit(user)
+    assert audit["present_in_current"] == 0 and audit["exact"] is False and audit["events"][0]["in_effect"]
 
 
 def test_the_api_is_loaded_on_first_use_only():
