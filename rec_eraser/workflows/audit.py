@@ -14,6 +14,7 @@ that no trace was found, not that none is there.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from rec_eraser.evaluation.unlearning import membership_inference_auc
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.train import held_out_instances
+from rec_eraser.training.scoring import instance_losses
+from rec_eraser.training.train import held_out_instances, load_version
 from rec_eraser.workflows.calibration import untrained_reference
 from rec_eraser.workflows.erasure import erasure_status
 from rec_eraser.workflows.registry import Registry
@@ -71,7 +73,8 @@ def audit_user(
     former = [z for z in trained if z.user == user]
     ids = {z.id for z in former}
 
-    versions = []
+    in_effect = registry.applied_event_records(current)
+    versions, events = [], []
     for version in registry.versions():
         record = registry.record(version)
         present = [z for z in registry.training_set(version, splits["train"]) if z.id in ids]
@@ -84,17 +87,9 @@ def audit_user(
                 "corrected": sum(1 for z in present if z not in former),
             }
         )
-    in_effect = registry.applied_event_records(current)
-    events = []
-    for version in registry.versions():
-        record = registry.record(version)
-        mine = [e for e in record.events if e.get("user") == user]
-        if not mine:
-            continue
         solver = record.details.get("solver") or {}
         calibration = (record.details.get("metrics") or {}).get("calibration") or {}
-        gap = calibration.get("memorisation_gap") or {}
-        for event in mine:
+        for event in (e for e in record.events if e.get("user") == user):
             events.append(
                 {
                     **event,
@@ -104,7 +99,7 @@ def audit_user(
                     "damping": solver.get("damping"),
                     "damping_rule": solver.get("damping_rule"),
                     "relative_residual": solver.get("relative_residual"),
-                    "memorisation_gap": gap.get("gap"),
+                    "memorisation_gap": (calibration.get("memorisation_gap") or {}).get("gap"),
                     "calibration_target": (calibration.get("settings") or {}).get("target"),
                     # False once a rollback to a version before it undid it: the data is back in the model
                     "in_effect": in_effect.get(event["id"], (None,))[0] == version,
@@ -128,11 +123,6 @@ def audit_user(
         reference = [z for z in reference if z.user != user]
         if reference:
             if losses_of is None:
-                from functools import partial
-
-                from rec_eraser.training.scoring import instance_losses
-                from rec_eraser.training.train import load_version
-
                 losses_of = partial(instance_losses, load_version(registry.run_dir, current))
             member_losses, other_losses = losses_of(former), losses_of(reference)
             membership = {
