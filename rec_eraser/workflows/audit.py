@@ -28,7 +28,7 @@ from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import held_out_instances, load_version
 from rec_eraser.workflows.calibration import untrained_reference
-from rec_eraser.workflows.erasure import erasure_status
+from rec_eraser.workflows.erasure import approximate_versions
 from rec_eraser.workflows.registry import Registry
 
 #: never-trained instances the membership test compares with, and its permutations
@@ -105,8 +105,9 @@ def audit_user(
                     "in_effect": in_effect.get(event["id"], (None,))[0] == version,
                 }
             )
-    pending = {e["id"] for e in erasure_status(registry, float("inf"))["pending_approximate"]}
-    mine_in_effect = [event_id for event_id, (_, event) in in_effect.items() if event.get("user") == user]
+    # the user's events in effect, and whether an approximate version applied any of them
+    approximate, _ = approximate_versions(registry, current)
+    applied_by = [version for version, event in in_effect.values() if event.get("user") == user]
     present_now = next(v["present"] for v in versions if v["version"] == current)
 
     membership = None
@@ -144,7 +145,7 @@ def audit_user(
         "present_in_current": present_now,
         "versions": versions,
         "events": events,
-        "exact": None if not mine_in_effect else not any(e in pending for e in mine_in_effect),
+        "exact": None if not applied_by else not any(version in approximate for version in applied_by),
         "membership": membership,
     }
 

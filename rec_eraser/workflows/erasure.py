@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 from dataclasses import asdict, dataclass
+from itertools import takewhile
 from typing import Any
 
 from rec_eraser.errors import RecEraserError
@@ -55,15 +56,21 @@ class PendingEvent:
     age_seconds: float
 
 
+def approximate_versions(registry: Registry, version: str) -> tuple[dict[str, dict[str, Any]], str | None]:
+    """The manifests of ``version``'s lineage above its newest exact version (whose events are
+    applied approximately), by name, and that exact version (None if the lineage has none)."""
+    lineage = registry.lineage(version)  # newest first
+    above = list(takewhile(lambda record: record["kind"] not in EXACT_KINDS, lineage))
+    exact = lineage[len(above)]["version"] if len(above) < len(lineage) else None
+    return {record["version"]: record for record in above}, exact
+
+
 def erasure_status(registry: Registry, deadline_seconds: float, now: _dt.datetime | None = None) -> dict[str, Any]:
     """The run's current version, its pending approximate events (oldest first) with their ages,
     the oldest age, the deadline and whether it is past (``overdue``)."""
     now = now or _dt.datetime.now(_dt.timezone.utc)
     current = registry.current()
-    lineage = registry.lineage(current)  # newest first
-    exact = next((r["version"] for r in lineage if r.get("kind", "trained") in EXACT_KINDS), None)
-    # the versions above the newest exact one: their events are approximate
-    approximate = {r["version"]: r for r in lineage[: [r["version"] for r in lineage].index(exact)]} if exact else {}
+    approximate, exact = approximate_versions(registry, current)
     pending = []
     for event_id, (version, event) in registry.applied_event_records(current).items():
         record = approximate.get(version)
