@@ -32,6 +32,7 @@ from rec_eraser.tasks.prepare import load_manifest, prepare
 from rec_eraser.training.train import LoadedModel, load_version, run_recipe, train_run
 from rec_eraser.training.versions import resolve_version
 from rec_eraser.workflows.audit import audit_user
+from rec_eraser.workflows.curvature_cache import DEFAULT_CACHE
 from rec_eraser.workflows.erasure import DEFAULT_DEADLINE, erasure_status, parse_duration
 from rec_eraser.workflows.events import Event, EventError, request_event
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry, resolve_run
@@ -151,11 +152,13 @@ class Run:
         solver: SolverConfig | None = None,
         damping: float | None = None,
         say: Callable[[str], None] | None = None,
+        reuse_curvature: bool = True,
     ) -> ApplyResult:
         """Apply ``events`` to the current version as one update; ``result.version`` is the new
         version (None when every event was applied before). Events that do not fit the run (an
         unknown user or item, the other task's correction) are refused together, before
-        anything is written: :class:`EventError` lists them."""
+        anything is written: :class:`EventError` lists them. ``reuse_curvature``: reuse the
+        lineage's cached curvature rows when fresh (:mod:`rec_eraser.workflows.curvature_cache`)."""
         _check_events(events)
         calibration = replace(DEFAULT_CALIBRATION, target=calibration_target) if calibrate else None
         return apply_events(
@@ -166,6 +169,7 @@ class Run:
             say=say,
             calibrate=calibration,
             strict=True,
+            cache=replace(DEFAULT_CACHE, enabled=reuse_curvature),
         )
 
     def preview(

@@ -158,6 +158,10 @@ def test_the_unlearning_options_default_to_the_library_default_solver():
 
     built = _solver(SOLVER_OPT.default, SAMPLE_OPT.default, BATCH_OPT.default)
     assert built == DEFAULT_SOLVER
+    from rec_eraser.cli.unlearn import REUSE_OPT
+    from rec_eraser.workflows.curvature_cache import DEFAULT_CACHE
+
+    assert REUSE_OPT.default == DEFAULT_CACHE.enabled
 
 
 def test_the_calibration_target_option_defaults_to_the_library_default_and_refuses_unknown_targets(tmp_path):

@@ -78,6 +78,12 @@ def bench(
         "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not.",
     ),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
+    cap_seconds: float = typer.Option(
+        3600.0,
+        "--cap-seconds",
+        min=0.0,
+        help="scaling: skip a size whose training is projected to take longer (0: no cap).",
+    ),
     forget_sets: int = typer.Option(
         8, "--sets", min=2, help="calibration: how many seeded forget sets (one Retrain each)."
     ),
@@ -137,7 +143,7 @@ def bench(
         )
         return
     if target == "scaling":
-        _bench_scaling(sizes, task, out, base_model, as_json, progress)
+        _bench_scaling(sizes, task, out, base_model, cap_seconds or None, as_json, progress)
         return
     if target == "calibration":
         _bench_calibration(base_model, forget_sets, forget_users, seed, as_json, progress)
@@ -259,7 +265,13 @@ def _bench_sequential(
 
 
 def _bench_scaling(
-    sizes: str, task: str, out: Optional[Path], base_model: Optional[Path], as_json: bool, progress: Any
+    sizes: str,
+    task: str,
+    out: Optional[Path],
+    base_model: Optional[Path],
+    cap_seconds: Optional[float],
+    as_json: bool,
+    progress: Any,
 ) -> None:
     from rec_eraser.tasks.prompt_registry import task_names
     from rec_eraser.workflows.scaling import run_scaling
@@ -271,7 +283,9 @@ def _bench_scaling(
     except ValueError:
         fail(f"--sizes {sizes!r}: expected comma-separated integers")
     _report(
-        lambda: run_scaling(size_values, task=task, out=out, base_model=base_model, say=progress),
+        lambda: run_scaling(
+            size_values, task=task, out=out, base_model=base_model, cap_seconds=cap_seconds, say=progress
+        ),
         as_json,
         show_scaling,
     )

@@ -119,16 +119,35 @@ def show_sequential(result: dict[str, Any]) -> None:
 
 
 def show_scaling(result: dict[str, Any]) -> None:
-    table = Table("training instances", "forgotten", "retrain s", "update s", "update / retrain")
+    table = Table(
+        "training instances",
+        "retrain s",
+        "first request s",
+        "request s",
+        "rows computed / reused",
+        "floor s",
+        "request / floor",
+        "request / retrain",
+    )
     for row in result["sizes"]:
         table.add_row(
             str(row["n"]),
-            str(row["forgotten_instances"]),
             fmt(row["retrain_seconds"]),
+            fmt(row["first_request"]["update_seconds"]),
             fmt(row["update_seconds"]),
-            fmt(row["update_to_retrain"]),
+            f"{row['rows_computed']} / {row['rows_reused']}",
+            fmt(row["floor_seconds"]),
+            fmt(row["ratio_to_floor"]),
+            fmt(row["ratio_to_retrain"]),
         )
     console.print(table)
+    for name, fit in result["fit"].items():
+        if fit:
+            console.print(f"{name}: seconds ~ {fit['a']:.3g} * n^{fit['b']:.2f}")
+    for skip in result["skipped"]:
+        console.print(
+            f"n = {skip['n']} skipped: training projected at {skip['projected_retrain_seconds']:.0f} s > {skip['cap_seconds']:.0f} s"
+        )
 
 
 def show_damping(result: dict[str, Any]) -> None:

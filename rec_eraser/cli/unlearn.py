@@ -1,4 +1,4 @@
-"""``rec-eraser forget-user``, ``forget-interactions``, ``correct`` and ``apply-events``: events to a new adapter version."""
+"""``rec-eraser forget-user``, ``forget-interactions``, ``correct``, ``apply-events`` and ``suggest-noise``: events to a new adapter version."""
 
 from __future__ import annotations
 
@@ -45,6 +45,12 @@ CALIBRATE_OPT = typer.Option(
     help="fisher: scale the damping from the adapter's memorisation gap (default; see --calibration-target), "
     "or keep the starting damping.",
 )
+REUSE_OPT = typer.Option(
+    True,
+    "--reuse-curvature/--no-reuse-curvature",
+    help="fisher: reuse the curvature rows of the lineage's last request when a probe finds them fresh "
+    "(default), or compute every row.",
+)
 
 WAIT_OPT = typer.Option(
     0.0,
@@ -84,11 +90,13 @@ def _run_events(
     calibrate: bool = True,
     calibration_target: str = "reference",
     wait: float = 0.0,
+    reuse_curvature: bool = True,
 ) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
     from dataclasses import replace
 
     from rec_eraser.workflows import apply_events
+    from rec_eraser.workflows.curvature_cache import DEFAULT_CACHE
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
     try:  # checked even with --no-calibrate: a misspelt option is an error, not silently nothing
@@ -113,6 +121,7 @@ def _run_events(
                 calibrate=calibration,
                 say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")),
                 wait=wait,
+                cache=replace(DEFAULT_CACHE, enabled=reuse_curvature),
             )
     except USER_ERRORS as exc:
         fail_on(exc)
@@ -150,7 +159,8 @@ def _print_apply(result: Any) -> None:
     if cost:
         console.print(
             f"cost: {cost['update_seconds']:.1f} s, {cost['ratio_to_floor']:.2g}x its floor (the {cost['floor_rows']} "
-            f"edited instances' gradients, {cost['floor_seconds']:.1f} s); {cost['rows_computed']} gradient rows computed"
+            f"edited instances' gradients, {cost['floor_seconds']:.1f} s); {cost['rows_computed']} gradient rows computed, "
+            f"{cost['rows_reused']} reused"
         )
     cal = m.get("calibration")
     if cal:
@@ -223,6 +233,7 @@ def forget_user(
     batch_size: int = BATCH_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
+    reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -237,6 +248,7 @@ def forget_user(
         as_json,
         quiet,
         calibrate=calibrate,
+        reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
         wait=wait,
     )
@@ -252,6 +264,7 @@ def forget_interactions(
     batch_size: int = BATCH_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
+    reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -266,6 +279,7 @@ def forget_interactions(
         as_json,
         quiet,
         calibrate=calibrate,
+        reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
         wait=wait,
     )
@@ -283,6 +297,7 @@ def correct(
     batch_size: int = BATCH_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
+    reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -304,6 +319,7 @@ def correct(
         as_json,
         quiet,
         calibrate=calibrate,
+        reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
         wait=wait,
     )
@@ -321,6 +337,7 @@ def apply_events_command(
     batch_size: int = BATCH_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
+    reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
@@ -350,6 +367,57 @@ def apply_events_command(
         earlier_problems=tuple(problems),
         skip_invalid=skip_invalid,
         calibrate=calibrate,
+        reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
         wait=wait,
     )
+
+
+@app.command("suggest-noise")
+def suggest_noise_command(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    top: int = typer.Option(50, "--top", min=1, help="How many interactions to suggest."),
+    score: str = typer.Option(
+        "self_influence", "--score", help="self_influence (through the update's damped Fisher) or loss."
+    ),
+    correct: bool = typer.Option(
+        False, "--correct", help="TALLRec: suggest flipping the labels of the interactions that are targets."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the suggested events (JSON Lines) to this file."),
+    truth: Optional[Path] = typer.Option(
+        None, "--truth", help="Events that introduced known noise: adds precision@K and recall@K."
+    ),
+    version: Optional[str] = typer.Option(None, "--version", help="The version to score (default: the current one)."),
+    as_json: bool = JSON_OPT,
+    quiet: bool = QUIET_OPT,
+) -> None:
+    """Rank the training interactions by how noisy the adapter finds them; write the top ones as events."""
+    from rec_eraser.files import write_file_atomically
+    from rec_eraser.workflows import resolve_run
+    from rec_eraser.workflows.noise import events_jsonl, suggest_noise
+
+    say = None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]"))
+    try:
+        result = suggest_noise(
+            resolve_run(run), top=top, score=score, version=version, correct=correct, truth=truth, say=say
+        )
+        if out is not None:
+            text = events_jsonl(result)
+            write_file_atomically(out, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    except USER_ERRORS as exc:
+        fail_on(exc)
+    if as_json:
+        emit_json(result)
+        return
+    table = Table("user", "item", result["score"])
+    for s in result["suggested"]:
+        table.add_row(escape(s["user"]), escape(s["item"]), f"{s['score']:.4g}")
+    console.print(table)
+    console.print(
+        f"{len(result['suggested'])} of {result['interactions']} interactions of {result['version']}; "
+        f"{len(result['events'])} events" + (f" written to {escape(str(out))}" if out else "")
+    )
+    for name, figures in (result.get("truth") or {}).items():
+        if isinstance(figures, dict):
+            cells = ", ".join(f"P@{k} {v['precision']:.3f} R@{k} {v['recall']:.3f}" for k, v in figures.items())
+            console.print(f"{name}: {cells}")

@@ -12,7 +12,7 @@ from rec_eraser.core.damping import DampingError, auto_damping
 from rec_eraser.core.edits import Edit, Removal, Replacement
 from rec_eraser.core.ekfac import EKFAC
 from rec_eraser.core.engine import InfluenceEngine, SolverReport, Update
-from rec_eraser.core.fisher import EmpiricalFisher
+from rec_eraser.core.fisher import EmpiricalFisher, KnownRow
 from rec_eraser.core.linear_capture import UnsupportedCurvatureError
 from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
@@ -33,6 +33,7 @@ __all__ = [
     "Edit",
     "EmpiricalFisher",
     "InfluenceEngine",
+    "KnownRow",
     "LowRankGaussNewton",
     "OutputLoss",
     "ParameterSpace",

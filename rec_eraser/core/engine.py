@@ -15,6 +15,7 @@ on, i.e. ``len(train_samples)``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -36,7 +37,7 @@ from rec_eraser.core.config import SolverConfig
 from rec_eraser.core.curvature import CurvatureOperator, LossFn, deterministic_mode, summed_gradient
 from rec_eraser.core.damping import auto_damping
 from rec_eraser.core.edits import Edit, new_samples, old_samples, validate_edits
-from rec_eraser.core.fisher import EmpiricalFisher, InfluenceSpectrum
+from rec_eraser.core.fisher import EmpiricalFisher, InfluenceSpectrum, KnownRow
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.report import SolverReport, Update
@@ -84,6 +85,10 @@ class InfluenceEngine:
         self.config = solver or SolverConfig()
         self.space = ParameterSpace(model)
         self.on_gradient: Callable[[int], None] | None = None  # progress of per-instance gradients (fisher)
+        # a stable name per sample (e.g. its instance id): the curvature draw then orders the
+        # training set by a seeded hash of it, so that a sample drawn once stays drawn when
+        # other instances leave the training set (what lets a curvature cache be reused)
+        self.sample_key: Callable[[Any], str] | None = None
         CurvatureOperator(model, loss_fn, self.space, self.train_samples[:1], collate_fn, curvature)  # validates early
 
     # -- pieces ----------------------------------------------------------------------------
@@ -104,8 +109,12 @@ class InfluenceEngine:
         edited = old_samples(list(edits))
         edited_ids = {id(z) for z in edited}
         rest = [z for z in self.train_samples if id(z) not in edited_ids]
+        wanted = max(0, size - len(edited))
+        if self.sample_key is not None:
+            key, seed = self.sample_key, str(self.config.seed).encode()
+            return edited + sorted(rest, key=lambda z: hashlib.blake2b(key(z).encode(), key=seed).digest())[:wanted]
         gen = torch.Generator(device="cpu").manual_seed(self.config.seed)
-        draw = torch.randperm(len(rest), generator=gen)[: max(0, size - len(edited))].tolist()
+        draw = torch.randperm(len(rest), generator=gen)[:wanted].tolist()
         return edited + [rest[i] for i in draw]
 
     def curvature_operator(self, samples: Sequence[Any]) -> CurvatureOperator:
@@ -122,18 +131,28 @@ class InfluenceEngine:
         """
         return self.curvature_samples(edits) + new_samples(list(edits))
 
-    def empirical_fisher(self, edits: Sequence[Edit]) -> EmpiricalFisher:
+    def empirical_fisher(
+        self, edits: Sequence[Edit], known: Callable[[Any], KnownRow | None] | None = None
+    ) -> EmpiricalFisher:
         """The ``fisher`` method's curvature for ``edits``, built once so that a caller can read its
         per-instance losses (``losses``, ``samples``) before :meth:`compute` (pass it back as
-        ``fisher=``); its ``seconds`` are counted in that update's."""
+        ``fisher=``); its ``seconds`` are counted in that update's. ``known``: rows computed earlier
+        (:meth:`EmpiricalFisher.from_samples`); the edited instances' rows are always computed."""
         edits = list(edits)
         validate_edits(edits)
         # one instance per pass: batching them through the layers' hooks gave the same rows but no
         # speed on 2 CPU cores (SmolLM2 r16 q,k,v,o, 16 instances: 0.69 s each at 1 per pass, 0.70
         # at 4, 0.68 at 8) and holds float64 copies of every LoRA input; kept for accelerators
         with deterministic_mode(self.model):
+            edited = {id(z) for z in old_samples(edits) + new_samples(edits)}
             return EmpiricalFisher.from_samples(
-                self.model, self.loss_fn, self.space, self.fisher_samples(edits), self.collate_fn, self.on_gradient
+                self.model,
+                self.loss_fn,
+                self.space,
+                self.fisher_samples(edits),
+                self.collate_fn,
+                self.on_gradient,
+                known=None if known is None else (lambda z: None if id(z) in edited else known(z)),
             )
 
     def compute(
@@ -282,7 +301,9 @@ class InfluenceEngine:
             delta_norm=float(torch.linalg.vector_norm(x)),
             config=cfg.to_dict(),
             floor_rows=(floor_rows := len(old_samples(edits)) + len(new_samples(edits))),
-            floor_seconds=floor_rows * fisher.seconds / fisher.size if fisher.size else None,
+            # at the seconds per computed row (the reused ones cost nothing)
+            floor_seconds=floor_rows * fisher.seconds / computed if (computed := fisher.size - fisher.reused) else None,
+            reused_rows=fisher.reused,
         )
         return Update(delta=self.space.to_dict(x), report=report)
 

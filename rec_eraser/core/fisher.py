@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,14 @@ def check_fisher_memory(rows: int, parameters: int, available: int | None = None
     return needed
 
 
+@dataclass(frozen=True)
+class KnownRow:
+    """A per-instance gradient row computed earlier (``[p]``) and its loss then, if known."""
+
+    gradient: torch.Tensor
+    loss: float | None = None
+
+
 class EmpiricalFisher:
     """F = (1/m) Σ g_i g_iᵀ over m instances, held as its gradient matrix G (float64)."""
 
@@ -138,6 +147,7 @@ class EmpiricalFisher:
         self.losses = None if losses is None else losses.to(torch.float64)
         self.samples = None if samples is None else list(samples)
         self.seconds = seconds
+        self.reused = 0  # rows taken from a cache (``from_samples``' ``known``), not computed
 
     @classmethod
     def from_samples(
@@ -149,8 +159,13 @@ class EmpiricalFisher:
         collate_fn: Callable[[list[Any]], Any],
         on_gradient: Callable[[int], None] | None = None,
         batch_size: int = 1,
+        known: Callable[[Any], KnownRow | None] | None = None,
     ) -> EmpiricalFisher:
         """Per-instance gradients of ``loss_fn`` at the model's current parameters.
+
+        ``known(sample)``: a row (and its loss, or None) already computed for that sample, taken
+        instead of a pass (a curvature cache; the caller answers for its staleness), or None to
+        compute it. ``reused`` counts them; ``passes`` and ``seconds`` are the computed rows' own.
 
         With ``batch_size`` > 1 and every trainable parameter in an ``nn.Linear`` (LoRA, a linear
         projector), one backward pass serves ``batch_size`` instances: the layers' hooks split
@@ -161,6 +176,44 @@ class EmpiricalFisher:
         """
         t0 = time.perf_counter()
         check_fisher_memory(len(samples), space.dim)
+        found = [None if known is None else known(sample) for sample in samples]
+        todo = [sample for sample, row in zip(samples, found) if row is None]
+        computed, passes, computed_losses = (
+            cls._compute(model, loss_fn, space, todo, collate_fn, on_gradient, batch_size) if todo else (None, 0, None)
+        )
+        if len(todo) == len(samples):
+            return cls(computed, passes, computed_losses, samples, seconds=time.perf_counter() - t0)
+        rows, losses, next_computed = [], [], 0
+        for row in found:
+            if row is None:
+                rows.append(computed[next_computed])
+                losses.append(None if computed_losses is None else float(computed_losses[next_computed]))
+                next_computed += 1
+            else:
+                rows.append(row.gradient.to(torch.float64).reshape(-1))
+                losses.append(row.loss)
+        fisher = cls(
+            torch.stack(rows),
+            passes,
+            None if any(loss is None for loss in losses) else torch.tensor(losses, dtype=torch.float64),
+            samples,
+            seconds=time.perf_counter() - t0,
+        )
+        fisher.reused = len(samples) - len(todo)
+        return fisher
+
+    @classmethod
+    def _compute(
+        cls,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        samples: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        on_gradient: Callable[[int], None] | None,
+        batch_size: int,
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """The rows of ``samples`` (float64, [m, p]), the passes they took and their losses (None when batched)."""
         layers = None
         if batch_size > 1:
             try:
@@ -173,7 +226,7 @@ class EmpiricalFisher:
                 gradients, passes = cls._batched(
                     model, loss_fn, space, layers, samples, collate_fn, on_gradient, batch_size
                 )
-                return cls(gradients, passes, samples=samples, seconds=time.perf_counter() - t0)
+                return gradients, passes, None
             except _IncompleteCapture as exc:
                 logger.info("empirical Fisher: one instance per pass (%s)", exc)
                 wasted = exc.passes
@@ -185,13 +238,7 @@ class EmpiricalFisher:
             losses.append(float(loss.detach()))
             if on_gradient:
                 on_gradient(i + 1)
-        return cls(
-            torch.stack(rows),
-            len(rows) + wasted,
-            losses=torch.tensor(losses, dtype=torch.float64),
-            samples=samples,
-            seconds=time.perf_counter() - t0,
-        )
+        return torch.stack(rows), len(rows) + wasted, torch.tensor(losses, dtype=torch.float64)
 
     @classmethod
     def _batched(

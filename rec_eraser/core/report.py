@@ -46,6 +46,8 @@ class SolverReport:
     # new forms): how many, and what they cost at this solve's own seconds per gradient row
     floor_rows: int | None = None
     floor_seconds: float | None = None
+    # fisher: rows of the curvature sample taken from a cache instead of computed (in curvature_samples)
+    reused_rows: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

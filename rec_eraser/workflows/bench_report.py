@@ -364,10 +364,49 @@ def sequential_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def scaling_markdown(result: dict[str, Any]) -> str:
+    """``bench scaling``'s result as Markdown: per size, Retrain and the two requests (the first builds
+    the curvature rows, the second reuses them), the power-law fits, and the sizes skipped."""
+    lines = [
+        "| training instances | Retrain s | first request s | request s | rows computed / reused | floor s "
+        "| request / floor | request / Retrain | first / Retrain |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["sizes"]:
+        first = r["first_request"]
+        cells = (
+            r["n"],
+            r["retrain_seconds"],
+            first["update_seconds"],
+            r["update_seconds"],
+            f"{r['rows_computed']} / {r['rows_reused']}",
+            r["floor_seconds"],
+            r["ratio_to_floor"],
+            r["ratio_to_retrain"],
+            first["ratio_to_retrain"],
+        )
+        lines.append("| " + " | ".join(c if isinstance(c, str) else _fmt(c) for c in cells) + " |")
+    lines.append("")
+    for name, fit in result["fit"].items():
+        if fit:
+            lines.append(f"- {name}: seconds ≈ {fit['a']:.3g} · n^{fit['b']:.2f}")
+    for skip in result.get("skipped", []):
+        lines.append(
+            f"- n = {skip['n']} skipped: training projected at {skip['projected_retrain_seconds']:.0f} s "
+            f"> the {skip['cap_seconds']:.0f} s cap"
+        )
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESULT.json`: the report's Markdown, for docs
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json")
+        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json|scaling.json")
     loaded = json.loads(Path(sys.argv[1]).read_text())
-    sys.stdout.write(sequential_markdown(loaded) if "checkpoints" in loaded else markdown(loaded))
+    if "checkpoints" in loaded:
+        sys.stdout.write(sequential_markdown(loaded))
+    elif "fit" in loaded:
+        sys.stdout.write(scaling_markdown(loaded))
+    else:
+        sys.stdout.write(markdown(loaded))

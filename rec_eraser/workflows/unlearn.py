@@ -31,6 +31,14 @@ from rec_eraser.workflows.calibration import (
     drift_check,
     recorded_memorisation,
 )
+from rec_eraser.workflows.curvature_cache import (
+    DEFAULT_CACHE,
+    CacheRequest,
+    CacheSettings,
+    CurvatureCache,
+    cache_sha256,
+    write_cache,
+)
 from rec_eraser.workflows.events import Event, EventError, EventProblem
 from rec_eraser.workflows.memorisation import checked_gap, training_memorisation, version_memorisation
 from rec_eraser.workflows.plan import RunIndex, plan_edits
@@ -108,10 +116,13 @@ def apply_events(
     memorisation: MemorisationGap | None = None,
     strict: bool = False,
     wait: float = 0.0,
+    cache: CacheSettings = DEFAULT_CACHE,
 ) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
     ``wait``: seconds to wait for another job's lock on the run before giving up with RunBusy.
+    ``cache``: how the ``fisher`` solver reuses the curvature rows of the lineage's last request
+    (:mod:`rec_eraser.workflows.curvature_cache`); the run's cache is replaced after the version is written.
 
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
     the adapter's memorisation gap (see ``rec_eraser.workflows.calibration``): by default so
@@ -134,52 +145,86 @@ def apply_events(
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing(wait):
-        work = _compute(registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict)
-        result = work.result
-        if work.plan is None:
-            result.seconds = time.perf_counter() - t0
-            return result
-        parent, plan, manifest = result.parent, work.plan, work.manifest
-        edited = registry.edited(parent)
-        edited.update({i: plan.after[i] for i in plan.changed})
-        name = registry.next_version()
-        root = registry.lineage(parent)[-1]
-        record = {
-            "version": name,
-            "parent": parent,
-            "kind": "unlearned",
-            "created": now(),
-            "base_model": root["base_model"],
-            "base_model_sha256": root.get("base_model_sha256"),
-            "base_model_weights_sha256": root.get("base_model_weights_sha256"),
-            "task": manifest["task"],
-            "data_hash": manifest["data_hash"],
-            "recipe": root["recipe"],
-            "train_instances": result.train_instances,
-            "events": result.applied,
-            "edits": {"removed": result.removed, "modified": result.modified},
-            "solver": result.solver,
-            "metrics": result.metrics,
-        }
-        say(f"writing {name}")
-        save_version(work.loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
-        try:
-            registry.append_ledger(
-                {
-                    "time": record["created"],
-                    "action": "apply",
-                    "version": name,
-                    "parent": parent,
-                    "events": [e.id for e in work.todo],
-                    "skipped": [s["id"] for s in result.skipped],
-                    "removed": result.removed,
-                    "modified": result.modified,
-                }
-            )
-        except OSError as exc:  # the version is complete and current; the next writer recovers the ledger line
-            logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
-        result.version = name
+        result = apply_locked(
+            registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
+        )
     result.seconds = time.perf_counter() - t0
+    return result
+
+
+def apply_locked(
+    registry: Registry,
+    events: Sequence[tuple[int | None, Event]],
+    solver: SolverConfig | None,
+    damping: float | None,
+    say: Say,
+    on_gradient: Callable[[int], None] | None = None,
+    calibrate: Calibrate | None = DEFAULT_CALIBRATION,
+    memorisation: MemorisationGap | None = None,
+    strict: bool = False,
+    cache: CacheSettings = DEFAULT_CACHE,
+) -> ApplyResult:
+    """:func:`apply_events` for a caller that holds the run's lock already (``registry.writing()``):
+    a compaction re-applies, under its own lock, the events that landed while it trained."""
+    work = _compute(
+        registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
+    )
+    result = work.result
+    if work.plan is None:
+        return result
+    parent, plan, manifest = result.parent, work.plan, work.manifest
+    edited = registry.edited(parent)
+    edited.update({i: plan.after[i] for i in plan.changed})
+    name = registry.next_version()
+    root = registry.lineage(parent)[-1]
+    record = {
+        "version": name,
+        "parent": parent,
+        "kind": "unlearned",
+        "created": now(),
+        "base_model": root["base_model"],
+        "base_model_sha256": root.get("base_model_sha256"),
+        "base_model_weights_sha256": root.get("base_model_weights_sha256"),
+        "task": manifest["task"],
+        "data_hash": manifest["data_hash"],
+        "recipe": root["recipe"],
+        "train_instances": result.train_instances,
+        "events": result.applied,
+        "edits": {"removed": result.removed, "modified": result.modified},
+        "solver": result.solver,
+        "metrics": result.metrics,
+    }
+    t0 = time.perf_counter()
+    cache_bytes = work.new_cache.to_bytes(name) if work.new_cache is not None and work.new_cache.rows else None
+    if cache_bytes is not None:  # what the next request checks the cache file against; its writing is this request's
+        record["metrics"]["curvature_cache"]["sha256"] = cache_sha256(cache_bytes)
+        record["metrics"]["curvature_cache"]["write_seconds"] = time.perf_counter() - t0
+        cost = request_cost(record)
+        if cost is not None:
+            record["metrics"]["cost"] = cost
+    say(f"writing {name}")
+    save_version(work.loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
+    if cache_bytes is not None:
+        try:
+            write_cache(registry.run_dir, cache_bytes)
+        except OSError as exc:  # the version stands; the next request computes its rows
+            logger.warning("%s is written but the curvature cache is not (%s)", name, exc)
+    try:
+        registry.append_ledger(
+            {
+                "time": record["created"],
+                "action": "apply",
+                "version": name,
+                "parent": parent,
+                "events": [e.id for e in work.todo],
+                "skipped": [s["id"] for s in result.skipped],
+                "removed": result.removed,
+                "modified": result.modified,
+            }
+        )
+    except OSError as exc:  # the version is complete and current; the next writer recovers the ledger line
+        logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
+    result.version = name
     return result
 
 
@@ -193,11 +238,12 @@ def preview_update(
     memorisation: MemorisationGap | None = None,
     parent: str | None = None,
     strict: bool = False,
+    cache: CacheSettings = DEFAULT_CACHE,
 ) -> tuple[LoadedModel | None, ApplyResult]:
     """What :func:`apply_events` would do to ``parent`` (the current version by default),
     computed in memory: that version's model holding the update (``None`` when no training
-    instance would change) and the result (``version`` is None). No version, ledger line or
-    gap is written for it; it takes the run's lock like a write (so it waits for no one and
+    instance would change) and the result (``version`` is None). No version, ledger line,
+    gap or curvature cache is written for it (the cache is read as ``apply_events`` would); it takes the run's lock like a write (so it waits for no one and
     refuses while another job writes), and, as every writer does, first tidies what an
     interrupted writer left (stale staging folders, a missing ledger line). For comparing
     update settings on one run without adding versions. Raises what ``apply_events`` raises."""
@@ -215,6 +261,7 @@ def preview_update(
             memorisation,
             parent,
             strict,
+            cache,
         )
     work.result.seconds = time.perf_counter() - t0
     return (work.loaded if work.plan is not None and work.plan.changed else None), work.result
@@ -229,6 +276,7 @@ class _Computed:
     plan: Any = None
     loaded: Any = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    new_cache: CurvatureCache | None = None
 
 
 def _compute(
@@ -242,6 +290,7 @@ def _compute(
     memorisation: MemorisationGap | None,
     parent: str | None = None,
     strict: bool = False,
+    cache: CacheSettings | None = None,
 ) -> _Computed:
     """Check ``events`` against ``parent`` (the current version by default), plan their edits and
     compute the update in memory (apply_events' docstring; ``strict``: refuse all on a bad one)."""
@@ -295,6 +344,7 @@ def _compute(
     result.removed, result.modified = len(plan.removed), len(plan.modified)
     result.train_instances = len(training_set) - result.removed
     loaded = load_version(run_dir, parent)
+    new_cache = None
     if plan.changed:
         say(f"solving for {len(plan.changed)} edited instances of {len(training_set)}")
         gauge = None
@@ -311,7 +361,10 @@ def _compute(
                 gap = version_memorisation(registry, parent, loaded, train_split, calibrate)
                 measured_now = gap.seconds if gap is not None else 0.0
             gauge = Gauge(gap, measured_now, set(plan.changed) | lineage_edits)
-        solution, metrics = solve_update(loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge)
+        request = None if cache is None else CacheRequest(run_dir, lineage, cache)
+        solution, metrics, new_cache = solve_update(
+            loaded, training_set, plan, solver, damping, on_gradient, calibrate, gauge, request
+        )
         result.solver, result.metrics = solution.report.to_dict(), metrics
         cost = request_cost({"solver": result.solver, "metrics": result.metrics})
         if cost is not None:
@@ -328,7 +381,7 @@ def _compute(
                     drift["retained_drift"],
                     gauge.gap.gap,
                 )
-    return _Computed(result, todo, plan, loaded, manifest)
+    return _Computed(result, todo, plan, loaded, manifest, new_cache)
 
 
 def _run_index(run_dir: Path | str, task: str, training_set: list, train_split: list, ctx: PromptContext) -> RunIndex:

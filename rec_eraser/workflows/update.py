@@ -25,6 +25,7 @@ from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel, rec_loss
 from rec_eraser.training.scoring import instance_losses
 from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, trained_reference
+from rec_eraser.workflows.curvature_cache import CacheRequest, CurvatureCache, cached_fisher, instance_key
 
 #: The workflows' default solver: the damped empirical Fisher of a 64-instance sub-sample
 #: (always holding the edited instances), solved exactly. It costs one gradient per
@@ -204,6 +205,23 @@ def encoded_edits(
     return encoded, edits
 
 
+def sample_keys(
+    encoded: dict[str, Any],
+    training_set: Sequence[Instance],
+    edits: Sequence[Removal | Replacement],
+    new_forms: dict[str, Instance | None],
+) -> dict[int, str]:
+    """:func:`~rec_eraser.workflows.curvature_cache.instance_key` by ``id`` of each encoded sample (the
+    training set's and the corrected forms', ``edits`` in ``new_forms``' order): the engine's
+    ``sample_key``, which draws the curvature sample by a seeded hash of each instance, so that
+    it stays drawn while others leave (what the curvature cache reuses)."""
+    key_of = {id(encoded[z.id]): instance_key(z) for z in training_set}
+    key_of.update(
+        {id(e.new): instance_key(new) for e, new in zip(edits, new_forms.values()) if isinstance(e, Replacement)}
+    )
+    return key_of
+
+
 def influence_update(
     model: Any,
     tokenizer: Any,
@@ -239,9 +257,12 @@ def influence_update(
         raise ValueError("nothing to remove or correct")
     wrapped = model if isinstance(model, RecModel) else RecModel(model)
     encoded, edits = encoded_edits(training_set, new_forms, tokenizer, None, max_length)
-    update = InfluenceEngine(
+    engine = InfluenceEngine(
         wrapped, rec_loss(), list(encoded.values()), collate, curvature="ggn", damping=damping, solver=solver
-    ).compute(edits)
+    )
+    key_of = sample_keys(encoded, training_set, edits, new_forms)
+    engine.sample_key = lambda z: key_of[id(z)]  # the workflows' draw, so that both give one update
+    update = engine.compute(edits)
     if wrapped is not model:  # named as the caller's model's parameters, not the wrapper's
         update = Update(delta={name.removeprefix("lm."): d for name, d in update.delta.items()}, report=update.report)
     return update
@@ -256,8 +277,11 @@ def solve_update(
     on_gradient: Callable[[int], None] | None,
     calibrate: Calibrate | None = None,
     gauge: Gauge | None = None,
-) -> tuple[Any, dict[str, Any]]:
-    """Compute and apply the update in place; return it with losses before and after.
+    cache: CacheRequest | None = None,
+) -> tuple[Any, dict[str, Any], CurvatureCache | None]:
+    """Compute and apply the update in place; return it with losses before and after, and the
+    curvature cache to write once the version is (with ``cache`` and the ``fisher`` solver:
+    :mod:`rec_eraser.workflows.curvature_cache`; its report is the metrics' ``curvature_cache``).
 
     With ``gauge`` (the memorisation gap and what measuring it cost this request), the damping
     is calibrated on that gap; the metrics then hold the gap, the targets, the retained
@@ -286,8 +310,17 @@ def solve_update(
     )
     engine.on_gradient = on_gradient
     objective, calibration, retained, retained_before, fisher, damping_factor = None, {}, [], None, None, None
+    cache_report, new_cache = None, None
+    key_of = sample_keys(encoded, training_set, edits, {i: plan.after[i] for i in plan.changed})
+    engine.sample_key = lambda z: key_of[id(z)]
+    if cache is not None and solver.method == "fisher":
+        fisher, cache_report, new_cache = cached_fisher(
+            engine, edits, key_of, cache.run_dir, cache.lineage, cache.settings
+        )
+        for i in plan.changed:  # the old forms leave the training set
+            new_cache.rows.pop(instance_key(plan.before[i]), None)
     if gauge is not None and calibrate is not None:
-        fisher = engine.empirical_fisher(edits)  # its seconds count in the solve's
+        fisher = fisher or engine.empirical_fisher(edits)  # its seconds count in the solve's
         retained, retained_before, rows = _retained_rows(
             fisher, encoded, training_set, gauge.edited_ids, calibrate, losses
         )
@@ -341,6 +374,10 @@ def solve_update(
         update = engine.compute(
             edits, objective=objective, calibration=calibrate.search if objective is not None else None, fisher=fisher
         )
+    if cache_report is not None:  # the probes are this request's work; the rows it reused are not
+        update.report.reused_rows = cache_report["reused"]
+        update.report.gradient_passes += cache_report["probes"]
+        update.report.seconds += cache_report["seconds"]
     update.apply(loaded.model)
     removed_after, corrected_after, corrected_old_after = losses(removed), losses(corrected), losses(corrected_old)
     after = {"forgotten_loss": _mean(removed_after), "corrected_loss": _mean(corrected_after)}
@@ -365,18 +402,29 @@ def solve_update(
             }
         calibration["settings"] = calibrate.to_dict()
         metrics["calibration"] = calibration
+    if cache_report is not None:
+        metrics["curvature_cache"] = cache_report
     # forgotten_loss should rise (toward the loss of unseen instances); corrected_loss (the
     # loss of the corrected instances' new form) should fall
-    return update, metrics
+    return update, metrics, new_cache
 
 
 def update_seconds(record: dict[str, Any]) -> float:
     """A request's own work, from its record (``solver``, ``metrics``): the solve (its calibration
     trials included), the "reference" target's matching when it ran, plus measuring the
-    memorisation gap when this request did (once per lineage; a reused gap costs nothing)."""
-    cal = (record.get("metrics") or {}).get("calibration") or {}
+    memorisation gap when this request did (once per lineage; a reused gap costs nothing), plus
+    serialising the curvature cache for the next request."""
+    metrics = record.get("metrics") or {}
+    cal = metrics.get("calibration") or {}
     matching = (cal.get("reference") or {}).get("seconds", 0.0)
-    return float(record["solver"]["seconds"]) + float(cal.get("reference_seconds", 0.0)) + float(matching)
+    # the curvature cache's reading and probes are in the solver's seconds; serialising it for the next request is not
+    cache_write = (metrics.get("curvature_cache") or {}).get("write_seconds", 0.0)
+    return (
+        float(record["solver"]["seconds"])
+        + float(cal.get("reference_seconds", 0.0))
+        + float(matching)
+        + float(cache_write)
+    )
 
 
 def request_cost(record: dict[str, Any]) -> dict[str, Any] | None:
@@ -385,7 +433,7 @@ def request_cost(record: dict[str, Any]) -> dict[str, Any] | None:
     Any update must at least compute the gradients of its edited instances, old and new forms:
     that is the floor (``floor_rows`` gradients, ``floor_seconds`` at the solve's own measured
     seconds per gradient row). ``rows_computed`` are the Fisher rows this request computed (the
-    floor's among them), ``rows_reused`` those it took from a cache (none yet). None for a solver
+    floor's and the cache's probes among them), ``rows_reused`` those it took from the curvature cache. None for a solver
     that reports no floor (the Gauss–Newton methods)."""
     solver = record.get("solver") or {}
     floor = solver.get("floor_seconds")
@@ -394,8 +442,8 @@ def request_cost(record: dict[str, Any]) -> dict[str, Any] | None:
     seconds = update_seconds(record)
     return {
         "update_seconds": seconds,
-        "rows_computed": solver.get("curvature_samples"),
-        "rows_reused": 0,
+        "rows_computed": solver.get("curvature_samples", 0) - solver.get("reused_rows", 0),
+        "rows_reused": solver.get("reused_rows", 0),
         "floor_rows": solver.get("floor_rows"),
         "floor_seconds": floor,
         "ratio_to_floor": seconds / floor,

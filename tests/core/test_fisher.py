@@ -287,3 +287,57 @@ def test_a_containers_memory_limit_bounds_what_is_available(tmp_path, monkeypatc
     assert fisher_module.available_memory_bytes() <= 3 * 2**28  # the smaller of the container's and the system's
     limit.write_text("max\n")
     assert fisher_module._cgroup_headroom() is None
+
+
+def test_known_rows_are_taken_instead_of_computed_and_the_update_is_unchanged(logistic):
+    from rec_eraser.core import KnownRow
+
+    model = logistic.model()
+    config = SolverConfig(method="fisher", sample_size=20, seed=3)
+    engine = InfluenceEngine(model, logistic_loss, logistic.samples, collate, solver=config)
+    edits = [Removal(logistic.samples[i]) for i in (5, 9)]
+    fresh = engine.empirical_fisher(edits)
+    exact = {id(z): KnownRow(fresh.gradients[i], float(fresh.losses[i])) for i, z in enumerate(fresh.samples)}
+    asked: list[int] = []
+
+    def known(z):
+        asked.append(id(z))
+        return exact[id(z)]
+
+    cached = engine.empirical_fisher(edits, known=known)
+    # the edited instances are always computed: the cache is never asked for them
+    assert set(asked) == {id(z) for z in fresh.samples[2:]} and cached.reused == 18 and cached.passes == 2
+    torch.testing.assert_close(cached.gradients, fresh.gradients, rtol=0, atol=0)
+    torch.testing.assert_close(cached.losses, fresh.losses, rtol=0, atol=0)
+    with_cache, without = engine.compute(edits, fisher=cached), engine.compute(edits, fisher=fresh)
+    np.testing.assert_allclose(with_cache.delta["weight"].numpy(), without.delta["weight"].numpy(), rtol=1e-12)
+    assert with_cache.report.reused_rows == 18 and without.report.reused_rows == 0
+    assert with_cache.report.gradient_passes == 2 and with_cache.report.floor_rows == 2
+    # the floor is priced at the computed rows' own seconds, not spread over the reused ones
+    assert with_cache.report.floor_seconds == pytest.approx(2 * cached.seconds / 2)
+    # a known row without its loss leaves the Fisher without losses (the caller then measures them)
+    lossless = engine.empirical_fisher(edits, known=lambda z: KnownRow(exact[id(z)].gradient))
+    assert lossless.losses is None and lossless.reused == 18
+
+
+def test_a_keyed_curvature_draw_is_stable_when_other_instances_leave_the_training_set(logistic):
+    config = SolverConfig(method="fisher", sample_size=10, seed=0)
+    names = {id(z): f"z{i}" for i, z in enumerate(logistic.samples)}
+
+    def draw(samples, edited):
+        engine = InfluenceEngine(logistic.model(), logistic_loss, samples, collate, solver=config)
+        engine.sample_key = lambda z: names[id(z)]
+        return [names[id(z)] for z in engine.curvature_samples([Removal(samples[i]) for i in edited])]
+
+    whole = draw(logistic.samples, [0])
+    assert whole[0] == "z0" and len(whole) == 10 and len(set(whole)) == 10
+    # remove an undrawn instance: the same draw; remove a drawn one: it alone is replaced
+    undrawn = next(i for i in range(1, 40) if f"z{i}" not in whole)
+    fewer = [z for i, z in enumerate(logistic.samples) if i != undrawn]
+    assert draw(fewer, [0]) == whole
+    drawn = int(whole[3][1:])
+    without = draw([z for i, z in enumerate(logistic.samples) if i != drawn], [0])
+    assert len(set(without) & set(whole)) == 9 and f"z{drawn}" not in without
+    # another seed draws another sample
+    config = SolverConfig(method="fisher", sample_size=10, seed=1)
+    assert draw(logistic.samples, [0]) != whole

@@ -11,7 +11,7 @@ from rec_eraser.workflows import Registry
 from rec_eraser.workflows.baselines import run_baseline
 from rec_eraser.workflows.experiments import ExperimentError
 
-from .test_unlearn import a_trained_user, trained  # noqa: F401  (the module-scoped trained run)
+from .test_unlearn import a_trained_user
 
 
 def split(run):
@@ -21,7 +21,7 @@ def split(run):
 
 
 @pytest.mark.parametrize("method", ["gradient_ascent", "graddiff", "npo"])
-def test_forgetting_baselines_raise_the_forget_loss(trained, method):  # noqa: F811
+def test_forgetting_baselines_raise_the_forget_loss(trained, method):
     forget, retain = split(trained)
     loaded = load_version(trained, "v0000")
     before = float(np.mean(instance_losses(loaded, forget)))
@@ -30,7 +30,7 @@ def test_forgetting_baselines_raise_the_forget_loss(trained, method):  # noqa: F
     assert report.steps == 5 and report.gradient_passes == (10 if method == "graddiff" else 5) and report.seconds > 0
 
 
-def test_finetune_lowers_the_corrected_loss(trained):  # noqa: F811
+def test_finetune_lowers_the_corrected_loss(trained):
     forget, _ = split(trained)
     loaded = load_version(trained, "v0000")
     before = float(np.mean(instance_losses(loaded, forget)))
@@ -38,7 +38,7 @@ def test_finetune_lowers_the_corrected_loss(trained):  # noqa: F811
     assert float(np.mean(instance_losses(loaded, forget))) < before
 
 
-def test_bad_requests_are_refused(trained):  # noqa: F811
+def test_bad_requests_are_refused(trained):
     loaded = load_version(trained, "v0000")
     with pytest.raises(ExperimentError, match="unknown baseline"):
         run_baseline("retrain-lite", loaded, forget=split(trained)[0])
@@ -48,7 +48,7 @@ def test_bad_requests_are_refused(trained):  # noqa: F811
         run_baseline("graddiff", loaded, forget=split(trained)[0])
 
 
-def test_a_registered_baseline_runs_without_editing_the_loop(trained):  # noqa: F811
+def test_a_registered_baseline_runs_without_editing_the_loop(trained):
     from rec_eraser.workflows.baselines import BASELINES, Baseline, register_baseline
 
     # a made-up baseline: ascend the forget set's loss, but only on its instances above the batch mean

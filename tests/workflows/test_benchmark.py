@@ -306,20 +306,44 @@ def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_mode
     from rec_eraser.workflows.scaling import run_scaling
 
     result = run_scaling([6, 12], out=tmp_path / "scaling", base_model=tiny_model_dir, sample_size=4, max_users=8)
-    assert [row["n"] for row in result["sizes"]] == [6, 12]
+    assert [row["n"] for row in result["sizes"]] == [6, 12] and result["skipped"] == []
     for row in result["sizes"]:
+        first = row["first_request"]
         assert row["forgotten_instances"] >= 1 and row["retrain_seconds"] > 0 and row["update_seconds"] > 0
-        assert row["update_gradients"] > 0
-    # the runs are ordinary registries: each size holds its trained and its unlearned version
+        assert row["ratio_to_retrain"] == pytest.approx(row["update_seconds"] / row["retrain_seconds"])
+        assert row["ratio_to_floor"] == pytest.approx(row["update_seconds"] / row["floor_seconds"])
+        # the first request built the rows; the second found them in the cache
+        assert first["cache"] == "no cache" and first["rows_reused"] == 0 and row["cache"] != "no cache"
+        assert row["update_gradients"] > 0 and first["user"] != row.get("user")
+    assert result["ratio_to_retrain_at_largest"] == result["sizes"][-1]["ratio_to_retrain"]
+    assert set(result["fit"]) == {"retrain", "update"} and result["fit"]["retrain"]["a"] > 0
+    from rec_eraser.workflows.bench_report import scaling_markdown
+
+    table = scaling_markdown(result)
+    assert table.count("\n| ") == len(result["sizes"]) and "retrain: seconds ≈" in table  # one line per size
+    # the runs are ordinary registries: each size holds its trained and its two unlearned versions
     from rec_eraser.workflows.registry import Registry
 
-    assert [Registry(tmp_path / "scaling" / f"n{n}").versions() for n in (6, 12)] == [["v0000", "v0001"]] * 2
+    assert [Registry(tmp_path / "scaling" / f"n{n}").versions() for n in (6, 12)] == [["v0000", "v0001", "v0002"]] * 2
+    # a size projected past the cap is skipped, not extrapolated into the table
+    capped = run_scaling(
+        [6, 12, 10_000], out=tmp_path / "scaling", base_model=tiny_model_dir, sample_size=4, max_users=8, cap_seconds=60
+    )
+    assert [row["n"] for row in capped["sizes"]] == [6, 12] and [s["n"] for s in capped["skipped"]] == [10_000]
     with pytest.raises(ExperimentError, match="at least two distinct sizes"):
         run_scaling([6], out=tmp_path / "x")
     with pytest.raises(
         ExperimentError, match="another recipe"
     ):  # a cached size trained on another base model is not reused
         run_scaling([6, 12], out=tmp_path / "scaling", sample_size=4, max_users=8)
+
+
+def test_power_law_fit_recovers_its_exponent():
+    from rec_eraser.workflows.scaling import power_law
+
+    fit = power_law([64, 512, 4096], [3.0 * n**1.0 for n in (64, 512, 4096)])
+    assert fit["a"] == pytest.approx(3.0) and fit["b"] == pytest.approx(1.0)
+    assert power_law([64], [1.0]) is None
 
 
 def test_a_run_folder_of_another_experiment_is_refused_and_stale_adapters_are_retrained(

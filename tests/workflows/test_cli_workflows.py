@@ -9,28 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
-from rec_eraser.training.train import train_run
 from rec_eraser.workflows import Registry
 
-from .test_unlearn import a_trained_user, tiny_recipe
+from .test_unlearn import a_trained_user
 
 runner = CliRunner()
 FAST = ["--sample-size", "16"]
-
-
-@pytest.fixture(scope="module")
-def trained_cli(tmp_path_factory, tallrec_run, tiny_model_dir):
-    run = tmp_path_factory.mktemp("cli") / "run"
-    shutil.copytree(tallrec_run, run)
-    train_run(run, tiny_recipe(tiny_model_dir))
-    return run
-
-
-@pytest.fixture
-def run(trained_cli, tmp_path):
-    target = tmp_path / "run"
-    shutil.copytree(trained_cli, target)
-    return target
 
 
 def test_forget_user_with_cg_defers_its_preconditioner(run):
@@ -367,9 +351,9 @@ def test_train_takes_the_runs_lock(tallrec_run, tmp_path, tiny_model_dir):
         ({"recipe": None}, "it has no recipe"),
     ],
 )
-def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained_cli, tmp_path, change, message):
+def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained, tmp_path, change, message):
     """The manifest holds the other files' hashes but none of itself: its shape is checked where it is read."""
-    run = shutil.copytree(trained_cli, tmp_path / "run")
+    run = shutil.copytree(trained, tmp_path / "run")
     assert runner.invoke(app, ["forget-user", str(run), "--user", a_trained_user(run), *FAST]).exit_code == 0
     manifest = run / "v0001" / "manifest.json"
     record = json.loads(manifest.read_text())
@@ -381,10 +365,10 @@ def test_a_manifest_of_the_wrong_shape_is_refused_on_read(trained_cli, tmp_path,
 
 
 @pytest.mark.parametrize("edit", ["value", "key"])
-def test_an_edited_manifest_is_refused_on_read(trained_cli, tmp_path, edit):
+def test_an_edited_manifest_is_refused_on_read(trained, tmp_path, edit):
     """A manifest of the right shape whose content changed after it was written (a hand edit of a
     recorded figure, an event dropped) fails its own hash; re-indenting it does not."""
-    run = shutil.copytree(trained_cli, tmp_path / "run")
+    run = shutil.copytree(trained, tmp_path / "run")
     assert runner.invoke(app, ["forget-user", str(run), "--user", a_trained_user(run), *FAST]).exit_code == 0
     manifest = run / "v0001" / "manifest.json"
     record = json.loads(manifest.read_text())

@@ -20,19 +20,6 @@ from .test_unlearn import a_trained_user, tiny_recipe
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tallrec_run, tiny_model_dir):
-    run = tmp_path_factory.mktemp("erasure") / "run"
-    shutil.copytree(tallrec_run, run)
-    train_run(run, tiny_recipe(tiny_model_dir))
-    return run
-
-
-@pytest.fixture
-def run(trained, tmp_path):
-    return shutil.copytree(trained, tmp_path / "run")
-
-
 def status(run, *args):
     result = runner.invoke(app, ["status", str(run), "--json", *args])
     return result, json.loads(result.stdout) if result.stdout.strip() else None

@@ -37,22 +37,6 @@ def tiny_recipe(model_dir: Path, **over) -> Recipe:
     )
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tallrec_run, tiny_model_dir) -> Path:
-    """A trained run kept pristine; tests work on copies."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    shutil.copytree(tallrec_run, run)
-    train_run(run, tiny_recipe(tiny_model_dir))
-    return run
-
-
-@pytest.fixture
-def run(trained, tmp_path) -> Path:
-    target = tmp_path / "run"
-    shutil.copytree(trained, target)
-    return target
-
-
 def a_trained_user(run: Path) -> str:
     users = [z.user for z in Registry(run).training_set("v0000")]
     return max(set(users), key=users.count)
