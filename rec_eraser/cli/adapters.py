@@ -141,11 +141,50 @@ def status(
             console.print(table)
         if result["overdue"]:
             err.print(
-                "[bold red]overdue:[/bold red] the oldest approximate request is past the deadline; only a training "
-                "from scratch on the current training set covers it exactly"
+                "[bold red]overdue:[/bold red] the oldest approximate request is past the deadline; "
+                "`rec-eraser compact` retrains from scratch on the current training set, which covers it exactly"
             )
     if result["overdue"]:
         raise typer.Exit(EXIT_CODES["overdue"])
+
+
+@app.command("compact")
+def compact(
+    run: str = typer.Argument(..., help=RUN_HELP),
+    eval_prompts: int = typer.Option(200, "--eval-prompts", min=1, help="Test prompts the comparison scores."),
+    wait: float = typer.Option(
+        0.0, "--wait", min=0.0, help="Seconds to wait for another job writing to the run when it is time to write."
+    ),
+    as_json: bool = JSON_OPT,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
+) -> None:
+    """Retrain from scratch on the training set the current version stands for, compare it with that
+    approximate version in function space, and make it current (exact). Requests may keep landing
+    while it trains; they are re-applied on top of it and stay pending."""
+    from rec_eraser.workflows.compaction import compact_run
+
+    say = None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]"))
+    result = _with_registry(run, lambda r: compact_run(r.run_dir, eval_prompts=eval_prompts, say=say, wait=wait))
+    if as_json:
+        emit_json(result)
+        return
+    if result["version"] is None:
+        console.print(f"nothing to compact: {result['reason']}")
+        return
+    c = result["comparison"]
+    console.print(
+        f"{result['version']}: retrained from scratch on what {result['compacted']} stands for "
+        f"({result['train_seconds']:.0f} s); current {result['current']}"
+    )
+    table = Table("figure", f"{result['compacted']} (approximate)", f"{result['version']} (exact)")
+    for key in (c["main_metric"], "forgotten_loss", "corrected_loss", "unseen_loss", "membership_auc"):
+        table.add_row(key, fmt(c["approximate"].get(key)), fmt(c["exact"].get(key)))
+    console.print(table)
+    console.print(f"{c['agreement_kind']} between them on {c['eval_prompts']} test prompts: {fmt(c['agreement'])}")
+    for batch in result["reapplied"]:
+        console.print(
+            f"re-applied on top, approximately (pending): {escape(', '.join(batch['events']))} as {batch['version']}"
+        )
 
 
 def _age(seconds: float) -> str:

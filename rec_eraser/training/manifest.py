@@ -25,9 +25,10 @@ from rec_eraser.errors import EXIT_CODES, RecEraserError
 MANIFEST_SCHEMA = 2
 #: the manifest's field that holds the SHA-256 of the rest of it (see :func:`manifest_digest`)
 MANIFEST_HASH = "manifest_sha256"
-#: the kinds of version: trained (v0000), unlearned, rollback; retrained and bench are the
-#: demo's and the benchmark's adapters kept beside the versions
-KINDS = ("trained", "unlearned", "rollback", "retrained", "bench")
+#: the kinds of version: trained (v0000), unlearned, rollback, compacted (retrained from scratch on
+#: what its parent stands for); retrained and bench are the demo's and the benchmark's adapters
+#: kept beside the versions
+KINDS = ("trained", "unlearned", "rollback", "compacted", "retrained", "bench")
 VERSION_NAME = re.compile(r"v[0-9]{4,}")
 #: the typed fields, in the order a manifest file lists them (the details follow, then the hashes)
 _TYPED = (

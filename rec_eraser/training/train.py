@@ -192,8 +192,19 @@ def fit_adapter(
     ``checkpoint``: a file the training saves its state to every few minutes and resumes from
     (the same recipe, instances and base model); the caller removes it once the adapter is saved,
     so that a crash between the training's end and the save loses at most one interval."""
-    loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint)
+    loaded, record = fit_loaded(run_dir, recipe, instances, progress, checkpoint)
     return loaded.model, record
+
+
+def fit_loaded(
+    run_dir: Path,
+    recipe: Recipe,
+    instances: list[Instance],
+    progress: Progress | None = None,
+    checkpoint: Path | None = None,
+) -> tuple[LoadedModel, dict[str, Any]]:
+    """:func:`fit_adapter`, the model returned ready to score (with its tokenizer and item index)."""
+    return _fit(run_dir, recipe, instances, progress, checkpoint)
 
 
 def _fit(

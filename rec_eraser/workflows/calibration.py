@@ -46,6 +46,7 @@ import numpy as np
 import torch
 
 from rec_eraser.tasks.instance import Instance
+from rec_eraser.workflows.erasure import EXACT_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +194,13 @@ def recorded_memorisation(lineage: Sequence[dict[str, Any]], size: int, seed: in
 
 
 def retained_drift(lineage: Sequence[dict[str, Any]]) -> tuple[float, int, int]:
-    """Σ over the lineage's approximate requests (``kind`` "unlearned") of |retained reference loss
+    """Σ over the lineage's approximate requests (``kind`` "unlearned") above its newest exact version of |retained reference loss
     after − before| as each recorded it; how many recorded one, and how many did not (an
     uncalibrated or Gauss–Newton update measures no retained loss)."""
     total, measured, unmeasured = 0.0, 0, 0
     for record in lineage:
+        if record.get("kind") in EXACT_KINDS:  # a training from scratch: the drift below it is gone
+            break
         if record.get("kind") != "unlearned":
             continue
         retained = ((record.get("metrics") or {}).get("calibration") or {}).get("retained_loss")

@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 
 from rec_eraser.errors import RecEraserError
-from rec_eraser.evaluation.unlearning import membership_inference_auc
 from rec_eraser.tasks.prepare import load_instances, load_titles, prepare
 from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe, load_recipe
-from rec_eraser.training.scoring import instance_losses
 from rec_eraser.training.train import fit_adapter, load_version, train_run
 from rec_eraser.training.versions import save_version, version_manifest
+from rec_eraser.workflows.comparison import function_space_figures
 from rec_eraser.workflows.events import Event
 from rec_eraser.workflows.progress import Say, logged, training_progress
 from rec_eraser.workflows.registry import DEFAULT_ROOT, Registry
@@ -186,19 +185,9 @@ def run_demo(
         ("retrained", oracle, retrain_seconds),
     ):
         say(f"evaluating {version} on {len(unseen)} test prompts and the {len(forgotten)} forgotten instances")
-        loaded = load_version(run, version)
-        scores[name], unseen_losses = task.scores_and_losses(loaded, unseen, titles)
-        forgotten_losses = instance_losses(loaded, forgotten)
-        rows[name] = {
-            "version": version,
-            "seconds": seconds,
-            "metrics": {
-                **task.utility(scores[name], unseen, titles),
-                "forgotten_loss": float(np.mean(forgotten_losses)),
-                "unseen_loss": float(np.mean(unseen_losses)),
-                "membership_auc": membership_inference_auc(forgotten_losses, unseen_losses),
-            },
-        }
+        scores[name], figures = function_space_figures(load_version(run, version), task, unseen, titles, forgotten)
+        figures.pop("corrected_loss")  # the demo forgets users; it corrects nothing
+        rows[name] = {"version": version, "seconds": seconds, "metrics": figures}
     for name in rows:
         rows[name]["metrics"]["agreement_with_retrained"] = task.agreement(scores[name], scores["retrained"])
     say(f"done in {time.perf_counter() - t_start:.0f} s; the log is {run / PROGRESS_LOG}")

@@ -22,8 +22,8 @@ from rec_eraser.errors import RecEraserError
 from rec_eraser.workflows.registry import Registry
 
 #: version kinds whose events are covered exactly: a training from scratch on the training set
-#: they stand for (``trained``: v0000; a compaction, once it exists, will be one too)
-EXACT_KINDS = ("trained",)
+#: they stand for (``trained``: v0000; ``compacted``: :mod:`rec_eraser.workflows.compaction`)
+EXACT_KINDS = ("trained", "compacted")
 #: the default deadline: a month of 30 days
 DEFAULT_DEADLINE = "30d"
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -333,36 +333,40 @@ class Registry:
         their data is back in the adapter, and they may be applied again.
         """
         with self.writing():
-            self.check(to)
-            previous = self.current()
-            if to == previous:
-                raise RegistryError(f"{to} is the current version already")
-            undone = sorted(set(self.applied_events(previous)) - set(self.applied_events(to)))
-            source = self.manifest(to)
-            name = self.next_version()
-            record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
-            record.update(
-                version=name,
-                parent=to,
-                kind="rollback",
-                created=now(),
-                rolled_back_from=previous,
-                events=[],
-                undone_events=undone,
-            )
-            edited = self.run_dir / to / EDITED
-            files = {EDITED: edited.read_bytes()} if edited.is_file() else {}
-            self.copy_version(name, to, record, files)  # checks these bytes against the hash `to` recorded
-            self.append_ledger(
-                {
-                    "time": now(),
-                    "action": "rollback",
-                    "version": name,
-                    "parent": to,
-                    "from": previous,
-                    "undone_events": undone,
-                }
-            )
+            return self.rollback_locked(to)
+
+    def rollback_locked(self, to: str) -> dict[str, Any]:
+        """:meth:`rollback` for a caller that holds the lock already (``writing()``)."""
+        self.check(to)
+        previous = self.current()
+        if to == previous:
+            raise RegistryError(f"{to} is the current version already")
+        undone = sorted(set(self.applied_events(previous)) - set(self.applied_events(to)))
+        source = self.manifest(to)
+        name = self.next_version()
+        record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
+        record.update(
+            version=name,
+            parent=to,
+            kind="rollback",
+            created=now(),
+            rolled_back_from=previous,
+            events=[],
+            undone_events=undone,
+        )
+        edited = self.run_dir / to / EDITED
+        files = {EDITED: edited.read_bytes()} if edited.is_file() else {}
+        self.copy_version(name, to, record, files)  # checks these bytes against the hash `to` recorded
+        self.append_ledger(
+            {
+                "time": now(),
+                "action": "rollback",
+                "version": name,
+                "parent": to,
+                "from": previous,
+                "undone_events": undone,
+            }
+        )
         return {"version": name, "to": to, "from": previous, "undone_events": undone}
 
     # -- reading for people ---------------------------------------------------------------------
