@@ -325,9 +325,16 @@ def test_scaling_measures_update_and_retraining_at_each_size(tmp_path, tiny_mode
     from rec_eraser.workflows.registry import Registry
 
     assert [Registry(tmp_path / "scaling" / f"n{n}").versions() for n in (6, 12)] == [["v0000", "v0001", "v0002"]] * 2
-    # a size projected past the cap is skipped, not extrapolated into the table
+    # a size projected past the cap is skipped, not extrapolated into the table; the cap is relative to the
+    # machine's own speed (n = 12's training): 10,000 instances project to ~800 times it, 12 to ~2 times n = 6's
+    cap = 50 * result["sizes"][-1]["retrain_seconds"]
     capped = run_scaling(
-        [6, 12, 10_000], out=tmp_path / "scaling", base_model=tiny_model_dir, sample_size=4, max_users=8, cap_seconds=60
+        [6, 12, 10_000],
+        out=tmp_path / "scaling",
+        base_model=tiny_model_dir,
+        sample_size=4,
+        max_users=8,
+        cap_seconds=cap,
     )
     assert [row["n"] for row in capped["sizes"]] == [6, 12] and [s["n"] for s in capped["skipped"]] == [10_000]
     with pytest.raises(ExperimentError, match="at least two distinct sizes"):
