@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import traceback
 import warnings
@@ -43,6 +44,8 @@ def fail_on(exc: BaseException) -> None:
 
 
 def emit_json(obj: Any) -> None:
+    if not_rank_zero():  # under torchrun rank 0 prints the one object
+        return
     sys.stdout.write(json.dumps(finite(obj), indent=2, allow_nan=False, default=str) + "\n")
 
 
@@ -54,8 +57,14 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
+#: the commands that run under ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1): every rank
+#: computes its share (training steps, gradient rows, b, scoring), rank 0 alone writes and prints
+DISTRIBUTED_COMMANDS = ("train", "evaluate", "forget-user", "forget-interactions", "correct", "apply")
+
+
 @app.callback()
 def main(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr."),
     debug: bool = typer.Option(False, "--debug", help="Print the traceback of an error before its one line."),
 ) -> None:
@@ -65,6 +74,28 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _join_process_group(ctx.invoked_subcommand)
+
+
+def not_rank_zero() -> bool:
+    """A process that torchrun started with a rank other than 0 (it prints nothing but errors)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+
+
+def _join_process_group(command: str | None) -> None:
+    """Under torchrun: join the group for a command that splits its work, refuse the others."""
+    if command not in DISTRIBUTED_COMMANDS:
+        fail(
+            f"`rec-eraser {command}` runs in one process; run it without torchrun (the commands that "
+            f"run distributed: {', '.join(DISTRIBUTED_COMMANDS)})",
+            2,
+        )
+    from rec_eraser.core import distributed
+
+    distributed.init_from_env()
+    if not_rank_zero():  # one voice: rank 0's (errors still print on every rank)
+        console.quiet = err.quiet = True
 
 
 def run_dir_of(run: str) -> Path:

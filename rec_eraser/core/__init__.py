@@ -17,7 +17,7 @@ from rec_eraser.core.linear_capture import UnsupportedCurvatureError
 from rec_eraser.core.lowrank import LowRankGaussNewton
 from rec_eraser.core.operators import DampedOperator, top_eigenvalue
 from rec_eraser.core.params import ParameterSpace
-from rec_eraser.core.solver_registry import SolveProblem, register_solver, solver_names
+from rec_eraser.core.solver_registry import SolveProblem, register_solver, solver_names, solver_parallelism
 from rec_eraser.core.solvers import Solution, SolverError, qp_gradient
 
 __all__ = [
@@ -50,5 +50,6 @@ __all__ = [
     "qp_gradient",
     "register_solver",
     "solver_names",
+    "solver_parallelism",
     "top_eigenvalue",
 ]

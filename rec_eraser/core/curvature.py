@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rec_eraser.core import distributed
 from rec_eraser.core.params import ParameterSpace
 
 logger = logging.getLogger(__name__)
@@ -106,11 +107,12 @@ def summed_gradient(
     size to make a sum.
     """
     total = space.zeros()
-    for chunk in _chunks(list(samples), batch_size):
+    # under torch.distributed each rank sums its own block and the ranks' sums are added
+    for chunk in _chunks(distributed.my_block(list(samples)), batch_size):
         loss = loss_fn(model, collate_fn(list(chunk))) * len(chunk)
         grads = torch.autograd.grad(loss, space.params, allow_unused=True)
         total += space.flatten(list(grads))
-    return total
+    return distributed.all_reduce_sum(total)
 
 
 class CurvatureOperator:

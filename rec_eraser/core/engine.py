@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rec_eraser.core import distributed
 from rec_eraser.core.calibration import (
     CalibrationConfig,
     Objective,
@@ -41,7 +42,7 @@ from rec_eraser.core.fisher import EmpiricalFisher, InfluenceSpectrum, KnownRow
 from rec_eraser.core.operators import DampedOperator
 from rec_eraser.core.params import ParameterSpace
 from rec_eraser.core.report import SolverReport, Update
-from rec_eraser.core.solver_registry import FISHER, SolveProblem, solver
+from rec_eraser.core.solver_registry import FISHER, SolveProblem, solver, solver_parallelism
 from rec_eraser.core.solvers import Solution, SolverError
 
 logger = logging.getLogger(__name__)
@@ -184,6 +185,14 @@ class InfluenceEngine:
         if cfg.method == FISHER:
             with deterministic_mode(self.model):
                 return self._compute_fisher(edits, objective, calibration, damping_factor, fisher)
+        ranks = distributed.world()[1]
+        if ranks > 1 and solver_parallelism(cfg.method) == "replicated":
+            logger.warning(
+                "%s runs its whole solve on each of the %d ranks (only b is split): its curvature products need "
+                "a double backward, which is not split across processes; 'fisher' splits its rows",
+                cfg.method,
+                ranks,
+            )
         t0 = time.perf_counter()
         with deterministic_mode(self.model):
             b = self.rhs(edits)

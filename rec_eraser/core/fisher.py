@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rec_eraser.core import distributed
 from rec_eraser.core.curvature import LossFn
 from rec_eraser.core.linear_capture import UnsupportedCurvatureError, capture_passes, flat_instance_rows, linear_layers
 from rec_eraser.core.params import ParameterSpace
@@ -179,7 +180,9 @@ class EmpiricalFisher:
         found = [None if known is None else known(sample) for sample in samples]
         todo = [sample for sample, row in zip(samples, found) if row is None]
         computed, passes, computed_losses = (
-            cls._compute(model, loss_fn, space, todo, collate_fn, on_gradient, batch_size) if todo else (None, 0, None)
+            cls._compute_sharded(model, loss_fn, space, todo, collate_fn, on_gradient, batch_size)
+            if todo
+            else (None, 0, None)
         )
         if len(todo) == len(samples):
             return cls(computed, passes, computed_losses, samples, seconds=time.perf_counter() - t0)
@@ -201,6 +204,36 @@ class EmpiricalFisher:
         )
         fisher.reused = len(samples) - len(todo)
         return fisher
+
+    @classmethod
+    def _compute_sharded(
+        cls,
+        model: nn.Module,
+        loss_fn: LossFn,
+        space: ParameterSpace,
+        samples: Sequence[Any],
+        collate_fn: Callable[[list[Any]], Any],
+        on_gradient: Callable[[int], None] | None,
+        batch_size: int,
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """:meth:`_compute` with the rows split across processes (:mod:`rec_eraser.core.distributed`):
+        each rank computes a contiguous block and every rank ends with all rows in order. Alone,
+        exactly :meth:`_compute`."""
+        if distributed.world()[1] == 1:
+            return cls._compute(model, loss_fn, space, samples, collate_fn, on_gradient, batch_size)
+        mine = distributed.my_block(samples)
+        if mine:
+            rows, passes, losses = cls._compute(model, loss_fn, space, mine, collate_fn, on_gradient, batch_size)
+        else:  # more ranks than rows: this one only takes part in the gathering
+            rows, passes, losses = (
+                torch.zeros((0, space.dim), dtype=torch.float64),
+                0,
+                torch.zeros(0, dtype=torch.float64),
+            )
+        # a batched pass keeps no per-row loss; then no rank's losses are kept
+        everyone_has_losses = distributed.sum_int(int(losses is not None)) == distributed.world()[1]
+        gathered_losses = distributed.gather_rows(losses) if everyone_has_losses else None
+        return distributed.gather_rows(rows.to(torch.float64)), distributed.sum_int(passes), gathered_losses
 
     @classmethod
     def _compute(

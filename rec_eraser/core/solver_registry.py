@@ -56,13 +56,25 @@ _RECOMMENDED: dict[str, dict[str, Any]] = {}
 #: the settings of SolverConfig each method reads beyond the common ones (``None``: not declared)
 _SETTINGS: dict[str, tuple[str, ...] | None] = {FISHER: ("damping_groups",)}
 
+#: how each method uses more than one process (``rec_eraser.core.distributed``): ``"split"``
+#: computes its gradient rows and b shared out across the ranks and gathered; ``"replicated"``
+#: computes b split but runs the whole solve on every rank (same inputs, same answer, no
+#: speed-up): its curvature products need a double backward, which this project does not
+#: split (DDP and FSDP do not support one; an all-reduce of per-rank products would, and is
+#: left for when a multi-GPU machine can measure it)
+_PARALLELISM: dict[str, str] = {FISHER: "split"}
+PARALLELISMS = ("split", "replicated")
+
 #: the settings every method reads: the curvature sample, its batches and seed, the starting
 #: damping's rule, and the residual the engine checks and reports
 COMMON_SETTINGS = ("method", "batch_size", "seed", "sample_size", "tol", "max_residual", "damping_scale")
 
 
 def register_solver(
-    name: str, recommended: Mapping[str, Any] | None = None, settings: Sequence[str] | None = None
+    name: str,
+    recommended: Mapping[str, Any] | None = None,
+    settings: Sequence[str] | None = None,
+    parallelism: str = "replicated",
 ) -> Callable[[SolverFn], SolverFn]:
     """Decorator: register ``fn`` as the solver ``name``. A name is registered once.
 
@@ -71,11 +83,15 @@ def register_solver(
     every method), so that the CLI and the library build the same configuration.
     ``settings``: the settings it reads beyond :data:`COMMON_SETTINGS`; the configuration then
     refuses any other one set away from its default (it would be silently ignored). ``None``
-    (undeclared) accepts every setting."""
+    (undeclared) accepts every setting. ``parallelism``: how it runs under torch.distributed
+    (:data:`PARALLELISMS`; see :func:`solver_parallelism`)."""
+    if parallelism not in PARALLELISMS:
+        raise ValueError(f"parallelism must be one of {PARALLELISMS}, got {parallelism!r}")
 
     def register(fn: SolverFn) -> SolverFn:
         if name == FISHER or name in _SOLVERS:
             raise ValueError(f"a solver named {name!r} is registered already")
+        _PARALLELISM[name] = parallelism
         _SOLVERS[name] = fn
         _RECOMMENDED[name] = dict(recommended or {})
         _SETTINGS[name] = None if settings is None else tuple(settings)
@@ -88,6 +104,14 @@ def method_settings(name: str) -> tuple[str, ...] | None:
     """The settings method ``name`` reads beyond the common ones; ``None`` when it did not declare them."""
     _load_builtin()
     return _SETTINGS.get(name)
+
+
+def solver_parallelism(name: str) -> str:
+    """How method ``name`` runs in more than one process: ``"split"`` (its per-instance rows
+    and b are shared out across the ranks) or ``"replicated"`` (b is split, the solve runs
+    whole on every rank, so extra processes add no speed)."""
+    _load_builtin()
+    return _PARALLELISM[name]
 
 
 def recommended_settings(name: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from rec_eraser.core import distributed
 from rec_eraser.models.lm_loss import IGNORE, first_response_logits, per_instance_response_loss
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance, response_ids
@@ -27,6 +28,10 @@ def instance_losses(
     loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None
 ) -> np.ndarray:
     """Each instance's mean response cross-entropy (the training loss ℓ), shape ``[n]``."""
+    return distributed.sharded(lambda part: _instance_losses(loaded, part, batch_size, tick), instances)
+
+
+def _instance_losses(loaded: LoadedModel, instances: list[Instance], batch_size: int, tick: Tick | None) -> np.ndarray:
     out = []
     for chunk in _batches(list(instances), batch_size):
         batch = collate(
@@ -51,6 +56,12 @@ def candidate_scores(
     prompt is run once and its key/value cache shared by all candidates, which makes
     ranking about as cheap as one forward pass per prompt instead of one per candidate.
     """
+    return distributed.sharded(lambda part: _candidate_scores(loaded, part, titles, tick), instances)
+
+
+def _candidate_scores(
+    loaded: LoadedModel, instances: list[Instance], titles: dict[str, str], tick: Tick | None
+) -> np.ndarray:
     rows = []
     for z in instances:
         responses = [response_ids(loaded.tokenizer, " " + titles[c]) for c in z.candidates]
@@ -116,6 +127,15 @@ def yes_no_scores_and_losses(
     loaded: LoadedModel, instances: Sequence[Instance], batch_size: int = 8, tick: Tick | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`yes_no_scores` and :func:`instance_losses` of the same instances from one forward pass each."""
+    if distributed.world()[1] == 1:
+        return _yes_no(loaded, list(instances), batch_size, tick)
+    both = distributed.sharded(lambda part: np.stack(_yes_no(loaded, part, batch_size, tick), axis=1), instances)
+    return both[:, 0].astype(np.float32), both[:, 1].astype(np.float32)
+
+
+def _yes_no(
+    loaded: LoadedModel, instances: list[Instance], batch_size: int, tick: Tick | None
+) -> tuple[np.ndarray, np.ndarray]:
     tok = loaded.tokenizer
     yes = tok(" Yes", add_special_tokens=False)["input_ids"][0]
     no = tok(" No", add_special_tokens=False)["input_ids"][0]
@@ -138,6 +158,10 @@ def generate_answers(
     loaded: LoadedModel, instances: Sequence[Instance], max_new_tokens: int = 24, tick: Tick | None = None
 ) -> list[str]:
     """Greedy generation after each prompt (one prompt at a time: no padding questions)."""
+    return distributed.sharded(lambda part: _generate(loaded, part, max_new_tokens, tick), instances)
+
+
+def _generate(loaded: LoadedModel, instances: list[Instance], max_new_tokens: int, tick: Tick | None) -> list[str]:
     tok = loaded.tokenizer
     answers = []
     for z in instances:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rec_eraser.core import distributed
 from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.files import run_lock, write_folder_atomically
 from rec_eraser.models import load_causal_lm
@@ -84,6 +85,9 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     folder = Path(run_dir) / ENCODER_DIR
     if folder.exists():
         return ItemEncoder.load(folder)
+    if not distributed.is_main():  # rank 0 trains and writes it (below); the others read that
+        distributed.barrier()
+        return ItemEncoder.load(folder)
     manifest = load_manifest(run_dir)
     # the same files prepare read (their hashes are in the run's manifest)
     dataset = load_dataset(
@@ -97,6 +101,7 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
         dataset = dataclasses.replace(dataset, interactions=run_interactions(run_dir))
     encoder = train_sasrec(dataset, epochs=recipe.sasrec_epochs, seed=seed)
     write_folder_atomically(folder, encoder.save)
+    distributed.barrier()  # the ranks waiting above read it now
     return encoder
 
 
@@ -242,15 +247,13 @@ def _fit(
         if epoch != loop.epoch or not loop.order:  # a resumed epoch keeps the order it was drawn with
             loop.epoch, loop.position, loop.order = epoch, 0, torch.randperm(len(samples), generator=gen).tolist()
         while loop.position < len(loop.order):
-            batch = collate([samples[i] for i in loop.order[loop.position : loop.position + recipe.batch_size]])
-            with torch.autocast(device, dtype=torch.bfloat16, enabled=recipe.precision == "bfloat16"):
-                loss = model.response_losses(batch).float().mean()
+            step_ids = loop.order[loop.position : loop.position + recipe.batch_size]
+            optimizer.zero_grad()
+            loss = _backward(model, [samples[i] for i in step_ids], device, recipe.precision)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged at step {loop.step} (loss {float(loss)}): lower the recipe's lr"
                 )
-            optimizer.zero_grad()
-            loss.backward()
             optimizer.step()
             scheduler.step()
             loop.step += 1
@@ -258,7 +261,12 @@ def _fit(
             loop.losses.append(float(loss.detach()))
             if progress:
                 progress(loop.step, total, loop.losses[-1])
-            if checkpoint and time.perf_counter() - last_save >= checkpoint_interval and loop.step < total:
+            if (
+                checkpoint
+                and distributed.is_main()  # one writer; every rank holds the same state
+                and time.perf_counter() - last_save >= checkpoint_interval
+                and loop.step < total
+            ):
                 saved_seconds, loop.seconds = loop.seconds, loop.seconds + time.perf_counter() - t0
                 save_checkpoint(checkpoint, key, loop, model, optimizer, scheduler, gen)
                 loop.seconds, last_save = saved_seconds, time.perf_counter()
@@ -289,6 +297,41 @@ def _fit(
     return LoadedModel(
         model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path
     ), record
+
+
+def _backward(model: RecModel, step_samples: list[dict], device: str, precision: str) -> torch.Tensor:
+    """One optimiser step's gradients in the trainable parameters' ``.grad``; returns the step's
+    mean loss (detached).
+
+    Under torch.distributed (data parallel) each rank takes a contiguous block of the step's
+    instances, weights its summed loss by 1 / (the whole step's count) and the ranks'
+    gradients are added, which is the single-process mean's gradient up to float rounding (and
+    to LoRA dropout, whose masks each rank draws from its own stream: equal results need
+    dropout 0). The all-reduce is a plain collective, not DDP: its hooks would fire on the
+    scoring passes too, and nothing here needs their overlap on 2 ranks.
+    """
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+    if distributed.world()[1] == 1:
+        with autocast:
+            loss = model.response_losses(collate(step_samples)).float().mean()
+        loss.backward()  # outside autocast, as torch recommends
+        return loss.detach()
+    mine = distributed.my_block(step_samples)
+    local = torch.zeros((), device=next(model.parameters()).device)
+    if mine:
+        with autocast:
+            local = model.response_losses(collate(mine)).float().sum() / len(step_samples)
+        local.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        if p.grad is None:  # no instance here reached it (or this rank had none)
+            p.grad = torch.zeros_like(p)
+    flat = distributed.all_reduce_sum(torch.cat([p.grad.reshape(-1).float() for p in trainable]))
+    offset = 0
+    for p in trainable:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
+    return distributed.all_reduce_sum(local.detach().float().reshape(1))[0]
 
 
 def learning_rate_factor(recipe: Recipe, total_steps: int) -> Callable[[int], float]:
@@ -343,7 +386,9 @@ def train_run(
     without a recorded gap has it measured by its first calibrated request.
     """
     run_dir = Path(run_dir)
-    with run_lock(run_dir):  # no rollback or apply may tidy away the version being written
+    # no rollback or apply may tidy away the version being written; under torch.distributed
+    # rank 0 holds the lock and writes, and every rank trains its share of each step
+    with distributed.entered_by_main(lambda: run_lock(run_dir)):
         return _train_run(run_dir, recipe, progress, measure)
 
 
@@ -361,13 +406,14 @@ def _train_run(run_dir: Path, recipe: Recipe, progress: Progress | None, measure
             record["training"]["measure_seconds"] = time.perf_counter() - t0
         except Exception as exc:  # the training is worth more than the figures: save it without them
             logger.warning("v0000 is saved without its measurements, which failed: %s", exc)
-    save_version(
-        loaded.model,
-        target,
-        {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []},
-        files={TRAIN_IDS: train_ids_json(instances)},
-    )
-    checkpoint_path(run_dir, version_name(0)).unlink(missing_ok=True)
+    if distributed.is_main():
+        save_version(
+            loaded.model,
+            target,
+            {"version": version_name(0), "parent": None, "kind": "trained", **record, "events": []},
+            files={TRAIN_IDS: train_ids_json(instances)},
+        )
+        checkpoint_path(run_dir, version_name(0)).unlink(missing_ok=True)
     return target
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rec_eraser.core import distributed
 from rec_eraser.errors import RecEraserError, RunBusy  # noqa: F401  (RunBusy: where the registry's callers look)
 from rec_eraser.files import run_lock
 from rec_eraser.tasks.instance import Instance
@@ -222,11 +223,17 @@ class Registry:
     @contextlib.contextmanager
     def writing(self, wait: float = 0.0) -> Iterator[Registry]:
         """Exclusive write access (an advisory lock on ``RUN/.lock``), ledger reconciled first."""
+        # under torch.distributed rank 0 holds the lock and tidies; every rank works inside it
+        with distributed.entered_by_main(lambda: self._locked_and_tidied(wait)):
+            yield self
+
+    @contextlib.contextmanager
+    def _locked_and_tidied(self, wait: float) -> Iterator[None]:
         with run_lock(self.run_dir, wait):
             self._remove_stale_staging()
             self._repair_ledger()
             self.reconcile_ledger()
-            yield self
+            yield
 
     def _remove_stale_staging(self) -> None:
         """Temporary version folders a crashed job left (never versions: they lack the rename)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rec_eraser.core import SolverConfig
+from rec_eraser.core import SolverConfig, distributed
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.train import LoadedModel, load_version
@@ -194,6 +194,9 @@ def apply_locked(
         "solver": result.solver,
         "metrics": result.metrics,
     }
+    if not distributed.is_main():  # rank 0 writes; the lock's barrier holds the others until it has
+        result.version = name
+        return result
     t0 = time.perf_counter()
     cache_bytes = work.new_cache.to_bytes(name) if work.new_cache is not None and work.new_cache.rows else None
     if cache_bytes is not None:  # what the next request checks the cache file against; its writing is this request's

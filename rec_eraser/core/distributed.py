@@ -1,0 +1,166 @@
+"""Work split across processes with ``torch.distributed`` (gloo on CPU, NCCL on GPU).
+
+Every helper here is a no-op in a single process: code written against them runs unchanged
+alone and under ``torchrun --nproc-per-node N``. The split is always the same: a list of
+work items (instances, edited instances, prompts) is cut into contiguous blocks, one per
+rank in rank order, so that concatenating the ranks' results restores the single-process
+order exactly. Results are then gathered (rows, scores) or summed (gradients) so that every
+rank holds what one process would have computed, up to float rounding of the sums.
+
+Only first-order work is split: per-instance gradients, summed gradients, training steps and
+forward scoring. None of it needs a double backward, which is why plain collectives suffice
+here where DDP and FSDP (which support no double backward) would not. Curvature products
+that need one (Hessian / Gauss–Newton solvers) run replicated: every rank does the whole
+solve on the same inputs and reaches the same answer, with no speed-up
+(:data:`rec_eraser.core.solver_registry` says which solvers split their work).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
+from typing import Any, ContextManager, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` when no process group is initialised."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """True on rank 0 (and in a single process): the one rank that writes files and prints."""
+    return world()[0] == 0
+
+
+def init_from_env(timeout_seconds: float = 1800.0) -> bool:
+    """Join the process group that ``torchrun`` / ``accelerate launch`` describe in the
+    environment (``WORLD_SIZE`` > 1); gloo on CPU, NCCL when CUDA is available. Returns
+    whether this process now runs distributed. Without those variables: nothing, False."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if dist.is_initialized():
+        return True
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_seconds))
+    logger.info("distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
+    return True
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing alone)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def block(n: int, rank: int | None = None, size: int | None = None) -> range:
+    """The indices of ``n`` items that ``rank`` of ``size`` takes: a contiguous block, the
+    first ``n mod size`` ranks one item longer."""
+    here, total = world()
+    rank, size = here if rank is None else rank, total if size is None else size
+    return range(rank * n // size, (rank + 1) * n // size)
+
+
+def my_block(items: Sequence[T]) -> list[T]:
+    """This rank's contiguous block of ``items`` (all of them alone)."""
+    return [items[i] for i in block(len(items))]
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Σ over ranks of ``tensor``, in place, on every rank (the tensor itself alone)."""
+    if world()[1] > 1:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def sum_int(value: int) -> int:
+    """Σ over ranks of one count."""
+    if world()[1] == 1:
+        return value
+    return int(all_reduce_sum(torch.tensor([value], dtype=torch.int64))[0])
+
+
+def gather_rows(local: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``local`` rows (``[m_r, ...]``, ``m_r`` may differ, may be 0), concatenated
+    in rank order on every rank. The trailing shape and dtype must agree across ranks."""
+    rank, size = world()
+    if size == 1:
+        return local
+    counts = [torch.zeros(1, dtype=torch.int64) for _ in range(size)]
+    dist.all_gather(counts, torch.tensor([local.shape[0]], dtype=torch.int64))
+    sizes = [int(c[0]) for c in counts]
+    longest = max(sizes)
+    padded = torch.zeros((longest, *local.shape[1:]), dtype=local.dtype, device=local.device)
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:m] for part, m in zip(parts, sizes)])
+
+
+def gather_objects(local: list[Any]) -> list[Any]:
+    """Every rank's list of picklable ``local`` items, concatenated in rank order on every rank."""
+    size = world()[1]
+    if size == 1:
+        return local
+    parts: list[Any] = [None] * size
+    dist.all_gather_object(parts, local)
+    return [item for part in parts for item in part]
+
+
+def sharded(fn: Callable[[list[T]], Any], items: Sequence[T]) -> Any:
+    """``fn(items)`` with each rank computing ``fn`` of its block and the results concatenated
+    in rank order (a tensor or an array along axis 0, a list item by item). ``fn`` must map
+    a list to one result per item. Alone: ``fn(list(items))``."""
+    if world()[1] == 1:
+        return fn(list(items))
+    local = fn(my_block(items))
+    if isinstance(local, torch.Tensor):
+        return gather_rows(local)
+    if isinstance(local, np.ndarray):
+        # a rank with no items may return a differently shaped empty array; the others set the shape
+        gathered = gather_objects([local])
+        shaped = [a for a in gathered if a.size] or gathered
+        return np.concatenate(shaped, axis=0)
+    return gather_objects(list(local))
+
+
+@contextlib.contextmanager
+def entered_by_main(enter: Callable[[], ContextManager[Any]]) -> Iterator[None]:
+    """``with enter():`` on rank 0 only (a file lock, a write), every rank inside the block.
+
+    Alone it is just ``with enter():``. Distributed, rank 0 enters the context; if that fails,
+    every rank raises the same exception (so a refused lock is one clear error on all ranks,
+    not a hang); on a normal exit the ranks meet at a barrier before rank 0 leaves it, so what
+    rank 0 wrote inside is in place when any rank goes on. Files are written by rank 0 alone
+    (:func:`is_main`); the other ranks take part in the collectives of the work inside.
+    """
+    if world()[1] == 1:
+        with enter():
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        failure: list[BaseException | None] = [None]
+        if is_main():
+            try:
+                stack.enter_context(enter())
+            except Exception as exc:  # handed to every rank below, then raised everywhere
+                failure[0] = exc
+        dist.broadcast_object_list(failure, src=0)
+        if failure[0] is not None:
+            raise failure[0]
+        yield
+        barrier()
