@@ -139,7 +139,13 @@ def status(
                     escape(e["id"]), e["type"], escape(e["user"]), e["version"], e["applied"], _age(e["age_seconds"])
                 )
             console.print(table)
-        if result["overdue"]:
+        if result["out_of_effect"]:
+            err.print(
+                "[bold red]out of effect:[/bold red] a compaction stopped before re-applying "
+                f"{escape(', '.join(e['id'] for e in result['out_of_effect']))}; `rec-eraser compact` (or the next request) "
+                "re-applies them"
+            )
+        elif result["overdue"]:
             err.print(
                 "[bold red]overdue:[/bold red] the oldest approximate request is past the deadline; "
                 "`rec-eraser compact` retrains from scratch on the current training set, which covers it exactly"
@@ -172,10 +178,16 @@ def compact(
         console.print(f"nothing to compact: {result['reason']}")
         return
     c = result["comparison"]
-    console.print(
-        f"{result['version']}: retrained from scratch on what {result['compacted']} stands for "
-        f"({result['train_seconds']:.0f} s); current {result['current']}"
-    )
+    if result.get("finished_interrupted"):
+        console.print(
+            f"{result['version']} (the exact retraining of {result['compacted']}) was written by a compaction that "
+            f"stopped before re-applying the events that landed during its training; they are applied now; current {result['current']}"
+        )
+    else:
+        console.print(
+            f"{result['version']}: retrained from scratch on what {result['compacted']} stands for "
+            f"({result['train_seconds']:.0f} s); current {result['current']}"
+        )
     table = Table("figure", f"{result['compacted']} (approximate)", f"{result['version']} (exact)")
     for key in (c["main_metric"], "forgotten_loss", "corrected_loss", "unseen_loss", "membership_auc"):
         table.add_row(key, fmt(c["approximate"].get(key)), fmt(c["exact"].get(key)))

@@ -65,6 +65,26 @@ def approximate_versions(registry: Registry, version: str) -> tuple[dict[str, di
     return {record["version"]: record for record in above}, exact
 
 
+def owed_by_compaction(registry: Registry) -> list[dict[str, Any]]:
+    """The events an interrupted compaction left out of effect, as the version before it
+    recorded them (oldest first); empty in every other state.
+
+    A compaction writes its exact version, then re-applies on top of it the events that landed
+    while it trained (its manifest's ``landed_during``). Killed in between, the exact version is
+    current and those events, though applied before it, are in effect nowhere. They are owed
+    until any writer re-applies them: the next request does so before its own events, and
+    ``rec-eraser compact`` does so without retraining.
+    """
+    versions = registry.versions()
+    record = registry.manifest(versions[-1])
+    if record.get("kind") != "compacted" or not record.get("landed_during") or len(versions) < 2:
+        return []
+    in_effect = registry.applied_events(versions[-1])
+    # the compaction took the lock to write, so the version just before it was current, holding them
+    held = registry.applied_event_records(versions[-2])
+    return [held[i][1] for i in record["landed_during"] if i not in in_effect and i in held]
+
+
 def erasure_status(registry: Registry, deadline_seconds: float, now: _dt.datetime | None = None) -> dict[str, Any]:
     """The run's current version, its pending approximate events (oldest first) with their ages,
     the oldest age, the deadline and whether it is past (``overdue``)."""
@@ -91,6 +111,7 @@ def erasure_status(registry: Registry, deadline_seconds: float, now: _dt.datetim
         )
     pending.sort(key=lambda e: -e.age_seconds)
     oldest = pending[0].age_seconds if pending else None
+    owed = owed_by_compaction(registry)
     return {
         "run": str(registry.run_dir),
         "current": current,
@@ -98,5 +119,7 @@ def erasure_status(registry: Registry, deadline_seconds: float, now: _dt.datetim
         "pending_approximate": [asdict(e) for e in pending],
         "oldest_pending_seconds": oldest,
         "deadline_seconds": deadline_seconds,
-        "overdue": oldest is not None and oldest > deadline_seconds,
+        # events that no version in effect applies: worse than late, so the run counts as overdue
+        "out_of_effect": [{k: e.get(k) for k in ("id", "type", "user")} for e in owed],
+        "overdue": bool(owed) or (oldest is not None and oldest > deadline_seconds),
     }

@@ -39,7 +39,8 @@ from rec_eraser.workflows.curvature_cache import (
     cache_sha256,
     write_cache,
 )
-from rec_eraser.workflows.events import Event, EventError, EventProblem
+from rec_eraser.workflows.erasure import owed_by_compaction
+from rec_eraser.workflows.events import Event, EventError, EventProblem, parse_event
 from rec_eraser.workflows.memorisation import checked_gap, training_memorisation, version_memorisation
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 from rec_eraser.workflows.progress import Say
@@ -145,11 +146,31 @@ def apply_events(
     registry = Registry(run_dir)
     t0 = time.perf_counter()
     with registry.writing(wait):
+        events = _with_owed_events(registry, events, say)
         result = apply_locked(
             registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
         )
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _with_owed_events(
+    registry: Registry, events: Sequence[tuple[int | None, Event]], say: Say
+) -> list[tuple[int | None, Event]]:
+    """``events`` after the ones an interrupted compaction left out of effect (re-applied first,
+    so no deletion stays undone longer than the next request; the caller's copy of one of them,
+    a retried events file, is the same event and is not applied twice)."""
+    owed = owed_by_compaction(registry)
+    if not owed:
+        return list(events)
+    ids = {e["id"] for e in owed}
+    logger.warning(
+        "re-applying %d event(s) that an interrupted compaction left out of effect: %s",
+        len(owed),
+        ", ".join(sorted(ids)),
+    )
+    say(f"re-applying {len(owed)} event(s) an interrupted compaction left out of effect")
+    return [*((None, parse_event(e)) for e in owed), *((line, e) for line, e in events if e.id not in ids)]
 
 
 def apply_locked(

@@ -12,7 +12,7 @@ from rec_eraser.core import SolverConfig
 from rec_eraser.workflows import Event, Registry, apply_events
 from rec_eraser.workflows import compaction as compaction_module
 from rec_eraser.workflows.compaction import CompactionError, compact_run
-from rec_eraser.workflows.erasure import erasure_status
+from rec_eraser.workflows.erasure import erasure_status, owed_by_compaction
 
 runner = CliRunner()
 SOLVER = SolverConfig(method="fisher", sample_size=8)
@@ -147,3 +147,69 @@ def test_the_curvature_cache_of_the_replaced_adapter_is_not_reused(run):
     assert result.metrics["curvature_cache"]["verdict"] == "no cache"
     # the drift of the approximate requests below the compaction is gone too
     assert result.metrics["drift"]["requests"] == 1
+
+
+def killed_after_writing_the_compacted_version(run, monkeypatch, second: str) -> None:
+    """The state a kill leaves between writing the compacted version and re-applying on top of it."""
+    real_fit = compaction_module.fit_loaded
+
+    def fit_while_a_request_lands(*args, **kwargs):
+        delete(run, second)
+        return real_fit(*args, **kwargs)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies here: neither the re-apply nor the rollback happens
+
+    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
+    monkeypatch.setattr(compaction_module, "apply_locked", killed)
+    monkeypatch.setattr(Registry, "rollback_locked", killed)
+    with pytest.raises(KeyboardInterrupt):
+        compact_run(run, eval_prompts=4)
+    monkeypatch.undo()
+
+
+def test_an_interrupted_compaction_shows_the_events_out_of_effect_and_compact_finishes_it(run, monkeypatch):
+    first, second = two_users(run)
+    delete(run, first)
+    killed_after_writing_the_compacted_version(run, monkeypatch, second)
+    registry = Registry(run)
+    assert registry.current() == "v0003" and registry.manifest("v0003")["kind"] == "compacted"
+    assert f"del-{second}" not in registry.applied_events("v0003")  # the deletion is undone: the bug being repaired
+    status = erasure_status(registry, 86400)
+    assert status["out_of_effect"] == [{"id": f"del-{second}", "type": "delete_user", "user": second}]
+    assert status["overdue"]
+    shown = runner.invoke(app, ["status", str(run)])
+    assert shown.exit_code == 6 and "out of effect" in shown.stderr
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("finishing an interrupted compaction must not retrain")
+
+    monkeypatch.setattr(compaction_module, "fit_loaded", no_training)
+    result = compact_run(run, eval_prompts=4)
+    assert result["finished_interrupted"] and result["version"] == "v0003" and result["current"] == "v0004"
+    assert result["reapplied"] == [{"version": "v0004", "events": [f"del-{second}"]}]
+    assert Registry(run).applied_events("v0004") == {f"del-{first}": "v0001", f"del-{second}": "v0004"}
+    assert all(z.user not in (first, second) for z in Registry(run).training_set("v0004"))
+    after = erasure_status(Registry(run), 86400)
+    assert after["out_of_effect"] == [] and [e["id"] for e in after["pending_approximate"]] == [f"del-{second}"]
+    assert owed_by_compaction(Registry(run)) == []  # nothing owed any more: the next compaction retrains
+
+
+def test_the_next_request_after_an_interrupted_compaction_re_applies_the_owed_events_first(run, monkeypatch):
+    first, second = two_users(run)
+    delete(run, first)
+    killed_after_writing_the_compacted_version(run, monkeypatch, second)
+    third = sorted({z.user for z in Registry(run).training_set("v0000")})[2]
+    result = delete(run, third)  # another user's request pays what the compaction owes, first
+    assert [e["id"] for e in result.applied] == [f"del-{second}", f"del-{third}"] and result.version == "v0004"
+    assert set(Registry(run).applied_events("v0004")) == {f"del-{first}", f"del-{second}", f"del-{third}"}
+    assert owed_by_compaction(Registry(run)) == []
+
+
+def test_a_retried_owed_event_is_applied_once(run, monkeypatch):
+    first, second = two_users(run)
+    delete(run, first)
+    killed_after_writing_the_compacted_version(run, monkeypatch, second)
+    result = delete(run, second)  # the very event that is owed, sent again
+    assert [e["id"] for e in result.applied] == [f"del-{second}"] and result.version == "v0004"
+    assert Registry(run).manifest("v0004")["events"][0]["id"] == f"del-{second}"
