@@ -59,7 +59,7 @@ def fmt(v: Any) -> str:
 
 #: the commands that run under ``torchrun`` / ``accelerate launch`` (WORLD_SIZE > 1): every rank
 #: computes its share (training steps, gradient rows, b, scoring), rank 0 alone writes and prints
-DISTRIBUTED_COMMANDS = ("train", "evaluate", "forget-user", "forget-interactions", "correct", "apply")
+DISTRIBUTED_COMMANDS = ("train", "evaluate", "forget-user", "forget-interactions", "correct", "apply-events")
 
 
 @app.callback()

@@ -21,6 +21,7 @@ from rec_eraser.cli.common import (
     err,
     fail,
     fail_on,
+    not_rank_zero,
     progress_bar,
     run_dir_of,
 )
@@ -130,7 +131,7 @@ def _run_events(
     else:
         _print_apply(result)
     problems = sorted([*earlier_problems, *result.problems], key=lambda p: p.line)
-    for problem in problems:
+    for problem in [] if not_rank_zero() else problems:  # under torchrun, rank 0 reports them
         sys.stderr.write(f"error: {problem} (not applied)\n")
     if problems and not skip_invalid:
         raise typer.Exit(1)

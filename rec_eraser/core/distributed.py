@@ -17,6 +17,7 @@ solve on the same inputs and reaches the same answer, with no speed-up
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -53,12 +54,28 @@ def init_from_env(timeout_seconds: float = 1800.0) -> bool:
         return False
     if dist.is_initialized():
         return True
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    # gloo for CPU tensors always (gradient rows and counts are gathered on the host), NCCL for
+    # CUDA tensors where there is a GPU for this rank
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    backend = "gloo"
+    if torch.cuda.is_available() and local_rank < torch.cuda.device_count():
+        torch.cuda.set_device(local_rank)
+        backend = "cpu:gloo,cuda:nccl"
     dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_seconds))
+    atexit.register(_leave)
     logger.info("distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return True
+
+
+def _leave() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_world_size() -> int:
+    """The processes on this machine (``LOCAL_WORLD_SIZE``, set by torchrun; 1 alone): what
+    shares its memory."""
+    return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))) if world()[1] > 1 else 1
 
 
 def barrier() -> None:
@@ -121,13 +138,56 @@ def gather_objects(local: list[Any]) -> list[Any]:
     return [item for part in parts for item in part]
 
 
+def agree(value: T) -> T:
+    """Rank 0's ``value`` on every rank (a decision that must be the same everywhere, such as
+    whether a file exists yet); ``value`` itself alone."""
+    if world()[1] == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_every_rank(fn: Callable[[], T]) -> T:
+    """``fn()``, with a failure on any rank raised on every rank (the first failing rank's
+    exception), so that no rank goes on to a collective the failed one never reaches."""
+    if world()[1] == 1:
+        return fn()
+    try:
+        result, failure = fn(), None
+    except Exception as exc:  # gathered below and raised everywhere
+        result, failure = None, exc
+    failures = gather_objects([failure])
+    first = next((f for f in failures if f is not None), None)
+    if first is not None:
+        raise first
+    return result  # type: ignore[return-value]
+
+
+def broadcast_module_state(module: torch.nn.Module) -> None:
+    """Every rank takes rank 0's trainable parameters and random state (nothing alone): the
+    ranks of a data-parallel training must start from one model, whatever each drew so far."""
+    if world()[1] == 1:
+        return
+    for p in module.parameters():
+        if p.requires_grad:
+            with torch.no_grad():
+                host = p.detach().cpu()
+                dist.broadcast(host, src=0)
+                p.copy_(host.to(p.device))
+    state = [torch.get_rng_state()]
+    dist.broadcast_object_list(state, src=0)
+    torch.set_rng_state(state[0])
+
+
 def sharded(fn: Callable[[list[T]], Any], items: Sequence[T]) -> Any:
     """``fn(items)`` with each rank computing ``fn`` of its block and the results concatenated
     in rank order (a tensor or an array along axis 0, a list item by item). ``fn`` must map
-    a list to one result per item. Alone: ``fn(list(items))``."""
+    a list to one result per item. A failure on any rank is raised on every rank
+    (:func:`on_every_rank`). Alone: ``fn(list(items))``."""
     if world()[1] == 1:
         return fn(list(items))
-    local = fn(my_block(items))
+    local = on_every_rank(lambda: fn(my_block(items)))
     if isinstance(local, torch.Tensor):
         return gather_rows(local)
     if isinstance(local, np.ndarray):
@@ -157,7 +217,7 @@ def entered_by_main(enter: Callable[[], ContextManager[Any]]) -> Iterator[None]:
         if is_main():
             try:
                 stack.enter_context(enter())
-            except Exception as exc:  # handed to every rank below, then raised everywhere
+            except BaseException as exc:  # handed to every rank below, then raised everywhere
                 failure[0] = exc
         dist.broadcast_object_list(failure, src=0)
         if failure[0] is not None:

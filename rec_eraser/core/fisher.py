@@ -176,7 +176,8 @@ class EmpiricalFisher:
         a batched pass yields only the batch's mean, so ``losses`` is then ``None``.
         """
         t0 = time.perf_counter()
-        check_fisher_memory(len(samples), space.dim)
+        # every process on the machine holds the whole matrix (and, distributed, the gathering's copy)
+        check_fisher_memory(len(samples) * (2 * distributed.local_world_size() - 1), space.dim)
         found = [None if known is None else known(sample) for sample in samples]
         todo = [sample for sample, row in zip(samples, found) if row is None]
         computed, passes, computed_losses = (
@@ -222,9 +223,12 @@ class EmpiricalFisher:
         if distributed.world()[1] == 1:
             return cls._compute(model, loss_fn, space, samples, collate_fn, on_gradient, batch_size)
         mine = distributed.my_block(samples)
-        if mine:
-            rows, passes, losses = cls._compute(model, loss_fn, space, mine, collate_fn, on_gradient, batch_size)
+        if mine:  # a failure on one rank is raised on all, before any of them gathers
+            rows, passes, losses = distributed.on_every_rank(
+                lambda: cls._compute(model, loss_fn, space, mine, collate_fn, on_gradient, batch_size)
+            )
         else:  # more ranks than rows: this one only takes part in the gathering
+            distributed.on_every_rank(lambda: None)
             rows, passes, losses = (
                 torch.zeros((0, space.dim), dtype=torch.float64),
                 0,

@@ -83,7 +83,7 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     from rec_eraser.tasks.prepare import first_users, run_interactions
 
     folder = Path(run_dir) / ENCODER_DIR
-    if folder.exists():
+    if distributed.agree(folder.exists()):  # rank 0's view, so that every rank takes the same branch
         return ItemEncoder.load(folder)
     if not distributed.is_main():  # rank 0 trains and writes it (below); the others read that
         distributed.barrier()
@@ -237,6 +237,9 @@ def _fit(
     loop = (
         load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None
     ) or LoopState()
+    # data-parallel ranks start from rank 0's model: LLaRA's projector is drawn from the global
+    # random stream, which rank 0's item-encoder training has advanced and the others' have not
+    distributed.broadcast_module_state(model)
     device = next(model.parameters()).device.type
     warning = precision_warning(recipe.precision, device)
     if warning:
@@ -323,14 +326,18 @@ def _backward(model: RecModel, step_samples: list[dict], device: str, precision:
             local = model.response_losses(collate(mine)).float().sum() / len(step_samples)
         local.backward()
     trainable = [p for p in model.parameters() if p.requires_grad]
+    # a parameter no rank reached keeps no gradient, as alone (AdamW then leaves it and its moments be)
+    reached = distributed.all_reduce_sum(torch.tensor([float(p.grad is not None) for p in trainable]))
     for p in trainable:
-        if p.grad is None:  # no instance here reached it (or this rank had none)
+        if p.grad is None:  # reached elsewhere, or nowhere (dropped again below)
             p.grad = torch.zeros_like(p)
     flat = distributed.all_reduce_sum(torch.cat([p.grad.reshape(-1).float() for p in trainable]))
     offset = 0
-    for p in trainable:
+    for p, hits in zip(trainable, reached.tolist()):
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
         offset += p.numel()
+        if hits == 0:
+            p.grad = None
     return distributed.all_reduce_sum(local.detach().float().reshape(1))[0]
 
 

@@ -76,8 +76,10 @@ def owed_by_compaction(registry: Registry) -> list[dict[str, Any]]:
     ``rec-eraser compact`` does so without retraining.
     """
     versions = registry.versions()
+    if len(versions) < 2:
+        return []
     record = registry.manifest(versions[-1])
-    if record.get("kind") != "compacted" or not record.get("landed_during") or len(versions) < 2:
+    if record.get("kind") != "compacted" or not record.get("landed_during"):
         return []
     in_effect = registry.applied_events(versions[-1])
     # the compaction took the lock to write, so the version just before it was current, holding them

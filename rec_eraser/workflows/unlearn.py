@@ -158,19 +158,16 @@ def _with_owed_events(
     registry: Registry, events: Sequence[tuple[int | None, Event]], say: Say
 ) -> list[tuple[int | None, Event]]:
     """``events`` after the ones an interrupted compaction left out of effect (re-applied first,
-    so no deletion stays undone longer than the next request; the caller's copy of one of them,
-    a retried events file, is the same event and is not applied twice)."""
+    so no deletion stays undone longer than the next request; a retried copy of one of them is
+    the same event given twice, which the plan applies once, and a different event under one
+    of their ids is refused there as any id clash is)."""
     owed = owed_by_compaction(registry)
     if not owed:
         return list(events)
-    ids = {e["id"] for e in owed}
-    logger.warning(
-        "re-applying %d event(s) that an interrupted compaction left out of effect: %s",
-        len(owed),
-        ", ".join(sorted(ids)),
-    )
+    ids = ", ".join(e["id"] for e in owed)
+    logger.warning("re-applying %d event(s) that an interrupted compaction left out of effect: %s", len(owed), ids)
     say(f"re-applying {len(owed)} event(s) an interrupted compaction left out of effect")
-    return [*((None, parse_event(e)) for e in owed), *((line, e) for line, e in events if e.id not in ids)]
+    return [*((None, parse_event(e)) for e in owed), *events]
 
 
 def apply_locked(

@@ -48,11 +48,17 @@ def _session(run: Path, recipe: Path, model: Path, ranks: int) -> dict:
     forgot = _cli(["forget-user", str(run), "--user", user, "--sample-size", "6", "--json"], ranks)
     assert forgot.returncode == 0, forgot.stderr
     out["forget"] = json.loads(forgot.stdout)
+    other = max(sorted(set(users) - {user}), key=users.count)
+    events = run.parent / f"events-{ranks}.jsonl"
+    events.write_text(json.dumps({"id": "e1", "type": "delete_user", "user": other}) + "\n")
+    drained = _cli(["apply-events", str(run), str(events), "--sample-size", "6", "--json"], ranks)
+    assert drained.returncode == 0, drained.stderr
+    out["apply"] = json.loads(drained.stdout)
     evaluated = _cli(["evaluate", str(run), "--json"], ranks)
     assert evaluated.returncode == 0, evaluated.stderr
     out["evaluate"] = json.loads(evaluated.stdout)
     out["ledger"] = (run / "ledger.jsonl").read_text().splitlines()
-    out["adapters"] = {v: load_file(run / v / "adapter_model.safetensors") for v in ("v0000", "v0001")}
+    out["adapters"] = {v: load_file(run / v / "adapter_model.safetensors") for v in ("v0000", "v0001", "v0002")}
     return out
 
 
@@ -70,6 +76,7 @@ def sessions(tmp_path_factory, tallrec_run, tiny_model_dir) -> tuple[dict, dict]
 def test_torchrun_writes_each_version_and_ledger_line_once(sessions):
     two, one = sessions
     assert two["train"]["version"] == "v0000" and two["forget"]["version"] == "v0001"
+    assert two["apply"]["version"] == "v0002" and [e["id"] for e in two["apply"]["applied"]] == ["e1"]
     assert len(two["ledger"]) == len(one["ledger"])  # no rank but 0 appended a line
 
 

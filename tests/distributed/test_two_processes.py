@@ -27,7 +27,7 @@ def _flat(update) -> torch.Tensor:
     return torch.cat([d.reshape(-1) for d in update.delta.values()])
 
 
-def compute(run_dir: Path, model_dir: Path) -> dict[str, Any]:
+def compute(run_dir: Path, model_dir: Path, llara_dir: Path) -> dict[str, Any]:
     """Everything compared, computed the same way alone and on every rank."""
     from rec_eraser.bench.toy import ToyTask, make_toy_task
     from rec_eraser.core import EmpiricalFisher, InfluenceEngine, Removal, Replacement, SolverConfig
@@ -67,16 +67,35 @@ def compute(run_dir: Path, model_dir: Path) -> dict[str, Any]:
     out["adapter"] = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if p.requires_grad}
     out["final_loss"] = record["training"]["final_loss"]
     test = load_instances(run_dir, "test")[:5]
-    out["yes_no"] = yes_no_scores_and_losses(loaded, test, batch_size=2)
+    scored: list[int] = []  # what this rank scored itself: its block, not every prompt
+    out["yes_no"] = yes_no_scores_and_losses(loaded, test, batch_size=2, tick=scored.append)
+    out["scored_per_rank"] = distributed.gather_objects([sum(scored)])
     out["losses"] = instance_losses(loaded, test, batch_size=2)
+
+    # LLaRA: the item encoder is trained (by rank 0) on the first training, and the projector
+    # drawn after it; both ranks must still train one model
+    llara = Recipe(
+        rank=4,
+        alpha=8,
+        dropout=0.0,
+        epochs=1,
+        batch_size=3,
+        lr=5e-3,
+        max_train=7,
+        base_model=str(model_dir),
+        item_tokens=True,
+        sasrec_epochs=2,
+    )
+    loaded, _ = fit_loaded(llara_dir, llara, training_instances(llara_dir, llara))
+    out["llara_adapter"] = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if p.requires_grad}
     return out
 
 
-def _rank_main(rank: int, store: str, result: str, run_dir: str, model_dir: str) -> None:
+def _rank_main(rank: int, store: str, result: str, run_dir: str, model_dir: str, llara_dir: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
     try:
-        computed = compute(Path(run_dir), Path(model_dir))
+        computed = compute(Path(run_dir), Path(model_dir), Path(llara_dir))
         if rank == 0:
             torch.save(computed, result)
     finally:
@@ -84,15 +103,18 @@ def _rank_main(rank: int, store: str, result: str, run_dir: str, model_dir: str)
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory, tallrec_run, tiny_model_dir) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(two processes' results, one process's results)."""
+def both(tmp_path_factory, tallrec_run, llara_run, tiny_model_dir) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(two processes' results, one process's results); each trains its own LLaRA item encoder."""
     folder = tmp_path_factory.mktemp("distributed")
     run = folder / "run"
     shutil.copytree(tallrec_run, run)
+    llara_two, llara_one = folder / "llara-2", folder / "llara-1"
+    shutil.copytree(llara_run, llara_two)
+    shutil.copytree(llara_run, llara_one)
     result = folder / "rank0.pt"
     mp.start_processes(
         _rank_main,
-        args=(str(folder / "store"), str(result), str(run), str(tiny_model_dir)),
+        args=(str(folder / "store"), str(result), str(run), str(tiny_model_dir), str(llara_two)),
         nprocs=WORLD,
         join=True,
         start_method="spawn",
@@ -100,7 +122,7 @@ def both(tmp_path_factory, tallrec_run, tiny_model_dir) -> tuple[dict[str, Any],
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the ranks' thread count: the same kernels, the same rounding
     try:
-        alone = compute(run, tiny_model_dir)
+        alone = compute(run, tiny_model_dir, llara_one)
     finally:
         torch.set_num_threads(threads)
     return torch.load(result, weights_only=False), alone
@@ -146,8 +168,16 @@ def test_data_parallel_training_equals_one_process(both):
     assert two["final_loss"] == pytest.approx(alone["final_loss"], rel=1e-5)
 
 
+def test_data_parallel_llara_training_with_item_tokens_equals_one_process(both):
+    two, alone = both
+    assert any("projector" in n for n in alone["llara_adapter"])
+    for name, weight in alone["llara_adapter"].items():
+        torch.testing.assert_close(two["llara_adapter"][name], weight, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_sharded_scoring_equals_one_process(both):
     two, alone = both
+    assert two["scored_per_rank"] == [2, 3] and alone["scored_per_rank"] == [5]  # each rank scored its block
     for got, want in zip(two["yes_no"], alone["yes_no"]):
         assert got.shape == want.shape == (5,)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

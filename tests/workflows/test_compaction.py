@@ -213,3 +213,20 @@ def test_a_retried_owed_event_is_applied_once(run, monkeypatch):
     result = delete(run, second)  # the very event that is owed, sent again
     assert [e["id"] for e in result.applied] == [f"del-{second}"] and result.version == "v0004"
     assert Registry(run).manifest("v0004")["events"][0]["id"] == f"del-{second}"
+
+
+def test_a_rollback_to_a_compacted_version_owes_nothing(run, monkeypatch):
+    first, second = two_users(run)
+    delete(run, first)
+    real_fit = compaction_module.fit_loaded
+
+    def fit_while_a_request_lands(*args, **kwargs):
+        delete(run, second)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
+    assert compact_run(run, eval_prompts=4)["current"] == "v0004"
+    Registry(run).rollback("v0003")  # a deliberate undo of the re-applied deletion, not an interruption
+    registry = Registry(run)
+    assert registry.manifest("v0005")["kind"] == "rollback" and f"del-{second}" not in registry.applied_events("v0005")
+    assert owed_by_compaction(registry) == [] and erasure_status(registry, 86400)["out_of_effect"] == []
