@@ -40,6 +40,12 @@ class SolverConfig:
         seed: seeds every random draw (sub-sample, mini-batches, probes).
         sample_size: instances in the fixed curvature sub-sample (always including the
             edited instances); ``None`` = the whole training set.
+        retained_floor: the sub-sample's unedited instances are at least this fraction of
+            ``sample_size``, so a request that edits more than (1 − it) × ``sample_size``
+            instances grows the sample past ``sample_size``: the curvature, and the
+            calibration that matches the damping on retained rows, keep instances the request
+            does not touch. ``0`` = ``sample_size`` caps the whole sample (the rule before it
+            existed, under which a 53-instance request on a 64-row sample kept 11).
         hvp_budget: stop once this many micro-batch HVPs were spent (``None`` = no cap).
         preconditioner: what preconditions ``cg``: ``"lowrank"`` (the Gauss–Newton matrix
             of sampled-label gradients, coupling kept; see ``rec_eraser.core.lowrank``),
@@ -75,6 +81,7 @@ class SolverConfig:
     tol: float = 1e-3
     seed: int = 0
     sample_size: int | None = None
+    retained_floor: float = 0.5
     hvp_budget: int | None = None
     preconditioner: str | None = None
     preconditioner_samples: int = 16
@@ -111,6 +118,8 @@ class SolverConfig:
             raise SolverConfigError(f"tol must be > 0, got {self.tol}")
         if self.sample_size is not None and self.sample_size < 1:
             raise SolverConfigError(f"sample_size must be >= 1 or None, got {self.sample_size}")
+        if not 0.0 <= self.retained_floor <= 1.0:
+            raise SolverConfigError(f"retained_floor must be in [0, 1], got {self.retained_floor}")
         object.__setattr__(self, "damping_groups", tuple(self.damping_groups))  # a TOML/JSON list becomes hashable
         self._refuse_ignored_settings()
         if not self.lr > 0:

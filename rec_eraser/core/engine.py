@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -103,14 +104,15 @@ class InfluenceEngine:
         return b / len(self.train_samples)
 
     def curvature_samples(self, edits: Sequence[Edit]) -> list[Any]:
-        """The fixed curvature sub-sample: the edited instances plus a seeded random draw."""
+        """The fixed curvature sub-sample: the edited instances plus a seeded draw of the others,
+        ``sample_size`` in all but at least ``retained_floor`` × ``sample_size`` of the others."""
         size = self.config.sample_size
         if size is None or size >= len(self.train_samples):
             return self.train_samples
         edited = old_samples(list(edits))
         edited_ids = {id(z) for z in edited}
         rest = [z for z in self.train_samples if id(z) not in edited_ids]
-        wanted = max(0, size - len(edited))
+        wanted = max(size - len(edited), math.ceil(self.config.retained_floor * size))
         if self.sample_key is not None:
             key, seed = self.sample_key, str(self.config.seed).encode()
             return edited + sorted(rest, key=lambda z: hashlib.blake2b(key(z).encode(), key=seed).digest())[:wanted]

@@ -67,7 +67,16 @@ PARALLELISMS = ("split", "replicated")
 
 #: the settings every method reads: the curvature sample, its batches and seed, the starting
 #: damping's rule, and the residual the engine checks and reports
-COMMON_SETTINGS = ("method", "batch_size", "seed", "sample_size", "tol", "max_residual", "damping_scale")
+COMMON_SETTINGS = (
+    "method",
+    "batch_size",
+    "seed",
+    "sample_size",
+    "retained_floor",
+    "tol",
+    "max_residual",
+    "damping_scale",
+)
 
 
 def register_solver(

@@ -7,7 +7,15 @@ import pytest
 import torch
 from torch import nn
 
-from rec_eraser.core import EmpiricalFisher, InfluenceEngine, ParameterSpace, Removal, Replacement, SolverConfig
+from rec_eraser.core import (
+    EmpiricalFisher,
+    InfluenceEngine,
+    ParameterSpace,
+    Removal,
+    Replacement,
+    SolverConfig,
+    SolverConfigError,
+)
 
 from .conftest import MU, collate, logistic_loss
 
@@ -341,3 +349,22 @@ def test_a_keyed_curvature_draw_is_stable_when_other_instances_leave_the_trainin
     # another seed draws another sample
     config = SolverConfig(method="fisher", sample_size=10, seed=1)
     assert draw(logistic.samples, [0]) != whole
+
+
+def test_a_large_request_grows_the_sample_to_keep_its_retained_floor(logistic):
+    def sample(edited: int, floor: float) -> list:
+        config = SolverConfig(method="fisher", sample_size=10, seed=0, retained_floor=floor)
+        engine = InfluenceEngine(logistic.model(), logistic_loss, logistic.samples, collate, solver=config)
+        return engine.curvature_samples([Removal(z) for z in logistic.samples[:edited]])
+
+    edited_ids = lambda chosen, k: {id(z) for z in chosen} & {id(z) for z in logistic.samples[:k]}  # noqa: E731
+    # a small request: sample_size in all, whatever the floor
+    assert len(sample(3, 0.5)) == 10 and len(edited_ids(sample(3, 0.5), 3)) == 3
+    # 8 edited of a 10-row budget: the floor keeps 5 others (13 rows); without it, 2 others
+    grown = sample(8, 0.5)
+    assert len(grown) == 13 and len(edited_ids(grown, 8)) == 8
+    assert len(sample(8, 0.0)) == 10
+    # a request larger than the budget still keeps the floor's share of others
+    assert len(sample(12, 0.5)) == 12 + 5 and len(sample(12, 0.0)) == 12
+    with pytest.raises(SolverConfigError, match="retained_floor"):
+        SolverConfig(method="fisher", retained_floor=1.5)
