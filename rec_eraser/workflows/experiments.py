@@ -76,6 +76,7 @@ class Experiment:
     seed: int = 0  # corruption, event choice, SISA shards
     retrain_seeds: tuple[int, ...] = (0, 1)
     sample_size: int = 64  # rec_eraser: curvature sub-sample
+    retained_floor: float = 0.5  # rec_eraser: its unedited share, at least (SolverConfig.retained_floor)
     solver_batch_size: int = 4
     sqp_hvp_budget: int = 200
     hvp_sample_size: int = 32  # rec_eraser_sqp and reference_recipe: curvature sub-sample (HVPs cost per instance)

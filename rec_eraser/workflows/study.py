@@ -304,7 +304,12 @@ def cached_adapter(
 
 
 def default_solver(experiment: Experiment) -> SolverConfig:
-    return SolverConfig(method="fisher", sample_size=experiment.sample_size, batch_size=experiment.solver_batch_size)
+    return SolverConfig(
+        method="fisher",
+        sample_size=experiment.sample_size,
+        retained_floor=experiment.retained_floor,
+        batch_size=experiment.solver_batch_size,
+    )
 
 
 # -- can the run judge? -------------------------------------------------------------------------
