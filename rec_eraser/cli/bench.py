@@ -11,6 +11,7 @@ import typer
 from rec_eraser.cli.bench_tables import (
     show_check,
     show_damping,
+    show_profile,
     show_recipe,
     show_scaling,
     show_sequential,
@@ -77,6 +78,13 @@ def bench(
         help="Recipe benchmarks: train (or reuse) the tier's v0000 only and say whether it "
         "beats the task's baseline and memorised (the can_judge conditions that need no Retrain); exit 1 when it does not.",
     ),
+    profile: bool = typer.Option(
+        False,
+        "--profile",
+        help="Recipe benchmarks: profile --steps training steps of the tier's recipe under the attention kernels "
+        "(eager, sdpa), precisions and length-bucketed batches, instead of running the benchmark.",
+    ),
+    steps: int = typer.Option(8, "--steps", min=1, help="--profile: timed optimiser steps per variant."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
     cap_seconds: float = typer.Option(
         3600.0,
@@ -117,8 +125,19 @@ def bench(
     if is_recipe:
         if quick and tier not in (None, "quick"):
             fail(f"--quick and --tier {tier} contradict each other; give one", 2)
-        if check and sequential is not None:
-            fail("--check and --sequential contradict each other; give one", 2)
+        if sum((check, sequential is not None, profile)) > 1:
+            fail("--check, --sequential and --profile contradict each other; give one", 2)
+        if profile:
+            from rec_eraser.workflows.training_profile import profile_training
+
+            _report(
+                lambda: profile_training(
+                    target, tier or ("quick" if quick else "medium"), steps, out, say=progress, base_model=base_model
+                ),
+                as_json,
+                show_profile,
+            )
+            return
         if check:
             _bench_check(
                 Path(target), tier or ("quick" if quick else "full"), out, base_model, precision, as_json, progress

@@ -169,3 +169,22 @@ def show_damping(result: dict[str, Any]) -> None:
             fmt(row["seconds"]),
         )
     console.print(table)
+
+
+def show_profile(result: dict[str, Any]) -> None:
+    """``bench RECIPE --profile``: one row per training variant."""
+    table = Table("variant", "s / instance-step", "speed-up", "peak MB", "padding", "max loss diff")
+    for row in result["variants"]:
+        table.add_row(
+            row["variant"],
+            fmt(row["seconds_per_instance_step"]),
+            fmt(row["speedup"]),
+            fmt(row["peak_mb"]),
+            fmt(row["padding_share"]),
+            fmt(row["max_loss_difference"]),
+        )
+    console.print(
+        f"{result['task']} training, {result['recipe']} at tier {result['tier']} (batch {result['batch_size']}, "
+        f"{result['threads']} threads): {result['variants'][0]['steps']} timed steps per variant"
+    )
+    console.print(table)

@@ -92,11 +92,15 @@ def embedded_model_dir() -> Path:
     return target
 
 
-def load_causal_lm(path: Path | str | None = None, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
+def load_causal_lm(
+    path: Path | str | None = None, dtype: torch.dtype = torch.float32, attention: str = "eager"
+) -> tuple[nn.Module, object]:
     """(model, tokenizer) from a local folder, or the embedded default when ``path`` is None.
 
-    Never reaches a hub (``local_files_only``). Attention is ``eager``: PyTorch's fused
-    CPU attention kernels have no double backward, which the engine's HVPs need.
+    Never reaches a hub (``local_files_only``). Attention is ``eager`` by default: PyTorch's
+    fused CPU attention kernels have no double backward, which the engine's HVPs need;
+    ``"sdpa"`` runs them where no double backward is asked for (the engine's products pin
+    the math kernel, :func:`rec_eraser.core.curvature.deterministic_mode`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,7 +109,7 @@ def load_causal_lm(path: Path | str | None = None, dtype: torch.dtype = torch.fl
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, attn_implementation="eager", local_files_only=True
+            str(folder), dtype=dtype, attn_implementation=attention, local_files_only=True
         )
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except Exception as exc:  # transformers and safetensors raise a zoo of types for a broken folder

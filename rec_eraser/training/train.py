@@ -252,7 +252,7 @@ def _fit(
         while loop.position < len(loop.order):
             step_ids = loop.order[loop.position : loop.position + recipe.batch_size]
             optimizer.zero_grad()
-            loss = _backward(model, [samples[i] for i in step_ids], device, recipe.precision)
+            loss = backward_step(model, [samples[i] for i in step_ids], device, recipe.precision)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"training diverged at step {loop.step} (loss {float(loss)}): lower the recipe's lr"
@@ -302,7 +302,7 @@ def _fit(
     ), record
 
 
-def _backward(model: RecModel, step_samples: list[dict], device: str, precision: str) -> torch.Tensor:
+def backward_step(model: RecModel, step_samples: list[dict], device: str, precision: str) -> torch.Tensor:
     """One optimiser step's gradients in the trainable parameters' ``.grad``; returns the step's
     mean loss (detached).
 

@@ -184,6 +184,12 @@ EXPERIMENT_FILE = "experiment.json"
 
 
 def prepare_study_run(run: Path, experiment: Experiment, recipe: Recipe, say: Say) -> None:
+    prepare_study_data(run, experiment, say)
+    ensure_trained(run, recipe, say)
+
+
+def prepare_study_data(run: Path, experiment: Experiment, say: Say) -> None:
+    """The experiment's prepared run folder (made now, or checked to be this experiment's)."""
     fingerprint = {k: experiment.to_dict()[k] for k in DATA_SETTINGS}
     stamp = run.parent / EXPERIMENT_FILE
     if (run / "manifest.json").is_file():
@@ -206,7 +212,6 @@ def prepare_study_run(run: Path, experiment: Experiment, recipe: Recipe, say: Sa
             transform=corruption(experiment),
         )
         stamp.write_text(json.dumps(fingerprint, indent=2) + "\n")
-    ensure_trained(run, recipe, say)
 
 
 def ensure_trained(run: Path, recipe: Recipe, say: Say) -> Registry:

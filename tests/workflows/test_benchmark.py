@@ -473,6 +473,40 @@ def test_the_experiments_run_on_lastfm_and_steam_files(tmp_path, tiny_model_dir,
     assert 0 <= data["methods"]["rec_eraser"]["metrics"]["hit@1"] <= 1
 
 
+def test_profile_times_each_training_variant_on_the_benchmarks_own_run(ir_bench):
+    data, out = ir_bench
+    manifest = out / "run" / "v0000" / "manifest.json"
+    stamp = manifest.read_bytes()
+    args = ["bench", data["recipe"], "--out", str(out), "--tier", "full", "--profile", "--steps", "1", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    rows = {row["variant"]: row for row in json.loads(result.stdout)["variants"]}
+    assert list(rows) == [
+        "eager, float32",
+        "eager, bfloat16",
+        "sdpa, float32",
+        "sdpa, bfloat16",
+        "sdpa, bfloat16, length-bucketed",
+    ]
+    for row in rows.values():
+        assert row["steps"] == 1 and row["instances"] >= 1 and row["seconds_per_instance_step"] > 0
+        assert 0.0 <= row["padding_share"] < 1.0 and row["peak_mb"] > 0
+    # the reference's own difference is zero; the fused kernel computes the same float32 maths
+    assert rows["eager, float32"]["max_loss_difference"] == 0.0 and rows["eager, float32"]["speedup"] == 1.0
+    assert rows["sdpa, float32"]["max_loss_difference"] < 1e-4
+    # bucketing regroups the same instances, so it never pads more
+    assert rows["sdpa, bfloat16, length-bucketed"]["padding_share"] <= rows["sdpa, bfloat16"]["padding_share"]
+    assert manifest.read_bytes() == stamp  # the benchmark's run is read, not retrained
+
+
+def test_bucketed_order_sorts_each_window_by_length_and_keeps_every_index():
+    from rec_eraser.workflows.training_profile import bucketed_order
+
+    lengths = [5, 1, 4, 2, 9, 3, 8, 7]
+    order = bucketed_order(lengths, batch_size=2, window_batches=2)  # windows of 4 instances
+    assert order == [1, 3, 2, 0, 5, 7, 6, 4] and sorted(order) == list(range(8))
+
+
 def test_check_measures_the_adapter_as_the_benchmark_does_and_reuses_its_run(ir_bench):
     data, out = ir_bench
     manifest = out / "run" / "v0000" / "manifest.json"

@@ -1,0 +1,172 @@
+"""``rec-eraser bench training``: what a training step costs, kernel by kernel.
+
+Training is the largest cost of every benchmark and of every compaction. This profiles a few
+optimiser steps of a benchmark recipe's training (its tier's data, LoRA, batch size and
+learning rate) under variants of the three settings that could make it cheaper:
+
+- the attention kernel: ``eager`` (transformers' explicit softmax(QKᵀ)V, which stores the
+  attention matrix of every layer for the backward pass) or ``sdpa`` (PyTorch's
+  ``scaled_dot_product_attention``, fused kernels where the CPU has them). The influence
+  engine's curvature products need a double backward, which only the math kernel has; they pin
+  it whatever the model was loaded with (:func:`rec_eraser.core.curvature.deterministic_mode`),
+  so the choice is free for training and scoring;
+- the precision of the matrix products: float32 or bfloat16 under autocast;
+- the batching: the recipe's random batches, or length-bucketed ones (each batch drawn from
+  instances of similar length, so less padding).
+
+Each variant starts from the same LoRA initialisation and takes the same instances in the
+same order (bucketing reorders them within windows), so its losses can be compared with the
+first variant's: a kernel that changed the maths would show there. Reported per variant:
+seconds per instance-step (after one warm-up step, which pays for allocations), the peak
+resident memory of the steps, the share of padding tokens, and the largest difference of a
+step's loss from the first variant's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rec_eraser.models import load_causal_lm
+from rec_eraser.training.encode import encode_instance
+from rec_eraser.training.recipe import Recipe
+from rec_eraser.training.train import (
+    backward_step,
+    base_model_path,
+    build_model,
+    parameter_groups,
+    training_instances,
+)
+from rec_eraser.workflows.progress import Say
+from rec_eraser.workflows.study import PeakMemory, open_study, prepare_study_data
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Variant:
+    attention: str  # "eager" or "sdpa"
+    precision: str  # "float32" or "bfloat16"
+    bucketed: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.attention}, {self.precision}" + (", length-bucketed" if self.bucketed else "")
+
+
+#: the first is the reference the others' losses are compared with (today's training)
+DEFAULT_VARIANTS = (
+    Variant("eager", "float32"),
+    Variant("eager", "bfloat16"),
+    Variant("sdpa", "float32"),
+    Variant("sdpa", "bfloat16"),
+    Variant("sdpa", "bfloat16", bucketed=True),
+)
+
+
+def bucketed_order(lengths: list[int], batch_size: int, window_batches: int = 16) -> list[int]:
+    """Indices in batches of similar length: the given order cut into windows of
+    ``window_batches`` batches, each window sorted by length (so the randomness of the order
+    between windows stays, and a batch's instances differ little in length)."""
+    window = batch_size * window_batches
+    order: list[int] = []
+    for start in range(0, len(lengths), window):
+        chunk = list(range(start, min(start + window, len(lengths))))
+        order.extend(sorted(chunk, key=lambda i: lengths[i]))
+    return order
+
+
+def _padding_share(batches: list[list[int]], lengths: list[int]) -> float:
+    real = sum(lengths[i] for b in batches for i in b)
+    padded = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - real / padded if padded else 0.0
+
+
+def _profile_variant(
+    run: Path, recipe: Recipe, variant: Variant, warm_up: list, timed: list
+) -> tuple[dict[str, Any], list[float]]:
+    memory = PeakMemory()
+    with memory.watch():
+        lm, tokenizer = load_causal_lm(base_model_path(recipe), attention=variant.attention)
+        model, item_index = build_model(run, recipe, lm, recipe.seed)
+        encode = lambda z: encode_instance(z, tokenizer, item_index, recipe.max_length)  # noqa: E731
+        samples = [encode(z) for z in timed]
+        lengths = [int(s["input_ids"].shape[0]) for s in samples]
+        # one window over the timed instances: the same instances as unbucketed, regrouped
+        order = bucketed_order(lengths, recipe.batch_size, len(timed)) if variant.bucketed else list(range(len(timed)))
+        batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
+        optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
+        model.train()
+        # one untimed step first, the same for every variant: it pays for allocations and lazy set-up
+        optimizer.zero_grad()
+        backward_step(model, [encode(z) for z in warm_up], "cpu", variant.precision)
+        optimizer.step()
+        losses, t0 = [], time.perf_counter()
+        for batch in batches:
+            optimizer.zero_grad()
+            loss = backward_step(model, [samples[i] for i in batch], "cpu", variant.precision)
+            optimizer.step()
+            losses.append(float(loss))
+        seconds = time.perf_counter() - t0
+    tokens = sum(lengths)
+    return {
+        "variant": variant.name,
+        "attention": variant.attention,
+        "precision": variant.precision,
+        "bucketed": variant.bucketed,
+        "steps": len(batches),
+        "instances": len(timed),
+        "seconds": seconds,
+        "seconds_per_instance_step": seconds / len(timed),
+        "peak_mb": memory.peak_mb,
+        "padding_share": _padding_share(batches, lengths),
+        "mean_tokens": tokens / len(timed),
+    }, losses
+
+
+def profile_training(
+    recipe_path: Path | str,
+    tier: str = "medium",
+    steps: int = 8,
+    out: Path | None = None,
+    variants: tuple[Variant, ...] = DEFAULT_VARIANTS,
+    say: Say | None = None,
+    base_model: Path | None = None,
+) -> dict[str, Any]:
+    """Profile ``steps`` optimiser steps (plus a warm-up) of ``recipe_path``'s training at ``tier``
+    under each of ``variants``; returns the JSON-ready result (see the module)."""
+    experiment, recipe, out, say = open_study(recipe_path, tier, out, base_model, say, study="training")
+    run = out / "run"
+    prepare_study_data(run, experiment, say)
+    instances = training_instances(run, recipe)
+    gen = torch.Generator().manual_seed(recipe.seed)  # the training's own first-epoch order
+    order = torch.randperm(len(instances), generator=gen).tolist()
+    size = recipe.batch_size
+    warm_up, timed = [instances[i] for i in order[:size]], [instances[i] for i in order[size : (steps + 1) * size]]
+    rows, reference = [], None
+    for variant in variants:
+        say(f"profiling {steps} steps: {variant.name}")
+        row, losses = _profile_variant(run, recipe, variant, warm_up, timed)
+        if variant.bucketed:  # other instances per step: its losses are not comparable step by step
+            row["max_loss_difference"] = None
+        elif reference is None:
+            reference, row["max_loss_difference"] = losses, 0.0
+        else:
+            row["max_loss_difference"] = max(abs(a - b) for a, b in zip(losses, reference))
+        rows.append(row)
+    base = rows[0]["seconds_per_instance_step"]
+    for row in rows:
+        row["speedup"] = base / row["seconds_per_instance_step"] if base and row["seconds_per_instance_step"] else None
+    return {
+        "recipe": str(recipe_path),
+        "tier": tier,
+        "task": experiment.task,
+        "batch_size": recipe.batch_size,
+        "threads": torch.get_num_threads(),
+        "variants": rows,
+    }
