@@ -81,8 +81,8 @@ def bench(
     profile: bool = typer.Option(
         False,
         "--profile",
-        help="Recipe benchmarks: profile --steps training steps of the tier's recipe under the attention kernels "
-        "(eager, sdpa), precisions and length-bucketed batches, instead of running the benchmark.",
+        help="Recipe benchmarks: profile --steps training steps of the tier's recipe (default tier: medium) under the "
+        "attention kernels (eager, sdpa), precisions and length-bucketed batches, instead of running the benchmark.",
     ),
     steps: int = typer.Option(8, "--steps", min=1, help="--profile: timed optimiser steps per variant."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),

@@ -34,7 +34,11 @@ SOLVER_HELP = (
 # every `--help`); tests/test_cli.py checks that they stay equal
 SOLVER_OPT = typer.Option("fisher", "--solver", help=SOLVER_HELP)
 SAMPLE_OPT = typer.Option(
-    64, "--sample-size", min=1, help="Instances in the curvature sub-sample (always holding the edited ones)."
+    64,
+    "--sample-size",
+    min=1,
+    help="Instances in the curvature sub-sample (always holding the edited ones, and at least half this many others: "
+    "a large request grows it).",
 )
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
 DAMPING_OPT = typer.Option(

@@ -112,7 +112,8 @@ class InfluenceEngine:
         edited = old_samples(list(edits))
         edited_ids = {id(z) for z in edited}
         rest = [z for z in self.train_samples if id(z) not in edited_ids]
-        wanted = max(size - len(edited), math.ceil(self.config.retained_floor * size))
+        # rounded first: 0.07 * 100 is 7.000000000000001 in floats, which must not ask for 8
+        wanted = max(size - len(edited), math.ceil(round(self.config.retained_floor * size, 9)))
         if self.sample_key is not None:
             key, seed = self.sample_key, str(self.config.seed).encode()
             return edited + sorted(rest, key=lambda z: hashlib.blake2b(key(z).encode(), key=seed).digest())[:wanted]

@@ -16,7 +16,7 @@ and computes every figure from their outcomes the same way. Adding a method is o
   when it pays, as ``--solver cg`` does; ``rec_eraser_cg_plain`` / ``_lowrank``, optional:
   never / always), ``rec_eraser_sqp`` (the same system as a QP by SVRG within
   ``sqp_hvp_budget`` HVPs) and ``reference_recipe`` (the reference implementation's 20 Adam
-  steps at lr 1e-5 on that QP), on ``hvp_sample_size`` curvature instances.
+  steps at lr 1e-5 on that QP), on ``hvp_sample_size`` curvature instances (grown as every sample is, ``retained_floor``).
 - ``sisa``: shards by user, one adapter per shard, scores averaged; forgetting retrains only
   the shards holding edited instances.
 - ``gradient_ascent``, ``graddiff``, ``npo`` on the forget set; ``finetune`` on the corrected

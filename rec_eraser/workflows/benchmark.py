@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rec_eraser.core import SolverError
+from rec_eraser.core import SolverConfig, SolverError
 from rec_eraser.jsonable import finite
 from rec_eraser.tasks.prepare import load_manifest
 from rec_eraser.training.train import load_version
@@ -105,7 +105,7 @@ def run_benchmark(
     )
     if not events:
         raise ExperimentError("the experiment yields no events (raise fraction or max_users)")
-    version = _unlearned_version(registry, events)
+    version = _unlearned_version(registry, events, default_solver(experiment))
     # v0000's gap: the one the cached update used or training recorded, else measured now (and handed to the update)
     memorisation = original_memorisation(run, say, version)
     if version is None:
@@ -258,8 +258,9 @@ def check_adapter(
     return result
 
 
-def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
-    """The version that applied exactly ``events`` to v0000, if one exists; refuses a run edited otherwise."""
+def _unlearned_version(registry: Registry, events: list[Event], solver: SolverConfig) -> str | None:
+    """The version that applied exactly ``events`` to v0000 with ``solver``, if one exists; refuses
+    a run edited otherwise, or by another solver configuration."""
     current = registry.current()
     if current == "v0000":
         return None
@@ -275,5 +276,14 @@ def _unlearned_version(registry: Registry, events: list[Event]) -> str | None:
         raise ExperimentError(
             f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
             "settings differ); use another --out, or remove that version folder to apply the events again"
+        )
+    # a version written before retained_floor existed drew its sample under the old rule (floor 0)
+    solved_with = {"retained_floor": 0.0, **((chain[0].get("solver") or {}).get("config") or {})}
+    wanted = json.loads(json.dumps(solver.to_dict()))  # as the manifest holds it (tuples as lists)
+    differs = sorted(k for k, v in wanted.items() if solved_with.get(k, v) != v)
+    if differs:
+        raise ExperimentError(
+            f"{registry.run_dir}/{current} was made by another version of the default update (its solver's "
+            f"{', '.join(differs)} differ); use another --out, or remove that version folder to apply the events again"
         )
     return current

@@ -98,6 +98,8 @@ class Experiment:
             raise RecipeError(
                 "recipe: [experiment] retrain_seeds needs at least two distinct seeds (Retrain's seed-to-seed spread is the noise floor)"
             )
+        if not 0.0 <= self.retained_floor <= 1.0:
+            raise RecipeError(f"recipe: [experiment] retained_floor must be in [0, 1], got {self.retained_floor}")
         if not self.baseline_lr > 0:
             raise RecipeError(f"recipe: [experiment] baseline_lr must be > 0, got {self.baseline_lr}")
         if self.methods is not None and not self.methods:

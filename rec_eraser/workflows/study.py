@@ -54,8 +54,11 @@ class PeakMemory:
     would count toward every later method's peak.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, host: bool = False) -> None:
+        """``host``: resident memory even where CUDA is available (a CPU-only measurement)."""
         self.peak_mb: float | None = None
+        self.start_mb: float | None = None  # the resident memory when the block began
+        self._host = host
         self._stop = threading.Event()
         self._page = 4096
         try:
@@ -90,7 +93,9 @@ class PeakMemory:
     @contextmanager
     def watch(self) -> Iterator[PeakMemory]:
         self._release_freed_memory()
-        if torch.cuda.is_available():
+        self.start_mb = self._rss_mb()
+        cuda = torch.cuda.is_available() and not self._host
+        if cuda:
             torch.cuda.reset_peak_memory_stats()
         thread = threading.Thread(target=self._poll, daemon=True)
         thread.start()
@@ -99,7 +104,7 @@ class PeakMemory:
         finally:
             self._stop.set()
             thread.join()
-            if torch.cuda.is_available():
+            if cuda:
                 self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
 
 

@@ -1,4 +1,4 @@
-"""``rec-eraser bench training``: what a training step costs, kernel by kernel.
+"""``rec-eraser bench RECIPE --profile``: what a training step costs, kernel by kernel.
 
 Training is the largest cost of every benchmark and of every compaction. This profiles a few
 optimiser steps of a benchmark recipe's training (its tier's data, LoRA, batch size and
@@ -11,15 +11,17 @@ learning rate) under variants of the three settings that could make it cheaper:
   it whatever the model was loaded with (:func:`rec_eraser.core.curvature.deterministic_mode`),
   so the choice is free for training and scoring;
 - the precision of the matrix products: float32 or bfloat16 under autocast;
-- the batching: the recipe's random batches, or length-bucketed ones (each batch drawn from
-  instances of similar length, so less padding).
+- the batching: the recipe's random batches, or length-bucketed ones (the same instances
+  regrouped so that a batch's lengths are close: less padding).
 
-Each variant starts from the same LoRA initialisation and takes the same instances in the
-same order (bucketing reorders them within windows), so its losses can be compared with the
-first variant's: a kernel that changed the maths would show there. Reported per variant:
-seconds per instance-step (after one warm-up step, which pays for allocations), the peak
-resident memory of the steps, the share of padding tokens, and the largest difference of a
-step's loss from the first variant's.
+Every variant starts from the same LoRA (and, for LLaRA, projector) initialisation, takes one
+untimed warm-up step on the same batch, then the same instances in the same order (bucketing
+regroups them), so its per-step losses can be compared with the first variant's: a kernel that
+changed the maths would show there. Reported per variant: seconds per instance-step, the
+resident memory the steps added on top of the loaded model (``step_peak_mb``; the process's
+total at its peak is ``peak_mb``, which also holds the interpreter and the loaded dataset),
+the share of padding tokens, and the largest difference of a step's loss from the first
+variant's.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ from rec_eraser.training.train import (
     backward_step,
     base_model_path,
     build_model,
+    ensure_item_encoder,
     parameter_groups,
     training_instances,
+    uses_item_tokens,
 )
+from rec_eraser.workflows.experiments import ExperimentError
 from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.study import PeakMemory, open_study, prepare_study_data
 
@@ -77,7 +82,8 @@ def bucketed_order(lengths: list[int], batch_size: int, window_batches: int = 16
     order: list[int] = []
     for start in range(0, len(lengths), window):
         chunk = list(range(start, min(start + window, len(lengths))))
-        order.extend(sorted(chunk, key=lambda i: lengths[i]))
+        # longest first: a short last batch then holds the shortest instances, not the longest
+        order.extend(sorted(chunk, key=lambda i: -lengths[i]))
     return order
 
 
@@ -90,18 +96,18 @@ def _padding_share(batches: list[list[int]], lengths: list[int]) -> float:
 def _profile_variant(
     run: Path, recipe: Recipe, variant: Variant, warm_up: list, timed: list
 ) -> tuple[dict[str, Any], list[float]]:
-    memory = PeakMemory()
+    lm, tokenizer = load_causal_lm(base_model_path(recipe), attention=variant.attention)
+    model, item_index = build_model(run, recipe, lm, recipe.seed)
+    encode = lambda z: encode_instance(z, tokenizer, item_index, recipe.max_length)  # noqa: E731
+    samples = [encode(z) for z in timed]
+    lengths = [int(s["input_ids"].shape[0]) for s in samples]
+    # one window over the timed instances: the same instances as unbucketed, regrouped
+    order = bucketed_order(lengths, recipe.batch_size, len(timed)) if variant.bucketed else list(range(len(timed)))
+    batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
+    optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
+    model.train()
+    memory = PeakMemory(host=True)  # a CPU profile: resident memory, whatever torch sees
     with memory.watch():
-        lm, tokenizer = load_causal_lm(base_model_path(recipe), attention=variant.attention)
-        model, item_index = build_model(run, recipe, lm, recipe.seed)
-        encode = lambda z: encode_instance(z, tokenizer, item_index, recipe.max_length)  # noqa: E731
-        samples = [encode(z) for z in timed]
-        lengths = [int(s["input_ids"].shape[0]) for s in samples]
-        # one window over the timed instances: the same instances as unbucketed, regrouped
-        order = bucketed_order(lengths, recipe.batch_size, len(timed)) if variant.bucketed else list(range(len(timed)))
-        batches = [order[i : i + recipe.batch_size] for i in range(0, len(order), recipe.batch_size)]
-        optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
-        model.train()
         # one untimed step first, the same for every variant: it pays for allocations and lazy set-up
         optimizer.zero_grad()
         backward_step(model, [encode(z) for z in warm_up], "cpu", variant.precision)
@@ -124,6 +130,7 @@ def _profile_variant(
         "seconds": seconds,
         "seconds_per_instance_step": seconds / len(timed),
         "peak_mb": memory.peak_mb,
+        "step_peak_mb": None if memory.peak_mb is None or memory.start_mb is None else memory.peak_mb - memory.start_mb,
         "padding_share": _padding_share(batches, lengths),
         "mean_tokens": tokens / len(timed),
     }, losses
@@ -148,6 +155,13 @@ def profile_training(
     order = torch.randperm(len(instances), generator=gen).tolist()
     size = recipe.batch_size
     warm_up, timed = [instances[i] for i in order[:size]], [instances[i] for i in order[size : (steps + 1) * size]]
+    if not timed:
+        raise ExperimentError(
+            f"{len(instances)} training instances leave none to time after a warm-up batch of {size}; "
+            "choose a tier with more (max_train)"
+        )
+    if uses_item_tokens(run, recipe):  # trained once here, so that no variant's start depends on training it
+        ensure_item_encoder(run, recipe, recipe.seed)
     rows, reference = [], None
     for variant in variants:
         say(f"profiling {steps} steps: {variant.name}")
