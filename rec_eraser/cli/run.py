@@ -128,6 +128,7 @@ def train(
     console.print(
         f"trained {version} on {manifest['train_instances']} instances: {t['steps']} steps in {t['seconds']:.0f} s "
         f"({t['seconds_per_instance_step']:.2f} s per instance-step), final epoch loss {t['final_loss']:.3f}"
+        + (f", peak memory {t['peak_mb']:.0f} MB" if t.get("peak_mb") else "")
     )
     if gap:
         console.print(

@@ -165,7 +165,7 @@ def _print_apply(result: Any) -> None:
         console.print(
             f"cost: {cost['update_seconds']:.1f} s, {cost['ratio_to_floor']:.2g}x its floor (the {cost['floor_rows']} "
             f"edited instances' gradients, {cost['floor_seconds']:.1f} s); {cost['rows_computed']} gradient rows computed, "
-            f"{cost['rows_reused']} reused"
+            f"{cost['rows_reused']} reused" + (f"; peak memory {m['peak_mb']:.0f} MB" if m.get("peak_mb") else "")
         )
     cal = m.get("calibration")
     if cal:

@@ -26,6 +26,7 @@ from torch import nn
 from rec_eraser.core import distributed
 from rec_eraser.errors import EXIT_CODES, RecEraserError
 from rec_eraser.files import run_lock, write_folder_atomically
+from rec_eraser.memory import PeakMemory
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
@@ -405,7 +406,10 @@ def _train_run(run_dir: Path, recipe: Recipe, progress: Progress | None, measure
         raise FileExistsError(f"{target} exists: this run is trained already (see `rec-eraser adapters list`)")
     instances = training_instances(run_dir, recipe)
     # an interrupted `rec-eraser train` resumes where it stopped (a hidden file beside the versions)
-    loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint_path(run_dir, version_name(0)))
+    memory = PeakMemory()
+    with memory.watch():
+        loaded, record = _fit(run_dir, recipe, instances, progress, checkpoint_path(run_dir, version_name(0)))
+    record["training"]["peak_mb"] = memory.peak_mb
     if measure is not None:
         t0 = time.perf_counter()
         try:

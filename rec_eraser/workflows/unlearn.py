@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rec_eraser.core import SolverConfig, distributed
+from rec_eraser.memory import PeakMemory
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
 from rec_eraser.training.train import LoadedModel, load_version
@@ -184,12 +185,15 @@ def apply_locked(
 ) -> ApplyResult:
     """:func:`apply_events` for a caller that holds the run's lock already (``registry.writing()``):
     a compaction re-applies, under its own lock, the events that landed while it trained."""
-    work = _compute(
-        registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
-    )
+    memory = PeakMemory()
+    with memory.watch():
+        work = _compute(
+            registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
+        )
     result = work.result
     if work.plan is None:
         return result
+    result.metrics["peak_mb"] = memory.peak_mb  # the process's peak resident memory (CUDA: the allocator's)
     parent, plan, manifest = result.parent, work.plan, work.manifest
     edited = registry.edited(parent)
     edited.update({i: plan.after[i] for i in plan.changed})

@@ -236,7 +236,7 @@ def test_train_and_evaluate_commands(tmp_path, tallrec_run, tiny_model_dir):
     manifest = json.loads((run / "v0000" / "manifest.json").read_text())
     assert data["memorisation_gap"]["measured_on"] == "v0000"
     assert data["memorisation_gap"] == manifest["metrics"]["calibration"]["memorisation_gap"]
-    assert manifest["training"]["measure_seconds"] > 0
+    assert manifest["training"]["measure_seconds"] > 0 and manifest["training"]["peak_mb"] > 0
     skipped = copy_run(tallrec_run, tmp_path / "cli-no-gap")
     args = [
         "train",

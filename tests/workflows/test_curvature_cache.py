@@ -43,6 +43,7 @@ def test_the_next_request_reuses_the_rows_and_lands_where_computing_them_lands(r
     assert (run / CACHE_FILE).is_file()
     cost = Registry(run).manifest("v0001")["metrics"]["cost"]
     assert cost["rows_reused"] == 0 and cost["rows_computed"] == 12
+    assert Registry(run).manifest("v0001")["metrics"]["peak_mb"] > 0  # every request records its peak memory
 
     # the second request: the same update whether its rows are reused or computed, up to the rows' staleness
     from rec_eraser.training.train import load_version
