@@ -27,6 +27,17 @@ def delete(run, user: str):
     return apply_events(run, [(None, Event(f"del-{user}", "delete_user", user))], solver=SOLVER)
 
 
+def a_request_lands_during_the_training(run, monkeypatch, user: str) -> None:
+    """The next compaction's training deletes ``user`` first: the lock is free while it trains."""
+    real_fit = compaction_module.fit_loaded
+
+    def fit_while_a_request_lands(*args, **kwargs):
+        delete(run, user)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
+
+
 def pending_ids(run) -> list[str]:
     return [e["id"] for e in erasure_status(Registry(run), 86400)["pending_approximate"]]
 
@@ -64,13 +75,7 @@ def test_compaction_retrains_on_the_edited_set_compares_and_covers_the_events(ru
 def test_requests_landing_during_the_training_are_applied_once_on_top_and_stay_pending(run, monkeypatch):
     first, second = two_users(run)
     delete(run, first)
-    real_fit = compaction_module.fit_loaded
-
-    def fit_while_a_request_lands(*args, **kwargs):
-        delete(run, second)  # the lock is free while the compaction trains
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
+    a_request_lands_during_the_training(run, monkeypatch, second)
     result = compact_run(run, eval_prompts=4)
     registry = Registry(run)
     # v0002: the request during the training; v0003: the compaction of v0001; v0004: v0002's event again on top
@@ -116,16 +121,11 @@ def test_a_rollback_during_the_training_writes_nothing(run, monkeypatch):
 def test_a_failed_re_apply_restores_the_version_that_holds_the_events(run, monkeypatch):
     first, second = two_users(run)
     delete(run, first)
-    real_fit = compaction_module.fit_loaded
-
-    def fit_while_a_request_lands(*args, **kwargs):
-        delete(run, second)
-        return real_fit(*args, **kwargs)
+    a_request_lands_during_the_training(run, monkeypatch, second)
 
     def failing_apply(*args, **kwargs):
         raise RuntimeError("solver diverged")
 
-    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
     monkeypatch.setattr(compaction_module, "apply_locked", failing_apply)
     with pytest.raises(CompactionError, match="restores v0002"):
         compact_run(run, eval_prompts=4)
@@ -151,16 +151,11 @@ def test_the_curvature_cache_of_the_replaced_adapter_is_not_reused(run):
 
 def killed_after_writing_the_compacted_version(run, monkeypatch, second: str) -> None:
     """The state a kill leaves between writing the compacted version and re-applying on top of it."""
-    real_fit = compaction_module.fit_loaded
-
-    def fit_while_a_request_lands(*args, **kwargs):
-        delete(run, second)
-        return real_fit(*args, **kwargs)
+    a_request_lands_during_the_training(run, monkeypatch, second)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies here: neither the re-apply nor the rollback happens
 
-    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
     monkeypatch.setattr(compaction_module, "apply_locked", killed)
     monkeypatch.setattr(Registry, "rollback_locked", killed)
     with pytest.raises(KeyboardInterrupt):
@@ -218,13 +213,7 @@ def test_a_retried_owed_event_is_applied_once(run, monkeypatch):
 def test_a_rollback_to_a_compacted_version_owes_nothing(run, monkeypatch):
     first, second = two_users(run)
     delete(run, first)
-    real_fit = compaction_module.fit_loaded
-
-    def fit_while_a_request_lands(*args, **kwargs):
-        delete(run, second)
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_request_lands)
+    a_request_lands_during_the_training(run, monkeypatch, second)
     assert compact_run(run, eval_prompts=4)["current"] == "v0004"
     Registry(run).rollback("v0003")  # a deliberate undo of the re-applied deletion, not an interruption
     registry = Registry(run)
