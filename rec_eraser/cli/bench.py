@@ -11,6 +11,7 @@ import typer
 from rec_eraser.cli.bench_tables import (
     show_check,
     show_damping,
+    show_encoder,
     show_profile,
     show_recipe,
     show_scaling,
@@ -24,7 +25,7 @@ from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fai
 def bench(
     target: str = typer.Argument(
         ...,
-        help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', or a benchmark recipe: a file (recipes/ml100k-<task>-<edit>.toml) or a shipped recipe's name (ml100k-<task>-<edit>).",
+        help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', 'encoder' (how much of a user the SASRec item encoder holds), or a benchmark recipe: a file (recipes/ml100k-<task>-<edit>.toml) or a shipped recipe's name (ml100k-<task>-<edit>).",
     ),
     base_model: Optional[Path] = typer.Option(
         None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."
@@ -86,6 +87,7 @@ def bench(
     ),
     steps: int = typer.Option(8, "--steps", min=1, help="--profile: timed optimiser steps per variant."),
     task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
+    dataset: str = typer.Option("ml-100k", "--dataset", help="encoder: the dataset whose item encoder is tested."),
     cap_seconds: float = typer.Option(
         3600.0,
         "--cap-seconds",
@@ -107,13 +109,13 @@ def bench(
     ('calibration'), or every unlearning method on one experiment (a recipe file)."""
     from rec_eraser.shipped import shipped_names
 
-    named = ("solvers", "damping", "calibration", "scaling")
+    named = ("solvers", "damping", "calibration", "scaling", "encoder")
     is_recipe = target not in named and (
         target.endswith(".toml") or Path(target).is_file() or target in shipped_names("recipes")
     )
     if target not in named and not is_recipe:
         fail(
-            f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling', a recipe file such as "
+            f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling', 'encoder', a recipe file such as "
             "recipes/ml100k-tallrec-ir.toml, or a shipped recipe's name such as ml100k-tallrec-ir",
             2,
         )
@@ -163,6 +165,11 @@ def bench(
         return
     if target == "scaling":
         _bench_scaling(sizes, task, out, base_model, cap_seconds or None, as_json, progress)
+        return
+    if target == "encoder":
+        from rec_eraser.workflows.encoder_membership import encoder_membership
+
+        _report(lambda: encoder_membership(dataset, seed=seed, say=progress), as_json, show_encoder)
         return
     if target == "calibration":
         _bench_calibration(base_model, forget_sets, forget_users, seed, as_json, progress)

@@ -188,3 +188,22 @@ def show_profile(result: dict[str, Any]) -> None:
         f"{result['threads']} threads): {result['variants'][0]['steps']} timed steps per variant"
     )
     console.print(table)
+
+
+def show_encoder(result: dict[str, Any]) -> None:
+    """``bench encoder``: the membership test of the item encoder before and after retraining it."""
+    console.print(
+        f"{result['dataset']}: SASRec item encoder, {result['forget_users']} forget users against "
+        f"{result['holdout_users']} held-out users ({result['epochs']} epochs, seed {result['seed']})"
+    )
+    table = Table("encoder", "forget users' loss", "held-out users' loss", "membership AUC")
+    for name in ("with", "without"):
+        row = result[name]
+        table.add_row(
+            f"trained {name} them", fmt(row["forget_loss"]), fmt(row["holdout_loss"]), fmt(row["membership_auc"])
+        )
+    console.print(table)
+    console.print(
+        f"AUC drop on retraining without them: {fmt(result['auc_drop'])} (permutation p-value of the first AUC: "
+        f"{fmt(result['with']['p_value'])})"
+    )
