@@ -402,11 +402,22 @@ if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESUL
     import sys
 
     if len(sys.argv) != 2:
-        sys.exit("usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json|scaling.json")
+        sys.exit(
+            "usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json|scaling.json|"
+            "profile.json|encoder.json"
+        )
     loaded = json.loads(Path(sys.argv[1]).read_text())
     if "checkpoints" in loaded:
         sys.stdout.write(sequential_markdown(loaded))
     elif "fit" in loaded:
         sys.stdout.write(scaling_markdown(loaded))
+    elif "variants" in loaded:  # bench RECIPE --profile
+        from rec_eraser.workflows.training_profile import markdown as profile_markdown
+
+        sys.stdout.write(profile_markdown(loaded))
+    elif "auc_drop" in loaded:  # bench encoder
+        from rec_eraser.workflows.encoder_membership import markdown as encoder_markdown
+
+        sys.stdout.write(encoder_markdown(loaded))
     else:
         sys.stdout.write(markdown(loaded))

@@ -129,3 +129,27 @@ def encoder_membership(
             result[name]["p_value"] = _permutation_p(members, strangers, auc_with, permutations, seed)
     result["auc_drop"] = result["with"]["membership_auc"] - result["without"]["membership_auc"]
     return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The study as Markdown, for the docs (rendered from the result file)."""
+    lines = [
+        f"{result['dataset']}: {result['forget_users']} forget users against {result['holdout_users']} held-out users "
+        f"(of {result['users']}); SASRec trained {result['epochs']} epochs, seed {result['seed']} "
+        f"({result['train_seconds']['with']:.0f} s and {result['train_seconds']['without']:.0f} s).",
+        "",
+        "| item encoder | forget users' loss | held-out users' loss | membership AUC |",
+        "|---|---|---|---|",
+    ]
+    for name in ("with", "without"):
+        row = result[name]
+        lines.append(
+            f"| trained {name} the forget users | {row['forget_loss']:.3f} | {row['holdout_loss']:.3f} | "
+            f"{row['membership_auc']:.3f} |"
+        )
+    lines += [
+        "",
+        f"AUC drop on retraining without them: {result['auc_drop']:.3f}; permutation p-value of the first AUC: "
+        f"{result['with']['p_value']:.3g}.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -184,3 +184,26 @@ def profile_training(
         "threads": torch.get_num_threads(),
         "variants": rows,
     }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The profile as a Markdown table, for the docs (rendered from the result file)."""
+
+    def num(value: Any, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}g}"
+
+    lines = [
+        f"{result['task']} training, `{result['recipe']}` at tier {result['tier']}: batch {result['batch_size']}, "
+        f"{result['threads']} threads, {result['variants'][0]['steps']} timed steps "
+        f"({result['variants'][0]['instances']} instances) per variant after one warm-up step.",
+        "",
+        "| variant | s / instance-step | speed-up | peak MB (process) | MB added by the steps | padding share | max loss difference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["variants"]:
+        lines.append(
+            f"| {row['variant']} | {num(row['seconds_per_instance_step'])} | {num(row['speedup'])} | "
+            f"{num(row['peak_mb'], 4)} | {num(row['step_peak_mb'], 4)} | {num(row['padding_share'], 2)} | "
+            f"{num(row['max_loss_difference'], 2)} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -42,3 +42,7 @@ def test_the_study_trains_with_and_without_the_forget_users_and_reports_both(sma
     assert 0.0 < result["with"]["p_value"] <= 1.0
     assert result["auc_drop"] == pytest.approx(result["with"]["membership_auc"] - result["without"]["membership_auc"])
     assert result["items_only_forget_users_had"] >= 0 and set(result["train_seconds"]) == {"with", "without"}
+    from rec_eraser.workflows.encoder_membership import markdown
+
+    table = markdown(result)
+    assert f"{result['with']['membership_auc']:.3f}" in table and "trained without the forget users" in table

@@ -480,7 +480,11 @@ def test_profile_times_each_training_variant_on_the_benchmarks_own_run(ir_bench)
     args = ["bench", data["recipe"], "--out", str(out), "--tier", "full", "--profile", "--steps", "1", "--json"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    rows = {row["variant"]: row for row in json.loads(result.stdout)["variants"]}
+    body = json.loads(result.stdout)
+    rows = {row["variant"]: row for row in body["variants"]}
+    from rec_eraser.workflows.training_profile import markdown
+
+    assert markdown(body).count("\n| ") == 6  # the header and one row per variant
     assert list(rows) == [
         "eager, float32",
         "eager, bfloat16",
