@@ -383,7 +383,9 @@ def suggest_noise_command(
     run: str = typer.Argument(..., help=RUN_HELP),
     top: int = typer.Option(50, "--top", min=1, help="How many interactions to suggest."),
     score: str = typer.Option(
-        "self_influence", "--score", help="self_influence (through the update's damped Fisher) or loss."
+        "self_influence",
+        "--score",
+        help="self_influence (through the update's damped Fisher), loss, or leave_out (how much leaving the interaction out of a prompt's history lowers its loss).",
     ),
     correct: bool = typer.Option(
         False, "--correct", help="TALLRec: suggest flipping the labels of the interactions that are targets."

@@ -9,7 +9,12 @@ instances the interaction appears in:
 - ``self_influence``: gᵀ(F + λI)⁻¹g, the instance's gradient through the damped empirical
   Fisher of the default update (its 64-instance sample and damping rule); an instance that
   pulls the parameters against the rest scores high (Koh & Liang's self-influence, with the
-  curvature the update itself uses).
+  curvature the update itself uses);
+- ``leave_out``: how much an instance's loss falls when the interaction is left out of its
+  prompt's history (one forward pass per instance and history item), averaged over the
+  instances whose history holds it: an injected item the adapter finds misleading scores high.
+  Interactions that are only targets get no such score and rank last (it is a score for
+  query modification, not for a wrong label or target).
 
 The top K become a ready events file: one ``remove_interactions`` event per user, or with
 ``correct=True`` on TALLRec one ``correct_label`` per interaction, ranked among the instances'
@@ -34,6 +39,7 @@ from rec_eraser.core import EmpiricalFisher, InfluenceEngine
 from rec_eraser.core.curvature import deterministic_mode
 from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.instance import Instance
+from rec_eraser.tasks.rewrite import PromptContext, without_items
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import rec_loss
 from rec_eraser.training.scoring import instance_losses
@@ -44,7 +50,7 @@ from rec_eraser.workflows.progress import Say
 from rec_eraser.workflows.registry import Registry
 from rec_eraser.workflows.unlearn import DEFAULT_SOLVER
 
-SCORES = ("self_influence", "loss")
+SCORES = ("self_influence", "loss", "leave_out")
 #: instances whose gradients are computed together (memory: this many rows of the adapter's size)
 _CHUNK = 16
 
@@ -87,6 +93,25 @@ def self_influence(loaded: Any, training_set: Sequence[Instance], say: Say) -> n
                 out[start + j] = value / (1.0 - value / fisher.size) if id(chunk[j]) in in_sample else value
             say(f"self-influence: {min(start + _CHUNK, len(encoded))}/{len(encoded)} instances")
     return out
+
+
+def leave_out(loaded: Any, training_set: Sequence[Instance], ctx: PromptContext, say: Say) -> dict[Pair, float]:
+    """(user, item) -> the mean fall of the loss of the instances whose history holds it when it is
+    left out of that history (the instance's loss minus the rewritten instance's)."""
+    variants, owners = [], []
+    for i, z in enumerate(training_set):
+        for item in sorted({s.item for s in z.interactions[:-1]} - {z.target_item}):
+            rewritten = without_items(z, {item}, ctx)
+            if rewritten is not None and rewritten != z:
+                variants.append(rewritten)
+                owners.append((i, (z.user, item)))
+    say(f"leave-out: {len(variants)} instances with one history item left out")
+    base = instance_losses(loaded, training_set)
+    altered = instance_losses(loaded, variants)
+    falls: dict[Pair, list[float]] = defaultdict(list)
+    for (i, pair), loss in zip(owners, altered):
+        falls[pair].append(float(base[i] - loss))
+    return {pair: float(np.mean(v)) for pair, v in falls.items()}
 
 
 def _truth_pairs(path: Path | str) -> set[Pair]:
@@ -148,7 +173,11 @@ def suggest_noise(
     values: dict[str, dict[Pair, float]] = {}
     for name, scores in per_instance.items():
         values[name] = {p: float(np.mean(scores[held[p]])) for p in pairs}
-        rankings[name] = sorted(pairs, key=lambda p, v=values[name]: (-v[p], p))
+    if score == "leave_out" or truth_pairs is not None:
+        falls = leave_out(loaded, training_set, PromptContext.of_run(run_dir), say)
+        values["leave_out"] = {p: falls.get(p, -np.inf) for p in pairs}  # targets only: last
+    for name, by_pair in values.items():
+        rankings[name] = sorted(pairs, key=lambda p, v=by_pair: (-v[p], p))
     chosen = rankings[score][:top]
     events = _events(chosen, targets, version, correct)
     result: dict[str, Any] = {
@@ -156,7 +185,10 @@ def suggest_noise(
         "version": version,
         "score": score,
         "interactions": len(pairs),
-        "suggested": [{"user": u, "item": i, "score": values[score][(u, i)]} for u, i in chosen],
+        "suggested": [
+            {"user": u, "item": i, "score": values[score][(u, i)] if np.isfinite(values[score][(u, i)]) else None}
+            for u, i in chosen
+        ],
         "events": [e.to_dict() for e in events],
     }
     if truth_pairs is not None:

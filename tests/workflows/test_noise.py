@@ -86,9 +86,14 @@ def test_suggested_removals_apply_cleanly_and_are_measured_against_known_noise(r
     scores = [s["score"] for s in body["suggested"]]
     assert scores == sorted(scores, reverse=True)
     # every ranking is measured, the random one included, against the 3 reachable noisy pairs
-    assert body["truth"]["noisy_interactions"] == 3 and set(body["truth"]) >= {"loss", "self_influence", "random"}
+    assert body["truth"]["noisy_interactions"] == 3 and set(body["truth"]) >= {
+        "loss",
+        "self_influence",
+        "leave_out",
+        "random",
+    }
     assert body["truth"]["base_rate"] == pytest.approx(3 / len(pairs))
-    for name in ("loss", "self_influence", "random"):
+    for name in ("loss", "self_influence", "leave_out", "random"):
         for k, figures in body["truth"][name].items():  # hits counted once: precision and recall agree
             assert figures["precision"] * int(k) == pytest.approx(figures["recall"] * 3)
             assert figures["recall"] == 1.0 or int(k) < len(pairs)
@@ -118,3 +123,26 @@ def test_suggested_label_corrections_flip_the_target_labels(run, tmp_path):
 def test_bad_requests_get_one_line(run, args, message):
     result = runner.invoke(app, ["suggest-noise", str(run), *args])
     assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
+
+
+def test_leave_out_is_the_mean_loss_fall_of_the_instances_whose_history_holds_the_item(trained):
+    from rec_eraser.tasks.rewrite import PromptContext, without_items
+    from rec_eraser.training.scoring import instance_losses
+    from rec_eraser.training.train import load_version
+    from rec_eraser.workflows.noise import leave_out
+
+    training_set = Registry(trained).training_set("v0000")
+    loaded = load_version(trained, "v0000")
+    ctx = PromptContext.of_run(trained)
+    falls = leave_out(loaded, training_set, ctx, lambda _m: None)
+    user, item = next(iter(sorted(falls)))
+    holders = [z for z in training_set if z.user == user and item in {s.item for s in z.interactions[:-1]}]
+    holders = [z for z in holders if z.target_item != item]
+    before = instance_losses(loaded, holders)
+    after = instance_losses(loaded, [without_items(z, {item}, ctx) for z in holders])
+    assert holders and falls[(user, item)] == pytest.approx(float((before - after).mean()), rel=1e-5, abs=1e-7)
+    # a pair that is only ever a target has no history to leave it out of
+    only_targets = {(z.user, z.target_item) for z in training_set} - {
+        (z.user, s.item) for z in training_set for s in z.interactions[:-1]
+    }
+    assert not only_targets & set(falls)
