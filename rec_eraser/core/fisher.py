@@ -223,17 +223,13 @@ class EmpiricalFisher:
         if distributed.world()[1] == 1:
             return cls._compute(model, loss_fn, space, samples, collate_fn, on_gradient, batch_size)
         mine = distributed.my_block(samples)
-        if mine:  # a failure on one rank is raised on all, before any of them gathers
-            rows, passes, losses = distributed.on_every_rank(
-                lambda: cls._compute(model, loss_fn, space, mine, collate_fn, on_gradient, batch_size)
-            )
-        else:  # more ranks than rows: this one only takes part in the gathering
-            distributed.on_every_rank(lambda: None)
-            rows, passes, losses = (
-                torch.zeros((0, space.dim), dtype=torch.float64),
-                0,
-                torch.zeros(0, dtype=torch.float64),
-            )
+
+        def block() -> tuple[torch.Tensor, int, torch.Tensor | None]:
+            if not mine:  # more ranks than rows: this one only takes part in the gathering
+                return torch.zeros((0, space.dim), dtype=torch.float64), 0, torch.zeros(0, dtype=torch.float64)
+            return cls._compute(model, loss_fn, space, mine, collate_fn, on_gradient, batch_size)
+
+        rows, passes, losses = distributed.on_every_rank(block)  # a failure on one rank is raised on all
         # a batched pass keeps no per-row loss; then no rank's losses are kept
         everyone_has_losses = distributed.sum_int(int(losses is not None)) == distributed.world()[1]
         gathered_losses = distributed.gather_rows(losses) if everyone_has_losses else None
