@@ -74,6 +74,9 @@ class Experiment:
     eval_prompts: int = 200  # test prompts every method is evaluated on
     generate: bool = False  # llara: also greedy generation (ValidRatio); ranking always
     seed: int = 0  # corruption, event choice, SISA shards
+    # ir only: seeds which users are deleted in place of `seed`. It is not a data setting, so a
+    # run folder (its data, v0000) is reused and one adapter is judged on several forget sets.
+    forget_seed: int | None = None
     retrain_seeds: tuple[int, ...] = (0, 1)
     sample_size: int = 64  # rec_eraser: curvature sub-sample
     retained_floor: float = 0.5  # rec_eraser: its unedited share, at least (SolverConfig.retained_floor)
@@ -112,6 +115,11 @@ class Experiment:
             raise RecipeError(
                 f"recipe: [experiment] methods: unknown method {unknown[0]!r} in methods; choose from {', '.join(known)}"
                 f"{renamed_hint(unknown[0])}"
+            )
+        if self.forget_seed is not None and self.edit != "ir":
+            raise RecipeError(
+                f"recipe: [experiment] forget_seed applies to the ir edit only (the {self.edit} events undo "
+                "the recorded corruption, which `seed` draws)"
             )
         if self.max_users is not None and self.max_users < 1:
             raise RecipeError(f"recipe: [experiment] max_users must be >= 1, got {self.max_users}")
@@ -294,7 +302,7 @@ def experiment_events(
     """The events of ``experiment``: deletions of a seeded share of ``trained_users`` (ir), or
     the events that undo the recorded corruption (qm, rc)."""
     if experiment.edit == "ir":
-        rng = np.random.default_rng(experiment.seed)
+        rng = np.random.default_rng(experiment.seed if experiment.forget_seed is None else experiment.forget_seed)
         users = sorted(set(trained_users), key=lambda u: (len(u), u))
         count = max(1, round(experiment.fraction * len(users)))
         return [

@@ -212,6 +212,23 @@ def test_ir_events_delete_a_seeded_share_of_the_trained_users(tmp_path):
     assert events == experiment_events(experiment, None, list(reversed(users)))  # order-independent, seeded
 
 
+def test_forget_seed_draws_another_forget_set_on_the_same_data(tmp_path):
+    import dataclasses
+
+    from rec_eraser.workflows.study import DATA_SETTINGS
+
+    default = load_experiment_for(tmp_path, "tallrec", "ir", fraction=0.25)
+    other = dataclasses.replace(default, forget_seed=1)
+    users = [str(u) for u in range(1, 41)]
+    assert experiment_events(other, None, users) != experiment_events(default, None, users)
+    same = dataclasses.replace(default, forget_seed=default.seed)
+    assert experiment_events(same, None, users) == experiment_events(default, None, users)
+    # not a data setting: the run folder (data and v0000) of the default is reused
+    assert {k: other.to_dict()[k] for k in DATA_SETTINGS} == {k: default.to_dict()[k] for k in DATA_SETTINGS}
+    with pytest.raises(RecipeError, match="forget_seed applies to the ir edit only"):
+        dataclasses.replace(load_experiment_for(tmp_path, "tallrec", "qm"), forget_seed=1)
+
+
 def load_experiment_for(tmp_path: Path, task: str, edit: str, fraction: float = 0.2):
     path = tmp_path / f"{task}-{edit}.toml"
     path.write_text(f"[experiment]\ntask = '{task}'\nedit = '{edit}'\nfraction = {fraction}\n")
