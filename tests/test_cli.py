@@ -23,6 +23,21 @@ def test_bench_solvers_json_schema():
         assert row["relative_error"] < 1e-2 and row["hvps"] > 0
 
 
+def test_bench_data_size_prepares_the_first_users_of_a_synthetic_dataset(tmp_path):
+    result = runner.invoke(
+        app,
+        ["bench", "data-size", "--interactions", "6000", "--max-users", "5", "--out", str(tmp_path), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    load, prep = data["load"], data["prepare"]
+    assert load["users"] == prep["users"] == 5 and load["interactions"] == prep["interactions"]
+    # every kept user has >= 2 interactions; each but the first is a target (train, valid or test)
+    assert prep["instances"] == prep["interactions"] - prep["users"]
+    assert data["every_user_estimate"]["instances"] == 6000 - 42  # ML-20M's ratio: 42 users for 6,000
+    assert list(tmp_path.iterdir()) == []  # the synthetic files and the run are removed
+
+
 def test_unknown_benchmark_is_one_line_error():
     result = runner.invoke(app, ["bench", "nonsense"])
     assert result.exit_code == 2

@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from rec_eraser.cli.bench_named import NAMED_BENCHMARKS, BenchOptions, report
 from rec_eraser.cli.bench_tables import (
     show_check,
-    show_damping,
-    show_encoder,
     show_profile,
     show_recipe,
-    show_scaling,
     show_sequential,
-    show_solvers,
 )
-from rec_eraser.cli.common import USER_ERRORS, app, console, emit_json, err, fail, fail_on
+from rec_eraser.cli.common import app, err, fail
+from rec_eraser.workflows.data_scale import ML20M_INTERACTIONS
 
 
 @app.command()
 def bench(
     target: str = typer.Argument(
         ...,
-        help="What to benchmark: 'solvers', 'damping', 'calibration', 'scaling', 'encoder' (how much of a user the SASRec item encoder holds), or a benchmark recipe: a file (recipes/ml100k-<task>-<edit>.toml) or a shipped recipe's name (ml100k-<task>-<edit>).",
+        help="What to benchmark: a named benchmark ("
+        + "; ".join(f"'{name}': {b.help}" for name, b in NAMED_BENCHMARKS.items())
+        + ") or a benchmark recipe: a file (recipes/ml100k-<task>-<edit>.toml) or a shipped recipe's name "
+        "(ml100k-<task>-<edit>).",
     ),
     base_model: Optional[Path] = typer.Option(
         None, "--base-model", help="A local Hugging Face causal LM folder (default: a tiny random Llama)."
@@ -100,6 +100,12 @@ def bench(
     forget_users: int = typer.Option(
         2, "--forget-users", min=1, help="calibration: users in each forget set (2 instances each)."
     ),
+    interactions: int = typer.Option(
+        ML20M_INTERACTIONS, "--interactions", min=2, help="data-size: interactions of the synthetic dataset."
+    ),
+    max_users: Optional[int] = typer.Option(
+        1000, "--max-users", min=1, help="data-size: the users prepare keeps (the first N; the checks cover all)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
@@ -109,14 +115,13 @@ def bench(
     ('calibration'), or every unlearning method on one experiment (a recipe file)."""
     from rec_eraser.shipped import shipped_names
 
-    named = ("solvers", "damping", "calibration", "scaling", "encoder")
-    is_recipe = target not in named and (
+    is_recipe = target not in NAMED_BENCHMARKS and (
         target.endswith(".toml") or Path(target).is_file() or target in shipped_names("recipes")
     )
-    if target not in named and not is_recipe:
+    if target not in NAMED_BENCHMARKS and not is_recipe:
         fail(
-            f"unknown benchmark {target!r}: choose 'solvers', 'damping', 'calibration', 'scaling', 'encoder', a recipe file such as "
-            "recipes/ml100k-tallrec-ir.toml, or a shipped recipe's name such as ml100k-tallrec-ir",
+            f"unknown benchmark {target!r}: choose {', '.join(repr(n) for n in NAMED_BENCHMARKS)}, a recipe file such "
+            "as recipes/ml100k-tallrec-ir.toml, or a shipped recipe's name such as ml100k-tallrec-ir",
             2,
         )
     import torch
@@ -124,88 +129,65 @@ def bench(
     if threads:
         torch.set_num_threads(threads)
     progress = None if (quiet or as_json) else (lambda msg: err.print(f"[dim]{msg}...[/dim]"))
-    if is_recipe:
-        if quick and tier not in (None, "quick"):
-            fail(f"--quick and --tier {tier} contradict each other; give one", 2)
-        if sum((check, sequential is not None, profile)) > 1:
-            fail("--check, --sequential and --profile contradict each other; give one", 2)
-        if profile:
-            from rec_eraser.workflows.training_profile import profile_training
+    if not is_recipe:
+        options = BenchOptions(
+            base_model=base_model,
+            methods=methods,
+            n_train=n_train,
+            curvature=curvature,
+            scales=scales,
+            sizes=sizes,
+            task=task,
+            dataset=dataset,
+            cap_seconds=cap_seconds or None,
+            forget_sets=forget_sets,
+            forget_users=forget_users,
+            interactions=interactions,
+            max_users=max_users,
+            seed=seed,
+            out=out,
+            as_json=as_json,
+            progress=progress,
+        )
+        NAMED_BENCHMARKS[target].run(options)
+        return
+    if quick and tier not in (None, "quick"):
+        fail(f"--quick and --tier {tier} contradict each other; give one", 2)
+    if sum((check, sequential is not None, profile)) > 1:
+        fail("--check, --sequential and --profile contradict each other; give one", 2)
+    if profile:
+        from rec_eraser.workflows.training_profile import profile_training
 
-            _report(
-                lambda: profile_training(
-                    target, tier or ("quick" if quick else "medium"), steps, out, say=progress, base_model=base_model
-                ),
-                as_json,
-                show_profile,
-            )
-            return
-        if check:
-            _bench_check(
-                Path(target), tier or ("quick" if quick else "full"), out, base_model, precision, as_json, progress
-            )
-            return
-        if sequential is not None:
-            _bench_sequential(
-                Path(target),
-                tier or ("quick" if quick else "medium"),
-                sequential,
-                checkpoints,
-                batch_fraction,
-                out,
-                base_model,
-                precision,
-                as_json,
-                progress,
-            )
-            return
-        _bench_recipe(
-            Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, precision, as_json, progress
+        report(
+            lambda: profile_training(
+                target, tier or ("quick" if quick else "medium"), steps, out, say=progress, base_model=base_model
+            ),
+            as_json,
+            show_profile,
         )
         return
-    if target == "scaling":
-        _bench_scaling(sizes, task, out, base_model, cap_seconds or None, as_json, progress)
-        return
-    if target == "encoder":
-        from rec_eraser.workflows.encoder_membership import encoder_membership
-
-        _report(lambda: encoder_membership(dataset, seed=seed, say=progress), as_json, show_encoder)
-        return
-    if target == "calibration":
-        _bench_calibration(base_model, forget_sets, forget_users, seed, as_json, progress)
-        return
-    if target == "damping":
-        try:
-            scale_values = [float(x) for x in scales.split(",")]
-        except ValueError:
-            fail(f"--scales {scales!r}: expected comma-separated numbers")
-        _bench_damping(base_model, scale_values, seed, as_json, progress)
-        return
-    from rec_eraser.bench.solvers import run_solver_benchmark
-
-    def solvers() -> dict[str, Any]:
-        result = run_solver_benchmark(
-            base_model, methods.split(",") if methods else None, n_train, curvature, seed=seed, on_progress=progress
+    if check:
+        _bench_check(
+            Path(target), tier or ("quick" if quick else "full"), out, base_model, precision, as_json, progress
         )
-        return {**result, "threads": torch.get_num_threads()}
-
-    _report(solvers, as_json, show_solvers)
-
-
-def _report(
-    compute: Callable[[], dict[str, Any]], as_json: bool, show: Callable[[dict[str, Any]], None]
-) -> dict[str, Any]:
-    """Every benchmark's ending: run it (a user error is one line and exit 1), then print its
-    result as one JSON object or for people."""
-    try:
-        result = compute()
-    except USER_ERRORS as exc:
-        fail_on(exc)
-    if as_json:
-        emit_json(result)
-    else:
-        show(result)
-    return result
+        return
+    if sequential is not None:
+        _bench_sequential(
+            Path(target),
+            tier or ("quick" if quick else "medium"),
+            sequential,
+            checkpoints,
+            batch_fraction,
+            out,
+            base_model,
+            precision,
+            as_json,
+            progress,
+        )
+        return
+    _bench_recipe(
+        Path(target), tier or ("quick" if quick else "full"), out, methods, base_model, precision, as_json, progress
+    )
 
 
 def _bench_recipe(
@@ -220,7 +202,7 @@ def _bench_recipe(
 ) -> None:
     from rec_eraser.workflows.benchmark import run_benchmark
 
-    _report(
+    report(
         lambda: run_benchmark(
             recipe,
             tier=tier,
@@ -246,7 +228,7 @@ def _bench_check(
 ) -> None:
     from rec_eraser.workflows.benchmark import check_adapter
 
-    result = _report(
+    result = report(
         lambda: check_adapter(recipe, tier=tier, out=out, base_model=base_model, say=progress, precision=precision),
         as_json,
         show_check,
@@ -273,7 +255,7 @@ def _bench_sequential(
         marks = tuple(int(x) for x in checkpoints.split(","))
     except ValueError:
         fail(f"--checkpoints {checkpoints!r}: expected comma-separated integers", 2)
-    _report(
+    report(
         lambda: run_sequential(
             recipe,
             tier=tier,
@@ -287,51 +269,4 @@ def _bench_sequential(
         ),
         as_json,
         show_sequential,
-    )
-
-
-def _bench_scaling(
-    sizes: str,
-    task: str,
-    out: Optional[Path],
-    base_model: Optional[Path],
-    cap_seconds: Optional[float],
-    as_json: bool,
-    progress: Any,
-) -> None:
-    from rec_eraser.tasks.prompt_registry import task_names
-    from rec_eraser.workflows.scaling import run_scaling
-
-    if task not in task_names():
-        fail(f"--task {task!r}: choose one of {', '.join(task_names())}", 2)
-    try:
-        size_values = [int(x) for x in sizes.split(",")]
-    except ValueError:
-        fail(f"--sizes {sizes!r}: expected comma-separated integers")
-    _report(
-        lambda: run_scaling(
-            size_values, task=task, out=out, base_model=base_model, cap_seconds=cap_seconds, say=progress
-        ),
-        as_json,
-        show_scaling,
-    )
-
-
-def _bench_calibration(
-    base_model: Optional[Path], sets: int, forget_users: int, seed: int, as_json: bool, progress: Any
-) -> None:
-    from rec_eraser.bench.targets import markdown, run_target_study
-
-    _report(
-        lambda: run_target_study(base_model, sets=sets, forget_users=forget_users, seed=seed, on_progress=progress),
-        as_json,
-        lambda result: console.print(markdown(result), markup=False),
-    )
-
-
-def _bench_damping(base_model: Optional[Path], scales: list[float], seed: int, as_json: bool, progress: Any) -> None:
-    from rec_eraser.bench.damping import run_damping_check
-
-    _report(
-        lambda: run_damping_check(base_model, scales=scales, seed=seed, on_progress=progress), as_json, show_damping
     )

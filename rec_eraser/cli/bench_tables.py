@@ -207,3 +207,27 @@ def show_encoder(result: dict[str, Any]) -> None:
         f"AUC drop on retraining without them: {fmt(result['auc_drop'])} (permutation p-value of the first AUC: "
         f"{fmt(result['with']['p_value'])})"
     )
+
+
+def show_data_size(result: dict[str, Any]) -> None:
+    """``bench data-size``: loading and preparing a synthetic dataset of a real size."""
+    load, prep, every = result["load"], result["prepare"], result["every_user_estimate"]
+    console.print(
+        f"synthetic dataset: {result['interactions']:,} interactions ({fmt(result['file_mb'])} MB .inter file, "
+        f"written in {fmt(result['generate_seconds'])} s)"
+    )
+    table = Table("stage", "seconds", "peak memory (MB)", "users", "interactions", "instances")
+    table.add_row("load", fmt(load["seconds"]), fmt(load["peak_mb"]), str(load["users"]), str(load["interactions"]), "")
+    table.add_row(
+        f"prepare {result['task']}",
+        fmt(prep["seconds"]),
+        fmt(prep["peak_mb"]),
+        str(prep["users"]),
+        str(prep["interactions"]),
+        str(prep["instances"]),
+    )
+    console.print(table)
+    console.print(
+        f"{fmt(prep['bytes_per_instance'])} bytes per prepared instance: every user's {every['instances']:,} "
+        f"instances would take about {fmt(every['run_gb'])} GB (an estimate, not written)"
+    )

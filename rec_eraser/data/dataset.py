@@ -18,7 +18,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rec_eraser.data.atomic import AtomicTable, DatasetError, read_atomic
+import numpy as np
+
+from rec_eraser.data.atomic import AtomicColumns, AtomicTable, DatasetError, read_atomic, read_atomic_columns
 from rec_eraser.data.mapping import Mapping, known_datasets, load_mapping, mapping_for
 
 logger = logging.getLogger(__name__)
@@ -170,10 +172,107 @@ def _check_keys(table: AtomicTable, key: str, role: str) -> dict[str, int]:
     return out
 
 
+def _first_at(mask: np.ndarray) -> int:
+    """Index of the first true value of ``mask``."""
+    return int(np.argmax(mask))
+
+
+def _item_checks(
+    inter: AtomicColumns, folder: Path, base: str, chosen: Mapping, files: dict[str, str]
+) -> tuple[AtomicColumns, dict[str, str]]:
+    """Check interactions' items against ``.item`` (dropping unknown ones if the mapping says so);
+    returns the interactions kept and the titles."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    titles: dict[str, str] = {}
+    if not (folder / f"{base}.item").is_file():
+        if chosen.title:
+            logger.warning("%s: no %s.item file; items are named by their ids", folder, base)
+        return inter, titles
+    table = read_atomic(folder / f"{base}.item")
+    files[table.path.name] = table.sha256
+    known = _check_keys(table, chosen.item_file_key, "item")
+    items = inter.tokens[chosen.item]
+    bad = ~pc.is_in(items, value_set=pa.array(list(known), pa.string())).to_numpy(zero_copy_only=False)
+    if bad.any() and chosen.unknown_items == "error":
+        first = _first_at(bad)
+        raise DatasetError(
+            inter.path,
+            f"item {items[first].as_py()!r} is not in {table.path.name} "
+            f'({int(bad.sum())} such interactions; unknown_items = "drop" in the mapping drops them)',
+            line=int(inter.lines[first]),
+            field=chosen.item,
+        )
+    if bad.any():
+        logger.warning(
+            "%s: dropped %d interactions whose item is not in %s (first at line %d)",
+            inter.path,
+            int(bad.sum()),
+            table.path.name,
+            int(inter.lines[_first_at(bad)]),
+        )
+        inter = inter.take(~bad)
+    if chosen.title:
+        key, col = table.index(chosen.item_file_key, "item key"), table.index(chosen.title, "title")
+        for row in table.rows:
+            if row[key].strip() and row[col].strip():
+                titles.setdefault(row[key].strip(), row[col].strip())
+    return inter, titles
+
+
+def _user_checks(inter: AtomicColumns, folder: Path, base: str, chosen: Mapping, files: dict[str, str]) -> None:
+    """Every interaction's user is in ``.user`` and every listed user has an interaction."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not (folder / f"{base}.user").is_file():
+        return
+    table = read_atomic(folder / f"{base}.user")
+    files[table.path.name] = table.sha256
+    listed = _check_keys(table, chosen.user_file_key, "user")
+    users = inter.tokens[chosen.user]
+    stray = ~pc.is_in(users, value_set=pa.array(list(listed), pa.string())).to_numpy(zero_copy_only=False)
+    if stray.any():
+        first = _first_at(stray)
+        raise DatasetError(
+            inter.path,
+            f"user {users[first].as_py()!r} is not in {table.path.name}",
+            line=int(inter.lines[first]),
+            field=chosen.user,
+        )
+    seen = set(pc.unique(users).to_pylist())
+    empty = [(line, user) for user, line in listed.items() if user not in seen]
+    if empty:
+        line, user = min(empty)
+        raise DatasetError(
+            table.path,
+            f"user {user!r} has an empty history (no interaction in {inter.path.name}; {len(empty)} such users)",
+            line=line,
+            field=chosen.user_file_key,
+        )
+
+
+def _first_users(inter: AtomicColumns, user: str, max_users: int) -> AtomicColumns:
+    """The interactions of the first ``max_users`` users, in order of first appearance
+    (dictionary encoding numbers values in that order)."""
+    import pyarrow.compute as pc
+
+    codes = pc.dictionary_encode(inter.tokens[user]).indices.to_numpy(zero_copy_only=False)
+    return inter if codes.max(initial=-1) < max_users else inter.take(codes < max_users)
+
+
 def load_dataset(
-    name_or_path: str | Path, root: Path | str | None = None, mapping: Mapping | Path | str | None = None
+    name_or_path: str | Path,
+    root: Path | str | None = None,
+    mapping: Mapping | Path | str | None = None,
+    max_users: int | None = None,
 ) -> Dataset:
     """Load a dataset by name (``ml-100k``, ``lastfm``, ``steam``) or folder.
+
+    The ``.inter`` file is read into arrays (:func:`read_atomic_columns`) and checked there;
+    only the interactions kept become :class:`Interaction` objects, so a large file restricted
+    with ``max_users`` costs the arrays, not a Python object per interaction.
 
     Args:
         name_or_path: a known dataset name (a ``str``), a folder holding ``<name>.inter`` (and
@@ -181,72 +280,39 @@ def load_dataset(
             a folder or file; write ``"./ml-100k"`` for a local folder named like a known dataset.
         root: where a user-supplied dataset lies (the folder itself or its parent).
         mapping: overrides the mapping (a :class:`Mapping`, a mapping file or a known name).
+        max_users: keep only the first N users (in order of first appearance), after the
+            checks, which cover every interaction.
 
     Raises:
-        DatasetError: files missing or malformed (message names file, line and field).
+        DatasetError: files missing or malformed (message names file, line and field), or
+            ``max_users`` below 1.
     """
     folder, base, chosen = _resolve(name_or_path, Path(root) if root is not None else None, mapping)
-    inter = read_atomic(folder / f"{base}.inter")
-    users = inter.tokens(chosen.user, "user")
-    items = inter.tokens(chosen.item, "item")
-    ratings = inter.floats(chosen.rating, "rating") if chosen.rating else [None] * len(inter)
-    times = inter.floats(chosen.timestamp, "timestamp") if chosen.timestamp else [None] * len(inter)
-    rows = [Interaction(u, i, r, t, line) for u, i, r, t, line in zip(users, items, ratings, times, inter.lines)]
+    if max_users is not None and max_users < 1:
+        raise DatasetError(folder, f"max_users must be >= 1, got {max_users}")
+    floats = {name: role for name, role in ((chosen.rating, "rating"), (chosen.timestamp, "timestamp")) if name}
+    tokens = {chosen.user: "user", chosen.item: "item"}
+    inter = read_atomic_columns(folder / f"{base}.inter", tokens, floats)
     files = {inter.path.name: inter.sha256}
-    if not rows:
+    if not len(inter):
         raise DatasetError(inter.path, "no interactions", line=2)
-
-    titles: dict[str, str] = {}
-    if (folder / f"{base}.item").is_file():
-        table = read_atomic(folder / f"{base}.item")
-        files[table.path.name] = table.sha256
-        known = _check_keys(table, chosen.item_file_key, "item")
-        bad = [x for x in rows if x.item not in known]
-        if bad and chosen.unknown_items == "error":
-            raise DatasetError(
-                inter.path,
-                f"item {bad[0].item!r} is not in {table.path.name} "
-                f'({len(bad)} such interactions; unknown_items = "drop" in the mapping drops them)',
-                line=bad[0].line,
-                field=chosen.item,
-            )
-        if bad:
-            logger.warning(
-                "%s: dropped %d interactions whose item is not in %s (first at line %d)",
-                inter.path,
-                len(bad),
-                table.path.name,
-                bad[0].line,
-            )
-            rows = [x for x in rows if x.item in known]
-        if chosen.title:
-            key, col = table.index(chosen.item_file_key, "item key"), table.index(chosen.title, "title")
-            for row in table.rows:
-                if row[key].strip() and row[col].strip():
-                    titles.setdefault(row[key].strip(), row[col].strip())
-    elif chosen.title:
-        logger.warning("%s: no %s.item file; items are named by their ids", folder, base)
-
-    if (folder / f"{base}.user").is_file():
-        table = read_atomic(folder / f"{base}.user")
-        files[table.path.name] = table.sha256
-        listed = _check_keys(table, chosen.user_file_key, "user")
-        seen = {x.user for x in rows}
-        stray = next((x for x in rows if x.user not in listed), None)
-        if stray is not None:
-            raise DatasetError(
-                inter.path, f"user {stray.user!r} is not in {table.path.name}", line=stray.line, field=chosen.user
-            )
-        empty = [(line, user) for user, line in listed.items() if user not in seen]
-        if empty:
-            line, user = min(empty)
-            raise DatasetError(
-                table.path,
-                f"user {user!r} has an empty history (no interaction in {inter.path.name}; {len(empty)} such users)",
-                line=line,
-                field=chosen.user_file_key,
-            )
-
+    inter, titles = _item_checks(inter, folder, base, chosen, files)
+    _user_checks(inter, folder, base, chosen, files)
+    if max_users is not None:
+        inter = _first_users(inter, chosen.user, max_users)
+    count = len(inter)
+    ratings = inter.floats[chosen.rating].tolist() if chosen.rating else [None] * count
+    times = inter.floats[chosen.timestamp].tolist() if chosen.timestamp else [None] * count
+    rows = [
+        Interaction(u, i, r, t, line)
+        for u, i, r, t, line in zip(
+            inter.tokens[chosen.user].to_pylist(),
+            inter.tokens[chosen.item].to_pylist(),
+            ratings,
+            times,
+            inter.lines.tolist(),
+        )
+    ]
     data = Dataset(base, folder, chosen, tuple(rows), titles, files)
     logger.info(
         "loaded %s from %s: %d users, %d items, %d interactions",

@@ -129,9 +129,9 @@ def prepare(
     out = Path(out_dir)
     prompts = prompts_of(task)
     _check_out_dir(out)
-    dataset = load_dataset(dataset_name_or_path, root=root)
-    if max_users is not None:
-        dataset = first_users(dataset, max_users)
+    if max_users is not None and max_users < 1:
+        raise TaskError(f"max_users must be >= 1, got {max_users}")
+    dataset = load_dataset(dataset_name_or_path, root=root, max_users=max_users)
     transform_record = None
     if transform is not None:
         dataset, transform_record = transform(dataset)

@@ -81,7 +81,7 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     from rec_eraser.data import load_dataset
     from rec_eraser.encoders.sasrec import ItemEncoder
     from rec_eraser.encoders.sasrec_train import train_sasrec
-    from rec_eraser.tasks.prepare import first_users, run_interactions
+    from rec_eraser.tasks.prepare import run_interactions
 
     folder = Path(run_dir) / ENCODER_DIR
     if distributed.agree(folder.exists()):  # rank 0's view, so that every rank takes the same branch
@@ -92,10 +92,11 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     manifest = load_manifest(run_dir)
     # the same files prepare read (their hashes are in the run's manifest)
     dataset = load_dataset(
-        manifest["dataset"]["name"], root=manifest["dataset"]["root"], mapping=Path(manifest["mapping"]["path"])
+        manifest["dataset"]["name"],
+        root=manifest["dataset"]["root"],
+        mapping=Path(manifest["mapping"]["path"]),
+        max_users=manifest.get("max_users") or None,
     )
-    if manifest.get("max_users"):
-        dataset = first_users(dataset, manifest["max_users"])
     if manifest.get("transform"):
         # the run was built from changed interactions (a benchmark's corruption): the encoder
         # learns from those, as the adapter does, read back from the instances' provenance
