@@ -70,6 +70,7 @@ DEFAULT_VARIANTS = (
     Variant("eager", "bfloat16"),
     Variant("sdpa", "float32"),
     Variant("sdpa", "bfloat16"),
+    Variant("eager", "bfloat16", bucketed=True),  # bucketing on the kernel training uses
     Variant("sdpa", "bfloat16", bucketed=True),
 )
 

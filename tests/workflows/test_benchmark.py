@@ -484,12 +484,13 @@ def test_profile_times_each_training_variant_on_the_benchmarks_own_run(ir_bench)
     rows = {row["variant"]: row for row in body["variants"]}
     from rec_eraser.workflows.training_profile import markdown
 
-    assert markdown(body).count("\n| ") == 6  # the header and one row per variant
+    assert markdown(body).count("\n| ") == 7  # the header and one row per variant
     assert list(rows) == [
         "eager, float32",
         "eager, bfloat16",
         "sdpa, float32",
         "sdpa, bfloat16",
+        "eager, bfloat16, length-bucketed",
         "sdpa, bfloat16, length-bucketed",
     ]
     for row in rows.values():
@@ -499,7 +500,9 @@ def test_profile_times_each_training_variant_on_the_benchmarks_own_run(ir_bench)
     assert rows["eager, float32"]["max_loss_difference"] == 0.0 and rows["eager, float32"]["speedup"] == 1.0
     assert rows["sdpa, float32"]["max_loss_difference"] < 1e-4
     # bucketing regroups the same instances, so it never pads more
-    assert rows["sdpa, bfloat16, length-bucketed"]["padding_share"] <= rows["sdpa, bfloat16"]["padding_share"]
+    for kernel in ("eager", "sdpa"):
+        bucketed = rows[f"{kernel}, bfloat16, length-bucketed"]["padding_share"]
+        assert bucketed <= rows[f"{kernel}, bfloat16"]["padding_share"]
     assert manifest.read_bytes() == stamp  # the benchmark's run is read, not retrained
 
 
