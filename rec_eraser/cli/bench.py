@@ -106,13 +106,18 @@ def bench(
     max_users: Optional[int] = typer.Option(
         1000, "--max-users", min=1, help="data-size: the users prepare keeps (the first N; the checks cover all)."
     ),
+    tokens: int = typer.Option(300, "--tokens", min=1, help="model-scale: tokens of one instance."),
+    train_instances: int = typer.Option(
+        10_000, "--train-instances", min=1, help="model-scale: the training set of the Retrain compared with."
+    ),
+    epochs: int = typer.Option(3, "--epochs", min=1, help="model-scale: the Retrain's epochs."),
     seed: int = typer.Option(0, "--seed"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object and nothing else."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress messages."),
 ) -> None:
-    """Benchmarks: the influence solvers on one edit request ('solvers'), the damping rule on a
-    real adapter ('damping'), the calibration targets against Retrain on many forget sets
-    ('calibration'), or every unlearning method on one experiment (a recipe file)."""
+    """Benchmarks: a named benchmark (the TARGET list: solvers, damping, calibration, scaling, the
+    item encoder, a 7B-shaped model, data at ML-20M's size) or every unlearning method on one
+    experiment (a recipe file)."""
     from rec_eraser.shipped import shipped_names
 
     is_recipe = target not in NAMED_BENCHMARKS and (
@@ -144,6 +149,9 @@ def bench(
             forget_users=forget_users,
             interactions=interactions,
             max_users=max_users,
+            tokens=tokens,
+            train_instances=train_instances,
+            epochs=epochs,
             seed=seed,
             out=out,
             as_json=as_json,

@@ -12,6 +12,7 @@ from rec_eraser.cli.bench_tables import (
     show_damping,
     show_data_size,
     show_encoder,
+    show_model_scale,
     show_scaling,
     show_solvers,
 )
@@ -51,6 +52,9 @@ class BenchOptions:
     forget_users: int
     interactions: int
     max_users: Optional[int]
+    tokens: int
+    train_instances: int
+    epochs: int
     seed: int
     out: Optional[Path]
     as_json: bool
@@ -145,6 +149,18 @@ def _bench_data_size(o: BenchOptions) -> None:
     )
 
 
+def _bench_model_scale(o: BenchOptions) -> None:
+    from rec_eraser.workflows.model_scale import model_scale_plan
+
+    report(
+        lambda: model_scale_plan(
+            tokens=o.tokens, train_instances=o.train_instances, epochs=o.epochs, seed=o.seed, say=o.progress
+        ),
+        o.as_json,
+        show_model_scale,
+    )
+
+
 @dataclass(frozen=True)
 class NamedBenchmark:
     """A benchmark `rec-eraser bench NAME` runs: one line of help and what runs it."""
@@ -160,6 +176,10 @@ NAMED_BENCHMARKS: dict[str, NamedBenchmark] = {
     "calibration": NamedBenchmark("the calibration targets against Retrain on many forget sets", _bench_calibration),
     "scaling": NamedBenchmark("update and Retrain cost as the training set grows (--sizes)", _bench_scaling),
     "encoder": NamedBenchmark("how much of a user the SASRec item encoder holds", _bench_encoder),
+    "model-scale": NamedBenchmark(
+        "update and Retrain on a 7B-shaped model: counts, a measured pass, estimates (--tokens, --train-instances)",
+        _bench_model_scale,
+    ),
     "data-size": NamedBenchmark(
         "prepare on a synthetic dataset of ML-20M's size (--interactions, --max-users)", _bench_data_size
     ),

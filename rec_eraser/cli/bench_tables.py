@@ -231,3 +231,45 @@ def show_data_size(result: dict[str, Any]) -> None:
         f"{fmt(prep['bytes_per_instance'])} bytes per prepared instance: every user's {every['instances']:,} "
         f"instances would take about {fmt(every['run_gb'])} GB (an estimate, not written)"
     )
+
+
+def show_model_scale(result: dict[str, Any]) -> None:
+    """``bench model-scale``: the 7B-shaped plan (counts, measured pass, estimates)."""
+    a = result["assumptions"]
+    console.print(
+        f"Llama-2-7B shape ({result['base_parameters']:,} parameters, {fmt(result['model_memory_gb_bf16'])} GB in "
+        f"bfloat16), one instance = {result['tokens']} tokens, LoRA r={result['rank']}; update: "
+        f"{result['update_passes']} passes ({a['sample_size']} Fisher rows + {a['edited']} new forms), Retrain: "
+        f"{result['retrain_passes']:,} ({a['train_instances']:,} instances x {a['epochs']} epochs), ratio "
+        f"{fmt(result['ratio_to_retrain'])}"
+    )
+    table = Table(
+        "LoRA on",
+        "parameters",
+        "Fisher rows GB",
+        "pass s (here)",
+        "update s (here)",
+        "Retrain s (here)",
+        "update s (A100, est.)",
+        "Retrain s (A100, est.)",
+    )
+    for name, row in result["targets"].items():
+        here, a100 = row["this_machine"], row["a100_estimate"]
+        table.add_row(
+            name,
+            f"{row['lora_parameters']:,}",
+            fmt(row["fisher_memory_gb"]),
+            fmt(here["pass_seconds"]),
+            fmt(here["update_seconds"]),
+            fmt(here["retrain_seconds"]),
+            fmt(a100["update_seconds"]),
+            fmt(a100["retrain_seconds"]),
+        )
+    console.print(table)
+    paper = result["paper_table9"]
+    console.print(
+        f"here: measured on {result['threads']} threads (1 and 2 random layers, extrapolated to 32); A100: "
+        f"{a['flops_per_pass']:.3g} FLOP a pass at {a['mfu']:.0%} of {a['a100_bf16_peak_flops']:.3g} FLOP/s, "
+        f"an estimate. Paper, Table 9 (A100): {paper['update_seconds']:.3g} s a request, "
+        f"{paper['retrain_seconds']:.3g} s Retrain."
+    )
