@@ -36,6 +36,9 @@ def test_bench_data_size_prepares_the_first_users_of_a_synthetic_dataset(tmp_pat
     assert prep["instances"] == prep["interactions"] - prep["users"]
     assert data["every_user_estimate"]["instances"] == 6000 - 42  # ML-20M's ratio: 42 users for 6,000
     assert list(tmp_path.iterdir()) == []  # the synthetic files and the run are removed
+    from rec_eraser.workflows.data_scale import markdown
+
+    assert f"| {prep['instances']:,} |" in markdown(data)
 
 
 def test_unknown_benchmark_is_one_line_error():

@@ -404,7 +404,7 @@ if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESUL
     if len(sys.argv) != 2:
         sys.exit(
             "usage: python -m rec_eraser.workflows.bench_report RESULT.json|sequential.json|scaling.json|"
-            "profile.json|encoder.json"
+            "profile.json|encoder.json|data-size.json|model-scale.json"
         )
     loaded = json.loads(Path(sys.argv[1]).read_text())
     if "checkpoints" in loaded:
@@ -419,5 +419,13 @@ if __name__ == "__main__":  # `python -m rec_eraser.workflows.bench_report RESUL
         from rec_eraser.workflows.encoder_membership import markdown as encoder_markdown
 
         sys.stdout.write(encoder_markdown(loaded))
+    elif "every_user_estimate" in loaded:  # bench data-size
+        from rec_eraser.workflows.data_scale import markdown as data_size_markdown
+
+        sys.stdout.write(data_size_markdown(loaded))
+    elif "paper_table9" in loaded:  # bench model-scale
+        from rec_eraser.workflows.model_scale import markdown as model_scale_markdown
+
+        sys.stdout.write(model_scale_markdown(loaded))
     else:
         sys.stdout.write(markdown(loaded))

@@ -200,3 +200,23 @@ def prepare_at_size(
             "run_gb": per_instance * all_instances / 2**30 if per_instance else None,
         },
     }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The study's result as a Markdown table (for the docs)."""
+    load, prep, every = result["load"], result["prepare"], result["every_user_estimate"]
+    lines = [
+        f"Synthetic dataset of {result['interactions']:,} interactions ({result['file_mb']:.0f} MB `.inter` file), "
+        f"`prepare` of {result['task']} on the first {result['max_users'] or 'all'} users.",
+        "",
+        "| stage | seconds | peak resident MB | users | interactions | instances |",
+        "|---|---|---|---|---|---|",
+        f"| load (read, check, keep the users) | {load['seconds']:.1f} | {load['peak_mb']:.0f} | {load['users']:,} "
+        f"| {load['interactions']:,} | – |",
+        f"| prepare (load, build, write) | {prep['seconds']:.1f} | {prep['peak_mb']:.0f} | {prep['users']:,} "
+        f"| {prep['interactions']:,} | {prep['instances']:,} |",
+        "",
+        f"{prep['bytes_per_instance']:.0f} bytes per prepared instance ({prep['run_mb']:.0f} MB of instance files); "
+        f"every user's {every['instances']:,} instances would take about {every['run_gb']:.0f} GB (an estimate).",
+    ]
+    return "\n".join(lines) + "\n"

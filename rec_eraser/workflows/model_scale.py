@@ -185,3 +185,34 @@ def model_scale_plan(
         "targets": rows,
         "paper_table9": dict(PAPER_TABLE9),
     }
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The plan as a Markdown table (for the docs); the A100 columns are estimates."""
+    a, paper = result["assumptions"], result["paper_table9"]
+    lines = [
+        f"Llama-2-7B shape ({result['base_parameters']:,} parameters; {result['model_memory_gb_bf16']:.1f} GB in "
+        f"bfloat16), one instance of {result['tokens']} tokens, LoRA r = {result['rank']}. Update: "
+        f"{result['update_passes']} passes ({a['sample_size']} Fisher rows + {a['edited']} new forms); Retrain: "
+        f"{result['retrain_passes']:,} ({a['train_instances']:,} instances × {a['epochs']} epochs); ratio "
+        f"{result['ratio_to_retrain']:.4f}.",
+        "",
+        "| LoRA on | parameters | Fisher rows (GB) | pass here (s) | update here (s) | Retrain here (s) "
+        "| update, A100 estimate (s) | Retrain, A100 estimate (s) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in result["targets"].items():
+        here, a100 = row["this_machine"], row["a100_estimate"]
+        lines.append(
+            f"| {name} | {row['lora_parameters']:,} | {row['fisher_memory_gb']:.1f} | {here['pass_seconds']:.1f} "
+            f"| {here['update_seconds']:.0f} | {here['retrain_seconds']:.3g} | {a100['update_seconds']:.1f} "
+            f"| {a100['retrain_seconds']:.3g} |"
+        )
+    lines += [
+        "",
+        f"Here: one pass timed on {result['threads']} threads on 1 and 2 random layers of the shape and extrapolated "
+        f"to 32. A100: {a['flops_per_pass']:.3g} FLOP a pass at an assumed {a['mfu']:.0%} of "
+        f"{a['a100_bf16_peak_flops']:.3g} FLOP/s (an estimate, not a measurement). The paper's Table 9 (A100): "
+        f"{paper['update_seconds']:.3g} s a request, {paper['retrain_seconds']:.3g} s Retrain.",
+    ]
+    return "\n".join(lines) + "\n"

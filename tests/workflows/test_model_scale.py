@@ -11,6 +11,7 @@ from rec_eraser.workflows.model_scale import (
     base_parameters,
     build_random_model,
     lora_parameters,
+    markdown,
     model_scale_plan,
 )
 
@@ -47,3 +48,5 @@ def test_the_plan_on_a_tiny_shape():
         assert here["pass_seconds"] >= row["measured_pass_seconds"]["1_layer"] > 0
         assert here["update_seconds"] == pytest.approx(10 * here["pass_seconds"])
         assert here["retrain_seconds"] == pytest.approx(200 * here["pass_seconds"])
+    table = markdown(plan)
+    assert table.count("\n| q,v |") == 1 and table.count("\n| all linear |") == 1 and "estimate" in table
