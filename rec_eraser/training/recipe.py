@@ -55,6 +55,8 @@ class Recipe:
     schedule: str = "constant"  # the learning rate over the steps: "constant" or "cosine" (decays to 0)
     warmup: float = 0.0  # the fraction of the steps over which the learning rate rises linearly from 0
     precision: str = "float32"  # "bfloat16": matrix products in bfloat16 under autocast (weights stay float32)
+    # batches of similar lengths within windows of an epoch's random order (training.batching): less padding
+    length_bucketing: bool = False
     # [model]
     base_model: str | None = None  # a local Hugging Face folder; None = the embedded SmolLM2
     item_tokens: bool = True  # LLaRA: item-embedding tokens through a trainable projector
@@ -106,11 +108,22 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
+        for name in _KEYED_ONLY_WHEN_SET:
+            if d[name] == _DEFAULTS[name]:
+                # a setting added after adapters were trained and keyed by this dict: at its
+                # default it is left out, so those adapters' keys (checkpoints, cached
+                # benchmark adapters) still match the recipes that trained them
+                del d[name]
         return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Recipe:
         return settings_from_dict(cls, data, "recipe: unknown setting", tuples=("target_modules",))
+
+
+#: settings added after trained adapters were keyed by ``Recipe.to_dict()`` (see there)
+_KEYED_ONLY_WHEN_SET = ("length_bucketing",)
+_DEFAULTS = {f.name: f.default for f in fields(Recipe)}
 
 
 def _at(name: str) -> str:
@@ -196,6 +209,7 @@ SECTION_SETTINGS: dict[str, tuple[str, ...]] = {
         "schedule",
         "warmup",
         "precision",
+        "length_bucketing",
     ),
     "model": ("base_model", "item_tokens", "sasrec_epochs", "projector_init"),
 }

@@ -32,6 +32,7 @@ from rec_eraser.models.embedded import embedded_model_dir
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.prompt_registry import prompts_of
+from rec_eraser.training.batching import epoch_order
 from rec_eraser.training.checkpoint import DEFAULT_INTERVAL, LoopState, load_checkpoint, save_checkpoint
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel
@@ -226,6 +227,7 @@ def _fit(
     lm, tokenizer = load_causal_lm(base_path)
     model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
     samples = [encode_instance(z, tokenizer, item_index, recipe.max_length) for z in instances]
+    lengths = [len(sample["input_ids"]) for sample in samples]
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
     gen = torch.Generator().manual_seed(recipe.seed)
     steps_per_epoch = -(-len(samples) // recipe.batch_size)
@@ -250,7 +252,8 @@ def _fit(
     t0 = last_save = time.perf_counter()
     for epoch in range(loop.epoch, recipe.epochs):
         if epoch != loop.epoch or not loop.order:  # a resumed epoch keeps the order it was drawn with
-            loop.epoch, loop.position, loop.order = epoch, 0, torch.randperm(len(samples), generator=gen).tolist()
+            loop.epoch, loop.position = epoch, 0
+            loop.order = epoch_order(lengths, recipe.batch_size, gen, recipe.length_bucketing)
         while loop.position < len(loop.order):
             step_ids = loop.order[loop.position : loop.position + recipe.batch_size]
             optimizer.zero_grad()

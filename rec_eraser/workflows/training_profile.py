@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from rec_eraser.models import load_causal_lm
+from rec_eraser.training.batching import bucketed_order
 from rec_eraser.training.encode import encode_instance
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.train import (
@@ -73,19 +74,6 @@ DEFAULT_VARIANTS = (
     Variant("eager", "bfloat16", bucketed=True),  # bucketing on the kernel training uses
     Variant("sdpa", "bfloat16", bucketed=True),
 )
-
-
-def bucketed_order(lengths: list[int], batch_size: int, window_batches: int = 16) -> list[int]:
-    """Indices in batches of similar length: the given order cut into windows of
-    ``window_batches`` batches, each window sorted by length (so the randomness of the order
-    between windows stays, and a batch's instances differ little in length)."""
-    window = batch_size * window_batches
-    order: list[int] = []
-    for start in range(0, len(lengths), window):
-        chunk = list(range(start, min(start + window, len(lengths))))
-        # longest first: a short last batch then holds the shortest instances, not the longest
-        order.extend(sorted(chunk, key=lambda i: -lengths[i]))
-    return order
 
 
 def _padding_share(batches: list[list[int]], lengths: list[int]) -> float:

@@ -342,3 +342,29 @@ def test_held_out_users_are_drawn_like_trained_ones_and_never_trained(tallrec_ru
         training_instances(tallrec_run, Recipe(max_train=40, seed=3, holdout_users=len({z.user for z in drawn})))
     with pytest.raises(RecipeError, match="holdout_users must be >= 0"):
         Recipe(holdout_users=-1)
+
+
+def test_length_bucketing_trains_on_batches_of_the_longest_and_the_shortest(
+    tallrec_run, tiny_model_dir, tmp_path, monkeypatch
+):
+    import rec_eraser.training.train as train_module
+
+    seen: list[list[int]] = []
+    real_step = train_module.backward_step
+
+    def recording_step(model, batch, *args, **kwargs):
+        seen.append(sorted(len(sample["input_ids"]) for sample in batch))
+        return real_step(model, batch, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "backward_step", recording_step)
+    run = copy_run(tallrec_run, tmp_path / "bucketed")
+    recipe = Recipe(
+        rank=4, alpha=8, epochs=2, batch_size=4, max_train=8, base_model=str(tiny_model_dir), length_bucketing=True
+    )
+    train_run(run, recipe)
+    assert len(seen) == 4  # 8 instances, batches of 4, 2 epochs
+    for epoch in (seen[:2], seen[2:]):  # one window holds the epoch: its 4 longest share a batch
+        shorter, longer = sorted(epoch, key=max)
+        assert max(shorter) <= min(longer), epoch
+    manifest = json.loads((run / "v0000" / "manifest.json").read_text())
+    assert manifest["recipe"]["length_bucketing"] is True

@@ -518,7 +518,7 @@ def test_a_version_made_with_other_solver_settings_is_not_reused(ir_bench, tmp_p
 
 
 def test_bucketed_order_sorts_each_window_by_length_and_keeps_every_index():
-    from rec_eraser.workflows.training_profile import bucketed_order
+    from rec_eraser.training.batching import bucketed_order
 
     lengths = [5, 1, 4, 2, 9, 3, 8, 7]
     order = bucketed_order(lengths, batch_size=2, window_batches=2)  # windows of 4 instances
