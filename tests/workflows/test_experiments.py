@@ -38,9 +38,14 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
             "holdout" if medium_recipe.holdout_users else ("10" if full.fraction == 0.1 and full.edit == "ir" else "")
         )
         forget_set = f"-set{full.forget_seed}" if full.forget_seed is not None else ""
+        bucketed = "-bucketed" if medium_recipe.length_bucketing else ""
         assert (
             Path(path).stem
-            == f"ml100k-{full.task}-{full.edit}" + ("-" if variant == "holdout" else "") + variant + forget_set
+            == f"ml100k-{full.task}-{full.edit}"
+            + ("-" if variant == "holdout" else "")
+            + variant
+            + bucketed
+            + forget_set
         )
         assert quick_recipe.max_train < recipe.max_train and quick.eval_prompts < full.eval_prompts
         assert (full.task, full.edit) == (quick.task, quick.edit)
