@@ -71,6 +71,64 @@ def _candidate_scores(
     return torch.stack(rows).numpy() if rows else np.zeros((0, 0))
 
 
+@torch.no_grad()
+def candidate_scores_and_losses(
+    loaded: LoadedModel, instances: Sequence[Instance], titles: dict[str, str], tick: Tick | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`candidate_scores` and :func:`instance_losses` of the same instances, the losses read
+    from the candidate pass wherever it scored the instance's own response after the same prompt.
+
+    An instance's loss is its response's mean cross-entropy, which is minus the mean
+    log-likelihood the candidate pass computes for that response when the target is among the
+    candidates and the prompt was cut alike in both encodings (no cut, or a target as long as
+    the longest candidate). That saves the second pass over every prompt that evaluation would
+    otherwise make; the rest (a prompt cut further to fit a longer candidate) get their own pass.
+    """
+    if distributed.world()[1] == 1:
+        return _candidate_scores_and_losses(loaded, list(instances), titles, tick)
+    both = distributed.sharded(
+        lambda part: np.concatenate(
+            [a.reshape(len(part), -1) for a in _candidate_scores_and_losses(loaded, part, titles, tick)], axis=1
+        ),
+        instances,
+    )
+    return both[:, :-1].astype(np.float32), both[:, -1].astype(np.float32)
+
+
+def _candidate_scores_and_losses(
+    loaded: LoadedModel, instances: list[Instance], titles: dict[str, str], tick: Tick | None
+) -> tuple[np.ndarray, np.ndarray]:
+    rows, losses, own_pass = [], np.full(len(instances), np.nan, dtype=np.float32), []
+    limit = loaded.recipe.max_length
+    for i, z in enumerate(instances):
+        responses = [response_ids(loaded.tokenizer, " " + titles[c]) for c in z.candidates]
+        rows.append(_shared_prompt_scores(loaded, z, responses))
+        own = response_ids(loaded.tokenizer, z.response)
+        target = list(z.candidates).index(z.target_item) if z.target_item in z.candidates else None
+        prompt = _prompt_length(loaded, z)
+        longest = max(len(r) for r in responses)
+        # the cut of encode_instance: the oldest prompt tokens beyond what the response leaves room for
+        if (
+            target is not None
+            and responses[target] == own
+            and max(0, prompt + longest - limit) == max(0, prompt + len(own) - limit)
+        ):
+            losses[i] = -float(rows[-1][target])
+        else:
+            own_pass.append(i)
+        if tick:
+            tick(1)
+    if own_pass:
+        losses[own_pass] = _instance_losses(loaded, [instances[i] for i in own_pass], 8, None)
+    return (torch.stack(rows).numpy() if rows else np.zeros((0, 0))), losses
+
+
+def _prompt_length(loaded: LoadedModel, instance: Instance) -> int:
+    """The length of ``instance``'s prompt before any cut (what encoding cuts from)."""
+    sample = encode_instance(instance, loaded.tokenizer, loaded.item_index, max_length=2**31, response="")
+    return int((sample["labels"] == IGNORE).sum())
+
+
 def _prompt_batch(loaded: LoadedModel, instance: Instance, max_length: int) -> tuple[dict[str, torch.Tensor], int]:
     """A batch of one holding ``instance``'s prompt alone (cut to fit ``max_length`` with an
     end-of-sequence token after it, as encoding does), and the prompt's length."""

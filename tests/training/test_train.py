@@ -368,3 +368,39 @@ def test_length_bucketing_trains_on_batches_of_the_longest_and_the_shortest(
         assert max(shorter) <= min(longer), epoch
     manifest = json.loads((run / "v0000" / "manifest.json").read_text())
     assert manifest["recipe"]["length_bucketing"] is True
+
+
+def test_llara_losses_read_from_the_candidate_pass_equal_their_own_pass(
+    llara_run, tiny_model_dir, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    from rec_eraser.tasks.prepare import load_titles
+    from rec_eraser.training import scoring
+
+    run = copy_run(llara_run, tmp_path / "llara")
+    train_run(
+        run,
+        Recipe(rank=4, alpha=8, epochs=1, batch_size=4, max_train=4, base_model=str(tiny_model_dir), sasrec_epochs=1),
+    )
+    loaded = load_version(run, "v0000")
+    titles = load_titles(run)
+    test = load_instances(run, "test")
+    own_passes: list[int] = []
+    real = scoring._instance_losses
+    monkeypatch.setattr(
+        scoring, "_instance_losses", lambda lm, part, *a: own_passes.append(len(part)) or real(lm, part, *a)
+    )
+    lengths = [scoring._prompt_length(loaded, z) for z in test]
+    # a limit that cuts the longer prompts: where the longest candidate needs more room than the
+    # target, the two encodings cut differently and the loss needs its own pass
+    for limit, reused_all in ((loaded.recipe.max_length, True), (sorted(lengths)[len(lengths) // 2] + 4, False)):
+        own_passes.clear()
+        cut = dataclasses.replace(loaded, recipe=dataclasses.replace(loaded.recipe, max_length=limit))
+        scores, losses = scoring.candidate_scores_and_losses(cut, test, titles)
+        fallback = sum(own_passes)
+        expected_scores = scoring.candidate_scores(cut, test, titles)
+        expected_losses = scoring.instance_losses(cut, test)
+        np.testing.assert_allclose(scores, expected_scores, atol=1e-5)
+        np.testing.assert_allclose(losses, expected_losses, atol=1e-4)
+        assert (fallback == 0) if reused_all else (0 < fallback < len(test)), (limit, fallback)

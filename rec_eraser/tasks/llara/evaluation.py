@@ -17,7 +17,7 @@ from rec_eraser.tasks.base import Task, Tick
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.llara.prompts import TASK
 from rec_eraser.tasks.prepare import load_titles
-from rec_eraser.training.scoring import candidate_scores, generate_answers, instance_losses
+from rec_eraser.training.scoring import candidate_scores, candidate_scores_and_losses, generate_answers
 from rec_eraser.training.train import ENCODER_DIR
 
 
@@ -47,7 +47,7 @@ class LLaRA(Task):
     def scores_and_losses(
         self, loaded: Any, instances: Sequence[Instance], titles: dict[str, str]
     ) -> tuple[np.ndarray, np.ndarray]:
-        return candidate_scores(loaded, list(instances), titles), instance_losses(loaded, list(instances))
+        return candidate_scores_and_losses(loaded, list(instances), titles)  # one pass per prompt
 
     def answers(self, loaded: Any, instances: Sequence[Instance]) -> list[str] | None:
         return generate_answers(loaded, list(instances))
