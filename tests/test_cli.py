@@ -39,6 +39,11 @@ def test_bench_data_size_prepares_the_first_users_of_a_synthetic_dataset(tmp_pat
     from rec_eraser.workflows.data_scale import markdown
 
     assert f"| {prep['instances']:,} |" in markdown(data)
+    every = runner.invoke(app, ["bench", "data-size", "--interactions", "2000", "--max-users", "0", "--json"])
+    assert every.exit_code == 0, every.output
+    whole = json.loads(every.stdout)  # 0: every user (14 for 2,000 interactions at ML-20M's ratio)
+    assert whole["max_users"] is None and whole["prepare"]["users"] == 14
+    assert whole["prepare"]["instances"] == whole["every_user_estimate"]["instances"] == 2000 - 14
 
 
 def test_unknown_benchmark_is_one_line_error():

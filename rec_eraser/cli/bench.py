@@ -86,7 +86,7 @@ def bench(
         "attention kernels (eager, sdpa), precisions and length-bucketed batches, instead of running the benchmark.",
     ),
     steps: int = typer.Option(8, "--steps", min=1, help="--profile: timed optimiser steps per variant."),
-    task: str = typer.Option("tallrec", "--task", help="scaling: 'tallrec' or 'llara'."),
+    task: str = typer.Option("tallrec", "--task", help="scaling and data-size: 'tallrec' or 'llara'."),
     dataset: str = typer.Option("ml-100k", "--dataset", help="encoder: the dataset whose item encoder is tested."),
     cap_seconds: float = typer.Option(
         3600.0,
@@ -104,7 +104,10 @@ def bench(
         ML20M_INTERACTIONS, "--interactions", min=2, help="data-size: interactions of the synthetic dataset."
     ),
     max_users: Optional[int] = typer.Option(
-        1000, "--max-users", min=1, help="data-size: the users prepare keeps (the first N; the checks cover all)."
+        1000,
+        "--max-users",
+        min=0,
+        help="data-size: the users prepare keeps (the first N; the checks cover all; 0: every user).",
     ),
     tokens: int = typer.Option(300, "--tokens", min=1, help="model-scale: tokens of one instance."),
     train_instances: int = typer.Option(
@@ -148,7 +151,7 @@ def bench(
             forget_sets=forget_sets,
             forget_users=forget_users,
             interactions=interactions,
-            max_users=max_users,
+            max_users=max_users or None,
             tokens=tokens,
             train_instances=train_instances,
             epochs=epochs,

@@ -7,6 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from rec_eraser.cli.common import console, fmt
+from rec_eraser.workflows.model_scale import shape_words
 
 
 def show_solvers(result: dict[str, Any]) -> None:
@@ -237,9 +238,9 @@ def show_model_scale(result: dict[str, Any]) -> None:
     """``bench model-scale``: the 7B-shaped plan (counts, measured pass, estimates)."""
     a = result["assumptions"]
     console.print(
-        f"Llama-2-7B shape ({result['base_parameters']:,} parameters, {fmt(result['model_memory_gb_bf16'])} GB in "
+        f"{shape_words(result)} ({result['base_parameters']:,} parameters, {fmt(result['model_memory_gb_bf16'])} GB in "
         f"bfloat16), one instance = {result['tokens']} tokens, LoRA r={result['rank']}; update: "
-        f"{result['update_passes']} passes ({a['sample_size']} Fisher rows + {a['edited']} new forms), Retrain: "
+        f"{result['update_passes']} gradient passes ({a['sample_size']} Fisher rows + {a['edited']} new forms), Retrain: "
         f"{result['retrain_passes']:,} ({a['train_instances']:,} instances x {a['epochs']} epochs), ratio "
         f"{fmt(result['ratio_to_retrain'])}"
     )
@@ -268,7 +269,8 @@ def show_model_scale(result: dict[str, Any]) -> None:
     console.print(table)
     paper = result["paper_table9"]
     console.print(
-        f"here: measured on {result['threads']} threads (1 and 2 random layers, extrapolated to 32); A100: "
+        f"here: measured on this CPU, {result['threads']} threads (1 and 2 random layers, extrapolated to "
+        f"{result['shape']['num_hidden_layers']}); A100: "
         f"{a['flops_per_pass']:.3g} FLOP a pass at {a['mfu']:.0%} of {a['a100_bf16_peak_flops']:.3g} FLOP/s, "
         f"an estimate. Paper, Table 9 (A100): {paper['update_seconds']:.3g} s a request, "
         f"{paper['retrain_seconds']:.3g} s Retrain."

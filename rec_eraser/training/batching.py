@@ -24,9 +24,12 @@ def bucketed_order(
     for start in range(0, len(lengths), window):
         chunk = sorted(range(start, min(start + window, len(lengths))), key=lambda i: -lengths[i])
         batches = [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        # a short batch stays last: training slices the order every batch_size indices, so a
+        # short batch anywhere else would shift every later step across two buckets
+        short = batches.pop() if len(batches[-1]) < batch_size else None
         if generator is not None and len(batches) > 1:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        order.extend(i for batch in batches for i in batch)
+        order.extend(i for batch in batches + ([short] if short else []) for i in batch)
     return order
 
 

@@ -83,15 +83,20 @@ def candidate_scores_and_losses(
     candidates and the prompt was cut alike in both encodings (no cut, or a target as long as
     the longest candidate). That saves the second pass over every prompt that evaluation would
     otherwise make; the rest (a prompt cut further to fit a longer candidate) get their own pass.
+    The two ways agree to float rounding (about 1e-6: a cached against a full attention pass).
     """
     if distributed.world()[1] == 1:
         return _candidate_scores_and_losses(loaded, list(instances), titles, tick)
-    both = distributed.sharded(
-        lambda part: np.concatenate(
-            [a.reshape(len(part), -1) for a in _candidate_scores_and_losses(loaded, part, titles, tick)], axis=1
-        ),
-        instances,
-    )
+
+    def scores_then_loss(part: list[Instance]) -> np.ndarray:
+        if not part:  # a rank with no instances: an empty block (sharded allows its shape)
+            return np.zeros((0, 0), dtype=np.float32)
+        scores, losses = _candidate_scores_and_losses(loaded, part, titles, tick)
+        return np.concatenate([scores, losses[:, None]], axis=1)
+
+    both = distributed.sharded(scores_then_loss, instances)
+    if not both.size:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.float32)
     return both[:, :-1].astype(np.float32), both[:, -1].astype(np.float32)
 
 

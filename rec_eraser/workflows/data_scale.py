@@ -202,6 +202,10 @@ def prepare_at_size(
     }
 
 
+def _mb(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0f}"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The study's result as a Markdown table (for the docs)."""
     load, prep, every = result["load"], result["prepare"], result["every_user_estimate"]
@@ -209,14 +213,20 @@ def markdown(result: dict[str, Any]) -> str:
         f"Synthetic dataset of {result['interactions']:,} interactions ({result['file_mb']:.0f} MB `.inter` file), "
         f"`prepare` of {result['task']} on the first {result['max_users'] or 'all'} users.",
         "",
-        "| stage | seconds | peak resident MB | users | interactions | instances |",
-        "|---|---|---|---|---|---|",
-        f"| load (read, check, keep the users) | {load['seconds']:.1f} | {load['peak_mb']:.0f} | {load['users']:,} "
-        f"| {load['interactions']:,} | – |",
-        f"| prepare (load, build, write) | {prep['seconds']:.1f} | {prep['peak_mb']:.0f} | {prep['users']:,} "
-        f"| {prep['interactions']:,} | {prep['instances']:,} |",
+        "| stage | seconds | resident MB at the start | peak resident MB | users | interactions | instances |",
+        "|---|---|---|---|---|---|---|",
+        f"| load (read, check, keep the users) | {load['seconds']:.1f} | {_mb(load['start_mb'])} | "
+        f"{_mb(load['peak_mb'])} | {load['users']:,} | {load['interactions']:,} | – |",
+        f"| prepare (load, build, write) | {prep['seconds']:.1f} | {_mb(prep['start_mb'])} | {_mb(prep['peak_mb'])} "
+        f"| {prep['users']:,} | {prep['interactions']:,} | {prep['instances']:,} |",
         "",
-        f"{prep['bytes_per_instance']:.0f} bytes per prepared instance ({prep['run_mb']:.0f} MB of instance files); "
-        f"every user's {every['instances']:,} instances would take about {every['run_gb']:.0f} GB (an estimate).",
+        "(Resident memory is the whole process's: the Python interpreter and torch are in it before either stage.)",
+        "",
     ]
+    if prep["bytes_per_instance"]:
+        lines.append(
+            f"{prep['bytes_per_instance']:.0f} bytes per prepared instance ({prep['run_mb']:.0f} MB of instance "
+            f"files); every user's {every['instances']:,} instances would take about {every['run_gb']:.0f} GB "
+            "(an estimate)."
+        )
     return "\n".join(lines) + "\n"

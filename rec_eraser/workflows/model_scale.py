@@ -187,13 +187,22 @@ def model_scale_plan(
     }
 
 
+def shape_words(result: dict[str, Any]) -> str:
+    """The model shape a result was computed for, in words: Llama-2-7B's, or its sizes."""
+    shape = result["shape"]
+    if shape == LLAMA2_7B:
+        return "Llama-2-7B shape"
+    return f"{shape['num_hidden_layers']}-layer, hidden-{shape['hidden_size']} shape"
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The plan as a Markdown table (for the docs); the A100 columns are estimates."""
     a, paper = result["assumptions"], result["paper_table9"]
     lines = [
-        f"Llama-2-7B shape ({result['base_parameters']:,} parameters; {result['model_memory_gb_bf16']:.1f} GB in "
+        f"{shape_words(result)} ({result['base_parameters']:,} parameters; {result['model_memory_gb_bf16']:.1f} GB in "
         f"bfloat16), one instance of {result['tokens']} tokens, LoRA r = {result['rank']}. Update: "
-        f"{result['update_passes']} passes ({a['sample_size']} Fisher rows + {a['edited']} new forms); Retrain: "
+        f"{result['update_passes']} gradient passes ({a['sample_size']} Fisher rows + {a['edited']} new forms; "
+        "the forward-only passes measuring the edited losses before and after are not counted); Retrain: "
         f"{result['retrain_passes']:,} ({a['train_instances']:,} instances × {a['epochs']} epochs); ratio "
         f"{result['ratio_to_retrain']:.4f}.",
         "",
@@ -210,8 +219,8 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        f"Here: one pass timed on {result['threads']} threads on 1 and 2 random layers of the shape and extrapolated "
-        f"to 32. A100: {a['flops_per_pass']:.3g} FLOP a pass at an assumed {a['mfu']:.0%} of "
+        f"Here: one pass timed on this machine's CPU, {result['threads']} threads, on 1 and 2 random layers of the "
+        f"shape and extrapolated to {result['shape']['num_hidden_layers']}. A100: {a['flops_per_pass']:.3g} FLOP a pass at an assumed {a['mfu']:.0%} of "
         f"{a['a100_bf16_peak_flops']:.3g} FLOP/s (an estimate, not a measurement). The paper's Table 9 (A100): "
         f"{paper['update_seconds']:.3g} s a request, {paper['retrain_seconds']:.3g} s Retrain.",
     ]

@@ -82,3 +82,20 @@ def test_max_users_is_the_first_users_after_the_checks(ml_dir: Path) -> None:
         cut = load_dataset("ml-100k", root=ml_dir, max_users=n)
         assert cut.interactions == first_users(whole, n).interactions
         assert cut.files == whole.files and cut.titles == whole.titles
+
+
+@pytest.mark.parametrize(
+    "cells, message",
+    [
+        (b"1\t10\t4\t100\t\xff\xfe", "UTF-8"),  # bad bytes in a column no role reads: Arrow never decodes it
+        (b"\x1c\t10\t4\t100\tx", "empty user value"),  # blank to str.strip(), not to Arrow's trim
+    ],
+)
+def test_bad_input_in_any_column_gets_the_exact_readers_error(tmp_path: Path, cells: bytes, message: str) -> None:
+    path = tmp_path / "x.inter"
+    header = b"user_id:token\titem_id:token\trating:float\ttimestamp:float\tnote:token_seq\n"
+    path.write_bytes(header + cells + b"\n2\t11\t3\t90\ty\n")
+    with pytest.raises(atomic.DatasetError, match=message):
+        read_atomic(path).tokens("user_id", "user")
+    with pytest.raises(atomic.DatasetError, match=message):
+        read_atomic_columns(path, ROLES, FLOATS)

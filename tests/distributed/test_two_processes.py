@@ -32,9 +32,9 @@ def compute(run_dir: Path, model_dir: Path, llara_dir: Path) -> dict[str, Any]:
     from rec_eraser.bench.toy import ToyTask, make_toy_task
     from rec_eraser.core import EmpiricalFisher, InfluenceEngine, Removal, Replacement, SolverConfig
     from rec_eraser.core.params import ParameterSpace
-    from rec_eraser.tasks.prepare import load_instances
+    from rec_eraser.tasks.prepare import load_instances, load_titles
     from rec_eraser.training.recipe import Recipe
-    from rec_eraser.training.scoring import instance_losses, yes_no_scores_and_losses
+    from rec_eraser.training.scoring import candidate_scores_and_losses, instance_losses, yes_no_scores_and_losses
     from rec_eraser.training.train import fit_loaded, training_instances
 
     rank = distributed.world()[0]
@@ -88,6 +88,10 @@ def compute(run_dir: Path, model_dir: Path, llara_dir: Path) -> dict[str, Any]:
     )
     loaded, _ = fit_loaded(llara_dir, llara, training_instances(llara_dir, llara))
     out["llara_adapter"] = {n: p.detach().clone() for n, p in loaded.model.named_parameters() if p.requires_grad}
+    titles = load_titles(llara_dir)
+    llara_test = load_instances(llara_dir, "test")[:3]
+    out["llara_scored"] = candidate_scores_and_losses(loaded, llara_test, titles)
+    out["llara_scored_one"] = candidate_scores_and_losses(loaded, llara_test[:1], titles)  # rank 1 has none
     return out
 
 
@@ -182,3 +186,9 @@ def test_sharded_scoring_equals_one_process(both):
         assert got.shape == want.shape == (5,)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(two["losses"], alone["losses"], rtol=1e-4, atol=1e-5)
+    # LLaRA's candidate pass with its losses, sharded; with one prompt, one rank scores nothing
+    for key, prompts in (("llara_scored", 3), ("llara_scored_one", 1)):
+        (scores, losses), (alone_scores, alone_losses) = two[key], alone[key]
+        assert scores.shape == alone_scores.shape and scores.shape[0] == prompts and losses.shape == (prompts,)
+        np.testing.assert_allclose(scores, alone_scores, rtol=1e-3, atol=1e-4)
+        np.testing.assert_allclose(losses, alone_losses, rtol=1e-3, atol=1e-4)

@@ -43,3 +43,18 @@ def test_the_new_setting_at_its_default_leaves_the_recipe_key_unchanged():
     assert Recipe(length_bucketing=True).to_dict()["length_bucketing"] is True
     assert Recipe.from_dict(Recipe(length_bucketing=True).to_dict()).length_bucketing is True
     assert Recipe.from_dict(Recipe().to_dict()) == Recipe()
+
+
+def test_a_short_batch_stays_at_its_window_end_so_every_step_is_one_bucket():
+    lengths = torch.randperm(300, generator=torch.Generator().manual_seed(5)).tolist()  # distinct lengths
+    window = 32  # 300 = 9 windows of 32 and one of 12: a batch of 8 and a short one of 4
+    for seed in range(8):  # the shuffle would put the short batch first in about half of them
+        order = bucketed_order(lengths, batch_size=8, window_batches=4, generator=torch.Generator().manual_seed(seed))
+        assert sorted(order) == list(range(300))
+        for start in range(0, 300, window):
+            members = sorted(range(start, min(start + window, 300)), key=lambda i: -lengths[i])
+            rank = {i: r for r, i in enumerate(members)}
+            for step in range(start, min(start + window, 300), 8):  # training's slices
+                ranks = sorted(rank[i] for i in order[step : step + 8])
+                assert ranks == list(range(ranks[0], ranks[0] + len(ranks))), (seed, start, step)  # one bucket
+        assert [rank[i] for i in order[-4:]] == [8, 9, 10, 11]  # the short batch: the window's shortest, last
