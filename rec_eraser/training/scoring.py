@@ -3,7 +3,9 @@ greedy answers. All run with dropout off and without gradients, in micro-batches
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -149,8 +151,17 @@ def _cache_keyword(lm: torch.nn.Module) -> str:
     return "cache" if forward_accepts(lm, "cache") else "past_key_values"
 
 
+#: the candidates of a prompt are scored in this many groups of similar response length: one
+#: batch padded to the longest title wastes about 60% of its tokens on LLaRA's ml-100k prompts
+CANDIDATE_GROUPS = 3
+
+
 def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: list[list[int]]) -> torch.Tensor:
-    """Mean response log-likelihood of each of ``responses`` after ``instance``'s prompt."""
+    """Mean response log-likelihood of each of ``responses`` after ``instance``'s prompt.
+
+    The prompt runs once; its key/value cache is copied for each group of candidates of similar
+    length (sorted, cut into :data:`CANDIDATE_GROUPS`), so that a group is padded to its own
+    longest response, not to the longest of all."""
     lm = loaded.model.lm
     longest = max(len(r) for r in responses)
     # the prompt loses its oldest tokens so that prompt + the longest response fit, as in training
@@ -161,8 +172,23 @@ def _shared_prompt_scores(loaded: LoadedModel, instance: Instance, responses: li
         use_cache=True,
     )
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-    k = len(responses)
-    cache = out.past_key_values
+    by_length = sorted(range(len(responses)), key=lambda i: len(responses[i]))
+    size = -(-len(by_length) // CANDIDATE_GROUPS)
+    groups = [by_length[start : start + size] for start in range(0, len(by_length), size)]
+    scores = torch.empty(len(responses))
+    for g, group in enumerate(groups):
+        # the forward appends to the cache it is given: every group but the last gets a copy
+        cache = out.past_key_values if g == len(groups) - 1 else copy.deepcopy(out.past_key_values)
+        scores[group] = _continuation_scores(lm, cache, [responses[i] for i in group], prompt_len, first)
+    return scores
+
+
+def _continuation_scores(
+    lm: torch.nn.Module, cache: Any, responses: list[list[int]], prompt_len: int, first: torch.Tensor
+) -> torch.Tensor:
+    """Mean log-likelihood of each of ``responses`` after a prompt whose cache (batch 1) is
+    ``cache`` and whose next-token log-probabilities are ``first``."""
+    k, longest = len(responses), max(len(r) for r in responses)
     cache.batch_repeat_interleave(k)
     ids = torch.zeros(k, longest, dtype=torch.long)
     mask = torch.zeros(k, longest, dtype=torch.long)

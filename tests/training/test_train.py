@@ -391,6 +391,16 @@ def test_llara_losses_read_from_the_candidate_pass_equal_their_own_pass(
     monkeypatch.setattr(
         scoring, "_instance_losses", lambda lm, part, *a: own_passes.append(len(part)) or real(lm, part, *a)
     )
+    # every candidate's score, whichever length group scored it, is minus the full pass's loss of that response
+    with torch.no_grad():
+        for z, row in zip(test[:3], scoring.candidate_scores(loaded, test[:3], titles)):
+            batch = collate(
+                [
+                    encode_instance(z, loaded.tokenizer, loaded.item_index, 10**6, response=" " + titles[c])
+                    for c in z.candidates
+                ]
+            )
+            np.testing.assert_allclose(row, -loaded.model.response_losses(batch).numpy(), atol=1e-5)
     lengths = [scoring._prompt_length(loaded, z) for z in test]
     # a limit that cuts the longer prompts: where the longest candidate needs more room than the
     # target, the two encodings cut differently and the loss needs its own pass
