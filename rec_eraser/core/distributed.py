@@ -67,9 +67,21 @@ def init_from_env(timeout_seconds: float = 1800.0) -> bool:
     return True
 
 
+#: how long a rank waits at exit for the others before it tears the group down anyway
+EXIT_BARRIER_SECONDS = 60.0
+
+
 def _leave() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    try:
+        # every rank reaches the exit before any destroys the group: one that tears it down while
+        # another is still in a collective can abort at exit ("terminate called without an active
+        # exception" on rank 0 after `evaluate`, seen once in CI)
+        dist.monitored_barrier(timeout=timedelta(seconds=EXIT_BARRIER_SECONDS))
+    except Exception as exc:  # a rank that died or hangs: leave anyway, the launcher reports it
+        logger.warning("distributed: not every rank reached the exit (%s); leaving", exc)
+    dist.destroy_process_group()
 
 
 def local_world_size() -> int:
