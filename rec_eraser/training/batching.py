@@ -17,8 +17,9 @@ def bucketed_order(
 ) -> list[int]:
     """The indices ``0..len(lengths)-1`` in batches of similar length: the given order cut into
     windows of ``window_batches`` batches, each window sorted longest first (so a short last
-    batch holds the shortest instances, not the longest). With ``generator`` the batches of each
-    window are then shuffled, so that a window's steps do not run from long to short."""
+    batch holds the shortest instances, not the longest). With ``generator`` the full batches of
+    each window are then shuffled, so that a window's steps do not run from long to short; a
+    short batch stays at its window's end."""
     window = batch_size * window_batches
     order: list[int] = []
     for start in range(0, len(lengths), window):
