@@ -179,21 +179,45 @@ def reference_factor(
     ``spectrum``: an :class:`~rec_eraser.core.fisher.InfluenceSpectrum` of the update's Fisher
     at the starting damping; ``groups``: row indices of the Fisher, one list per group removed
     together (a user's instances); ``n``: the training set's size (b's 1/n). The predicted move
-    of group S is (1/n) Σ_{i∈S} g_iᵀ (F + f·D)⁻¹ Σ_{j∈S} g_j, which falls with f, so a bisection
-    in log f finds the factor; a target outside what the range can reach gets the nearer end.
-    Only m × m products: no gradient and no forward pass.
+    of group S is (1/n) Σ_{i∈S} g_iᵀ (F + f·D)⁻¹ Σ_{j∈S} g_j (:func:`move_factor` with one
+    indicator column per group).
     """
-    cfg = config or CalibrationConfig()
     groups = [list(g) for g in groups if len(g)]
-    rows = sum(len(g) for g in groups)
     if not groups:
         raise ValueError("reference calibration needs at least one reference row")
-    if not target > 0:
-        raise ValueError(f"reference calibration needs a positive target move, got {target}")
     indicators = torch.zeros(spectrum.size, len(groups), dtype=torch.float64)
     for k, group in enumerate(groups):
         indicators[group, k] = 1.0
-    squares = ((spectrum.vectors.T @ indicators) ** 2).sum(1)  # Σ_groups (qᵀe)² per eigen-direction
+    return move_factor(spectrum, indicators, n, sum(len(g) for g in groups), target, config)
+
+
+def move_factor(
+    spectrum: InfluenceSpectrum,
+    coefficients: torch.Tensor,
+    n: int,
+    rows: int,
+    target: float,
+    config: CalibrationConfig | None = None,
+) -> ReferenceCalibration:
+    """The factor f of the starting damping at which Σ_k (1/n) c_kᵀ G (F + f·D)⁻¹ Gᵀ c_k, per row,
+    equals ``target``.
+
+    ``coefficients``: ``[m, k]``, one column per group of rows moved together: an indicator
+    for a group removed (its predicted leave-out move), or +1 on removed and −1 on added rows
+    for an edit that does both (old forms out, corrected forms in: the predicted rise of the old
+    rows' losses plus the fall of the new ones'); ``rows``: how many rows the per-row mean is
+    over. Each term falls with f, so a bisection in log f finds the factor; a target outside
+    what the range can reach gets the nearer end. Only m × m products: no gradient and no
+    forward pass.
+    """
+    cfg = config or CalibrationConfig()
+    if rows < 1 or coefficients.dim() != 2 or not bool((coefficients != 0).any()):
+        raise ValueError("calibration on predicted moves needs at least one row with a coefficient")
+    if not target > 0:
+        raise ValueError(f"calibration on predicted moves needs a positive target move, got {target}")
+    squares = ((spectrum.vectors.T @ coefficients.to(torch.float64)) ** 2).sum(
+        1
+    )  # Σ_columns (qᵀc)² per eigen-direction
 
     def predicted(log_f: float) -> float:
         return float((spectrum.weights(math.exp(log_f)) * squares).sum()) / (n * rows)
@@ -219,7 +243,7 @@ def reference_factor(
         target=target,
         predicted=value,
         reached=abs(value / target - 1) <= 1e-3,
-        groups=len(groups),
+        groups=coefficients.shape[1],
         rows=rows,
     )
 

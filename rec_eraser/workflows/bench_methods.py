@@ -10,7 +10,8 @@ and computes every figure from their outcomes the same way. Adding a method is o
   the first seed is the reference, the second gives Retrain's own seed-to-seed spread.
 - ``rec_eraser``: the workflow's own version (the calibrated damped empirical Fisher, with the
   default "reference" calibration target); ``rec_eraser_edited`` the same update with the
-  "edited" target (the default before), in memory;
+  "edited" target (the default before), in memory; ``rec_eraser_quantile`` (optional) the same
+  with the "quantile" target;
   ``rec_eraser_rule`` the same solve with the fixed damping rule; ``rec_eraser_cg`` (CG to a
   relative residual of 1e-2 on the Gauss–Newton system, building the low-rank preconditioner
   when it pays, as ``--solver cg`` does; ``rec_eraser_cg_plain`` / ``_lowrank``, optional:
@@ -28,6 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -218,14 +220,18 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
     )
 
 
-def _run_edited_target(call: MethodCall) -> Outcome:
-    """The workflow's update of v0000 for the same events, with the "edited" calibration target
-    (``rec_eraser.workflows.unlearn.CALIBRATION_TARGETS``), computed in memory; its seconds count
+def _run_other_target(call: MethodCall, target: str) -> Outcome:
+    """The workflow's update of v0000 for the same events, with another calibration ``target``
+    (``rec_eraser.workflows.update.CALIBRATION_TARGETS``), computed in memory; its seconds count
     as the ``rec_eraser`` row's do (the solve, plus the gap only if this request had to measure it)."""
     ctx = call.ctx
     # v0000's gap as the workflow's own request used it (recorded at training, or measured by that
-    # request and recorded in its version): never measured again here, as the rec_eraser row's is not
+    # request and recorded in its version): never measured again here, as the rec_eraser row's is not;
+    # except for the "quantile" target when that record predates keeping the samples' losses: this
+    # request then measures it again, and pays for it, as the workflow would
     memorisation = original_memorisation(ctx.run, call.say, call.version)
+    if target == "quantile" and memorisation is not None and not memorisation.has_losses:
+        memorisation = None
     memory = PeakMemory()
     with memory.watch():
         loaded, result = preview_update(
@@ -233,7 +239,7 @@ def _run_edited_target(call: MethodCall) -> Outcome:
             ctx.events,
             solver=default_solver(ctx.experiment),
             parent="v0000",
-            calibrate=replace(DEFAULT_CALIBRATION, target="edited"),
+            calibrate=replace(DEFAULT_CALIBRATION, target=target),
             memorisation=memorisation,
         )
     if loaded is None:
@@ -274,6 +280,15 @@ def _calibration_note(record: dict[str, Any]) -> str:
             f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
             f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}"
         )
+    quantile = cal.get("quantile")
+    if quantile:
+        text += (
+            f", damping x {quantile['factor']:.3g} of the rule: {quantile['rows']} edited rows predicted to move "
+            f"{quantile['predicted']:.3g} on average, their quantile targets' mean {quantile['target']:.3g}"
+            f"{'' if quantile['reached'] else ' (end of the range)'}"
+        )
+    if gap.get("measured_on") and cal.get("reference_seconds"):
+        text += f" (the gap measured by this request: {cal['reference_seconds']:.3g} s, in this row's seconds)"
     if cal.get("note"):
         text += f" ({cal['note']})"
     trust = cal.get("trust") or {}
@@ -368,7 +383,8 @@ register_method("sisa", lambda call: _run_sisa(call.ctx, call.say))
 for _name, _baseline in BASELINES.items():  # the few-step baselines, in their registered order
     register_method(_name, _descent_baseline(_name), correction_only=_baseline.on == "corrected")
 register_method("rec_eraser", lambda call: _run_rec_eraser(call.ctx, call.version))
-register_method("rec_eraser_edited", _run_edited_target)
+register_method("rec_eraser_edited", partial(_run_other_target, target="edited"))
+register_method("rec_eraser_quantile", partial(_run_other_target, target="quantile"), optional=True)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))
 register_method("rec_eraser_cg", _cg("auto"))
 register_method("rec_eraser_sqp", _sqp)

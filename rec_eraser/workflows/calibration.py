@@ -73,9 +73,17 @@ class MemorisationGap:
     # that reason alone, so the gap would mix population with memorisation
     trained_user_activity: float | None = None
     untrained_user_activity: float | None = None
+    # the two samples' losses themselves, for the "quantile" target (:func:`quantile_moves`); None
+    # in a gap recorded before they were kept
+    trained_losses: list[float] | None = None
+    untrained_losses: list[float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def has_losses(self) -> bool:
+        return bool(self.trained_losses) and bool(self.untrained_losses)
 
 
 def memorisation_gap(trained: np.ndarray, untrained: np.ndarray, untrained_source: str = "given") -> MemorisationGap:
@@ -94,7 +102,36 @@ def memorisation_gap(trained: np.ndarray, untrained: np.ndarray, untrained_sourc
         trained_instances=len(trained),
         untrained_instances=len(untrained),
         untrained_source=untrained_source,
+        trained_losses=[float(x) for x in trained],
+        untrained_losses=[float(x) for x in untrained],
     )
+
+
+def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: Sequence[float]) -> np.ndarray:
+    """How far each loss moves when it keeps its rank but changes population: ``to_sample``'s
+    quantile at the loss's (mid-)rank in ``from_sample``, minus the loss.
+
+    A removed instance goes from the trained population to the never-trained one
+    (``from_sample`` the trained reference losses, ``to_sample`` the never-trained ones); a
+    corrected form the other way. Unlike one shift for all (the gap), this asks less of an
+    instance the model already fits well, whose never-trained counterparts fit well too: the
+    lower quantiles of the two populations lie closer together than their means.
+
+    A loss's level is its mid-rank r among the n losses of ``from_sample`` (ties shared evenly),
+    q = r / n, read on ``to_sample`` with the same (Hazen) plotting positions, (i + ½) / n for
+    its i-th smallest: so equal samples map every one of their losses to itself, and samples of
+    different sizes meet at the same levels. A loss outside ``from_sample``'s range is held at
+    its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a larger
+    sample would push further out.
+    """
+    ranked, target = np.sort(np.asarray(from_sample, dtype=float)), np.asarray(to_sample, dtype=float)
+    if len(ranked) < 2 or len(target) < 2:
+        raise ValueError("a quantile target needs at least 2 losses in each reference sample")
+    losses = np.asarray(losses, dtype=float)
+    n = len(ranked)
+    rank = (np.searchsorted(ranked, losses, "left") + np.searchsorted(ranked, losses, "right")) / 2
+    level = np.clip(rank / n, 0.5 / n, 1 - 0.5 / n)
+    return np.quantile(target, level, method="hazen") - losses
 
 
 HELD_OUT_SOURCE = "held-out users (drawn like the trained ones, kept out of training)"
@@ -183,13 +220,18 @@ def _mean_activity(instances: Sequence[Instance], activity: Counter) -> float:
     return float(np.mean([activity[z.user] for z in instances]))
 
 
-def recorded_memorisation(lineage: Sequence[dict[str, Any]], size: int, seed: int) -> MemorisationGap | None:
-    """The gap the nearest version of ``lineage`` (manifests, newest first) recorded with these settings."""
+def recorded_memorisation(
+    lineage: Sequence[dict[str, Any]], size: int, seed: int, with_losses: bool = False
+) -> MemorisationGap | None:
+    """The gap the nearest version of ``lineage`` (manifests, newest first) recorded with these
+    settings; with ``with_losses``, only one that kept its samples' losses."""
     known = {f.name for f in fields(MemorisationGap)}
     for record in lineage:
         gap = ((record.get("metrics") or {}).get("calibration") or {}).get("memorisation_gap")
         if gap and gap.get("measured_on") and gap.get("reference_size") == size and gap.get("seed") == seed:
-            return MemorisationGap(**{k: v for k, v in gap.items() if k in known})
+            found = MemorisationGap(**{k: v for k, v in gap.items() if k in known})
+            if found.has_losses or not with_losses:
+                return found
     return None
 
 

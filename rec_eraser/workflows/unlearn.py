@@ -377,9 +377,12 @@ def _compute(
         lineage = registry.lineage(parent)
         if calibrate is not None and solver.method == "fisher":
             lineage_edits = set(registry.edited(parent))
-            gap = checked_gap(memorisation, lineage, calibrate) or recorded_memorisation(
-                lineage, calibrate.reference_size, calibrate.seed
-            )
+            needs_losses = (
+                calibrate.target == "quantile"
+            )  # a gap recorded without its samples' losses is measured again
+            gap = checked_gap(memorisation, lineage, calibrate)
+            if gap is None or (needs_losses and not gap.has_losses):
+                gap = recorded_memorisation(lineage, calibrate.reference_size, calibrate.seed, with_losses=needs_losses)
             measured_now = 0.0
             if gap is None:
                 say(f"measuring {parent}'s memorisation gap (once per lineage)")

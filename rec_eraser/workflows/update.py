@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, Update
-from rec_eraser.core.calibration import CalibrationConfig
+from rec_eraser.core.calibration import CalibrationConfig, move_factor
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel, rec_loss
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, trained_reference
+from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, quantile_moves, trained_reference
 from rec_eraser.workflows.curvature_cache import CacheRequest, CurvatureCache, cached_fisher, instance_key
 
 #: The workflows' default solver: the damped empirical Fisher of a 64-instance sub-sample
@@ -41,8 +41,14 @@ DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
 #:   pass at all). Chosen over "edited" on the TALLRec IR medium experiment with held-out users,
 #:   by a rule fixed before that run (docs/fidelity.md);
 #: - "edited": the edited instances' measured loss move equals the memorisation gap (a search
-#:   over the damping, each trial a forward pass over them); the default before.
-CALIBRATION_TARGETS = ("reference", "edited")
+#:   over the damping, each trial a forward pass over them); the default before;
+#: - "quantile": each edited instance's own target move, its loss carried to the same quantile
+#:   of the other population (``calibration.quantile_moves``: a removed or replaced form from
+#:   the trained reference losses to the never-trained ones, a corrected form back), and the
+#:   damping at which the influence function predicts the edited rows' total move to equal the
+#:   sum of those targets (``core.calibration.move_factor``; no pass). It needs the reference
+#:   samples' losses, which gaps recorded before them lack (then measured once again).
+CALIBRATION_TARGETS = ("reference", "edited", "quantile")
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,44 @@ def _reference_calibration(
         "whole_users": whole,
         "seconds": time.perf_counter() - t0,
     }, targets
+
+
+def _quantile_calibration(
+    engine: InfluenceEngine,
+    fisher: Any,
+    edits: list,
+    gap: MemorisationGap,
+    calibrate: Calibrate,
+    before: dict[str, np.ndarray],
+) -> tuple[dict[str, Any], dict[str, float | None]] | None:
+    """The "quantile" target (:data:`CALIBRATION_TARGETS`): the damping factor at which the
+    edited rows' predicted total move equals the sum of their quantile targets, and the groups'
+    target mean losses; None when that sum is not positive (nothing to move: the caller takes
+    the smallest step). ``before``: the current losses of the removed instances, the corrected
+    forms and their old forms."""
+    t0 = time.perf_counter()
+    trained, untrained = gap.trained_losses, gap.untrained_losses
+    up_removed = quantile_moves(before["removed"], trained, untrained)
+    up_old = quantile_moves(before["corrected_old"], trained, untrained)
+    down_corrected = -quantile_moves(before["corrected"], untrained, trained)
+    total = float(up_removed.sum() + up_old.sum() + down_corrected.sum())
+    if not total > 0:
+        return None
+    row_of = {id(z): i for i, z in enumerate(fisher.samples)}
+    olds, news = old_samples(edits), new_samples(edits)
+    coefficients = torch.zeros(fisher.size, 1, dtype=torch.float64)
+    coefficients[[row_of[id(z)] for z in olds], 0] += 1.0
+    if news:
+        coefficients[[row_of[id(z)] for z in news], 0] -= 1.0
+    rows = len(olds) + len(news)
+    damping, _, _ = engine.fisher_damping(fisher)
+    spectrum = fisher.influence_spectrum(damping)
+    chosen = move_factor(spectrum, coefficients, len(engine.train_samples), rows, total / rows, calibrate.search)
+    targets = {
+        "removed_loss": _mean(before["removed"] + up_removed),
+        "corrected_loss": _mean(before["corrected"] - down_corrected),
+    }
+    return {**chosen.to_dict(), "total_target_move": total, "seconds": time.perf_counter() - t0}, targets
 
 
 def encoded_edits(
@@ -335,7 +379,25 @@ def solve_update(
                 calibration["note"] = (
                     "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
                 )
-            if gap.gap > 0 and calibrate.target == "reference" and rows:
+            quantile = None
+            if calibrate.target == "quantile":
+                if not gap.has_losses:
+                    raise ValueError("the quantile target needs the reference samples' losses; this gap has none")
+                quantile = _quantile_calibration(
+                    engine,
+                    fisher,
+                    edits,
+                    gap,
+                    calibrate,
+                    {"removed": removed_before, "corrected": corrected_before, "corrected_old": corrected_old_before},
+                )
+                if quantile is None:
+                    calibration["note"] = "the quantile targets ask for no move: the smallest step of the search range"
+                    damping_factor = calibrate.search.max_factor
+                else:
+                    calibration["quantile"], calibration["targets"] = quantile
+                    damping_factor = calibration["quantile"]["factor"]
+            elif gap.gap > 0 and calibrate.target == "reference" and rows:
                 calibration["reference"], calibration["targets"] = _reference_calibration(
                     engine,
                     fisher,

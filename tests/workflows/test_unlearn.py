@@ -457,6 +457,50 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     )
 
 
+def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_path, tallrec_run, learnable_model_dir):
+    """target="quantile": each forgotten instance's target is its loss carried to the same
+    quantile of the never-trained reference losses, and the damping is the one at which the
+    edited rows' predicted move equals those targets' mean; a gap recorded without its samples'
+    losses (before they were kept) is measured again, and the measurement is the request's cost."""
+    from rec_eraser.workflows.calibration import quantile_moves
+    from rec_eraser.workflows.unlearn import Calibrate
+
+    run = tmp_path / "run"
+    shutil.copytree(tallrec_run, run)
+    recipe = tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2)
+    train_run(run, recipe)
+    user = a_trained_user(run)
+    forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
+    solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
+    event = [(None, Event("e1", "delete_user", user))]
+    legacy = apply_events(run, event, solver=solver, calibrate=Calibrate(target="reference"))
+    gap = Registry(run).manifest(legacy.version)["metrics"]["calibration"]["memorisation_gap"]
+    assert len(gap["trained_losses"]) == gap["trained_instances"] and len(gap["untrained_losses"]) > 1
+    Registry(run).rollback("v0000")
+    # a lineage whose recorded gap has no losses (as one written before they were kept) measures them again
+    from rec_eraser.workflows.calibration import MemorisationGap
+
+    without = MemorisationGap(**{**gap, "trained_losses": None, "untrained_losses": None})
+    assert not without.has_losses
+    result = apply_events(run, event, solver=solver, memorisation=without, calibrate=Calibrate(target="quantile"))
+    record = Registry(run).manifest(result.version)
+    cal = record["metrics"]["calibration"]
+    assert cal["target"] == "quantile" and record["solver"]["calibration"] is None  # no search
+    assert cal["memorisation_gap"]["trained_losses"] == gap["trained_losses"] and cal["reference_seconds"] > 0
+    before = np.array(instance_losses(load_version(run, "v0000"), forgotten))
+    wanted = quantile_moves(before, gap["trained_losses"], gap["untrained_losses"])
+    quantile = cal["quantile"]
+    assert quantile["target"] == pytest.approx(wanted.mean(), rel=1e-4)
+    assert quantile["total_target_move"] == pytest.approx(wanted.sum(), rel=1e-4)
+    assert cal["targets"]["removed_loss"] == pytest.approx(float((before + wanted).mean()), rel=1e-4)
+    # the predicted move at the chosen damping is the target, and it is the solve's own prediction
+    assert quantile["reached"] and quantile["target"] > 0
+    assert quantile["predicted"] == pytest.approx(quantile["target"], rel=1e-3)
+    assert quantile["predicted"] * len(forgotten) == pytest.approx(record["solver"]["predicted_change"], rel=1e-3)
+    after = float(np.mean(instance_losses(load_version(run, result.version), forgotten)))
+    assert after == pytest.approx(record["metrics"]["after"]["forgotten_loss"], rel=1e-5)
+
+
 @pytest.mark.parametrize("groups", [(), ("projector",)])
 def test_reference_target_on_llara_moves_lora_and_the_projector(tmp_path, llara_run, learnable_model_dir, groups):
     """LLaRA with target="reference": the item projector is edited with LoRA, with one damping or
