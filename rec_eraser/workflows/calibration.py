@@ -117,20 +117,19 @@ def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: 
     instance the model already fits well, whose never-trained counterparts fit well too: the
     lower quantiles of the two populations lie closer together than their means.
 
-    A loss's level is its mid-rank r among the n losses of ``from_sample`` (ties shared evenly),
-    q = r / n, read on ``to_sample`` with the same (Hazen) plotting positions, (i + ½) / n for
-    its i-th smallest: so equal samples map every one of their losses to itself, and samples of
-    different sizes meet at the same levels. A loss outside ``from_sample``'s range is held at
-    its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a larger
-    sample would push further out.
+    Levels are Hazen plotting positions, (i + ½) / n for the i-th smallest of n losses, on both
+    samples: a loss of ``from_sample`` gets its own position (a loss between two of them, the
+    linear interpolation of theirs), and ``to_sample`` is read at that level. So equal samples
+    map every loss to itself, a sample shifted by c moves every loss inside its range by c, and
+    samples of different sizes meet at the same levels. A loss outside ``from_sample``'s range
+    is held at its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a
+    larger sample would push further out.
     """
     ranked, target = np.sort(np.asarray(from_sample, dtype=float)), np.asarray(to_sample, dtype=float)
     if len(ranked) < 2 or len(target) < 2:
         raise ValueError("a quantile target needs at least 2 losses in each reference sample")
     losses = np.asarray(losses, dtype=float)
-    n = len(ranked)
-    rank = (np.searchsorted(ranked, losses, "left") + np.searchsorted(ranked, losses, "right")) / 2
-    level = np.clip(rank / n, 0.5 / n, 1 - 0.5 / n)
+    level = np.interp(losses, ranked, (np.arange(len(ranked)) + 0.5) / len(ranked))  # flat beyond the ends
     return np.quantile(target, level, method="hazen") - losses
 
 
