@@ -141,3 +141,59 @@ def test_the_calibration_study_summary_scores_each_update_against_each_sets_retr
     text = markdown(result)
     assert "| 2 | 4 | 1 | 0.200 | 0.500 | 0.450 | 0.050 | 0.400 | 0.850 / 0.930 |" in text
     assert "| reference | 0.060 | 0.20 | 1 of 2 | 1.000 | 0.950 |" in text
+
+
+def test_the_calibration_study_tables_hold_the_updates_its_result_has():
+    """A result written before the quantile update was added renders without it; one with it gets its column."""
+    from rec_eraser.bench.targets import markdown, summarise
+
+    moves = {"rule": 0.30, "edited": 0.05, "reference": 0.12, "quantile": 0.09}
+    correlations = {"original": 0.9, "rule": 0.8, "edited": 0.95, "reference": 0.97, "quantile": 0.96}
+    sets = [_study_row(0.10, dict(moves), dict(correlations)), _study_row(0.50, dict(moves), dict(correlations))]
+    summary = summarise(sets)
+    assert summary["quantile"]["mean_abs_error"] == pytest.approx((0.01 + 0.41) / 2)
+    result = {
+        "settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32},
+        "n_train": 48,
+        "noisy_train_instances": 12,
+        "original_auc": 0.8,
+        "memorisation_gap": {"gap": 0.2, "standard_error": 0.05, "untrained_source": "held-out users"},
+        "sets": sets,
+        "summary": summary,
+    }
+    text = markdown(result)
+    assert "| rule | edited | reference | quantile | corr. with Retrain: edited / reference / quantile |" in text
+    assert "| 1 | 4 | 1 | 0.200 | 0.100 | 0.300 | 0.050 | 0.120 | 0.090 | 0.950 / 0.970 / 0.960 |" in text
+    assert "| quantile | 0.210 |" in text
+    for row in sets:
+        del row["quantile"]
+    old = markdown({**result, "summary": summarise(sets)})
+    assert "quantile" not in old and "corr. with Retrain: edited / reference |" in old
+
+
+@pytest.mark.slow
+def test_the_calibration_study_runs_every_update_on_a_tiny_model(learnable_model_dir):
+    """The whole study end to end on a tiny Llama (two forget sets): every update is measured on
+    every set, and the quantile update's first-order move is its target wherever it was reached."""
+    from rec_eraser.bench.targets import UPDATES, markdown, run_target_study
+
+    result = run_target_study(
+        learnable_model_dir,
+        users=8,
+        per_user=2,
+        held_out_users=8,
+        forget_users=2,
+        sets=2,
+        sample_size=12,
+        epochs=8,
+        lr=5e-2,
+    )
+    assert len(result["sets"]) == 2 and result["memorisation_gap"]["gap"] > 0
+    for row in result["sets"]:
+        assert all(name in row for name in UPDATES)
+        quantile = row["quantile"]
+        if quantile["target_move"] > 0 and quantile["reached"]:
+            assert quantile["predicted_move"] == pytest.approx(quantile["target_move"], rel=1e-2)
+        else:  # targets that ask for no move, or one out of reach: an end of the search range
+            assert not quantile["reached"]
+    assert "| quantile |" in markdown(result)

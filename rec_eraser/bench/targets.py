@@ -14,7 +14,11 @@ with it:
 - ``edited``: the forget set's measured loss moves by the memorisation gap (the workflows'
   default target when this study ran; ``reference`` is the default since);
 - ``reference``: the damping at which the Fisher's retained rows are predicted to move by the
-  gap on average (``rec_eraser.core.calibration.reference_factor``).
+  gap on average (``rec_eraser.core.calibration.reference_factor``);
+- ``quantile``: each forgotten instance's loss carried to its rank among the held-out users'
+  losses (``rec_eraser.core.calibration.quantile_moves``, from the trained instances' losses
+  outside the forget set), and the damping at which the forget rows' predicted move equals
+  those targets' mean (``move_factor``); added after the first run of this study.
 
 The gap is the mean loss of every instance of held-out users drawn exactly like the trained
 ones (the same 25% noise; the workflows' preferred source, there sampled 128 at a time) minus
@@ -38,12 +42,12 @@ import torch
 
 from rec_eraser.bench.damping import build_instances, collate, evaluate, train_adapter, yes_no_ids
 from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig
+from rec_eraser.core.calibration import CalibrationConfig, move_factor, quantile_moves
 from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.lm_loss import causal_lm_loss
 
-UPDATES = ("rule", "edited", "reference")
+UPDATES = ("rule", "edited", "reference", "quantile")
 
 
 def run_target_study(
@@ -130,8 +134,9 @@ def run_target_study(
             del second
         del retrained
         say(f"forget set {k + 1}/{sets}: the influence updates")
+        references = (np.delete(trained_loss, forget_idx), held_out_loss)
         for name, (model, seconds, note) in _updates(
-            original, train, forget, start, gap, sample_size, seed, yes, no
+            original, train, forget, start, gap, references, sample_size, seed, yes, no
         ).items():
             loss = float(evaluate(model, forget, yes, no)[0].mean())
             _, scores = evaluate(model, test, yes, no)
@@ -186,12 +191,15 @@ def _updates(
     forget: list,
     start: float,
     gap: float,
+    references: tuple[np.ndarray, np.ndarray],
     sample_size: int,
     seed: int,
     yes: int,
     no: int,
 ) -> dict[str, tuple[torch.nn.Module, float, dict[str, Any]]]:
-    """The three updates of ``original`` for removing ``forget`` (whose mean loss is ``start``), from one empirical Fisher."""
+    """The updates of ``original`` for removing ``forget`` (whose mean loss is ``start``), from one
+    empirical Fisher; ``references``: the original's losses on the trained instances outside the
+    forget set and on the held-out users' instances."""
     edits = [Removal(z) for z in forget]
     solver = SolverConfig(method="fisher", sample_size=sample_size, batch_size=4, seed=seed)
     out: dict[str, tuple[torch.nn.Module, float, dict[str, Any]]] = {}
@@ -212,6 +220,29 @@ def _updates(
 
             update = engine.compute(edits, objective=progress, calibration=CalibrationConfig(), fisher=fisher)
             note = {"factor": update.report.calibration["factor"], "trials": len(update.report.calibration["trials"])}
+        elif name == "quantile":
+            t0 = time.perf_counter()
+            forget_loss = evaluate(original, forget, yes, no)[0]
+            wanted = float(quantile_moves(forget_loss, *references).mean())
+            forgotten = {id(z) for z in forget}
+            coefficients = torch.zeros(fisher.size, 1, dtype=torch.float64)
+            coefficients[[row for row, z in enumerate(fisher.samples) if id(z) in forgotten], 0] = 1.0
+            damping, _, _ = engine.fisher_damping(fisher)
+            search = CalibrationConfig()
+            chosen = (  # as the workflow does: targets that ask for no move get the shortest step of the range
+                move_factor(fisher.influence_spectrum(damping), coefficients, len(train), len(forget), wanted, search)
+                if wanted > 0
+                else None
+            )
+            factor = chosen.factor if chosen is not None else search.max_factor
+            matching = time.perf_counter() - t0
+            update = engine.compute(edits, damping_factor=factor, fisher=fisher)
+            note = {
+                "factor": factor,
+                "target_move": wanted,
+                "reached": chosen.reached if chosen is not None else False,
+                "matching_seconds": matching,
+            }
         else:
             t0 = time.perf_counter()
             forgotten = {id(z) for z in forget}
@@ -249,7 +280,7 @@ def summarise(sets: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if "retrain_seed1" in sets[0]:
         out["retrain_seed_move_difference"] = abs(sets[0]["retrain_seed1"]["move"] - sets[0]["retrain"]["move"])
-    names = ("original", *UPDATES)
+    names = ("original", *_updates_in(sets))
     moves = {
         name: np.zeros(len(sets)) if name == "original" else np.array([s[name]["move"] for s in sets]) for name in names
     }
@@ -274,23 +305,32 @@ def summarise(sets: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _updates_in(sets: list[dict[str, Any]]) -> list[str]:
+    """The updates a result holds (a file written before ``quantile`` was added lacks it)."""
+    return [name for name in UPDATES if name in sets[0]]
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The study's tables, from its result file."""
     s, gap = result["settings"], result["memorisation_gap"]
+    updates = _updates_in(result["sets"])
+    calibrated = [name for name in updates if name != "rule"]
     lines = [
         f"{result['n_train']} training instances ({result['noisy_train_instances']} with a flipped label), "
         f"{s['epochs']} epochs, lr {s['lr']:g}; original test AUC {result['original_auc']:.3f}; memorisation gap "
         f"{gap['gap']:.3g} ± {gap['standard_error']:.2g} ({gap['untrained_source']}); {s['sets']} forget sets of "
         f"{s['forget_users']} users; Fisher sub-sample {s['sample_size']}.",
         "",
-        "| set | instances | noisy | original loss | Retrain move | rule | edited | reference | corr. with Retrain: edited / reference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| set | instances | noisy | original loss | Retrain move | {' | '.join(updates)} | "
+        f"corr. with Retrain: {' / '.join(calibrated)} |",
+        "|---|---|---|---|---|" + "---|" * (len(updates) + 1),
     ]
     for i, row in enumerate(result["sets"], 1):
+        moves = " | ".join(f"{row[name]['move']:.3f}" for name in updates)
+        correlations = " / ".join(f"{row[name]['score_correlation_with_retrain']:.3f}" for name in calibrated)
         lines.append(
             f"| {i} | {row['instances']} | {row['noisy_instances']} | {row['original_loss']:.3f} | {row['retrain']['move']:.3f} | "
-            f"{row['rule']['move']:.3f} | {row['edited']['move']:.3f} | {row['reference']['move']:.3f} | "
-            f"{row['edited']['score_correlation_with_retrain']:.3f} / {row['reference']['score_correlation_with_retrain']:.3f} |"
+            f"{moves} | {correlations} |"
         )
     summary = result["summary"]
     lines += [
@@ -305,7 +345,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| update | mean abs. error of the move | relative to Retrain's mean move | sets where nearest | move correlation with Retrain across sets | mean score correlation with Retrain |",
         "|---|---|---|---|---|---|",
     ]
-    for name in ("original", *UPDATES):
+    for name in ("original", *updates):
         r = summary[name]
         corr = "–" if r["move_correlation_with_retrain"] is None else f"{r['move_correlation_with_retrain']:.3f}"
         lines.append(

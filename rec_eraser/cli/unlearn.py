@@ -70,7 +70,9 @@ CALIBRATION_TARGET_OPT = typer.Option(
     "--calibration-target",
     help="fisher: what the calibrated damping is matched on: reference (default: the retained rows of the Fisher "
     "sample are predicted to move by the memorisation gap on average; the edited instances then move by their own "
-    "predicted amount) or edited (the edited instances' loss moves by the gap). See docs/fidelity.md.",
+    "predicted amount), edited (the edited instances' loss moves by the gap) or quantile (each edited instance's loss "
+    "is carried to its rank among the never-trained reference losses, a corrected form's back among the trained ones; "
+    "the damping is where the edited rows' predicted move equals those targets). See docs/fidelity.md.",
 )
 
 
@@ -186,6 +188,13 @@ def _print_apply(result: Any) -> None:
             console.print(
                 f"damping calibrated: x {c['factor']:.3g} of {start}, progress {c['progress']:.3g} "
                 f"({'on target' if c['reached'] else 'target not reached'}, {len(c['trials'])} trials)"
+            )
+        elif cal.get("quantile"):
+            q = cal["quantile"]
+            console.print(
+                f"damping matched on the {q['rows']} edited instances' quantile targets: x {q['factor']:.3g} of the "
+                f"starting damping, predicted to move them by {q['predicted']:.3g} on average (target {q['target']:.3g})"
+                f"{'' if q['reached'] else ' (end of the search range: the target was not reached)'}"
             )
         elif cal.get("reference"):
             ref = cal["reference"]

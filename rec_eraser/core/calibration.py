@@ -32,6 +32,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 if TYPE_CHECKING:
@@ -246,6 +247,32 @@ def move_factor(
         groups=coefficients.shape[1],
         rows=rows,
     )
+
+
+def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: Sequence[float]) -> np.ndarray:
+    """How far each loss moves when it keeps its rank but changes population: ``to_sample``'s
+    quantile at the loss's (mid-)rank in ``from_sample``, minus the loss.
+
+    A removed instance goes from the trained population to the never-trained one
+    (``from_sample`` the trained reference losses, ``to_sample`` the never-trained ones); a
+    corrected form the other way. Unlike one shift for all (the gap), this asks less of an
+    instance the model already fits well, whose never-trained counterparts fit well too: the
+    lower quantiles of the two populations lie closer together than their means.
+
+    Levels are Hazen plotting positions, (i + ½) / n for the i-th smallest of n losses, on both
+    samples: a loss of ``from_sample`` gets its own position (a loss between two of them, the
+    linear interpolation of theirs), and ``to_sample`` is read at that level. So equal samples
+    map every loss to itself, a sample shifted by c moves every loss inside its range by c, and
+    samples of different sizes meet at the same levels. A loss outside ``from_sample``'s range
+    is held at its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a
+    larger sample would push further out.
+    """
+    ranked, target = np.sort(np.asarray(from_sample, dtype=float)), np.asarray(to_sample, dtype=float)
+    if len(ranked) < 2 or len(target) < 2:
+        raise ValueError("a quantile target needs at least 2 losses in each reference sample")
+    losses = np.asarray(losses, dtype=float)
+    level = np.interp(losses, ranked, (np.arange(len(ranked)) + 0.5) / len(ranked))  # flat beyond the ends
+    return np.quantile(target, level, method="hazen") - losses
 
 
 def whole_groups(

@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, Update
-from rec_eraser.core.calibration import CalibrationConfig, move_factor
+from rec_eraser.core.calibration import CalibrationConfig, move_factor, quantile_moves
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
 from rec_eraser.training.model import RecModel, rec_loss
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, quantile_moves, trained_reference
+from rec_eraser.workflows.calibration import EditedLossObjective, MemorisationGap, trained_reference
 from rec_eraser.workflows.curvature_cache import CacheRequest, CurvatureCache, cached_fisher, instance_key
 
 #: The workflows' default solver: the damped empirical Fisher of a 64-instance sub-sample
@@ -43,7 +43,7 @@ DEFAULT_SOLVER = SolverConfig(method="fisher", sample_size=64, batch_size=4)
 #: - "edited": the edited instances' measured loss move equals the memorisation gap (a search
 #:   over the damping, each trial a forward pass over them); the default before;
 #: - "quantile": each edited instance's own target move, its loss carried to the same quantile
-#:   of the other population (``calibration.quantile_moves``: a removed or replaced form from
+#:   of the other population (``core.calibration.quantile_moves``: a removed or replaced form from
 #:   the trained reference losses to the never-trained ones, a corrected form back), and the
 #:   damping at which the influence function predicts the edited rows' total move to equal the
 #:   sum of those targets (``core.calibration.move_factor``; no pass). It needs the reference

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig, calibrate_scale, move_factor
-from rec_eraser.workflows.calibration import memorisation_gap, quantile_moves
+from rec_eraser.core.calibration import CalibrationConfig, calibrate_scale, move_factor, quantile_moves
+from rec_eraser.workflows.calibration import memorisation_gap
 
 from .conftest import collate, fit_logistic, logistic_loss
 

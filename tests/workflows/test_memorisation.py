@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from rec_eraser.core.calibration import quantile_moves
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.workflows.calibration import (
     MemorisationGap,
     drift_check,
     measure_memorisation,
     memorisation_gap,
-    quantile_moves,
     recorded_memorisation,
 )
 

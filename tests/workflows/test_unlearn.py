@@ -462,7 +462,7 @@ def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_pat
     quantile of the never-trained reference losses, and the damping is the one at which the
     edited rows' predicted move equals those targets' mean; a gap recorded without its samples'
     losses (before they were kept) is measured again, and the measurement is the request's cost."""
-    from rec_eraser.workflows.calibration import quantile_moves
+    from rec_eraser.core.calibration import quantile_moves
     from rec_eraser.workflows.unlearn import Calibrate
 
     run = tmp_path / "run"
@@ -499,6 +499,16 @@ def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_pat
     assert quantile["predicted"] * len(forgotten) == pytest.approx(record["solver"]["predicted_change"], rel=1e-3)
     after = float(np.mean(instance_losses(load_version(run, result.version), forgotten)))
     assert after == pytest.approx(record["metrics"]["after"]["forgotten_loss"], rel=1e-5)
+    # the command line: the same request says what the damping was matched on
+    from typer.testing import CliRunner
+
+    from rec_eraser.cli import app
+
+    Registry(run).rollback("v0000")
+    args = ["forget-user", str(run), "--user", user, "--calibration-target", "quantile", "--sample-size", "32"]
+    printed = CliRunner().invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    assert f"damping matched on the {len(forgotten)} edited instances' quantile targets" in printed.stdout
 
 
 @pytest.mark.parametrize("groups", [(), ("projector",)])
