@@ -189,11 +189,14 @@ def test_the_calibration_study_runs_every_update_on_a_tiny_model(learnable_model
         lr=5e-2,
     )
     assert len(result["sets"]) == 2 and result["memorisation_gap"]["gap"] > 0
+    reached = 0
     for row in result["sets"]:
         assert all(name in row for name in UPDATES)
         quantile = row["quantile"]
-        if quantile["target_move"] > 0 and quantile["reached"]:
+        if quantile["reached"]:
+            reached += 1
             assert quantile["predicted_move"] == pytest.approx(quantile["target_move"], rel=1e-2)
         else:  # targets that ask for no move, or one out of reach: an end of the search range
-            assert not quantile["reached"]
+            assert quantile["factor"] in (pytest.approx(1e-3), pytest.approx(1e3))
+    assert reached >= 1
     assert "| quantile |" in markdown(result)

@@ -35,8 +35,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rec_eraser.core.edits import Edit, new_samples, old_samples
+
 if TYPE_CHECKING:
-    from rec_eraser.core.fisher import InfluenceSpectrum
+    from rec_eraser.core.fisher import EmpiricalFisher, InfluenceSpectrum
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +194,20 @@ def reference_factor(
     return move_factor(spectrum, indicators, n, sum(len(g) for g in groups), target, config)
 
 
+def edit_coefficients(fisher: EmpiricalFisher, edits: Sequence[Edit]) -> torch.Tensor:
+    """``[m]``: +1 on the Fisher's rows of the edits' old samples (removed, or replaced), −1 on
+    those of their new ones (corrected forms). The right-hand side of an update is b = Gᵀc / n
+    with c this vector, and cᵀ G (F + λD)⁻¹ Gᵀ c / n the edits' predicted move (the old rows'
+    rise plus the new rows' fall). Every edited sample must be a row of the Fisher."""
+    row_of = {id(z): i for i, z in enumerate(fisher.samples)}
+    coefficients = torch.zeros(fisher.size, dtype=torch.float64)
+    coefficients[[row_of[id(z)] for z in old_samples(list(edits))]] += 1.0
+    news = new_samples(list(edits))
+    if news:
+        coefficients[[row_of[id(z)] for z in news]] -= 1.0
+    return coefficients
+
+
 def move_factor(
     spectrum: InfluenceSpectrum,
     coefficients: torch.Tensor,
@@ -260,8 +276,9 @@ def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: 
     lower quantiles of the two populations lie closer together than their means.
 
     Levels are Hazen plotting positions, (i + ½) / n for the i-th smallest of n losses, on both
-    samples: a loss of ``from_sample`` gets its own position (a loss between two of them, the
-    linear interpolation of theirs), and ``to_sample`` is read at that level. So equal samples
+    samples: a loss of ``from_sample`` gets its own position (tied losses the mean of theirs; a
+    loss between two of them, the linear interpolation of theirs), and ``to_sample`` is read at
+    that level. So equal samples
     map every loss to itself, a sample shifted by c moves every loss inside its range by c, and
     samples of different sizes meet at the same levels. A loss outside ``from_sample``'s range
     is held at its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a
@@ -271,7 +288,9 @@ def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: 
     if len(ranked) < 2 or len(target) < 2:
         raise ValueError("a quantile target needs at least 2 losses in each reference sample")
     losses = np.asarray(losses, dtype=float)
-    level = np.interp(losses, ranked, (np.arange(len(ranked)) + 0.5) / len(ranked))  # flat beyond the ends
+    values, tie = np.unique(ranked, return_inverse=True)
+    positions = np.bincount(tie, weights=(np.arange(len(ranked)) + 0.5) / len(ranked)) / np.bincount(tie)
+    level = np.interp(losses, values, positions)  # flat beyond the ends
     return np.quantile(target, level, method="hazen") - losses
 
 

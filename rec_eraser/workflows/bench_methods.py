@@ -227,11 +227,9 @@ def _run_other_target(call: MethodCall, target: str) -> Outcome:
     ctx = call.ctx
     # v0000's gap as the workflow's own request used it (recorded at training, or measured by that
     # request and recorded in its version): never measured again here, as the rec_eraser row's is not;
-    # except for the "quantile" target when that record predates keeping the samples' losses: this
-    # request then measures it again, and pays for it, as the workflow would
+    # except by the "quantile" target when that record predates keeping the samples' losses: the
+    # request then measures them again and pays for it, as the workflow would
     memorisation = original_memorisation(ctx.run, call.say, call.version)
-    if target == "quantile" and memorisation is not None and not memorisation.has_losses:
-        memorisation = None
     memory = PeakMemory()
     with memory.watch():
         loaded, result = preview_update(

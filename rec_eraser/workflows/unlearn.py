@@ -129,10 +129,14 @@ def apply_events(
     ``calibrate``: for the ``fisher`` solver, choose the damping's scale for this request from
     the adapter's memorisation gap (see ``rec_eraser.workflows.calibration``): by default so
     that the retained rows of the Fisher sample are predicted to move by the gap, or with
-    ``target="edited"`` so that the edited instances' losses do (:data:`CALIBRATION_TARGETS`);
-    ``None`` keeps the starting damping (the rule's, or ``damping``). Other solvers ignore it. The gap is ``memorisation`` when the caller
-    measured it on the current version or an ancestor (with ``calibrate``'s settings), else
-    the one recorded nearest on the lineage, else measured now (and then recorded).
+    ``target="edited"`` so that the edited instances' losses do, or with ``target="quantile"``
+    each by its own quantile target (:data:`CALIBRATION_TARGETS`); ``None`` keeps the starting
+    damping (the rule's, or ``damping``). Other solvers ignore it. The gap is ``memorisation``
+    when the caller measured it on the current version or an ancestor (with ``calibrate``'s
+    settings), else the one recorded nearest on the lineage, else measured now (and then
+    recorded). The quantile target also needs the gap's samples' losses: a given or recorded
+    gap without them is passed over (so its figure, in the drift check too, is the one found or
+    measured with them).
 
     Returns the result; a new version exists iff ``result.version`` is not None. Bad events
     are in ``result.problems`` and were not applied; with ``strict``, one bad event refuses
@@ -377,9 +381,9 @@ def _compute(
         lineage = registry.lineage(parent)
         if calibrate is not None and solver.method == "fisher":
             lineage_edits = set(registry.edited(parent))
-            needs_losses = (
-                calibrate.target == "quantile"
-            )  # a gap recorded without its samples' losses is measured again
+            # the quantile target reads the gap's samples' losses: a gap without them (given, or recorded
+            # before they were kept) gives way to one recorded with them, else to a new measurement
+            needs_losses = calibrate.target == "quantile"
             gap = checked_gap(memorisation, lineage, calibrate)
             if gap is None or (needs_losses and not gap.has_losses):
                 gap = recorded_memorisation(lineage, calibrate.reference_size, calibrate.seed, with_losses=needs_losses)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, Update
-from rec_eraser.core.calibration import CalibrationConfig, move_factor, quantile_moves
+from rec_eraser.core.calibration import CalibrationConfig, edit_coefficients, move_factor, quantile_moves
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
@@ -160,12 +160,9 @@ def _reference_calibration(
     )
     n = len(engine.train_samples)
     row_of = {id(z): i for i, z in enumerate(fisher.samples)}
-    olds, news = old_samples(edits), new_samples(edits)
+    news = new_samples(edits)
     removed_olds = [e.sample for e in edits if isinstance(e, Removal)]
-    rhs = torch.zeros(fisher.size, dtype=torch.float64)  # b = Gᵀ rhs / n
-    rhs[[row_of[id(z)] for z in olds]] += 1.0
-    if news:
-        rhs[[row_of[id(z)] for z in news]] -= 1.0
+    rhs = edit_coefficients(fisher, edits)  # b = Gᵀ rhs / n
 
     def predicted_mean_change(group: list) -> float | None:
         if not group:
@@ -208,15 +205,10 @@ def _quantile_calibration(
     total = float(up_removed.sum() + up_old.sum() + down_corrected.sum())
     if not total > 0:
         return None
-    row_of = {id(z): i for i, z in enumerate(fisher.samples)}
-    olds, news = old_samples(edits), new_samples(edits)
-    coefficients = torch.zeros(fisher.size, 1, dtype=torch.float64)
-    coefficients[[row_of[id(z)] for z in olds], 0] += 1.0
-    if news:
-        coefficients[[row_of[id(z)] for z in news], 0] -= 1.0
-    rows = len(olds) + len(news)
+    rows = len(old_samples(edits)) + len(new_samples(edits))
     damping, _, _ = engine.fisher_damping(fisher)
     spectrum = fisher.influence_spectrum(damping)
+    coefficients = edit_coefficients(fisher, edits)[:, None]
     chosen = move_factor(spectrum, coefficients, len(engine.train_samples), rows, total / rows, calibrate.search)
     targets = {
         "removed_loss": _mean(before["removed"] + up_removed),
@@ -380,7 +372,7 @@ def solve_update(
                     "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
                 )
             quantile = None
-            if calibrate.target == "quantile":
+            if calibrate.target == "quantile" and gap.gap > 0:
                 if not gap.has_losses:
                     raise ValueError("the quantile target needs the reference samples' losses; this gap has none")
                 quantile = _quantile_calibration(
@@ -473,12 +465,12 @@ def solve_update(
 
 def update_seconds(record: dict[str, Any]) -> float:
     """A request's own work, from its record (``solver``, ``metrics``): the solve (its calibration
-    trials included), the "reference" target's matching when it ran, plus measuring the
+    trials included), the "reference" or "quantile" target's matching when it ran, plus measuring the
     memorisation gap when this request did (once per lineage; a reused gap costs nothing), plus
     serialising the curvature cache for the next request."""
     metrics = record.get("metrics") or {}
     cal = metrics.get("calibration") or {}
-    matching = (cal.get("reference") or {}).get("seconds", 0.0)
+    matching = (cal.get("reference") or {}).get("seconds", 0.0) + (cal.get("quantile") or {}).get("seconds", 0.0)
     # the curvature cache's reading and probes are in the solver's seconds; serialising it for the next request is not
     cache_write = (metrics.get("curvature_cache") or {}).get("write_seconds", 0.0)
     return (

@@ -248,6 +248,10 @@ def test_reference_calibration_follows_retraining_across_forget_sets_the_gap_tre
     # never-trained ones; the longest step of the range then stops it near Retrain), nothing for
     # the easy one
     assert hard["quantile_target"] > 2 * hard["gap"] and easy["quantile_target"] < easy["gap"] / 10
+    assert (
+        hard["quantile_target"] > 1.5 * hard["retrain"]
+        and abs(hard["quantile"] - hard["retrain"]) <= 0.1 * hard["retrain"]
+    )
     assert abs(easy["quantile"] - easy["retrain"]) <= 0.01, easy
     # a random forget set: both land within half of Retrain's move (first order undershoots a 40-point removal)
     rand = _retrain_move_and_updates(memorising_logistic, np.asarray(memorising_logistic[4]))
@@ -299,3 +303,55 @@ def test_reference_prediction_is_bounded_by_the_sample_fraction():
     low_rank = EmpiricalFisher(low_rank_rows).influence_spectrum(0.5)
     assert reference_factor(low_rank, groups, n, 10.0, near_zero).predicted < 12 / n
     assert reference_factor(full_rank, groups, n, 0.9 * 12 / n, near_zero).reached
+
+
+def test_quantile_moves_carry_each_loss_to_its_rank_in_the_other_sample():
+    rng = np.random.default_rng(0)
+    trained = rng.random(4000)
+    # equal samples: every loss of the sample stays where it is
+    assert np.abs(quantile_moves(trained, trained, trained)).max() < 1e-12
+    # a sample shifted by c moves every loss inside the range by c; one scaled by 2 doubles it
+    inside = np.array([0.05, 0.3, 0.5, 0.9])
+    assert quantile_moves(inside, trained, trained + 0.2) == pytest.approx(np.full(4, 0.2), abs=1e-9)
+    assert quantile_moves(inside, trained, 2 * trained) == pytest.approx(inside, abs=0.03)
+    # exact on small samples: 0.2, the 2nd of 4 trained losses, maps to the 2nd untrained one;
+    # 0.25, halfway between the 2nd and 3rd, to halfway between theirs
+    small = quantile_moves(np.array([0.2, 0.25]), [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0])
+    assert small == pytest.approx([2.0 - 0.2, 2.5 - 0.25])
+    # outside the trained range: held at its extreme level, not at the other sample's extreme
+    far = quantile_moves(np.array([-5.0, 5.0]), [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0, 100.0])
+    assert far == pytest.approx(
+        [
+            np.quantile([1, 2, 3, 4, 100], 0.125, method="hazen") + 5,
+            np.quantile([1, 2, 3, 4, 100], 0.875, method="hazen") - 5,
+        ]
+    )
+    # tied losses share the mean of their positions: 0.2 twice among 4 sits at level 1/2
+    tied = quantile_moves(np.array([0.2]), [0.1, 0.2, 0.2, 0.3], [1.0, 2.0, 3.0, 4.0])
+    assert tied == pytest.approx([2.5 - 0.2])
+    with pytest.raises(ValueError, match="at least 2"):
+        quantile_moves(inside, [0.1], [0.2, 0.3])
+
+
+def test_move_factor_on_removed_and_corrected_rows_is_the_solves_own_predicted_move(memorising_logistic):
+    """A removal and a correction together: +1 on the old rows, −1 on the corrected one; at the
+    chosen factor the per-row predicted move times the rows is the update's n·bᵀΔθ."""
+    from rec_eraser.core import Replacement
+    from rec_eraser.core.calibration import edit_coefficients
+
+    x, y, w, samples, _, _, n = memorising_logistic
+    flipped = (samples[1][0], 1.0 - samples[1][1])
+    edits = [Removal(samples[0]), Replacement(samples[1], flipped)]
+    engine = _engine(_model(w), samples, n)
+    fisher = engine.empirical_fisher(edits)
+    coefficients = edit_coefficients(fisher, edits)
+    assert sorted(coefficients[coefficients != 0].tolist()) == [-1.0, 1.0, 1.0]
+    damping, _, _ = engine.fisher_damping(fisher)
+    spectrum = fisher.influence_spectrum(damping)
+    reachable = spectrum.bilinear(coefficients, coefficients, 1.0) / n / 3  # the move at the starting damping
+    chosen = move_factor(spectrum, coefficients[:, None], n, 3, reachable / 2, CalibrationConfig())
+    assert chosen.reached and chosen.factor > 1 and chosen.predicted == pytest.approx(reachable / 2, rel=1e-3)
+    update = engine.compute(edits, damping_factor=chosen.factor, fisher=fisher)
+    assert update.report.predicted_change == pytest.approx(chosen.predicted * 3, rel=1e-6)
+    with pytest.raises(ValueError, match="positive target"):
+        move_factor(spectrum, coefficients[:, None], n, 3, 0.0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rec_eraser.core.calibration import quantile_moves
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.workflows.calibration import (
     MemorisationGap,
@@ -58,31 +57,6 @@ def test_a_gap_keeps_its_samples_losses_and_only_such_a_record_serves_the_quanti
     found = recorded_memorisation(lineage, 128, 0, with_losses=True)
     assert found.measured_on == "v0000" and found.untrained_losses == [0.4, 0.5]
     assert recorded_memorisation(lineage[:1], 128, 0, with_losses=True) is None
-
-
-def test_quantile_moves_carry_each_loss_to_its_rank_in_the_other_sample():
-    rng = np.random.default_rng(0)
-    trained = rng.random(4000)
-    # equal samples: every loss of the sample stays where it is
-    assert np.abs(quantile_moves(trained, trained, trained)).max() < 1e-12
-    # a sample shifted by c moves every loss inside the range by c; one scaled by 2 doubles it
-    inside = np.array([0.05, 0.3, 0.5, 0.9])
-    assert quantile_moves(inside, trained, trained + 0.2) == pytest.approx(np.full(4, 0.2), abs=1e-9)
-    assert quantile_moves(inside, trained, 2 * trained) == pytest.approx(inside, abs=0.03)
-    # exact on small samples: 0.2, the 2nd of 4 trained losses, maps to the 2nd untrained one;
-    # 0.25, halfway between the 2nd and 3rd, to halfway between theirs
-    small = quantile_moves(np.array([0.2, 0.25]), [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0])
-    assert small == pytest.approx([2.0 - 0.2, 2.5 - 0.25])
-    # outside the trained range: held at its extreme level, not at the other sample's extreme
-    far = quantile_moves(np.array([-5.0, 5.0]), [0.1, 0.2, 0.3, 0.4], [1.0, 2.0, 3.0, 4.0, 100.0])
-    assert far == pytest.approx(
-        [
-            np.quantile([1, 2, 3, 4, 100], 0.125, method="hazen") + 5,
-            np.quantile([1, 2, 3, 4, 100], 0.875, method="hazen") - 5,
-        ]
-    )
-    with pytest.raises(ValueError, match="at least 2"):
-        quantile_moves(inside, [0.1], [0.2, 0.3])
 
 
 def _instance(name: str, user: str) -> Instance:

@@ -499,6 +499,18 @@ def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_pat
     assert quantile["predicted"] * len(forgotten) == pytest.approx(record["solver"]["predicted_change"], rel=1e-3)
     after = float(np.mean(instance_losses(load_version(run, result.version), forgotten)))
     assert after == pytest.approx(record["metrics"]["after"]["forgotten_loss"], rel=1e-5)
+    # a label correction: the old forms are carried up, the corrected forms down, over both sets of rows
+    Registry(run).rollback("v0000")
+    trained = Registry(run).training_set("v0000")
+    flip = trained[0]
+    correction = [
+        (None, Event("e2", "correct_label", flip.user, item=flip.target_item, label="No" if flip.label else "Yes"))
+    ]
+    corrected = apply_events(run, correction, solver=solver, calibrate=Calibrate(target="quantile"))
+    cal = Registry(run).manifest(corrected.version)["metrics"]["calibration"]
+    assert corrected.modified >= 1 and cal["quantile"]["rows"] == 2 * corrected.modified + corrected.removed
+    assert cal["quantile"]["total_target_move"] == pytest.approx(cal["quantile"]["target"] * cal["quantile"]["rows"])
+    assert cal["targets"]["corrected_loss"] is not None and cal["trust"]["predicted_change"] > 0
     # the command line: the same request says what the damping was matched on
     from typer.testing import CliRunner
 
