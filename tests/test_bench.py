@@ -92,6 +92,18 @@ def _study_row(retrain: float, moves: dict[str, float], correlations: dict[str, 
     return row
 
 
+def _study_result(sets: list[dict], summary: dict) -> dict:
+    return {
+        "settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32},
+        "n_train": 48,
+        "noisy_train_instances": 12,
+        "original_auc": 0.8,
+        "memorisation_gap": {"gap": 0.2, "standard_error": 0.05, "untrained_source": "held-out users"},
+        "sets": sets,
+        "summary": summary,
+    }
+
+
 def test_the_calibration_study_summary_scores_each_update_against_each_sets_retrain():
     from rec_eraser.bench.targets import markdown, summarise
 
@@ -129,15 +141,7 @@ def test_the_calibration_study_summary_scores_each_update_against_each_sets_retr
     )  # the same move on both sets: no correlation to speak of
     assert summary["reference"]["move_correlation_with_retrain"] == pytest.approx(1.0)
     assert summary["reference"]["mean_score_correlation_with_retrain"] == pytest.approx(0.95)
-    result = {
-        "settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32},
-        "n_train": 48,
-        "noisy_train_instances": 12,
-        "original_auc": 0.8,
-        "memorisation_gap": {"gap": 0.2, "standard_error": 0.05, "untrained_source": "held-out users"},
-        "sets": sets,
-        "summary": summary,
-    }
+    result = _study_result(sets, summary)
     text = markdown(result)
     assert "| 2 | 4 | 1 | 0.200 | 0.500 | 0.450 | 0.050 | 0.400 | 0.850 / 0.930 |" in text
     assert "| reference | 0.060 | 0.20 | 1 of 2 | 1.000 | 0.950 |" in text
@@ -152,15 +156,7 @@ def test_the_calibration_study_tables_hold_the_updates_its_result_has():
     sets = [_study_row(0.10, dict(moves), dict(correlations)), _study_row(0.50, dict(moves), dict(correlations))]
     summary = summarise(sets)
     assert summary["quantile"]["mean_abs_error"] == pytest.approx((0.01 + 0.41) / 2)
-    result = {
-        "settings": {"epochs": 5, "lr": 2e-3, "sets": 2, "forget_users": 2, "sample_size": 32},
-        "n_train": 48,
-        "noisy_train_instances": 12,
-        "original_auc": 0.8,
-        "memorisation_gap": {"gap": 0.2, "standard_error": 0.05, "untrained_source": "held-out users"},
-        "sets": sets,
-        "summary": summary,
-    }
+    result = _study_result(sets, summary)
     text = markdown(result)
     assert "| rule | edited | reference | quantile | corr. with Retrain: edited / reference / quantile |" in text
     assert "| 1 | 4 | 1 | 0.200 | 0.100 | 0.300 | 0.050 | 0.120 | 0.090 | 0.950 / 0.970 / 0.960 |" in text

@@ -405,20 +405,32 @@ def test_a_solver_that_misses_its_residual_bound_writes_no_version(run):
     )
 
 
+@pytest.fixture(scope="module")
+def memorising_tallrec(tmp_path_factory, tallrec_run, learnable_model_dir) -> Path:
+    """A TALLRec run whose v0000 (a tiny Llama that can memorise, 32 instances, 6 epochs) memorised."""
+    run = tmp_path_factory.mktemp("memorising") / "run"
+    shutil.copytree(tallrec_run, run)
+    train_run(run, tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2))
+    return run
+
+
+def _memorising_copy(tmp_path: Path, memorising: Path) -> tuple[Path, str, list]:
+    """A copy of ``memorising`` to edit, a trained user and that user's training instances."""
+    run = tmp_path / "run"
+    shutil.copytree(memorising, run)
+    user = a_trained_user(run)
+    return run, user, [z for z in Registry(run).training_set("v0000") if z.user == user]
+
+
 def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_forgotten_loss(
-    tmp_path, tallrec_run, learnable_model_dir
+    tmp_path, memorising_tallrec
 ):
     """target="reference": the damping at which the Fisher's unedited rows (each user's removed
     alone) are predicted to move by the gap on average, applied as it is; the manifest records
     it and the first-order prediction of the forgotten loss, which agrees with the solve's own."""
     from rec_eraser.workflows.unlearn import Calibrate
 
-    run = tmp_path / "run"
-    shutil.copytree(tallrec_run, run)
-    recipe = tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2)
-    train_run(run, recipe)
-    user = a_trained_user(run)
-    forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
+    run, user, forgotten = _memorising_copy(tmp_path, memorising_tallrec)
     solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
     result = apply_events(
         run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference")
@@ -457,7 +469,7 @@ def test_reference_target_matches_the_damping_on_retained_rows_and_predicts_the_
     )
 
 
-def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_path, tallrec_run, learnable_model_dir):
+def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_path, memorising_tallrec):
     """target="quantile": each forgotten instance's target is its loss carried to the same
     quantile of the never-trained reference losses, and the damping is the one at which the
     edited rows' predicted move equals those targets' mean; a gap recorded without its samples'
@@ -465,12 +477,7 @@ def test_quantile_target_moves_the_edited_rows_by_their_quantile_targets(tmp_pat
     from rec_eraser.core.calibration import quantile_moves
     from rec_eraser.workflows.unlearn import Calibrate
 
-    run = tmp_path / "run"
-    shutil.copytree(tallrec_run, run)
-    recipe = tiny_recipe(learnable_model_dir, max_train=32, epochs=6, lr=1e-2)
-    train_run(run, recipe)
-    user = a_trained_user(run)
-    forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
+    run, user, forgotten = _memorising_copy(tmp_path, memorising_tallrec)
     solver = SolverConfig(method="fisher", sample_size=32, batch_size=4)
     event = [(None, Event("e1", "delete_user", user))]
     legacy = apply_events(run, event, solver=solver, calibrate=Calibrate(target="reference"))
