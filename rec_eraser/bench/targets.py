@@ -42,7 +42,7 @@ import torch
 
 from rec_eraser.bench.damping import build_instances, collate, evaluate, train_adapter, yes_no_ids
 from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
-from rec_eraser.core.calibration import CalibrationConfig, edit_coefficients, move_factor, quantile_moves
+from rec_eraser.core.calibration import CalibrationConfig, quantile_moves
 from rec_eraser.evaluation.metrics import auc
 from rec_eraser.models import load_causal_lm
 from rec_eraser.models.lm_loss import causal_lm_loss
@@ -224,14 +224,9 @@ def _updates(
             t0 = time.perf_counter()
             forget_loss = evaluate(original, forget, yes, no)[0]
             wanted = float(quantile_moves(forget_loss, *references).mean())
-            coefficients = edit_coefficients(fisher, edits)[:, None]
-            damping, _, _ = engine.fisher_damping(fisher)
             search = CalibrationConfig()
-            chosen = (  # as the workflow does: targets that ask for no move get the shortest step of the range
-                move_factor(fisher.influence_spectrum(damping), coefficients, len(train), len(forget), wanted, search)
-                if wanted > 0
-                else None
-            )
+            # as the workflow does: targets that ask for no move get the shortest step of the range
+            chosen = engine.match_edits(fisher, edits, wanted, search) if wanted > 0 else None
             factor = chosen.factor if chosen is not None else search.max_factor
             matching = time.perf_counter() - t0
             update = engine.compute(edits, damping_factor=factor, fisher=fisher)

@@ -232,9 +232,8 @@ def move_factor(
         raise ValueError("calibration on predicted moves needs at least one row with a coefficient")
     if not target > 0:
         raise ValueError(f"calibration on predicted moves needs a positive target move, got {target}")
-    squares = ((spectrum.vectors.T @ coefficients.to(torch.float64)) ** 2).sum(
-        1
-    )  # Σ_columns (qᵀc)² per eigen-direction
+    # Σ_columns (qᵀc)² per eigen-direction
+    squares = ((spectrum.vectors.T @ coefficients.to(torch.float64)) ** 2).sum(1)
 
     def predicted(log_f: float) -> float:
         return float((spectrum.weights(math.exp(log_f)) * squares).sum()) / (n * rows)
@@ -267,7 +266,7 @@ def move_factor(
 
 def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: Sequence[float]) -> np.ndarray:
     """How far each loss moves when it keeps its rank but changes population: ``to_sample``'s
-    quantile at the loss's (mid-)rank in ``from_sample``, minus the loss.
+    quantile at the loss's level in ``from_sample``, minus the loss.
 
     A removed instance goes from the trained population to the never-trained one
     (``from_sample`` the trained reference losses, ``to_sample`` the never-trained ones); a
@@ -278,9 +277,8 @@ def quantile_moves(losses: np.ndarray, from_sample: Sequence[float], to_sample: 
     Levels are Hazen plotting positions, (i + ½) / n for the i-th smallest of n losses, on both
     samples: a loss of ``from_sample`` gets its own position (tied losses the mean of theirs; a
     loss between two of them, the linear interpolation of theirs), and ``to_sample`` is read at
-    that level. So equal samples
-    map every loss to itself, a sample shifted by c moves every loss inside its range by c, and
-    samples of different sizes meet at the same levels. A loss outside ``from_sample``'s range
+    that level. So equal samples map every loss to itself, a sample shifted by c moves every
+    loss inside its range by c, and samples of different sizes meet at the same levels. A loss outside ``from_sample``'s range
     is held at its extreme level (½ / n or 1 − ½ / n), not at ``to_sample``'s extreme, which a
     larger sample would push further out.
     """

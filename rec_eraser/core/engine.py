@@ -32,6 +32,8 @@ from rec_eraser.core.calibration import (
     ParameterSnapshot,
     ReferenceCalibration,
     calibrate_scale,
+    edit_coefficients,
+    move_factor,
     reference_factor,
     whole_groups,
 )
@@ -362,6 +364,20 @@ class InfluenceEngine:
         spectrum = fisher.influence_spectrum(damping)
         groups, whole = whole_groups(rows, keys, totals)
         return reference_factor(spectrum, groups, len(self.train_samples), target, config), spectrum, whole
+
+    def match_edits(
+        self, fisher: EmpiricalFisher, edits: list[Edit], target: float, config: CalibrationConfig | None = None
+    ) -> ReferenceCalibration:
+        """The factor of :meth:`fisher_damping` at which the edits' own rows (+1 on old samples, −1
+        on new ones, :func:`edit_coefficients`) are predicted to move by ``target`` per row
+        (:func:`move_factor`): the "quantile" calibration, where each request says how far its
+        edited instances should move."""
+        damping, _, _ = self.fisher_damping(fisher)
+        rows = len(old_samples(edits)) + len(new_samples(edits))
+        coefficients = edit_coefficients(fisher, edits)[:, None]
+        return move_factor(
+            fisher.influence_spectrum(damping), coefficients, len(self.train_samples), rows, target, config
+        )
 
     def _fisher_rhs(self, edits: list[Edit], fisher: EmpiricalFisher) -> tuple[torch.Tensor, int]:
         """b and the backward passes it cost: read off the Fisher's rows when they hold every edited

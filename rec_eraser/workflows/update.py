@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from rec_eraser.core import InfluenceEngine, Removal, Replacement, SolverConfig, Update
-from rec_eraser.core.calibration import CalibrationConfig, edit_coefficients, move_factor, quantile_moves
+from rec_eraser.core.calibration import CalibrationConfig, edit_coefficients, quantile_moves
 from rec_eraser.core.edits import new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.training.encode import collate, encode_instance
@@ -206,10 +206,7 @@ def _quantile_calibration(
     if not total > 0:
         return None
     rows = len(old_samples(edits)) + len(new_samples(edits))
-    damping, _, _ = engine.fisher_damping(fisher)
-    spectrum = fisher.influence_spectrum(damping)
-    coefficients = edit_coefficients(fisher, edits)[:, None]
-    chosen = move_factor(spectrum, coefficients, len(engine.train_samples), rows, total / rows, calibrate.search)
+    chosen = engine.match_edits(fisher, edits, total / rows, calibrate.search)
     targets = {
         "removed_loss": _mean(before["removed"] + up_removed),
         "corrected_loss": _mean(before["corrected"] - down_corrected),
@@ -371,7 +368,6 @@ def solve_update(
                 calibration["note"] = (
                     "the request edits the whole Fisher sample: no reference rows, the edited instances' target"
                 )
-            quantile = None
             if calibrate.target == "quantile" and gap.gap > 0:
                 if not gap.has_losses:
                     raise ValueError("the quantile target needs the reference samples' losses; this gap has none")

@@ -204,16 +204,9 @@ def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float
     engine = _engine(quantile_model, samples, n)
     fisher = engine.empirical_fisher(edits)
     wanted = float(quantile_moves(_bce(w, xf, yf), _bce(w, x[keep], y[keep]), _bce(w, x[n:], y[n:])).mean())
-    coefficients = torch.zeros(fisher.size, 1, dtype=torch.float64)
-    coefficients[[row for row, z in enumerate(fisher.samples) if id(z) in removed], 0] = 1.0
-    damping, _, _ = engine.fisher_damping(fisher)
     search = CalibrationConfig(min_factor=1e-6, max_factor=1e6)
     # as the workflow does: targets that ask for no move get the shortest step of the range
-    factor = (
-        move_factor(fisher.influence_spectrum(damping), coefficients, n, len(forget), wanted, search).factor
-        if wanted > 0
-        else search.max_factor
-    )
+    factor = engine.match_edits(fisher, edits, wanted, search).factor if wanted > 0 else search.max_factor
     engine.compute(edits, damping_factor=factor, fisher=fisher).apply(quantile_model)
     return {
         "retrain": retrain,
