@@ -153,12 +153,15 @@ class Run:
         damping: float | None = None,
         say: Callable[[str], None] | None = None,
         reuse_curvature: bool = True,
+        item_encoder: str = "keep",
     ) -> ApplyResult:
         """Apply ``events`` to the current version as one update; ``result.version`` is the new
         version (None when every event was applied before). Events that do not fit the run (an
         unknown user or item, the other task's correction) are refused together, before
         anything is written: :class:`EventError` lists them. ``reuse_curvature``: reuse the
-        lineage's cached curvature rows when fresh (:mod:`rec_eraser.workflows.curvature_cache`)."""
+        lineage's cached curvature rows when fresh (:mod:`rec_eraser.workflows.curvature_cache`).
+        ``item_encoder``: LLaRA, ``"keep"`` the item encoder or ``"retrain"`` it without every
+        erased interaction in effect (:mod:`rec_eraser.workflows.item_encoder`)."""
         _check_events(events)
         calibration = replace(DEFAULT_CALIBRATION, target=calibration_target) if calibrate else None
         return apply_events(
@@ -170,6 +173,7 @@ class Run:
             calibrate=calibration,
             strict=True,
             cache=replace(DEFAULT_CACHE, enabled=reuse_curvature),
+            item_encoder=item_encoder,
         )
 
     def preview(

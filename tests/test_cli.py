@@ -198,6 +198,17 @@ def test_the_calibration_target_option_defaults_to_the_library_default_and_refus
     assert result.exit_code == 2 and "unknown calibration target 'retrain'" in result.output
 
 
+def test_the_item_encoder_option_defaults_to_the_library_default_and_refuses_unknown_choices(tmp_path):
+    from rec_eraser.cli.unlearn import ITEM_ENCODER_OPT
+    from rec_eraser.workflows.item_encoder import DEFAULT_ENCODER_CHOICE
+
+    assert ITEM_ENCODER_OPT.default == DEFAULT_ENCODER_CHOICE
+    result = CliRunner().invoke(
+        app, ["forget-user", str(tmp_path / "no-run"), "--user", "1", "--item-encoder", "refit"]
+    )
+    assert result.exit_code == 2 and "item encoder: 'refit' is not one of keep, retrain" in result.output
+
+
 def test_a_bug_ends_in_its_traceback_and_exit_code_70_and_debug_shows_a_user_errors_trace(
     tmp_path, monkeypatch, capsys
 ):

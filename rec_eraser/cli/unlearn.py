@@ -75,6 +75,14 @@ CALIBRATION_TARGET_OPT = typer.Option(
     "the damping is where the edited rows' predicted move equals those targets). See docs/fidelity.md.",
 )
 
+# the literal is rec_eraser.workflows.item_encoder.DEFAULT_ENCODER_CHOICE (tests/test_cli.py checks it)
+ITEM_ENCODER_OPT = typer.Option(
+    "keep",
+    "--item-encoder",
+    help="LLaRA: keep the item encoder as it is (default), or retrain it without every erased interaction in "
+    "effect (about a minute on ml-100k) and carry the projector over to it. See docs/unlearning.md.",
+)
+
 
 def _solver(method: str, sample_size: int, batch_size: int) -> Any:
     from rec_eraser.core import SolverConfig
@@ -98,17 +106,21 @@ def _run_events(
     calibration_target: str = "reference",
     wait: float = 0.0,
     reuse_curvature: bool = True,
+    item_encoder: str = "keep",
 ) -> None:
     """Apply ``events`` [(line, Event)] to ``run`` and report; exit 1 on bad events unless ``skip_invalid``."""
     from dataclasses import replace
 
+    from rec_eraser.errors import RecEraserError
     from rec_eraser.workflows import apply_events
     from rec_eraser.workflows.curvature_cache import DEFAULT_CACHE
+    from rec_eraser.workflows.item_encoder import check_encoder_choice
     from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION
 
     try:  # checked even with --no-calibrate: a misspelt option is an error, not silently nothing
         calibration = replace(DEFAULT_CALIBRATION, target=calibration_target)
-    except ValueError as exc:
+        check_encoder_choice(item_encoder)
+    except (ValueError, RecEraserError) as exc:
         fail(str(exc), 2)
     calibration = calibration if calibrate else None
     run_dir = run_dir_of(run)
@@ -129,6 +141,7 @@ def _run_events(
                 say=None if (quiet or as_json) else (lambda m: err.print(f"[dim]{m}...[/dim]")),
                 wait=wait,
                 cache=replace(DEFAULT_CACHE, enabled=reuse_curvature),
+                item_encoder=item_encoder,
             )
     except USER_ERRORS as exc:
         fail_on(exc)
@@ -226,6 +239,17 @@ def _print_apply(result: Any) -> None:
         console.print(
             f"loss on corrected instances (new form): {m['before']['corrected_loss']:.3f} -> {m['after']['corrected_loss']:.3f}"
         )
+    encoder = result.item_encoder
+    if encoder and encoder.get("retrained"):
+        console.print(
+            f"item encoder retrained without what the events in effect ({encoder['events']}) erase: {encoder['dropped']} "
+            f"interactions dropped, {encoder['corrected']} corrected ({encoder['seconds']:.1f} s); projector carried over, "
+            f"relative residual {encoder['alignment']['relative_residual']:.3g}"
+        )
+        after = encoder["after"]
+        for name, label in (("forgotten_loss", "forgotten"), ("corrected_loss", "corrected (new form)")):
+            if after.get(name) is not None:
+                console.print(f"loss on {label} instances with the new encoder: {after[name]:.3f}")
 
 
 def _cli_events(kind: str, users: list[str], **fields: Any) -> list:
@@ -249,6 +273,7 @@ def forget_user(
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    item_encoder: str = ITEM_ENCODER_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
@@ -264,6 +289,7 @@ def forget_user(
         calibrate=calibrate,
         reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
+        item_encoder=item_encoder,
         wait=wait,
     )
 
@@ -280,6 +306,7 @@ def forget_interactions(
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    item_encoder: str = ITEM_ENCODER_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
@@ -295,6 +322,7 @@ def forget_interactions(
         calibrate=calibrate,
         reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
+        item_encoder=item_encoder,
         wait=wait,
     )
 
@@ -313,6 +341,7 @@ def correct(
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    item_encoder: str = ITEM_ENCODER_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
@@ -335,6 +364,7 @@ def correct(
         calibrate=calibrate,
         reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
+        item_encoder=item_encoder,
         wait=wait,
     )
 
@@ -353,6 +383,7 @@ def apply_events_command(
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
     calibration_target: str = CALIBRATION_TARGET_OPT,
+    item_encoder: str = ITEM_ENCODER_OPT,
     wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
     quiet: bool = QUIET_OPT,
@@ -383,6 +414,7 @@ def apply_events_command(
         calibrate=calibrate,
         reuse_curvature=reuse_curvature,
         calibration_target=calibration_target,
+        item_encoder=item_encoder,
         wait=wait,
     )
 

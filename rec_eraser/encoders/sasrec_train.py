@@ -70,6 +70,7 @@ def train_sasrec(
     n_heads: int = 1,
     dropout: float = 0.2,
     threads: int | None = 1,
+    items: Sequence[str] | None = None,
 ) -> ItemEncoder:
     """Train SASRec on the dataset's training interactions and return its item-embedding table.
 
@@ -83,6 +84,10 @@ def train_sasrec(
         progress: called as ``progress(steps_done, steps_total)`` after every optimiser step.
         threads: torch intra-op threads during training (restored afterwards); None leaves them
             as they are. 1 was faster than 2 for these small matmuls on the 2-core machine.
+        items: the item vocabulary, in row order (default ``dataset.items``). An encoder
+            retrained on fewer interactions passes its predecessor's, so that every item keeps
+            its row (prompts index items by row); an item without training interactions keeps
+            its initial embedding, as it would in any encoder that never saw it.
 
     Returns:
         An :class:`ItemEncoder` with the trained embeddings (``[n_items, hidden]``), the model
@@ -92,9 +97,14 @@ def train_sasrec(
     Raises:
         ValueError: no user has two or more training interactions.
     """
-    item_ids = dataset.items
+    item_ids = list(items) if items is not None else dataset.items
     index = {item: i + 1 for i, item in enumerate(item_ids)}
     train = training_sequences(dataset)
+    unknown = sorted({i for seq in train.values() for i in seq} - index.keys())
+    if unknown:
+        raise ValueError(
+            f"{dataset.name}: {len(unknown)} interacted items are not in the vocabulary given (e.g. {unknown[0]!r})"
+        )
     windows = training_windows([[index[i] for i in seq] for seq in train.values()], max_len)
     if not windows:
         raise ValueError(f"{dataset.name}: no user has two or more training interactions; SASRec has nothing to learn")

@@ -35,6 +35,7 @@ from rec_eraser.tasks.prompt_registry import prompts_of
 from rec_eraser.training.batching import epoch_order
 from rec_eraser.training.checkpoint import DEFAULT_INTERVAL, LoopState, load_checkpoint, save_checkpoint
 from rec_eraser.training.encode import collate, encode_instance
+from rec_eraser.training.manifest import VERSION_NAME, VersionRecord
 from rec_eraser.training.model import RecModel
 from rec_eraser.training.precision import precision_warning
 from rec_eraser.training.recipe import Recipe, RecipeError, load_recipe
@@ -42,6 +43,7 @@ from rec_eraser.training.versions import (
     PROJECTOR_FILE,
     TRAIN_IDS,
     BaseModelMismatch,
+    VersionIntegrityError,
     base_model_fingerprint,
     base_model_weights_fingerprint,
     instance_ids_hash,
@@ -77,21 +79,13 @@ def uses_item_tokens(run_dir: Path, recipe: Recipe) -> bool:
     return recipe.item_tokens and prompts_of(load_manifest(run_dir)["task"]).item_tokens
 
 
-def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
-    """The run's collaborative item encoder (SASRec), trained once on the training interactions."""
+def encoder_dataset(run_dir: Path) -> Any:
+    """The dataset the run's item encoder trains on: the files prepare read (their hashes are in
+    the run's manifest), with the interactions the run was built from where a benchmark changed them."""
     from rec_eraser.data import load_dataset
-    from rec_eraser.encoders.sasrec import ItemEncoder
-    from rec_eraser.encoders.sasrec_train import train_sasrec
     from rec_eraser.tasks.prepare import run_interactions
 
-    folder = Path(run_dir) / ENCODER_DIR
-    if distributed.agree(folder.exists()):  # rank 0's view, so that every rank takes the same branch
-        return ItemEncoder.load(folder)
-    if not distributed.is_main():  # rank 0 trains and writes it (below); the others read that
-        distributed.barrier()
-        return ItemEncoder.load(folder)
     manifest = load_manifest(run_dir)
-    # the same files prepare read (their hashes are in the run's manifest)
     dataset = load_dataset(
         manifest["dataset"]["name"],
         root=manifest["dataset"]["root"],
@@ -102,14 +96,47 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
         # the run was built from changed interactions (a benchmark's corruption): the encoder
         # learns from those, as the adapter does, read back from the instances' provenance
         dataset = dataclasses.replace(dataset, interactions=run_interactions(run_dir))
-    encoder = train_sasrec(dataset, epochs=recipe.sasrec_epochs, seed=seed)
+    return dataset
+
+
+def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
+    """The run's collaborative item encoder (SASRec), trained once on the training interactions."""
+    from rec_eraser.encoders.sasrec import ItemEncoder
+    from rec_eraser.encoders.sasrec_train import train_sasrec
+
+    folder = Path(run_dir) / ENCODER_DIR
+    if distributed.agree(folder.exists()):  # rank 0's view, so that every rank takes the same branch
+        return ItemEncoder.load(folder)
+    if not distributed.is_main():  # rank 0 trains and writes it (below); the others read that
+        distributed.barrier()
+        return ItemEncoder.load(folder)
+    encoder = train_sasrec(encoder_dataset(run_dir), epochs=recipe.sasrec_epochs, seed=seed)
     write_folder_atomically(folder, encoder.save)
     distributed.barrier()  # the ranks waiting above read it now
     return encoder
 
 
-def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tuple[RecModel, dict[str, int] | None]:
-    """A fresh (untrained) RecModel around a LoRA-wrapped ``lm``."""
+def version_item_encoder(run_dir: Path, record: VersionRecord) -> Any:
+    """The item encoder a version's projector reads: the run's, or the one retrained for a deletion
+    and kept in the folder of the version its manifest names (``item_encoder.version``), whose
+    files are checked against that version's hashes first."""
+    from rec_eraser.encoders.sasrec import ItemEncoder
+
+    holder = (record.details.get("item_encoder") or {}).get("version")
+    if holder is None:
+        return ItemEncoder.load(Path(run_dir) / ENCODER_DIR)
+    if not (isinstance(holder, str) and VERSION_NAME.fullmatch(holder)):
+        raise VersionIntegrityError(f"{run_dir}/{record.version}: its item encoder names {holder!r}, not a version")
+    folder = Path(run_dir) / holder
+    verify_version(folder)
+    return ItemEncoder.load(folder)
+
+
+def build_model(
+    run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int, encoder: Any = None
+) -> tuple[RecModel, dict[str, int] | None]:
+    """A fresh (untrained) RecModel around a LoRA-wrapped ``lm``; with item tokens, fed by
+    ``encoder`` (an ``ItemEncoder``), or by the run's item encoder when None."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
@@ -124,7 +151,8 @@ def build_model(run_dir: Path, recipe: Recipe, lm: nn.Module, seed: int) -> tupl
     )
     if not uses_item_tokens(run_dir, recipe):
         return RecModel(lora), None
-    encoder = ensure_item_encoder(run_dir, recipe, seed)
+    if encoder is None:
+        encoder = ensure_item_encoder(run_dir, recipe, seed)
     model, item_index = with_item_tokens(lora, encoder)
     if recipe.projector_init == "scaled":
         tokens = lora.get_input_embeddings().weight.detach()
@@ -194,13 +222,16 @@ def fit_adapter(
     instances: list[Instance],
     progress: Progress | None = None,
     checkpoint: Path | None = None,
+    encoder: Any = None,
 ) -> tuple[RecModel, dict[str, Any]]:
     """Train a fresh adapter (LoRA + projector) on ``instances``; the model and the training record.
+
+    ``encoder``: the item encoder (``ItemEncoder``) the projector reads, when not the run's.
 
     ``checkpoint``: a file the training saves its state to every few minutes and resumes from
     (the same recipe, instances and base model); the caller removes it once the adapter is saved,
     so that a crash between the training's end and the save loses at most one interval."""
-    loaded, record = fit_loaded(run_dir, recipe, instances, progress, checkpoint)
+    loaded, record = fit_loaded(run_dir, recipe, instances, progress, checkpoint, encoder=encoder)
     return loaded.model, record
 
 
@@ -210,9 +241,10 @@ def fit_loaded(
     instances: list[Instance],
     progress: Progress | None = None,
     checkpoint: Path | None = None,
+    encoder: Any = None,
 ) -> tuple[LoadedModel, dict[str, Any]]:
     """:func:`fit_adapter`, the model returned ready to score (with its tokenizer and item index)."""
-    return _fit(run_dir, recipe, instances, progress, checkpoint)
+    return _fit(run_dir, recipe, instances, progress, checkpoint, encoder=encoder)
 
 
 def _fit(
@@ -222,10 +254,11 @@ def _fit(
     progress: Progress | None,
     checkpoint: Path | None = None,
     checkpoint_interval: float = DEFAULT_INTERVAL,
+    encoder: Any = None,
 ) -> tuple[LoadedModel, dict[str, Any]]:
     base_path = base_model_path(recipe)
     lm, tokenizer = load_causal_lm(base_path)
-    model, item_index = build_model(run_dir, recipe, lm, recipe.seed)
+    model, item_index = build_model(run_dir, recipe, lm, recipe.seed, encoder=encoder)
     samples = [encode_instance(z, tokenizer, item_index, recipe.max_length) for z in instances]
     lengths = [len(sample["input_ids"]) for sample in samples]
     optimizer = torch.optim.AdamW(parameter_groups(model, recipe), weight_decay=0.0)
@@ -477,10 +510,8 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         ) from exc
     item_index = None
     if (folder / PROJECTOR_FILE).is_file():
-        from rec_eraser.encoders.sasrec import ItemEncoder
-
         rec, item_index = with_item_tokens(
-            model, ItemEncoder.load(run_dir / ENCODER_DIR), load_file(str(folder / PROJECTOR_FILE))
+            model, version_item_encoder(run_dir, record), load_file(str(folder / PROJECTOR_FILE))
         )
     else:
         rec = RecModel(model)

@@ -26,7 +26,7 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import held_out_instances, load_version
+from rec_eraser.training.train import ENCODER_DIR, held_out_instances, load_version
 from rec_eraser.workflows.calibration import untrained_reference
 from rec_eraser.workflows.erasure import approximate_versions
 from rec_eraser.workflows.registry import Registry
@@ -147,6 +147,30 @@ def audit_user(
         "events": events,
         "exact": None if not applied_by else not any(version in approximate for version in applied_by),
         "membership": membership,
+        "item_encoder": _encoder_audit(registry, current, user, in_effect),
+    }
+
+
+def _encoder_audit(
+    registry: Registry, current: str, user: str, in_effect: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, Any] | None:
+    """LLaRA: whether the item encoder the current version reads was trained without the user's
+    events in effect (None for a run without an item encoder). The run's encoder was trained on
+    every user's interactions, whether or not their instances were in the adapter's training set."""
+    if not (registry.run_dir / ENCODER_DIR).exists():
+        return None
+    user_events = sorted(i for i, (_, e) in in_effect.items() if e.get("user") == user)
+    holder = (registry.manifest(current).get("item_encoder") or {}).get("version")
+    excluded = (
+        sorted(i for i, (_, e) in registry.applied_event_records(holder).items() if e.get("user") == user)
+        if holder
+        else []
+    )
+    return {
+        "retrained_in": holder,  # None: the run's encoder, trained on every interaction of the dataset
+        "events_excluded": excluded,
+        "events_in_effect": user_events,
+        "covers_events": bool(user_events) and set(user_events) <= set(excluded),
     }
 
 
@@ -157,8 +181,9 @@ def render_markdown(audit: dict[str, Any]) -> str:
     if not n:
         lines += [
             f"User {user} has data in the prepared run, but none of it was in the training set of `v0000`: "
-            "no version of this run was trained on it.",
+            "no adapter version of this run was trained on it.",
             "",
+            *_encoder_lines(audit.get("item_encoder")),
         ]
         return "\n".join(lines)
     lines += [
@@ -192,6 +217,7 @@ def render_markdown(audit: dict[str, Any]) -> str:
         )
     else:
         lines.append("No event of this user has been applied: the current version was trained on their data.")
+    lines += _encoder_lines(audit.get("item_encoder"))
     m = audit["membership"]
     if m:
         lines += [
@@ -203,6 +229,24 @@ def render_markdown(audit: dict[str, Any]) -> str:
             "little power: a large p-value means no trace was found, not that none remains.",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _encoder_lines(encoder: dict[str, Any] | None) -> list[str]:
+    if not encoder:
+        return []
+    holder, events = encoder["retrained_in"], encoder["events_in_effect"]
+    if holder is None:
+        text = "the run's own, trained on every interaction of the dataset, this user's included" + (
+            " (the requests kept it: `--item-encoder keep`)." if events else "."
+        )
+    elif not events:
+        text = f"retrained in `{holder}` for other requests, on interactions that include this user's."
+    elif encoder["covers_events"]:
+        text = f"retrained in `{holder}` without the interactions of this user's events in effect."
+    else:
+        later = ", ".join(e for e in events if e not in encoder["events_excluded"])
+        text = f"retrained in `{holder}`, before this user's events {later}: it still holds those interactions."
+    return ["", "Item encoder (LLaRA's SASRec item embeddings) read by the current version: " + text]
 
 
 def _num(value: Any) -> str:

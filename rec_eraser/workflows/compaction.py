@@ -28,7 +28,7 @@ from rec_eraser.errors import RecEraserError
 from rec_eraser.tasks.prepare import load_instances, load_titles
 from rec_eraser.tasks.registry import task_of
 from rec_eraser.training.recipe import Recipe
-from rec_eraser.training.train import checkpoint_path, fit_loaded, load_version
+from rec_eraser.training.train import checkpoint_path, fit_loaded, load_version, version_item_encoder
 from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.comparison import function_space_figures
 from rec_eraser.workflows.erasure import approximate_versions, owed_by_compaction
@@ -70,6 +70,9 @@ def compact_run(
     root = lineage[-1]
     recipe = Recipe.from_dict(root["recipe"])
     training_set = registry.training_set(base)
+    # an item encoder retrained for a deletion stays in use: the exact adapter reads it too
+    encoder_entry = registry.manifest(base).get("item_encoder")
+    encoder = version_item_encoder(run_dir, registry.record(base)) if encoder_entry else None
     t0 = time.perf_counter()
     say(f"retraining from scratch on the {len(training_set)} instances {base} stands for")
     exact, training = fit_loaded(
@@ -78,6 +81,7 @@ def compact_run(
         training_set,
         progress=training_progress("compacting", say),
         checkpoint=checkpoint_path(run_dir, f"compact-{base}"),
+        encoder=encoder,
     )
     train_seconds = time.perf_counter() - t0
 
@@ -136,6 +140,8 @@ def compact_run(
             "landed_during": [e["id"] for r in later for e in r.get("events", [])],
             "metrics": {"compaction": comparison},
         }
+        if encoder_entry:
+            record["item_encoder"] = {"version": encoder_entry["version"], "retrained": False}
         say(f"writing {name} (exact: retrained on what {base} stands for)")
         save_version(exact.model, run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
         del exact  # one model in memory while the re-apply loads its own

@@ -22,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from rec_eraser.core import SolverConfig, distributed
+from rec_eraser.errors import RecEraserError
 from rec_eraser.memory import PeakMemory
 from rec_eraser.tasks.prepare import load_instances, load_manifest
 from rec_eraser.tasks.rewrite import PromptContext
-from rec_eraser.training.train import LoadedModel, load_version
+from rec_eraser.training.scoring import instance_losses
+from rec_eraser.training.train import LoadedModel, load_version, uses_item_tokens, version_item_encoder
 from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.calibration import (
     MemorisationGap,
@@ -42,6 +44,13 @@ from rec_eraser.workflows.curvature_cache import (
 )
 from rec_eraser.workflows.erasure import owed_by_compaction
 from rec_eraser.workflows.events import Event, EventError, EventProblem, parse_event
+from rec_eraser.workflows.item_encoder import (
+    DEFAULT_ENCODER_CHOICE,
+    check_encoder_choice,
+    encoder_files,
+    retrain_item_encoder,
+    swap_item_encoder,
+)
 from rec_eraser.workflows.memorisation import checked_gap, training_memorisation, version_memorisation
 from rec_eraser.workflows.plan import RunIndex, plan_edits
 from rec_eraser.workflows.progress import Say
@@ -89,6 +98,9 @@ class ApplyResult:
     solver: dict[str, Any] | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    #: the version's ``item_encoder`` manifest entry (LLaRA: which version's retrained encoder it reads;
+    #: None: the run's)
+    item_encoder: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -104,6 +116,7 @@ class ApplyResult:
             "solver": self.solver,
             "metrics": self.metrics,
             "seconds": self.seconds,
+            "item_encoder": self.item_encoder,
         }
 
 
@@ -119,6 +132,7 @@ def apply_events(
     strict: bool = False,
     wait: float = 0.0,
     cache: CacheSettings = DEFAULT_CACHE,
+    item_encoder: str = DEFAULT_ENCODER_CHOICE,
 ) -> ApplyResult:
     """Apply ``events`` (each with its line number in the events file, or None) to the current version.
 
@@ -138,6 +152,11 @@ def apply_events(
     gap without them is passed over (so its figure, in the drift check too, is the one found or
     measured with them).
 
+    ``item_encoder``: ``"keep"`` leaves a LLaRA run's item encoder as the parent version had it;
+    ``"retrain"`` also retrains it without every erased interaction in effect and carries the
+    projector over to it (:mod:`rec_eraser.workflows.item_encoder`). Runs without item tokens
+    accept only ``"keep"``.
+
     Returns the result; a new version exists iff ``result.version`` is not None. Bad events
     are in ``result.problems`` and were not applied; with ``strict``, one bad event refuses
     them all, before anything is computed or written (an :class:`EventError` listing them).
@@ -148,12 +167,25 @@ def apply_events(
         SolverError: the solve diverged or missed the residual bound (no version written).
     """
     say = say or (lambda _m: None)
+    check_encoder_choice(item_encoder)
     registry = Registry(run_dir)
+    if item_encoder == "retrain" and not uses_item_tokens(registry.run_dir, registry.recipe()):
+        raise RecEraserError(f"{registry.run_dir}: its adapter reads no item encoder, so there is none to retrain")
     t0 = time.perf_counter()
     with registry.writing(wait):
         events = _with_owed_events(registry, events, say)
         result = apply_locked(
-            registry, events, solver, damping, say, on_gradient, calibrate, memorisation, strict=strict, cache=cache
+            registry,
+            events,
+            solver,
+            damping,
+            say,
+            on_gradient,
+            calibrate,
+            memorisation,
+            strict=strict,
+            cache=cache,
+            item_encoder=item_encoder,
         )
     result.seconds = time.perf_counter() - t0
     return result
@@ -186,6 +218,7 @@ def apply_locked(
     memorisation: MemorisationGap | None = None,
     strict: bool = False,
     cache: CacheSettings = DEFAULT_CACHE,
+    item_encoder: str = DEFAULT_ENCODER_CHOICE,
 ) -> ApplyResult:
     """:func:`apply_events` for a caller that holds the run's lock already (``registry.writing()``):
     a compaction re-applies, under its own lock, the events that landed while it trained."""
@@ -223,6 +256,17 @@ def apply_locked(
     if not distributed.is_main():  # rank 0 writes; the lock's barrier holds the others until it has
         result.version = name
         return result
+    files = {EDITED: Registry.edited_jsonl(edited)}
+    inherited = registry.manifest(parent).get("item_encoder")
+    if item_encoder == "retrain":
+        in_effect = [parse_event(content) for _, content in registry.applied_event_records(parent).values()]
+        encoder, files_of_encoder = _retrained_encoder(registry.run_dir, parent, [*in_effect, *work.todo], work, say)
+        record["item_encoder"] = {"version": name, "retrained": True, **encoder}
+        files.update(files_of_encoder)
+    elif inherited:
+        # the encoder that version retrained stays in use: a deletion once out of it stays out
+        record["item_encoder"] = {"version": inherited["version"], "retrained": False}
+    result.item_encoder = record.get("item_encoder")
     t0 = time.perf_counter()
     cache_bytes = work.new_cache.to_bytes(name) if work.new_cache is not None and work.new_cache.rows else None
     if cache_bytes is not None:  # what the next request checks the cache file against; its writing is this request's
@@ -232,7 +276,7 @@ def apply_locked(
         if cost is not None:
             record["metrics"]["cost"] = cost
     say(f"writing {name}")
-    save_version(work.loaded.model, registry.run_dir / name, record, files={EDITED: Registry.edited_jsonl(edited)})
+    save_version(work.loaded.model, registry.run_dir / name, record, files=files)
     if cache_bytes is not None:
         try:
             write_cache(registry.run_dir, cache_bytes)
@@ -255,6 +299,34 @@ def apply_locked(
         logger.warning("%s is written but its ledger line is not (%s); it will be recovered", name, exc)
     result.version = name
     return result
+
+
+def _retrained_encoder(
+    run_dir: Path, parent: str, events: list[Event], work: _Computed, say: Say
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Retrain the item encoder without ``events`` (every event in effect), swap it into the
+    updated model, and return its manifest entry and files (rec_eraser.workflows.item_encoder).
+    The entry holds the edited instances' losses again, read through the new encoder: the
+    version's own figures (the request's ``after`` losses were read through the old one)."""
+    started = time.perf_counter()
+    old = version_item_encoder(run_dir, Registry(run_dir).record(parent))
+    say(f"retraining the item encoder without the {len(events)} events in effect")
+    new, trained = retrain_item_encoder(run_dir, events, old)
+    alignment = swap_item_encoder(work.loaded.model, old, new)
+    plan = work.plan
+    removed, corrected = [plan.before[i] for i in plan.removed], [plan.after[i] for i in plan.modified]
+    after = {
+        "forgotten_loss": float(instance_losses(work.loaded, removed).mean()) if removed else None,
+        "corrected_loss": float(instance_losses(work.loaded, corrected).mean()) if corrected else None,
+    }
+    entry = {
+        "events": len(events),
+        **trained,
+        "alignment": alignment,
+        "after": after,
+        "seconds": time.perf_counter() - started,
+    }
+    return entry, encoder_files(new)
 
 
 def preview_update(

@@ -1,0 +1,150 @@
+"""A request's item-encoder choice (LLaRA): the interactions a retrained encoder drops, checked by
+hand; and end to end on a tiny run: the version holds and reads its own encoder, later versions
+inherit it, a changed encoder file is refused, compaction and the audit follow it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from rec_eraser.data import Interaction
+from rec_eraser.encoders.sasrec import ItemEncoder
+from rec_eraser.errors import RecEraserError
+from rec_eraser.training.train import ENCODER_DIR, encoder_dataset, load_version, train_run
+from rec_eraser.training.versions import VersionIntegrityError
+from rec_eraser.workflows import Event, Registry, apply_events
+from rec_eraser.workflows.item_encoder import erase_interactions
+from tests.workflows.test_unlearn import FAST, a_trained_user, tiny_recipe
+
+
+def test_events_drop_and_correct_exactly_the_interactions_they_name() -> None:
+    rows = [
+        Interaction("a", "i1", 5.0, 1.0, 2),
+        Interaction("a", "i2", 4.0, 2.0, 3),
+        Interaction("b", "i1", 3.0, 1.0, 4),
+        Interaction("b", "i3", 1.0, 2.0, 5),
+        Interaction("c", "i2", 2.0, 1.0, 6),
+    ]
+    events = [
+        Event("e1", "delete_user", "a"),
+        Event("e2", "remove_interactions", "b", items=("i3",)),
+        Event("e3", "correct_target", "c", item="i2", target="i9"),
+        Event("e4", "correct_label", "b", item="i1", label="No"),  # SASRec reads no label
+    ]
+    kept, counts = erase_interactions(rows, events)
+    assert [(x.user, x.item, x.line) for x in kept] == [("b", "i1", 4), ("c", "i9", 6)]
+    assert counts == {"dropped": 3, "corrected": 1}
+    assert erase_interactions(rows, [])[0] == tuple(rows)
+
+
+@pytest.fixture(scope="module")
+def trained_llara(tmp_path_factory, llara_run, learnable_model_dir) -> Path:
+    run = tmp_path_factory.mktemp("encoder") / "run"
+    shutil.copytree(llara_run, run)
+    train_run(run, tiny_recipe(learnable_model_dir, max_train=24, epochs=2, lr=1e-2, sasrec_epochs=2))
+    return run
+
+
+def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, trained_llara) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained_llara, run)
+    user = a_trained_user(run)
+    run_encoder = ItemEncoder.load(run / ENCODER_DIR)
+    users_rows = sum(x.user == user for x in encoder_dataset(run).interactions)
+
+    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=FAST, item_encoder="retrain")
+    entry = Registry(run).manifest(result.version)["item_encoder"]
+    assert result.item_encoder == entry and entry["version"] == result.version and entry["retrained"]
+    assert entry["dropped"] == users_rows > 0 and entry["corrected"] == 0 and entry["events"] == 1
+    assert 0 < entry["alignment"]["relative_residual"] < 1 and entry["alignment"]["items"] == len(run_encoder)
+    assert entry["after"]["forgotten_loss"] > 0
+    hashes = Registry(run).manifest(result.version)["hashes"]
+    assert {"item_encoder.safetensors", "item_encoder.json"} <= hashes.keys()
+
+    # the version reads its own encoder: trained without the user, same rows, another table
+    own = ItemEncoder.load(run / result.version)
+    assert own.item_ids == run_encoder.item_ids
+    assert own.config["train_transitions"] < run_encoder.config["train_transitions"]
+    model = load_version(run, result.version).model
+    assert torch.equal(model.item_embeddings, own.embeddings)
+    assert not torch.allclose(own.embeddings, run_encoder.embeddings)
+    # and its losses with it are the ones the manifest recorded with the new encoder
+    from rec_eraser.training.scoring import instance_losses
+
+    loaded = load_version(run, result.version)
+    forgotten = [z for z in Registry(run).training_set("v0000") if z.user == user]
+    assert float(instance_losses(loaded, forgotten).mean()) == pytest.approx(entry["after"]["forgotten_loss"], rel=1e-4)
+
+    # a later request that keeps the encoder keeps reading that one
+    other = next(u for u in (z.user for z in Registry(run).training_set(result.version)) if u != user)
+    later = apply_events(run, [(None, Event("e2", "delete_user", other))], solver=FAST)
+    assert Registry(run).manifest(later.version)["item_encoder"] == {"version": result.version, "retrained": False}
+    assert torch.equal(load_version(run, later.version).model.item_embeddings, own.embeddings)
+
+    # the audit says which encoder the current version reads, per user
+    from rec_eraser.workflows.audit import audit_user, render_markdown
+
+    first = audit_user(run, user, losses_of=lambda zs: torch.zeros(len(zs)).numpy())
+    assert first["item_encoder"] == {
+        "retrained_in": result.version,
+        "events_excluded": ["e1"],
+        "events_in_effect": ["e1"],
+        "covers_events": True,
+    }
+    assert f"retrained in `{result.version}` without the interactions" in render_markdown(first)
+    second = audit_user(run, other, losses_of=lambda zs: torch.zeros(len(zs)).numpy())
+    assert second["item_encoder"]["covers_events"] is False and second["item_encoder"]["events_in_effect"] == ["e2"]
+    assert "it still holds those interactions" in render_markdown(second)
+
+    # a changed encoder file is refused by every version that reads it
+    weights = run / result.version / "item_encoder.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
+    with pytest.raises(VersionIntegrityError):
+        load_version(run, later.version)
+
+
+def test_compaction_trains_on_the_retrained_encoder(tmp_path, trained_llara) -> None:
+    from rec_eraser.workflows.compaction import compact_run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_llara, run)
+    user = a_trained_user(run)
+    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=FAST, item_encoder="retrain")
+    compacted = compact_run(run, eval_prompts=4)
+    record = Registry(run).manifest(compacted["version"])
+    assert record["item_encoder"] == {"version": result.version, "retrained": False}
+    own = ItemEncoder.load(run / result.version)
+    assert torch.equal(load_version(run, compacted["version"]).model.item_embeddings, own.embeddings)
+
+
+def test_a_run_without_item_tokens_or_an_unknown_choice_is_refused_before_any_work(
+    tmp_path, tallrec_run, tiny_model_dir
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(tallrec_run, run)
+    train_run(run, tiny_recipe(tiny_model_dir, max_train=8))
+    user = a_trained_user(run)
+    with pytest.raises(RecEraserError, match="not one of keep, retrain"):
+        apply_events(run, [(None, Event("e1", "delete_user", user))], item_encoder="refit")
+    with pytest.raises(RecEraserError, match="reads no item encoder"):
+        apply_events(run, [(None, Event("e1", "delete_user", user))], item_encoder="retrain")
+    assert Registry(run).versions() == ["v0000"]
+
+
+def test_the_cli_retrains_on_request_and_says_so(tmp_path, trained_llara) -> None:
+    from typer.testing import CliRunner
+
+    from rec_eraser.cli import app
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_llara, run)
+    user = a_trained_user(run)
+    args = ["forget-user", str(run), "--user", user, "--item-encoder", "retrain", "--sample-size", "16"]
+    printed = CliRunner().invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    assert "item encoder retrained without what the events in effect (1) erase" in printed.stdout
+    assert json.loads((run / "v0001" / "manifest.json").read_text())["item_encoder"]["retrained"] is True
