@@ -149,6 +149,11 @@ def _run_events(
         emit_json(result.to_dict())
     else:
         _print_apply(result)
+    if result.version is None and item_encoder == "retrain" and not (quiet or as_json):
+        err.print(
+            "[yellow]the item encoder was not retrained: no new event was applied (a version that only retrains "
+            "the encoder for events applied before is not offered)[/yellow]"
+        )
     problems = sorted([*earlier_problems, *result.problems], key=lambda p: p.line)
     for problem in [] if not_rank_zero() else problems:  # under torchrun, rank 0 reports them
         sys.stderr.write(f"error: {problem} (not applied)\n")

@@ -60,14 +60,18 @@ def fit_alignment(new: Tensor, old: Tensor) -> Alignment:
     solution = torch.linalg.lstsq(new64 - new_mean, old64 - old_mean).solution  # [d_new, d_old]
     matrix = solution.T
     offset = old_mean - new_mean @ solution
-    spread = torch.linalg.norm(old64 - old_mean)
-    residual = torch.linalg.norm(old64 - (new64 @ matrix.T + offset))
+    fitted = Alignment(matrix=matrix, offset=offset, relative_residual=0.0, rows=n)
     return Alignment(
-        matrix=matrix.float(),
-        offset=offset.float(),
-        relative_residual=float(residual / spread) if spread > 0 else 0.0,
-        rows=n,
+        matrix=matrix.float(), offset=offset.float(), relative_residual=residual_of(fitted, new64, old64), rows=n
     )
+
+
+def residual_of(alignment: Alignment, new: Tensor, old: Tensor) -> float:
+    """``‖old − alignment(new)‖ / ‖old − mean(old)‖`` over the rows given (0 when ``old`` has no spread)."""
+    old64 = old.detach().double()
+    mapped = new.detach().double() @ alignment.matrix.double().T + alignment.offset.double()
+    spread = torch.linalg.norm(old64 - old64.mean(0))
+    return float(torch.linalg.norm(old64 - mapped) / spread) if spread > 0 else 0.0
 
 
 @torch.no_grad()

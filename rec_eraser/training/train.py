@@ -50,6 +50,7 @@ from rec_eraser.training.versions import (
     instances_content_hash,
     save_version,
     train_ids_json,
+    verified_file,
     verify_version,
     version_name,
 )
@@ -92,6 +93,13 @@ def encoder_dataset(run_dir: Path) -> Any:
         mapping=Path(manifest["mapping"]["path"]),
         max_users=manifest.get("max_users") or None,
     )
+    recorded = manifest["dataset"].get("files") or {}
+    changed = sorted(name for name, digest in recorded.items() if dataset.files.get(name, digest) != digest)
+    if changed:
+        raise RecEraserError(
+            f"{run_dir}: the dataset's {', '.join(changed)} changed since the run was prepared (its SHA-256 "
+            "differs from the run's manifest): restore the files the run was prepared from"
+        )
     if manifest.get("transform"):
         # the run was built from changed interactions (a benchmark's corruption): the encoder
         # learns from those, as the adapter does, read back from the instances' provenance
@@ -120,6 +128,8 @@ def version_item_encoder(run_dir: Path, record: VersionRecord) -> Any:
     """The item encoder a version's projector reads: the run's, or the one retrained for a deletion
     and kept in the folder of the version its manifest names (``item_encoder.version``), whose
     files are checked against that version's hashes first."""
+    from rec_eraser.encoders.sasrec import META_FILE as ENCODER_META_FILE
+    from rec_eraser.encoders.sasrec import WEIGHTS_FILE as ENCODER_WEIGHTS_FILE
     from rec_eraser.encoders.sasrec import ItemEncoder
 
     holder = (record.details.get("item_encoder") or {}).get("version")
@@ -128,7 +138,8 @@ def version_item_encoder(run_dir: Path, record: VersionRecord) -> Any:
     if not (isinstance(holder, str) and VERSION_NAME.fullmatch(holder)):
         raise VersionIntegrityError(f"{run_dir}/{record.version}: its item encoder names {holder!r}, not a version")
     folder = Path(run_dir) / holder
-    verify_version(folder)
+    for name in (ENCODER_META_FILE, ENCODER_WEIGHTS_FILE):  # those two files only: the rest of that version may go
+        verified_file(folder, name)
     return ItemEncoder.load(folder)
 
 

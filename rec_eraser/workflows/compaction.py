@@ -31,8 +31,9 @@ from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.train import checkpoint_path, fit_loaded, load_version, version_item_encoder
 from rec_eraser.training.versions import save_version
 from rec_eraser.workflows.comparison import function_space_figures
-from rec_eraser.workflows.erasure import approximate_versions, owed_by_compaction
+from rec_eraser.workflows.erasure import approximate_versions, owed_by_compaction, owed_encoder_choice
 from rec_eraser.workflows.events import parse_event
+from rec_eraser.workflows.item_encoder import retrained_encoder
 from rec_eraser.workflows.progress import Say, training_progress
 from rec_eraser.workflows.registry import EDITED, Registry, now
 from rec_eraser.workflows.unlearn import apply_locked
@@ -140,6 +141,11 @@ def compact_run(
             "landed_during": [e["id"] for r in later for e in r.get("events", [])],
             "metrics": {"compaction": comparison},
         }
+        # a request that landed meanwhile retrained the item encoder: re-applied, it retrains it again (else
+        # the compacted version's encoder, which still holds what that request erased, would stay in use)
+        reapply_encoder = "retrain" if any(retrained_encoder(r) for r in later) else "keep"
+        if reapply_encoder == "retrain":
+            record["reapply_item_encoder"] = reapply_encoder
         if encoder_entry:
             record["item_encoder"] = {"version": encoder_entry["version"], "retrained": False}
         say(f"writing {name} (exact: retrained on what {base} stands for)")
@@ -152,7 +158,7 @@ def compact_run(
         if events:
             say(f"re-applying the {len(events)} events that landed during the training")
             try:
-                result = apply_locked(registry, events, None, None, say, strict=True)
+                result = apply_locked(registry, events, None, None, say, strict=True, item_encoder=reapply_encoder)
             except BaseException as exc:
                 # the compacted version lacks these events: never leave it current without them
                 restored = registry.rollback_locked(current)
@@ -182,7 +188,15 @@ def _finish_interrupted(registry: Registry, say: Say, wait: float) -> dict[str, 
         if not owed:
             return {"version": None, "compacted": compacted, "reason": "another job re-applied the owed events"}
         say(f"re-applying the {len(owed)} events that an interrupted compaction left out of effect")
-        result = apply_locked(registry, [(None, parse_event(e)) for e in owed], None, None, say, strict=True)
+        result = apply_locked(
+            registry,
+            [(None, parse_event(e)) for e in owed],
+            None,
+            None,
+            say,
+            strict=True,
+            item_encoder=owed_encoder_choice(registry),
+        )
     return {
         "version": compacted,
         "compacted": registry.manifest(compacted)["compacted"],

@@ -39,6 +39,7 @@ from rec_eraser.core.curvature import deterministic_mode
 from rec_eraser.core.edits import Edit, new_samples, old_samples
 from rec_eraser.tasks.instance import Instance
 from rec_eraser.workflows.erasure import EXACT_KINDS
+from rec_eraser.workflows.item_encoder import retrained_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -109,8 +110,10 @@ def load_cache(run_dir: Path, lineage: list[dict[str, Any]], signature: str) -> 
     path = Path(run_dir) / CACHE_FILE
     if not path.is_file():
         return None
-    # rows computed below the newest exact version belong to an adapter it replaced by retraining
-    lineage = lineage[: next((i + 1 for i, m in enumerate(lineage) if m.get("kind") in EXACT_KINDS), len(lineage))]
+    # rows computed below the newest exact version belong to an adapter it replaced by retraining, and
+    # rows computed below a version that retrained the item encoder were read through the old encoder
+    cut = next((i + 1 for i, m in enumerate(lineage) if m.get("kind") in EXACT_KINDS or retrained_encoder(m)), None)
+    lineage = lineage[:cut] if cut is not None else lineage
     try:
         data = path.read_bytes()
         header_len = int.from_bytes(data[:8], "little")

@@ -87,6 +87,14 @@ def owed_by_compaction(registry: Registry) -> list[dict[str, Any]]:
     return [held[i][1] for i in record["landed_during"] if i not in in_effect and i in held]
 
 
+def owed_encoder_choice(registry: Registry) -> str:
+    """How the events :func:`owed_by_compaction` lists must treat the item encoder: ``"retrain"``
+    when one of the requests that landed during that compaction retrained it (its manifest's
+    ``reapply_item_encoder``), else ``"keep"``."""
+    versions = registry.versions()
+    return registry.manifest(versions[-1]).get("reapply_item_encoder", "keep") if versions else "keep"
+
+
 def erasure_status(registry: Registry, deadline_seconds: float, now: _dt.datetime | None = None) -> dict[str, Any]:
     """The run's current version, its pending approximate events (oldest first) with their ages,
     the oldest age, the deadline and whether it is past (``overdue``)."""

@@ -30,10 +30,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from rec_eraser.data.dataset import Interaction
-from rec_eraser.encoders.alignment import align_first_layer, fit_alignment
+from rec_eraser.encoders.alignment import align_first_layer, fit_alignment, residual_of
 from rec_eraser.encoders.sasrec import ItemEncoder
-from rec_eraser.encoders.sasrec_train import train_sasrec
+from rec_eraser.encoders.sasrec_train import train_sasrec, training_sequences
 from rec_eraser.errors import RecEraserError
 from rec_eraser.training.model import RecModel
 from rec_eraser.training.train import encoder_dataset
@@ -45,6 +47,11 @@ DEFAULT_ENCODER_CHOICE = "keep"
 
 #: the run encoder's settings that a retraining repeats (train_sasrec's keywords, as its config records them)
 _SETTINGS = ("epochs", "seed", "hidden", "max_len", "lr", "batch_size", "n_layers", "n_heads", "dropout")
+
+
+def retrained_encoder(manifest: dict[str, Any]) -> bool:
+    """Whether the version of ``manifest`` retrained the item encoder (not merely read one retrained before)."""
+    return bool((manifest.get("item_encoder") or {}).get("retrained"))
 
 
 def check_encoder_choice(choice: str) -> str:
@@ -82,31 +89,64 @@ def erase_interactions(
 
 def retrain_item_encoder(
     run_dir: Path, events: Sequence[Event], old: ItemEncoder
-) -> tuple[ItemEncoder, dict[str, Any]]:
+) -> tuple[ItemEncoder, list[list[int]], dict[str, Any]]:
     """A SASRec encoder trained like ``old`` (its settings, seed and item rows) on the run's
-    encoder interactions with ``events`` (every event in effect) applied; and what changed."""
+    encoder interactions with ``events`` (every event in effect) applied; the users' training
+    histories it was trained on (as item rows: what user states are computed from); and what changed."""
     dataset = encoder_dataset(run_dir)
     interactions, counts = erase_interactions(dataset.interactions, events)
+    erased = replace(dataset, interactions=interactions)
     settings = {k: old.config[k] for k in _SETTINGS if k in old.config}
     started = time.perf_counter()
-    new = train_sasrec(replace(dataset, interactions=interactions), items=old.item_ids, **settings)
-    return new, {**counts, "interactions": len(interactions), "train_seconds": time.perf_counter() - started}
+    new = train_sasrec(erased, items=old.item_ids, **settings)
+    histories = [new.indices(seq) for seq in training_sequences(erased).values() if seq]
+    return new, histories, {**counts, "interactions": len(interactions), "train_seconds": time.perf_counter() - started}
 
 
-def swap_item_encoder(model: RecModel, old: ItemEncoder, new: ItemEncoder) -> dict[str, Any]:
+def swap_item_encoder(
+    model: RecModel, old: ItemEncoder, new: ItemEncoder, histories: Sequence[Sequence[int]] = ()
+) -> dict[str, Any]:
     """Feed ``model`` the ``new`` encoder's table and user states, its projector carried over
-    from ``old``'s space by the best affine map (see the module); the fit's figures."""
+    from ``old``'s space by the best affine map (see the module); the fit's figures.
+
+    The projector reads item rows and, on a model with user tokens, the user states SASRec
+    computes from a history, through one first layer, so the map is fitted on both: every item
+    row, and the state after each of ``histories`` (item rows) under either encoder. Its
+    residual is reported on each part."""
     if model.projector is None:
         raise ValueError("the model has no item projector: its task uses no item encoder")
     if new.item_ids != old.item_ids:
         raise ValueError("the retrained item encoder has other item rows than the one it replaces")
-    alignment = fit_alignment(new.embeddings, old.embeddings)
+    new_rows, old_rows = [new.embeddings], [old.embeddings]
+    with_users = model.user_encoder is not None and len(histories) > 0
+    if with_users:
+        rows = _padded(histories)
+        new_rows.append(new.user_state_encoder()(rows))
+        old_rows.append(old.user_state_encoder()(rows))
+    alignment = fit_alignment(torch.cat(new_rows), torch.cat(old_rows))
     align_first_layer(model.projector.fc1, alignment)
     table = new.embeddings.detach().clone().to(model.item_embeddings.device, model.item_embeddings.dtype)
     model.item_embeddings = table  # a registered buffer: assignment replaces it
     if model.user_encoder is not None:
         model.user_encoder = new.user_state_encoder()
-    return {"relative_residual": alignment.relative_residual, "items": alignment.rows}
+    figures = {
+        "relative_residual": alignment.relative_residual,
+        "items": len(new.item_ids),
+        "items_residual": residual_of(alignment, new_rows[0], old_rows[0]),
+    }
+    if with_users:
+        figures |= {
+            "user_states": len(histories),
+            "user_states_residual": residual_of(alignment, new_rows[1], old_rows[1]),
+        }
+    return figures
+
+
+def _padded(histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    rows = torch.full((len(histories), max(len(h) for h in histories)), -1, dtype=torch.long)
+    for i, h in enumerate(histories):
+        rows[i, : len(h)] = torch.tensor(list(h), dtype=torch.long)
+    return rows
 
 
 def encoder_files(encoder: ItemEncoder) -> dict[str, bytes]:

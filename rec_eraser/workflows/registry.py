@@ -351,7 +351,9 @@ class Registry:
         undone = sorted(set(self.applied_events(previous)) - set(self.applied_events(to)))
         source = self.manifest(to)
         name = self.next_version()
-        record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics")}
+        record = {k: v for k, v in source.items() if k not in ("hashes", "events", "solver", "metrics", "item_encoder")}
+        if source.get("item_encoder"):  # it reads the encoder `to` read, retrained (if at all) by an older version
+            record["item_encoder"] = {"version": source["item_encoder"]["version"], "retrained": False}
         record.update(
             version=name,
             parent=to,

@@ -42,7 +42,7 @@ from rec_eraser.workflows.curvature_cache import (
     cache_sha256,
     write_cache,
 )
-from rec_eraser.workflows.erasure import owed_by_compaction
+from rec_eraser.workflows.erasure import owed_by_compaction, owed_encoder_choice
 from rec_eraser.workflows.events import Event, EventError, EventProblem, parse_event
 from rec_eraser.workflows.item_encoder import (
     DEFAULT_ENCODER_CHOICE,
@@ -173,7 +173,10 @@ def apply_events(
         raise RecEraserError(f"{registry.run_dir}: its adapter reads no item encoder, so there is none to retrain")
     t0 = time.perf_counter()
     with registry.writing(wait):
+        owed_events = bool(owed_by_compaction(registry))
         events = _with_owed_events(registry, events, say)
+        if owed_events and owed_encoder_choice(registry) == "retrain":
+            item_encoder = "retrain"  # what the owed requests did; keeping would leave their data in the encoder
         result = apply_locked(
             registry,
             events,
@@ -253,22 +256,25 @@ def apply_locked(
         "solver": result.solver,
         "metrics": result.metrics,
     }
-    if not distributed.is_main():  # rank 0 writes; the lock's barrier holds the others until it has
-        result.version = name
-        return result
     files = {EDITED: Registry.edited_jsonl(edited)}
     inherited = registry.manifest(parent).get("item_encoder")
     if item_encoder == "retrain":
+        # on every rank (a deterministic training; the losses after it are a sharded pass all ranks join)
         in_effect = [parse_event(content) for _, content in registry.applied_event_records(parent).values()]
-        encoder, files_of_encoder = _retrained_encoder(registry.run_dir, parent, [*in_effect, *work.todo], work, say)
+        encoder, files_of_encoder = _retrain_encoder(registry.run_dir, parent, [*in_effect, *work.todo], work, say)
         record["item_encoder"] = {"version": name, "retrained": True, **encoder}
         files.update(files_of_encoder)
     elif inherited:
         # the encoder that version retrained stays in use: a deletion once out of it stays out
         record["item_encoder"] = {"version": inherited["version"], "retrained": False}
     result.item_encoder = record.get("item_encoder")
+    if not distributed.is_main():  # rank 0 writes; the lock's barrier holds the others until it has
+        result.version = name
+        return result
     t0 = time.perf_counter()
-    cache_bytes = work.new_cache.to_bytes(name) if work.new_cache is not None and work.new_cache.rows else None
+    # the rows were computed through the parent's encoder: a version reading another one starts a new cache
+    fresh_rows = work.new_cache is not None and work.new_cache.rows and item_encoder != "retrain"
+    cache_bytes = work.new_cache.to_bytes(name) if fresh_rows else None
     if cache_bytes is not None:  # what the next request checks the cache file against; its writing is this request's
         record["metrics"]["curvature_cache"]["sha256"] = cache_sha256(cache_bytes)
         record["metrics"]["curvature_cache"]["write_seconds"] = time.perf_counter() - t0
@@ -301,7 +307,7 @@ def apply_locked(
     return result
 
 
-def _retrained_encoder(
+def _retrain_encoder(
     run_dir: Path, parent: str, events: list[Event], work: _Computed, say: Say
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Retrain the item encoder without ``events`` (every event in effect), swap it into the
@@ -311,8 +317,8 @@ def _retrained_encoder(
     started = time.perf_counter()
     old = version_item_encoder(run_dir, Registry(run_dir).record(parent))
     say(f"retraining the item encoder without the {len(events)} events in effect")
-    new, trained = retrain_item_encoder(run_dir, events, old)
-    alignment = swap_item_encoder(work.loaded.model, old, new)
+    new, histories, trained = retrain_item_encoder(run_dir, events, old)
+    alignment = swap_item_encoder(work.loaded.model, old, new, histories)
     plan = work.plan
     removed, corrected = [plan.before[i] for i in plan.removed], [plan.after[i] for i in plan.modified]
     after = {

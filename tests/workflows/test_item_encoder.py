@@ -60,7 +60,9 @@ def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, tra
     entry = Registry(run).manifest(result.version)["item_encoder"]
     assert result.item_encoder == entry and entry["version"] == result.version and entry["retrained"]
     assert entry["dropped"] == users_rows > 0 and entry["corrected"] == 0 and entry["events"] == 1
-    assert 0 < entry["alignment"]["relative_residual"] < 1 and entry["alignment"]["items"] == len(run_encoder)
+    fit = entry["alignment"]
+    assert 0 < fit["relative_residual"] < 1 and fit["items"] == len(run_encoder)
+    assert 0 < fit["items_residual"] < 1 and 0 < fit["user_states_residual"] and fit["user_states"] > 0
     assert entry["after"]["forgotten_loss"] > 0
     hashes = Registry(run).manifest(result.version)["hashes"]
     assert {"item_encoder.safetensors", "item_encoder.json"} <= hashes.keys()
@@ -107,18 +109,59 @@ def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, tra
         load_version(run, later.version)
 
 
-def test_compaction_trains_on_the_retrained_encoder(tmp_path, trained_llara) -> None:
+def test_compaction_trains_on_the_retrained_encoder_and_retrains_again_for_a_request_landing_meanwhile(
+    tmp_path, trained_llara, monkeypatch
+) -> None:
+    from rec_eraser.training import train as train_module
+    from rec_eraser.workflows import compaction as compaction_module
     from rec_eraser.workflows.compaction import compact_run
 
     run = tmp_path / "run"
     shutil.copytree(trained_llara, run)
-    user = a_trained_user(run)
-    result = apply_events(run, [(None, Event("e1", "delete_user", user))], solver=FAST, item_encoder="retrain")
+    users = sorted({z.user for z in Registry(run).training_set("v0000")})
+    first = apply_events(run, [(None, Event("e1", "delete_user", users[0]))], solver=FAST, item_encoder="retrain")
+    real_fit = compaction_module.fit_loaded
+
+    def fit_while_a_retraining_request_lands(*args, **kwargs):
+        apply_events(run, [(None, Event("e2", "delete_user", users[1]))], solver=FAST, item_encoder="retrain")
+        return real_fit(*args, **kwargs)
+
+    def no_run_encoder(*args, **kwargs):
+        raise AssertionError("the exact adapter must be trained on the encoder in use, not the run's")
+
+    monkeypatch.setattr(compaction_module, "fit_loaded", fit_while_a_retraining_request_lands)
+    monkeypatch.setattr(train_module, "ensure_item_encoder", no_run_encoder)
     compacted = compact_run(run, eval_prompts=4)
-    record = Registry(run).manifest(compacted["version"])
-    assert record["item_encoder"] == {"version": result.version, "retrained": False}
-    own = ItemEncoder.load(run / result.version)
-    assert torch.equal(load_version(run, compacted["version"]).model.item_embeddings, own.embeddings)
+    registry = Registry(run)
+    record = registry.manifest(compacted["version"])
+    assert record["item_encoder"] == {"version": first.version, "retrained": False}
+    assert record["reapply_item_encoder"] == "retrain"
+    # the request that landed meanwhile is re-applied on top, and its encoder retrained again without both users
+    current = registry.manifest(compacted["current"])
+    assert current["item_encoder"]["retrained"] and current["item_encoder"]["events"] == 2
+    assert registry.manifest(compacted["current"])["item_encoder"]["version"] == compacted["current"]
+
+
+def test_an_encoder_that_is_an_affine_image_of_the_old_one_leaves_every_item_token_as_it_was() -> None:
+    from torch import nn
+
+    from rec_eraser.encoders.projector import ItemProjector
+    from rec_eraser.training.model import RecModel
+    from rec_eraser.workflows.item_encoder import swap_item_encoder
+
+    torch.manual_seed(0)
+    items = [f"i{k}" for k in range(30)]
+    old = ItemEncoder(items, torch.randn(30, 8))
+    new = ItemEncoder(items, old.embeddings @ torch.randn(8, 8) + torch.randn(8))  # the same space, turned and moved
+    model = RecModel(nn.Identity(), old.embeddings, ItemProjector(8, 16))
+    with torch.no_grad():
+        before = model.projector(model.item_embeddings)
+        figures = swap_item_encoder(model, old, new)
+        after = model.projector(model.item_embeddings)
+    assert torch.equal(model.item_embeddings, new.embeddings)
+    assert torch.allclose(after, before, atol=1e-4) and figures["relative_residual"] < 1e-5
+    with pytest.raises(ValueError, match="other item rows"):
+        swap_item_encoder(model, old, ItemEncoder(items[::-1], new.embeddings))
 
 
 def test_a_run_without_item_tokens_or_an_unknown_choice_is_refused_before_any_work(
