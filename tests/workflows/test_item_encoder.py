@@ -102,6 +102,11 @@ def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, tra
     assert second["item_encoder"]["covers_events"] is False and second["item_encoder"]["events_in_effect"] == ["e2"]
     assert "it still holds those interactions" in render_markdown(second)
 
+    # a rollback reads the encoder the version it returns to reads, and says it retrained nothing
+    back = Registry(run).rollback(result.version)
+    assert Registry(run).manifest(back["version"])["item_encoder"] == {"version": result.version, "retrained": False}
+    assert torch.equal(load_version(run, back["version"]).model.item_embeddings, own.embeddings)
+
     # a changed encoder file is refused by every version that reads it
     weights = run / result.version / "item_encoder.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + bytes([weights.read_bytes()[-1] ^ 1]))
@@ -140,6 +145,32 @@ def test_compaction_trains_on_the_retrained_encoder_and_retrains_again_for_a_req
     current = registry.manifest(compacted["current"])
     assert current["item_encoder"]["retrained"] and current["item_encoder"]["events"] == 2
     assert registry.manifest(compacted["current"])["item_encoder"]["version"] == compacted["current"]
+
+
+def test_curvature_rows_from_before_an_encoder_change_are_not_reused(tmp_path, trained_llara) -> None:
+    from rec_eraser.workflows.curvature_cache import CACHE_FILE
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_llara, run)
+    users = sorted({z.user for z in Registry(run).training_set("v0000")}, key=str)
+    apply_events(run, [(None, Event("e1", "delete_user", users[0]))], solver=FAST)  # writes the run's cache
+    assert (run / CACHE_FILE).is_file()
+    retrained = apply_events(run, [(None, Event("e2", "delete_user", users[1]))], solver=FAST, item_encoder="retrain")
+    assert "sha256" not in Registry(run).manifest(retrained.version)["metrics"].get("curvature_cache", {})
+    later = apply_events(run, [(None, Event("e3", "delete_user", users[2]))], solver=FAST)
+    report = Registry(run).manifest(later.version)["metrics"]["curvature_cache"]
+    assert report["verdict"] == "no cache" and report["reused"] == 0
+
+
+def test_a_dataset_file_changed_since_prepare_is_refused_before_retraining(tmp_path, llara_run) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(llara_run, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    name = next(iter(manifest["dataset"]["files"]))
+    manifest["dataset"]["files"][name] = "0" * 64  # as if the file had other bytes when the run was prepared
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RecEraserError, match=f"the dataset's {name} changed since the run was prepared"):
+        encoder_dataset(run)
 
 
 def test_an_encoder_that_is_an_affine_image_of_the_old_one_leaves_every_item_token_as_it_was() -> None:
