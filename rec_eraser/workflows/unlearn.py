@@ -173,10 +173,10 @@ def apply_events(
         raise RecEraserError(f"{registry.run_dir}: its adapter reads no item encoder, so there is none to retrain")
     t0 = time.perf_counter()
     with registry.writing(wait):
-        owed_events = bool(owed_by_compaction(registry))
-        events = _with_owed_events(registry, events, say)
-        if owed_events and owed_encoder_choice(registry) == "retrain":
+        with_owed = _with_owed_events(registry, events, say)
+        if len(with_owed) > len(events) and owed_encoder_choice(registry) == "retrain":
             item_encoder = "retrain"  # what the owed requests did; keeping would leave their data in the encoder
+        events = with_owed
         result = apply_locked(
             registry,
             events,
@@ -261,7 +261,7 @@ def apply_locked(
     if item_encoder == "retrain":
         # on every rank (a deterministic training; the losses after it are a sharded pass all ranks join)
         in_effect = [parse_event(content) for _, content in registry.applied_event_records(parent).values()]
-        encoder, files_of_encoder = _retrain_encoder(registry.run_dir, parent, [*in_effect, *work.todo], work, say)
+        encoder, files_of_encoder = _retrain_encoder(registry, parent, [*in_effect, *work.todo], work, say)
         record["item_encoder"] = {"version": name, "retrained": True, **encoder}
         files.update(files_of_encoder)
     elif inherited:
@@ -308,16 +308,16 @@ def apply_locked(
 
 
 def _retrain_encoder(
-    run_dir: Path, parent: str, events: list[Event], work: _Computed, say: Say
+    registry: Registry, parent: str, events: list[Event], work: _Computed, say: Say
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Retrain the item encoder without ``events`` (every event in effect), swap it into the
     updated model, and return its manifest entry and files (rec_eraser.workflows.item_encoder).
     The entry holds the edited instances' losses again, read through the new encoder: the
     version's own figures (the request's ``after`` losses were read through the old one)."""
     started = time.perf_counter()
-    old = version_item_encoder(run_dir, Registry(run_dir).record(parent))
+    old = version_item_encoder(registry.run_dir, registry.record(parent))
     say(f"retraining the item encoder without the {len(events)} events in effect")
-    new, histories, trained = retrain_item_encoder(run_dir, events, old)
+    new, histories, trained = retrain_item_encoder(registry.run_dir, events, old)
     alignment = swap_item_encoder(work.loaded.model, old, new, histories)
     plan = work.plan
     removed, corrected = [plan.before[i] for i in plan.removed], [plan.after[i] for i in plan.modified]
