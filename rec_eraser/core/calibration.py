@@ -174,7 +174,12 @@ class ReferenceCalibration:
 
 
 def reference_factor(
-    spectrum: InfluenceSpectrum, groups: list[list[int]], n: int, target: float, config: CalibrationConfig | None = None
+    spectrum: InfluenceSpectrum,
+    groups: list[list[int]],
+    n: int,
+    target: float,
+    config: CalibrationConfig | None = None,
+    spectrum_of: Callable[[list[int]], InfluenceSpectrum] | None = None,
 ) -> ReferenceCalibration:
     """The factor f of the starting damping at which removing each reference group alone would,
     to first order, move its rows' loss by ``target`` on average.
@@ -183,15 +188,27 @@ def reference_factor(
     at the starting damping; ``groups``: row indices of the Fisher, one list per group removed
     together (a user's instances); ``n``: the training set's size (b's 1/n). The predicted move
     of group S is (1/n) Σ_{i∈S} g_iᵀ (F + f·D)⁻¹ Σ_{j∈S} g_j (:func:`move_factor` with one
-    indicator column per group).
+    indicator column per group). ``spectrum_of(group)``: the spectrum to predict that group's
+    move with, when it differs per group (an inclusion-weighted Fisher, in which the group is
+    weighted as the request's own rows would be: ``EmpiricalFisher.as_if_certain``); else
+    ``spectrum`` for all.
     """
     groups = [list(g) for g in groups if len(g)]
     if not groups:
         raise ValueError("reference calibration needs at least one reference row")
-    indicators = torch.zeros(spectrum.size, len(groups), dtype=torch.float64)
-    for k, group in enumerate(groups):
-        indicators[group, k] = 1.0
-    return move_factor(spectrum, indicators, n, sum(len(g) for g in groups), target, config)
+    rows = sum(len(g) for g in groups)
+    if spectrum_of is None:
+        indicators = torch.zeros(spectrum.size, len(groups), dtype=torch.float64)
+        for k, group in enumerate(groups):
+            indicators[group, k] = 1.0
+        return move_factor(spectrum, indicators, n, rows, target, config)
+    terms = []
+    for group in groups:
+        indicator = torch.zeros(spectrum.size, dtype=torch.float64)
+        indicator[group] = 1.0
+        own = spectrum_of(group)
+        terms.append((own, own.coordinates(indicator) ** 2))
+    return _match_moves(terms, n, rows, len(groups), target, config)
 
 
 def edit_coefficients(fisher: EmpiricalFisher, edits: Sequence[Edit]) -> torch.Tensor:
@@ -227,16 +244,30 @@ def move_factor(
     what the range can reach gets the nearer end. Only m × m products: no gradient and no
     forward pass.
     """
-    cfg = config or CalibrationConfig()
     if rows < 1 or coefficients.dim() != 2 or not bool((coefficients != 0).any()):
         raise ValueError("calibration on predicted moves needs at least one row with a coefficient")
+    squares = (spectrum.coordinates(coefficients) ** 2).sum(1)  # Σ_columns of each eigen-direction's share
+    return _match_moves([(spectrum, squares)], n, rows, coefficients.shape[1], target, config)
+
+
+def _match_moves(
+    terms: list[tuple[InfluenceSpectrum, torch.Tensor]],
+    n: int,
+    rows: int,
+    groups: int,
+    target: float,
+    config: CalibrationConfig | None,
+) -> ReferenceCalibration:
+    """The bisection of :func:`move_factor`: the predicted per-row move at factor f is
+    Σ_terms Σ_j weights_j(f) · squares_j / (n · rows), each term a spectrum and its squared
+    coordinates; it falls with f."""
+    cfg = config or CalibrationConfig()
     if not target > 0:
         raise ValueError(f"calibration on predicted moves needs a positive target move, got {target}")
-    # Σ_columns (qᵀc)² per eigen-direction
-    squares = ((spectrum.vectors.T @ coefficients.to(torch.float64)) ** 2).sum(1)
 
     def predicted(log_f: float) -> float:
-        return float((spectrum.weights(math.exp(log_f)) * squares).sum()) / (n * rows)
+        f = math.exp(log_f)
+        return sum(float((spectrum.weights(f) * squares).sum()) for spectrum, squares in terms) / (n * rows)
 
     lo, hi = math.log(cfg.min_factor), math.log(cfg.max_factor)
     if predicted(lo) <= target:  # even the longest step of the range predicts too little
@@ -259,7 +290,7 @@ def move_factor(
         target=target,
         predicted=value,
         reached=abs(value / target - 1) <= 1e-3,
-        groups=coefficients.shape[1],
+        groups=groups,
         rows=rows,
     )
 

@@ -13,6 +13,7 @@ class SolverConfigError(RecEraserError, ValueError):
 
 
 PRECONDITIONERS = (None, "auto", "lowrank", "ekfac")
+ROW_WEIGHTS = ("uniform", "inclusion")
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,10 @@ class SolverConfig:
             projector's block sets the shared λ, 16–480× LoRA's own (docs/engine.md, "Damping per
             parameter group", where it is measured: not a clear gain, so off by default).
             ``fisher`` only; ``()`` = one group.
+        row_weights: how the ``fisher`` method weights its sample's rows: ``"uniform"`` (1/m
+            each: the sample as a plain draw) or ``"inclusion"`` (each row by the inverse of its
+            chance of being in the sample: 1/n for the edited instances, which always are, the
+            rest sharing the remainder; see ``rec_eraser.core.fisher``). ``fisher`` only.
         lr: the ``adam`` method's learning rate.
     """
 
@@ -92,6 +97,7 @@ class SolverConfig:
     max_residual: float = 0.5
     damping_scale: float = 0.03
     damping_groups: tuple[str, ...] = ()
+    row_weights: str = "uniform"
     lr: float = 1e-5
 
     def __post_init__(self) -> None:
@@ -116,6 +122,8 @@ class SolverConfig:
                 raise SolverConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.tol > 0:
             raise SolverConfigError(f"tol must be > 0, got {self.tol}")
+        if self.row_weights not in ROW_WEIGHTS:
+            raise SolverConfigError(f"unknown row_weights {self.row_weights!r}; choose one of {', '.join(ROW_WEIGHTS)}")
         if self.sample_size is not None and self.sample_size < 1:
             raise SolverConfigError(f"sample_size must be >= 1 or None, got {self.sample_size}")
         if not 0.0 <= self.retained_floor <= 1.0:

@@ -151,15 +151,22 @@ class InfluenceEngine:
         # at 4, 0.68 at 8) and holds float64 copies of every LoRA input; kept for accelerators
         with deterministic_mode(self.model):
             edited = {id(z) for z in old_samples(edits) + new_samples(edits)}
-            return EmpiricalFisher.from_samples(
+            samples = self.fisher_samples(edits)
+            fisher = EmpiricalFisher.from_samples(
                 self.model,
                 self.loss_fn,
                 self.space,
-                self.fisher_samples(edits),
+                samples,
                 self.collate_fn,
                 self.on_gradient,
                 known=None if known is None else (lambda z: None if id(z) in edited else known(z)),
             )
+        if self.config.row_weights == "inclusion":
+            # the rows estimate the mean over the training set and the corrected forms (which are
+            # rows too, as b holds their gradients): every edited row is in for certain
+            certain = [i for i, z in enumerate(samples) if id(z) in edited]
+            return fisher.inclusion_weighted(certain, len(self.train_samples) + len(new_samples(edits)))
+        return fisher
 
     def compute(
         self,
@@ -363,7 +370,14 @@ class InfluenceEngine:
         damping, _, _ = self.fisher_damping(fisher)
         spectrum = fisher.influence_spectrum(damping)
         groups, whole = whole_groups(rows, keys, totals)
-        return reference_factor(spectrum, groups, len(self.train_samples), target, config), spectrum, whole
+        # inclusion-weighted: each group predicted in the Fisher its own removal would have built
+        spectrum_of = (
+            None
+            if fisher.row_weights is None
+            else (lambda group: fisher.as_if_certain(group).influence_spectrum(damping))
+        )
+        chosen = reference_factor(spectrum, groups, len(self.train_samples), target, config, spectrum_of)
+        return chosen, spectrum, whole
 
     def match_edits(
         self, fisher: EmpiricalFisher, edits: list[Edit], target: float, config: CalibrationConfig | None = None

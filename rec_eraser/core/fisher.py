@@ -12,6 +12,20 @@ about 2.6 gradients, and CG needs tens of them per instance); docs/fidelity.md m
 close its updates land to retraining. Its curvature is the empirical Fisher, not the Hessian or Gauss–Newton matrix; the report
 says so.
 
+Row weights. The uniform 1/m above treats the sample as a plain random draw, but the sample
+always holds the edited instances and draws only the rest. Seen as an estimate of the whole
+training set's Fisher (1/n) Σ g gᵀ, an edited row then stands for itself alone and a drawn row
+for (n − c) / (m − c) instances (c rows drawn for certain): weights 1/n and (n − c) / ((m − c) n),
+the inverse of each row's chance of being in the sample (:meth:`EmpiricalFisher.inclusion_weighted`).
+Why it matters: under uniform weights a row's own direction gets weight 1/m, so removing it is
+predicted to move its loss by at most m/n (its self-influence g(F + λI)⁻¹g/n tends to m/n as
+λ → 0), far below what a memorised instance moves on a large training set; under inclusion
+weights an edited row can move by up to 1. In general, with W = diag(w),
+
+    (Gᵀ W G + D)⁻¹ b = D⁻¹b − D⁻¹Gᵀ (W⁻¹ + G D⁻¹ Gᵀ)⁻¹ G D⁻¹b,
+
+which for w = 1/m is the formula above.
+
 Per-instance gradients come from batched backward passes where every trainable parameter
 sits in an ``nn.Linear`` (LoRA, a linear projector): the layers' hooks keep each instance's
 inputs and output gradients, and DW_n = Σ_t g_{n,t} a_{n,t}ᵀ splits the pass per instance.
@@ -121,7 +135,7 @@ class KnownRow:
 
 
 class EmpiricalFisher:
-    """F = (1/m) Σ g_i g_iᵀ over m instances, held as its gradient matrix G (float64)."""
+    """F = Σ w_i g_i g_iᵀ over m instances (w_i = 1/m unless weighted), held as its gradient matrix G (float64)."""
 
     def __init__(
         self,
@@ -149,6 +163,51 @@ class EmpiricalFisher:
         self.samples = None if samples is None else list(samples)
         self.seconds = seconds
         self.reused = 0  # rows taken from a cache (``from_samples``' ``known``), not computed
+        self.row_weights: torch.Tensor | None = None  # [m] summing to 1 (or less); None: uniform 1/m
+        self.certain: tuple[int, ...] = ()  # rows in the sample for certain (``inclusion_weighted``)
+        self.population: int | None = None  # the instance count the weights estimate over
+
+    def inclusion_weighted(self, certain: Sequence[int], population: int) -> EmpiricalFisher:
+        """This Fisher with each row weighted by the inverse of its chance of being sampled: 1/n
+        for the ``certain`` rows (the edited instances, always in the sample), the rest sharing
+        what remains equally ((n − c) / ((m − c) n) each), n = ``population`` (the training set).
+
+        The result estimates the training set's Fisher without the m/n cap on a row's own
+        predicted move (module docstring). It shares G and G Gᵀ with this one (no copy). When
+        every row is certain (the sample is the whole set), each weighs 1/n."""
+        certain = tuple(sorted(set(int(i) for i in certain)))
+        if population < 1:
+            raise ValueError(f"inclusion weights need a positive population, got {population}")
+        if any(not 0 <= i < self.size for i in certain):
+            raise ValueError(f"certain rows must index the Fisher's {self.size} rows")
+        drawn = self.size - len(certain)
+        if drawn and population - len(certain) < drawn:
+            raise ValueError(
+                f"a sample of {drawn} drawn rows cannot come from {population - len(certain)} remaining instances"
+            )
+        share = (population - len(certain)) / (drawn * population) if drawn else 0.0
+        weights = torch.full((self.size,), share, dtype=torch.float64)
+        weights[list(certain)] = 1.0 / population
+        weighted = EmpiricalFisher.__new__(EmpiricalFisher)
+        weighted.__dict__.update(self.__dict__)
+        weighted.row_weights, weighted.certain, weighted.population = weights, certain, population
+        return weighted
+
+    def as_if_certain(self, rows: Sequence[int]) -> EmpiricalFisher:
+        """The Fisher a request removing ``rows`` would have built: ``rows`` drawn for certain
+        beside this one's certain rows (same inclusion weighting; a uniform Fisher is returned as
+        it is). The reference calibration predicts a retained group's move with it, so that the
+        group and the edited rows are weighted alike."""
+        if self.row_weights is None or self.population is None:
+            return self
+        return self.inclusion_weighted(self.certain + tuple(rows), self.population)
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """w: ``[m]``, each row's weight in F."""
+        if self.row_weights is None:
+            return torch.full((self.size,), 1.0 / self.size, dtype=torch.float64)
+        return self.row_weights
 
     @classmethod
     def from_samples(
@@ -333,35 +392,35 @@ class EmpiricalFisher:
         return self.gradients.shape[0]
 
     def trace(self) -> float:
-        """tr(F) = (1/m) Σ ‖g_i‖²."""
-        return float(torch.diagonal(self.gram).sum()) / self.size
+        """tr(F) = Σ w_i ‖g_i‖²."""
+        return float((self.weights * torch.diagonal(self.gram)).sum())
 
     def trace_of_square(self) -> float:
-        """tr(F²) = (1/m²) ‖G Gᵀ‖²_F."""
-        return float((self.gram**2).sum()) / self.size**2
+        """tr(F²) = ‖W^½ G Gᵀ W^½‖²_F."""
+        return _square_of(self.gram, self.weights)
 
     def block_traces(self, columns: torch.Tensor) -> tuple[float, float]:
         """tr(F_BB) and tr(F_BB²) of the diagonal block of F on the parameters ``columns`` (a [p] mask)."""
         block = self.gradients[:, columns.cpu()]
         gram = block @ block.T
-        return float(torch.diagonal(gram).sum()) / self.size, float((gram**2).sum()) / self.size**2
+        return float((self.weights * torch.diagonal(gram)).sum()), _square_of(gram, self.weights)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """F v."""
-        return self.gradients.T @ (self.gradients @ v.to(torch.float64)) / self.size
+        return self.gradients.T @ (self.weights * (self.gradients @ v.to(torch.float64)))
 
     def solve(self, b: torch.Tensor, damping: float | torch.Tensor) -> torch.Tensor:
         """(F + D)⁻¹ b by the Woodbury identity, in b's dtype; D = λI for a float λ, diag(d) for a [p] tensor d.
 
-        (F + D)⁻¹ b = D⁻¹b − D⁻¹Gᵀ (mI + G D⁻¹ Gᵀ)⁻¹ G D⁻¹b; for D = λI this is the module
-        docstring's formula.
+        (F + D)⁻¹ b = D⁻¹b − D⁻¹Gᵀ (W⁻¹ + G D⁻¹ Gᵀ)⁻¹ G D⁻¹b, W⁻¹ = mI when unweighted; for
+        D = λI this is the module docstring's formula.
         """
         inverse = self._inverse_damping(damping)
         b64 = b.to(torch.float64).cpu()
         scaled = self.gradients * inverse  # G D⁻¹
         # G D⁻¹ Gᵀ: for D = λI the precomputed G Gᵀ / λ, no second m × m × p product
         reduced = self.gram * inverse if inverse.dim() == 0 else scaled @ self.gradients.T
-        system = reduced + self.size * torch.eye(self.size, dtype=torch.float64)
+        system = reduced + torch.diag(1.0 / self.weights)
         coeffs = torch.linalg.solve(system, scaled @ b64)
         x = inverse * b64 - scaled.T @ coeffs
         return x.to(dtype=b.dtype, device=b.device)
@@ -392,12 +451,14 @@ class EmpiricalFisher:
 class InfluenceSpectrum:
     """aᵀ G (F + f·D)⁻¹ Gᵀ b for coefficient vectors a, b over the Fisher's m rows, at any factor f.
 
-    With K = G D⁻¹ Gᵀ = Q diag(k) Qᵀ (one m × m eigendecomposition), the Woodbury identity gives
+    With F = Gᵀ W G, S = W^½ and S G D⁻¹ Gᵀ S = Q diag(k) Qᵀ (one m × m eigendecomposition),
+    the Woodbury identity gives
 
-        G (F + f D)⁻¹ Gᵀ = m K_f (mI + K_f)⁻¹ = Q diag(m k / (m f + k)) Qᵀ,    K_f = K / f,
+        G (F + f D)⁻¹ Gᵀ = S⁻¹ Q diag(k / (f + k)) Qᵀ S⁻¹
 
-    so every such influence costs two m-vectors' products, however many factors are tried, and
-    falls monotonically as f grows (each weight m k / (m f + k) does). With b = Gᵀβ / n the
+    (for W = I/m: Q diag(m k' / (m f + k')) Qᵀ with k' the eigenvalues of G D⁻¹ Gᵀ), so every
+    such influence costs two m-vectors' products, however many factors are tried, and falls
+    monotonically as f grows (each weight k / (f + k) does). With b = Gᵀβ / n the
     right-hand side of an update, aᵀ Δθ(f) = ``bilinear(a, β, f) / n`` is the first-order change
     of the rows' losses that a weights; ``bilinear(e, e, f) / n`` with e an indicator of some
     rows is their predicted leave-out move (the self-influence of that group).
@@ -406,17 +467,29 @@ class InfluenceSpectrum:
     def __init__(self, fisher: EmpiricalFisher, damping: float | torch.Tensor) -> None:
         inverse = fisher._inverse_damping(damping)
         reduced = fisher.gram * inverse if inverse.dim() == 0 else (fisher.gradients * inverse) @ fisher.gradients.T
+        root = fisher.weights.sqrt()
+        reduced = root[:, None] * reduced * root[None, :]
         eigenvalues, self.vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
         self.eigenvalues = eigenvalues.clamp(min=0.0)  # K is PSD; rounding can make its smallest slightly negative
+        self.inverse_root = 1.0 / root
         self.size = fisher.size
 
     def weights(self, factor: float) -> torch.Tensor:
+        """k / (factor + k) per eigen-direction."""
         if not factor > 0:
             raise ValueError(f"the damping factor must be > 0, got {factor}")
-        return self.size * self.eigenvalues / (self.size * factor + self.eigenvalues)
+        return self.eigenvalues / (factor + self.eigenvalues)
+
+    def coordinates(self, coefficients: torch.Tensor) -> torch.Tensor:
+        """Qᵀ S⁻¹ c for ``[m]`` or ``[m, k]`` coefficients c: what :meth:`weights` multiply."""
+        c = torch.as_tensor(coefficients, dtype=torch.float64)
+        return self.vectors.T @ (c * (self.inverse_root if c.dim() == 1 else self.inverse_root[:, None]))
 
     def bilinear(self, a: torch.Tensor, b: torch.Tensor, factor: float) -> float:
         """aᵀ G (F + factor·D)⁻¹ Gᵀ b for [m] coefficient vectors ``a`` and ``b``."""
-        qa = self.vectors.T @ torch.as_tensor(a, dtype=torch.float64)
-        qb = self.vectors.T @ torch.as_tensor(b, dtype=torch.float64)
-        return float((qa * self.weights(factor) * qb).sum())
+        return float((self.coordinates(a) * self.weights(factor) * self.coordinates(b)).sum())
+
+
+def _square_of(gram: torch.Tensor, weights: torch.Tensor) -> float:
+    """‖W^½ K W^½‖²_F = Σ_ij w_i w_j K_ij²: tr(F²) for F = Gᵀ W G and K = G Gᵀ."""
+    return float((weights[:, None] * gram**2 * weights[None, :]).sum())

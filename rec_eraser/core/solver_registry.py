@@ -54,7 +54,7 @@ SolverFn = Callable[[SolveProblem], "Solution"]
 _SOLVERS: dict[str, SolverFn] = {}
 _RECOMMENDED: dict[str, dict[str, Any]] = {}
 #: the settings of SolverConfig each method reads beyond the common ones (``None``: not declared)
-_SETTINGS: dict[str, tuple[str, ...] | None] = {FISHER: ("damping_groups",)}
+_SETTINGS: dict[str, tuple[str, ...] | None] = {FISHER: ("damping_groups", "row_weights")}
 
 #: how each method uses more than one process (``rec_eraser.core.distributed``): ``"split"``
 #: computes its gradient rows and b shared out across the ranks and gathered; ``"replicated"``

@@ -220,10 +220,11 @@ def _run_rec_eraser(ctx: BenchContext, version: str) -> Outcome:
     )
 
 
-def _run_other_target(call: MethodCall, target: str) -> Outcome:
+def _run_other_target(call: MethodCall, target: str, row_weights: str | None = None) -> Outcome:
     """The workflow's update of v0000 for the same events, with another calibration ``target``
-    (``rec_eraser.workflows.update.CALIBRATION_TARGETS``), computed in memory; its seconds count
-    as the ``rec_eraser`` row's do (the solve, plus the gap only if this request had to measure it)."""
+    (``rec_eraser.workflows.update.CALIBRATION_TARGETS``) or the Fisher's rows weighted otherwise
+    (``row_weights``: ``SolverConfig.row_weights``), computed in memory; its seconds count as the
+    ``rec_eraser`` row's do (the solve, plus the gap only if this request had to measure it)."""
     ctx = call.ctx
     # v0000's gap as the workflow's own request used it (recorded at training, or measured by that
     # request and recorded in its version): never measured again here, as the rec_eraser row's is not;
@@ -232,10 +233,11 @@ def _run_other_target(call: MethodCall, target: str) -> Outcome:
     memorisation = original_memorisation(ctx.run, call.say, call.version)
     memory = PeakMemory()
     with memory.watch():
+        solver = default_solver(ctx.experiment)
         loaded, result = preview_update(
             ctx.run,
             ctx.events,
-            solver=default_solver(ctx.experiment),
+            solver=solver if row_weights is None else replace(solver, row_weights=row_weights),
             parent="v0000",
             calibrate=replace(DEFAULT_CALIBRATION, target=target),
             memorisation=memorisation,
@@ -383,6 +385,11 @@ for _name, _baseline in BASELINES.items():  # the few-step baselines, in their r
 register_method("rec_eraser", lambda call: _run_rec_eraser(call.ctx, call.version))
 register_method("rec_eraser_edited", partial(_run_other_target, target="edited"))
 register_method("rec_eraser_quantile", partial(_run_other_target, target="quantile"), optional=True)
+# the default's reference target on an inclusion-weighted Fisher (rec_eraser.core.fisher): the candidate
+# for LLaRA, whose 74-row samples cap every row's predicted move at m/n (docs/fidelity.md)
+register_method(
+    "rec_eraser_inclusion", partial(_run_other_target, target="reference", row_weights="inclusion"), optional=True
+)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))
 register_method("rec_eraser_cg", _cg("auto"))
 register_method("rec_eraser_sqp", _sqp)

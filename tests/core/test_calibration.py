@@ -348,3 +348,92 @@ def test_move_factor_on_removed_and_corrected_rows_is_the_solves_own_predicted_m
     assert update.report.predicted_change == pytest.approx(chosen.predicted * 3, rel=1e-6)
     with pytest.raises(ValueError, match="positive target"):
         move_factor(spectrum, coefficients[:, None], n, 3, 0.0)
+
+
+def test_a_weighted_spectrum_equals_the_explicit_weighted_solve_and_lifts_the_sample_cap():
+    """Inclusion weights: the spectrum's influences are the weighted Fisher's own, and a row drawn
+    for certain (weight 1/n) is predicted to move by up to 1 when removed, not m/n."""
+    from rec_eraser.core.calibration import reference_factor
+    from rec_eraser.core.fisher import EmpiricalFisher
+
+    generator = torch.Generator().manual_seed(6)
+    rows, n = torch.randn(12, 30, generator=generator, dtype=torch.float64), 40
+    fisher = EmpiricalFisher(rows).inclusion_weighted(certain=[0, 1], population=n)
+    a, b = (
+        torch.randn(12, generator=generator, dtype=torch.float64),
+        torch.randn(12, generator=generator, dtype=torch.float64),
+    )
+    spectrum = fisher.influence_spectrum(0.5)
+    for factor in (1e-2, 1.0, 7.0):
+        explicit = float((rows.T @ a) @ fisher.solve(rows.T @ b, 0.5 * factor))
+        assert spectrum.bilinear(a, b, factor) == pytest.approx(explicit, rel=1e-9)
+    near_zero = CalibrationConfig(min_factor=1e-12)
+    certain = reference_factor(spectrum, [[0], [1]], n, 10.0, near_zero)
+    assert not certain.reached and certain.predicted == pytest.approx(1.0, rel=1e-6)  # each certain row's own move
+    drawn = reference_factor(spectrum, [[5]], n, 10.0, near_zero)  # a drawn row stands for (n − 2)/10 instances
+    assert drawn.predicted == pytest.approx(10 / (n - 2), rel=1e-6)
+    # a group predicted in the Fisher its own removal would build: drawn for certain, it too can reach 1
+    as_request = reference_factor(
+        spectrum, [[5], [6, 7]], n, 10.0, near_zero, lambda group: fisher.as_if_certain(group).influence_spectrum(0.5)
+    )
+    assert as_request.predicted == pytest.approx(1.0, rel=1e-6) and as_request.groups == 2 and as_request.rows == 3
+    # and at any factor it is the definition, group by group
+    reachable = reference_factor(
+        spectrum, [[5], [6, 7]], n, 0.3, None, lambda group: fisher.as_if_certain(group).influence_spectrum(0.5)
+    )
+    direct = 0.0
+    for group in ([5], [6, 7]):
+        e = torch.zeros(12, dtype=torch.float64)
+        e[group] = 1.0
+        direct += fisher.as_if_certain(group).influence_spectrum(0.5).bilinear(e, e, reachable.factor)
+    assert reachable.reached and direct / (n * 3) == pytest.approx(0.3, rel=1e-3)
+
+
+def _reference_move_on_a_sample(memorising, forget: np.ndarray, sample_size: int | None, weights: str) -> float:
+    """The forget set's mean loss move of the reference-calibrated update from a ``sample_size``-row Fisher."""
+    x, y, w, samples, _, _, n = memorising
+    keep = np.setdiff1d(np.arange(n), forget)
+    gap = memorisation_gap(_bce(w, x[keep], y[keep]), _bce(w, x[n:], y[n:])).gap
+    edits = [Removal(samples[i]) for i in forget]
+    model = _model(w)
+    engine = InfluenceEngine(
+        model,
+        logistic_loss,
+        samples[:n],
+        collate,
+        curvature="hessian",
+        solver=SolverConfig(method="fisher", batch_size=40, sample_size=sample_size, row_weights=weights),
+    )
+    fisher = engine.empirical_fisher(edits)
+    removed = {id(samples[i]) for i in forget}
+    rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
+    chosen, _, _ = engine.match_reference(
+        fisher, rows, rows, {row: 1 for row in rows}, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6)
+    )
+    engine.compute(edits, damping_factor=chosen.factor, fisher=fisher).apply(model)
+    start = float(_bce(w, x[forget], y[forget]).mean())
+    return _forget_loss_of(model, x[forget], y[forget]) - start
+
+
+def test_inclusion_weights_keep_a_small_samples_update_near_the_whole_sets_and_retraining(memorising_logistic):
+    """Exact retraining of logistic regression, the 20 most memorised points removed (n = 240,
+    p = 60): with the whole training set as the Fisher the reference-calibrated update lands near
+    Retrain; from a 50-row sample (20 edited + 30 drawn, fewer rows than parameters) uniform
+    weights cap each row's predicted move at m/n and land far short, inclusion weights stay near.
+    On the 20 easiest points both stay near Retrain's near-zero move."""
+    x, y, w, *_ = memorising_logistic
+    n = memorising_logistic[-1]
+    order = np.argsort(_bce(w, x[:n], y[:n]))
+    hard = order[-20:]
+    keep = np.setdiff1d(np.arange(n), hard)
+    retrain = float(_bce(fit_logistic(x[keep], y[keep]), x[hard], y[hard]).mean() - _bce(w, x[hard], y[hard]).mean())
+    whole = _reference_move_on_a_sample(memorising_logistic, hard, None, "uniform")
+    assert whole == pytest.approx(_reference_move_on_a_sample(memorising_logistic, hard, None, "inclusion"))
+    uniform = _reference_move_on_a_sample(memorising_logistic, hard, 50, "uniform")
+    inclusion = _reference_move_on_a_sample(memorising_logistic, hard, 50, "inclusion")
+    assert abs(whole - retrain) <= 0.1 * retrain
+    assert uniform < 0.4 * retrain  # the cap: far short
+    assert abs(inclusion - retrain) <= 0.2 * retrain and abs(inclusion - whole) < abs(uniform - whole) / 4
+    easy = order[:20]
+    for weights in ("uniform", "inclusion"):
+        assert abs(_reference_move_on_a_sample(memorising_logistic, easy, 50, weights)) <= 0.01

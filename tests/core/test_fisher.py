@@ -368,3 +368,85 @@ def test_a_large_request_grows_the_sample_to_keep_its_retained_floor(logistic):
     assert len(sample(12, 0.5)) == 12 + 5 and len(sample(12, 0.0)) == 12
     with pytest.raises(SolverConfigError, match="retained_floor"):
         SolverConfig(method="fisher", retained_floor=1.5)
+
+
+def test_a_weighted_fishers_solve_traces_and_product_equal_the_dense_ones():
+    """F = Gᵀ W G: the Woodbury solve with W⁻¹ in place of mI, and its traces, against dense algebra."""
+    gen = torch.Generator().manual_seed(4)
+    g = torch.randn(9, 40, generator=gen, dtype=torch.float64)
+    b, v = torch.randn(40, generator=gen, dtype=torch.float64), torch.randn(40, generator=gen, dtype=torch.float64)
+    base = EmpiricalFisher(g)
+    weighted = base.inclusion_weighted(certain=[0, 3], population=50)
+    w = weighted.weights
+    assert float(w.sum()) == pytest.approx(1.0) and w[0] == w[3] == pytest.approx(1 / 50)
+    assert w[1] == pytest.approx((50 - 2) / (7 * 50))  # the 7 drawn rows share the other 48 instances
+    dense = g.T @ torch.diag(w) @ g
+    for damping in (0.3, torch.rand(40, generator=gen, dtype=torch.float64) + 0.05):
+        expected = torch.linalg.solve(dense + torch.diag(torch.as_tensor(damping, dtype=torch.float64).expand(40)), b)
+        np.testing.assert_allclose(weighted.solve(b, damping).numpy(), expected.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(weighted.matvec(v).numpy(), (dense @ v).numpy(), rtol=1e-10)
+    eig = torch.linalg.eigvalsh(dense)
+    assert weighted.trace() == pytest.approx(float(eig.sum()), rel=1e-10)
+    assert weighted.trace_of_square() == pytest.approx(float((eig**2).sum()), rel=1e-10)
+    mask = torch.zeros(40, dtype=torch.bool)
+    mask[:15] = True
+    block_eig = torch.linalg.eigvalsh(dense[:15, :15])
+    assert weighted.block_traces(mask) == pytest.approx((float(block_eig.sum()), float((block_eig**2).sum())))
+    # the unweighted Fisher is untouched (the weighted one shares its rows, no copy)
+    assert base.row_weights is None and base.weights.tolist() == pytest.approx([1 / 9] * 9)
+    assert weighted.gradients is base.gradients and weighted.gram is base.gram
+
+
+def test_inclusion_weights_of_a_sample_that_is_the_whole_set_are_the_uniform_ones():
+    g = torch.randn(6, 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    whole = EmpiricalFisher(g).inclusion_weighted(certain=[1], population=6)
+    assert whole.weights.tolist() == pytest.approx([1 / 6] * 6)
+    assert EmpiricalFisher(g).inclusion_weighted(range(6), 6).weights.tolist() == pytest.approx([1 / 6] * 6)
+    # a group treated as drawn for certain: its rows weigh 1/n beside the request's own
+    regrouped = EmpiricalFisher(g).inclusion_weighted([0], 30).as_if_certain([4, 5])
+    assert regrouped.certain == (0, 4, 5) and regrouped.weights[[0, 4, 5]].tolist() == pytest.approx([1 / 30] * 3)
+    assert EmpiricalFisher(g).as_if_certain([4]).row_weights is None  # a uniform Fisher stays uniform
+    with pytest.raises(ValueError, match="cannot come from"):
+        EmpiricalFisher(g).inclusion_weighted([0], 3)
+    with pytest.raises(ValueError, match="index the Fisher"):
+        EmpiricalFisher(g).inclusion_weighted([6], 30)
+
+
+def test_row_weights_are_a_fisher_only_setting_and_validated():
+    assert SolverConfig(method="fisher", row_weights="inclusion").row_weights == "inclusion"
+    with pytest.raises(SolverConfigError, match="unknown row_weights"):
+        SolverConfig(method="fisher", row_weights="bogus")
+    with pytest.raises(SolverConfigError, match="row_weights"):
+        SolverConfig(method="cg", row_weights="inclusion")
+
+
+def test_engine_inclusion_weighted_update_matches_a_dense_weighted_solve(logistic):
+    """Removals and a relabelled instance: the edited rows (old and new forms) weigh 1/N, N the
+    training set plus the new form; the drawn rows share the rest."""
+    n, sample_size, removed, flipped = len(logistic.samples), 40, [3, 17, 512], 40
+    engine = InfluenceEngine(
+        logistic.model(),
+        logistic_loss,
+        logistic.samples,
+        collate,
+        damping=1e-3,
+        solver=SolverConfig(method="fisher", sample_size=sample_size, seed=0, row_weights="inclusion"),
+    )
+    new = (logistic.samples[flipped][0], 1.0 - logistic.samples[flipped][1])
+    edits = [Removal(logistic.samples[i]) for i in removed] + [Replacement(logistic.samples[flipped], new)]
+    update = engine.compute(edits)
+    index = {id(s): i for i, s in enumerate(logistic.samples)}
+    rows = [index[id(s)] for s in engine.curvature_samples(edits)]
+    flipped_new = problem_copy_with_label(logistic, flipped, 1.0 - logistic.y[flipped])
+    g = np.vstack([closed_form_gradients(logistic, rows), closed_form_gradients(flipped_new, [flipped])])
+    population, certain = n + 1, len(removed) + 2
+    drawn_weight = (population - certain) / ((sample_size + 1 - certain) * population)
+    w = np.array([1 / population if r in removed + [flipped] else drawn_weight for r in rows] + [1 / population])
+    assert w.sum() == pytest.approx(1.0)
+    b = (
+        closed_form_gradients(logistic, removed).sum(0)
+        + closed_form_gradients(logistic, [flipped])[0]
+        - closed_form_gradients(flipped_new, [flipped])[0]
+    ) / n
+    expected = np.linalg.solve(g.T @ (w[:, None] * g) + 1e-3 * np.eye(g.shape[1]), b)
+    np.testing.assert_allclose(update.delta["weight"].reshape(-1).numpy(), expected, rtol=1e-8, atol=1e-12)
