@@ -161,12 +161,13 @@ class InfluenceEngine:
                 self.on_gradient,
                 known=None if known is None else (lambda z: None if id(z) in edited else known(z)),
             )
+        # the rows estimate the mean over the training set and the corrected forms (which are rows
+        # too, as b holds their gradients): every edited row is in for certain
+        certain = [i for i, z in enumerate(samples) if id(z) in edited]
+        population = len(self.train_samples) + len(new_samples(edits))
         if self.config.row_weights == "inclusion":
-            # the rows estimate the mean over the training set and the corrected forms (which are
-            # rows too, as b holds their gradients): every edited row is in for certain
-            certain = [i for i, z in enumerate(samples) if id(z) in edited]
-            return fisher.inclusion_weighted(certain, len(self.train_samples) + len(new_samples(edits)))
-        return fisher
+            return fisher.inclusion_weighted(certain, population)
+        return fisher.with_inclusion(certain, population)  # "auto" may weight it at the calibration
 
     def compute(
         self,
@@ -362,11 +363,38 @@ class InfluenceEngine:
         totals: Mapping[Hashable, int],
         target: float,
         config: CalibrationConfig | None = None,
-    ) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
+    ) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool, EmpiricalFisher]:
         """The "reference" calibration on this Fisher: the factor of :meth:`fisher_damping` at which the
         Fisher's ``rows``, grouped by ``keys`` into whole groups (:func:`whole_groups`, ``totals``:
         each key's instance count), are predicted to move by ``target`` on average
-        (:func:`reference_factor`); with the spectrum it used and whether the groups were whole."""
+        (:func:`reference_factor`); with the spectrum it used, whether the groups were whole, and
+        the Fisher to solve with: ``fisher`` itself, or, with ``row_weights = "auto"`` when even
+        the longest step of the range predicts too little on the uniform Fisher (the m/n cap of
+        ``rec_eraser.core.fisher``), its inclusion-weighted form, matched again."""
+        chosen, spectrum, whole = self._match_reference_on(fisher, rows, keys, totals, target, config)
+        short = not chosen.reached and chosen.predicted < target
+        if self.config.row_weights == "auto" and fisher.row_weights is None and short:
+            if fisher.population is None:
+                raise ValueError("row_weights 'auto' needs a Fisher built by empirical_fisher() (its certain rows)")
+            logger.info(
+                "reference calibration: %.3g predicted at the range's end against %.3g wanted on the uniform "
+                "Fisher (its m/n cap); matching on the inclusion-weighted one",
+                chosen.predicted,
+                target,
+            )
+            fisher = fisher.inclusion_weighted(fisher.certain, fisher.population)
+            chosen, spectrum, whole = self._match_reference_on(fisher, rows, keys, totals, target, config)
+        return chosen, spectrum, whole, fisher
+
+    def _match_reference_on(
+        self,
+        fisher: EmpiricalFisher,
+        rows: Sequence[int],
+        keys: Sequence[Hashable],
+        totals: Mapping[Hashable, int],
+        target: float,
+        config: CalibrationConfig | None,
+    ) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
         damping, _, _ = self.fisher_damping(fisher)
         spectrum = fisher.influence_spectrum(damping)
         groups, whole = whole_groups(rows, keys, totals)

@@ -188,10 +188,18 @@ class EmpiricalFisher:
         share = (population - len(certain)) / (drawn * population) if drawn else 0.0
         weights = torch.full((self.size,), share, dtype=torch.float64)
         weights[list(certain)] = 1.0 / population
-        weighted = EmpiricalFisher.__new__(EmpiricalFisher)
-        weighted.__dict__.update(self.__dict__)
-        weighted.row_weights, weighted.certain, weighted.population = weights, certain, population
+        weighted = self.with_inclusion(certain, population)
+        weighted.row_weights = weights
         return weighted
+
+    def with_inclusion(self, certain: Sequence[int], population: int) -> EmpiricalFisher:
+        """This Fisher, unweighted as it is, knowing which rows were drawn for certain out of how
+        many instances: what :meth:`inclusion_weighted` needs to weight it later (``certain``,
+        ``population``). Shares G and G Gᵀ."""
+        known = EmpiricalFisher.__new__(EmpiricalFisher)
+        known.__dict__.update(self.__dict__)
+        known.certain, known.population = tuple(sorted(set(int(i) for i in certain))), population
+        return known
 
     def as_if_certain(self, rows: Sequence[int]) -> EmpiricalFisher:
         """The Fisher a request removing ``rows`` would have built: ``rows`` drawn for certain

@@ -279,6 +279,7 @@ def _calibration_note(record: dict[str, Any]) -> str:
         text += (
             f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
             f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}"
+            f"{' on the inclusion-weighted Fisher' if reference.get('row_weights') == 'inclusion' else ''}"
         )
     quantile = cal.get("quantile")
     if quantile:
@@ -390,6 +391,8 @@ register_method("rec_eraser_quantile", partial(_run_other_target, target="quanti
 register_method(
     "rec_eraser_inclusion", partial(_run_other_target, target="reference", row_weights="inclusion"), optional=True
 )
+# uniform unless the uniform match hits that cap, then inclusion (SolverConfig.row_weights "auto")
+register_method("rec_eraser_auto", partial(_run_other_target, target="reference", row_weights="auto"), optional=True)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))
 register_method("rec_eraser_cg", _cg("auto"))
 register_method("rec_eraser_sqp", _sqp)

@@ -149,13 +149,15 @@ def _reference_calibration(
     removed_before: np.ndarray,
     corrected_before: np.ndarray,
     training_set: list,
-) -> tuple[dict[str, Any], dict[str, float | None]]:
+) -> tuple[dict[str, Any], dict[str, float | None], Any]:
     """The "reference" target: the damping factor at which the retained rows, each whole user's
     removed alone (``whole_groups``), are predicted to move by ``gap`` on average
-    (``reference_factor``, with how many rows and users, and its seconds), and the edited groups'
-    mean losses after the update that it predicts to first order."""
+    (``reference_factor``, with how many rows and users, how the Fisher's rows were weighted, and
+    its seconds), the edited groups' mean losses after the update that it predicts to first
+    order, and the Fisher to solve with (``InfluenceEngine.match_reference``: ``row_weights``
+    "auto" may have weighted it)."""
     t0 = time.perf_counter()
-    chosen, spectrum, whole = engine.match_reference(
+    chosen, spectrum, whole, fisher = engine.match_reference(
         fisher, rows, [z.user for z in retained], Counter(z.user for z in training_set), gap, calibrate.search
     )
     n = len(engine.train_samples)
@@ -176,12 +178,17 @@ def _reference_calibration(
         "removed_loss": None if removed_change is None else float(removed_before.mean() + removed_change),
         "corrected_loss": None if corrected_change is None else float(corrected_before.mean() + corrected_change),
     }
-    return {
-        **chosen.to_dict(),
-        "users": chosen.groups,
-        "whole_users": whole,
-        "seconds": time.perf_counter() - t0,
-    }, targets
+    return (
+        {
+            **chosen.to_dict(),
+            "users": chosen.groups,
+            "whole_users": whole,
+            "row_weights": "uniform" if fisher.row_weights is None else "inclusion",
+            "seconds": time.perf_counter() - t0,
+        },
+        targets,
+        fisher,
+    )
 
 
 def _quantile_calibration(
@@ -386,7 +393,7 @@ def solve_update(
                     calibration["quantile"], calibration["targets"] = quantile
                     damping_factor = calibration["quantile"]["factor"]
             elif gap.gap > 0 and calibrate.target == "reference" and rows:
-                calibration["reference"], calibration["targets"] = _reference_calibration(
+                calibration["reference"], calibration["targets"], fisher = _reference_calibration(
                     engine,
                     fisher,
                     edits,

@@ -194,7 +194,7 @@ def _retrain_move_and_updates(memorising, forget: np.ndarray) -> dict[str, float
     fisher = engine.empirical_fisher(edits)
     removed = {id(samples[i]) for i in forget}
     rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]  # each point is its own "user"
-    chosen, _, whole = engine.match_reference(
+    chosen, _, whole, fisher = engine.match_reference(
         fisher, rows, rows, {row: 1 for row in rows}, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6)
     )
     assert whole and chosen.groups == len(rows)
@@ -407,7 +407,7 @@ def _reference_move_on_a_sample(memorising, forget: np.ndarray, sample_size: int
     fisher = engine.empirical_fisher(edits)
     removed = {id(samples[i]) for i in forget}
     rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
-    chosen, _, _ = engine.match_reference(
+    chosen, _, _, fisher = engine.match_reference(
         fisher, rows, rows, {row: 1 for row in rows}, gap, CalibrationConfig(min_factor=1e-6, max_factor=1e6)
     )
     engine.compute(edits, damping_factor=chosen.factor, fisher=fisher).apply(model)
@@ -437,3 +437,35 @@ def test_inclusion_weights_keep_a_small_samples_update_near_the_whole_sets_and_r
     easy = order[:20]
     for weights in ("uniform", "inclusion"):
         assert abs(_reference_move_on_a_sample(memorising_logistic, easy, 50, weights)) <= 0.01
+
+
+def test_auto_row_weights_switch_to_inclusion_only_where_the_uniform_match_hits_the_sample_cap(memorising_logistic):
+    """``row_weights = "auto"``: a target the uniform 50-row Fisher can reach is matched on it, as
+    "uniform" does; one above its m/n cap (50/240) is matched on the inclusion-weighted Fisher,
+    as "inclusion" does, and that Fisher is the one handed back to solve with."""
+    x, y, w, samples, _, _, n = memorising_logistic
+    forget = np.argsort(_bce(w, x[:n], y[:n]))[-20:]
+    edits = [Removal(samples[i]) for i in forget]
+    removed = {id(samples[i]) for i in forget}
+
+    def match(weights: str, target: float):
+        engine = InfluenceEngine(
+            _model(w),
+            logistic_loss,
+            samples[:n],
+            collate,
+            curvature="hessian",
+            solver=SolverConfig(method="fisher", batch_size=40, sample_size=50, row_weights=weights),
+        )
+        fisher = engine.empirical_fisher(edits)
+        rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
+        return engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, target)
+
+    reachable, above_cap = 0.1, 0.5
+    assert 50 / n < above_cap
+    uniform, auto = match("uniform", reachable), match("auto", reachable)
+    assert uniform[0].reached and auto[0].to_dict() == uniform[0].to_dict() and auto[3].row_weights is None
+    capped, auto, inclusion = match("uniform", above_cap), match("auto", above_cap), match("inclusion", above_cap)
+    assert not capped[0].reached and capped[0].predicted < above_cap
+    assert inclusion[0].reached and auto[0].to_dict() == pytest.approx(inclusion[0].to_dict())
+    assert auto[3].row_weights is not None and torch.equal(auto[3].weights, inclusion[3].weights)

@@ -558,3 +558,25 @@ def test_reference_target_on_llara_moves_lora_and_the_projector(tmp_path, llara_
     after = load_version(run, result.version).model.projector.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before)  # the projector moved too
     assert record["metrics"]["after"]["forgotten_loss"] > record["metrics"]["before"]["forgotten_loss"]
+
+
+def test_auto_row_weights_take_a_llara_request_past_the_uniform_samples_cap(tmp_path, llara_run, learnable_model_dir):
+    """The same tiny LLaRA adapter with a 16-row sample of its 32 instances: on the uniform Fisher
+    a removed group is predicted to move by at most 16/32 per instance, far below its gap; with
+    ``row_weights = "auto"`` the request is matched and solved on the inclusion-weighted Fisher,
+    whose prediction goes past that cap, and its manifest says which weights it used."""
+    from rec_eraser.workflows.unlearn import Calibrate
+
+    run = tmp_path / "run"
+    shutil.copytree(llara_run, run)
+    train_run(run, tiny_recipe(learnable_model_dir, max_train=32, epochs=4, lr=1e-2, sasrec_epochs=2))
+    user = a_trained_user(run)
+    solver = SolverConfig(method="fisher", sample_size=16, batch_size=4, row_weights="auto")
+    result = apply_events(
+        run, [(None, Event("e1", "delete_user", user))], solver=solver, calibrate=Calibrate(target="reference")
+    )
+    record = Registry(run).manifest(result.version)
+    reference = record["metrics"]["calibration"]["reference"]
+    assert record["solver"]["config"]["row_weights"] == "auto" and reference["row_weights"] == "inclusion"
+    assert reference["predicted"] > 16 / 32
+    assert record["metrics"]["after"]["forgotten_loss"] > record["metrics"]["before"]["forgotten_loss"]
