@@ -399,23 +399,28 @@ class EmpiricalFisher:
     def size(self) -> int:
         return self.gradients.shape[0]
 
+    # Unweighted, every formula below is the 1/m one exactly as it was before weights existed (same
+    # float operations), so that updates written then are reproduced bit for bit.
+
     def trace(self) -> float:
         """tr(F) = Σ w_i ‖g_i‖²."""
-        return float((self.weights * torch.diagonal(self.gram)).sum())
+        return _trace_of(self.gram, self.row_weights)
 
     def trace_of_square(self) -> float:
         """tr(F²) = ‖W^½ G Gᵀ W^½‖²_F."""
-        return _square_of(self.gram, self.weights)
+        return _square_of(self.gram, self.row_weights)
 
     def block_traces(self, columns: torch.Tensor) -> tuple[float, float]:
         """tr(F_BB) and tr(F_BB²) of the diagonal block of F on the parameters ``columns`` (a [p] mask)."""
         block = self.gradients[:, columns.cpu()]
         gram = block @ block.T
-        return float((self.weights * torch.diagonal(gram)).sum()), _square_of(gram, self.weights)
+        return _trace_of(gram, self.row_weights), _square_of(gram, self.row_weights)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """F v."""
-        return self.gradients.T @ (self.weights * (self.gradients @ v.to(torch.float64)))
+        if self.row_weights is None:
+            return self.gradients.T @ (self.gradients @ v.to(torch.float64)) / self.size
+        return self.gradients.T @ (self.row_weights * (self.gradients @ v.to(torch.float64)))
 
     def solve(self, b: torch.Tensor, damping: float | torch.Tensor) -> torch.Tensor:
         """(F + D)⁻¹ b by the Woodbury identity, in b's dtype; D = λI for a float λ, diag(d) for a [p] tensor d.
@@ -428,7 +433,11 @@ class EmpiricalFisher:
         scaled = self.gradients * inverse  # G D⁻¹
         # G D⁻¹ Gᵀ: for D = λI the precomputed G Gᵀ / λ, no second m × m × p product
         reduced = self.gram * inverse if inverse.dim() == 0 else scaled @ self.gradients.T
-        system = reduced + torch.diag(1.0 / self.weights)
+        system = reduced + (
+            self.size * torch.eye(self.size, dtype=torch.float64)
+            if self.row_weights is None
+            else torch.diag(1.0 / self.row_weights)
+        )
         coeffs = torch.linalg.solve(system, scaled @ b64)
         x = inverse * b64 - scaled.T @ coeffs
         return x.to(dtype=b.dtype, device=b.device)
@@ -475,29 +484,43 @@ class InfluenceSpectrum:
     def __init__(self, fisher: EmpiricalFisher, damping: float | torch.Tensor) -> None:
         inverse = fisher._inverse_damping(damping)
         reduced = fisher.gram * inverse if inverse.dim() == 0 else (fisher.gradients * inverse) @ fisher.gradients.T
-        root = fisher.weights.sqrt()
-        reduced = root[:, None] * reduced * root[None, :]
+        # unweighted: Q diag(m k' / (m f + k')) Qᵀ on G D⁻¹ Gᵀ itself, the formula before weights existed
+        self.inverse_root = None if fisher.row_weights is None else 1.0 / fisher.row_weights.sqrt()
+        if self.inverse_root is not None:
+            reduced = reduced / self.inverse_root[:, None] / self.inverse_root[None, :]
         eigenvalues, self.vectors = torch.linalg.eigh((reduced + reduced.T) / 2)
         self.eigenvalues = eigenvalues.clamp(min=0.0)  # K is PSD; rounding can make its smallest slightly negative
-        self.inverse_root = 1.0 / root
         self.size = fisher.size
 
     def weights(self, factor: float) -> torch.Tensor:
-        """k / (factor + k) per eigen-direction."""
+        """k / (factor + k) per eigen-direction (unweighted: m k' / (m·factor + k'))."""
         if not factor > 0:
             raise ValueError(f"the damping factor must be > 0, got {factor}")
+        if self.inverse_root is None:
+            return self.size * self.eigenvalues / (self.size * factor + self.eigenvalues)
         return self.eigenvalues / (factor + self.eigenvalues)
 
     def coordinates(self, coefficients: torch.Tensor) -> torch.Tensor:
-        """Qᵀ S⁻¹ c for ``[m]`` or ``[m, k]`` coefficients c: what :meth:`weights` multiply."""
+        """Qᵀ S⁻¹ c for ``[m]`` or ``[m, k]`` coefficients c (unweighted: Qᵀ c): what :meth:`weights` multiply."""
         c = torch.as_tensor(coefficients, dtype=torch.float64)
-        return self.vectors.T @ (c * (self.inverse_root if c.dim() == 1 else self.inverse_root[:, None]))
+        if self.inverse_root is not None:
+            c = c * (self.inverse_root if c.dim() == 1 else self.inverse_root[:, None])
+        return self.vectors.T @ c
 
     def bilinear(self, a: torch.Tensor, b: torch.Tensor, factor: float) -> float:
         """aᵀ G (F + factor·D)⁻¹ Gᵀ b for [m] coefficient vectors ``a`` and ``b``."""
         return float((self.coordinates(a) * self.weights(factor) * self.coordinates(b)).sum())
 
 
-def _square_of(gram: torch.Tensor, weights: torch.Tensor) -> float:
-    """‖W^½ K W^½‖²_F = Σ_ij w_i w_j K_ij²: tr(F²) for F = Gᵀ W G and K = G Gᵀ."""
+def _trace_of(gram: torch.Tensor, weights: torch.Tensor | None) -> float:
+    """Σ w_i K_ii: tr(F) for F = Gᵀ W G and K = G Gᵀ (``None``: w_i = 1/m)."""
+    if weights is None:
+        return float(torch.diagonal(gram).sum()) / gram.shape[0]
+    return float((weights * torch.diagonal(gram)).sum())
+
+
+def _square_of(gram: torch.Tensor, weights: torch.Tensor | None) -> float:
+    """‖W^½ K W^½‖²_F = Σ_ij w_i w_j K_ij²: tr(F²) for F = Gᵀ W G and K = G Gᵀ (``None``: w_i = 1/m)."""
+    if weights is None:
+        return float((gram**2).sum()) / gram.shape[0] ** 2
     return float((weights[:, None] * gram**2 * weights[None, :]).sum())
