@@ -198,6 +198,18 @@ def test_the_calibration_target_option_defaults_to_the_library_default_and_refus
     assert result.exit_code == 2 and "unknown calibration target 'retrain'" in result.output
 
 
+def test_the_row_weights_option_defaults_to_the_library_default_and_refuses_unknown_or_misplaced_weights(tmp_path):
+    from rec_eraser.cli.unlearn import ROW_WEIGHTS_OPT
+    from rec_eraser.core import SolverConfig
+
+    assert ROW_WEIGHTS_OPT.default == SolverConfig().row_weights
+    base = ["forget-user", str(tmp_path / "no-run"), "--user", "1"]
+    result = CliRunner().invoke(app, [*base, "--row-weights", "heavy"])
+    assert result.exit_code == 2 and "unknown row_weights 'heavy'" in result.output
+    result = CliRunner().invoke(app, [*base, "--solver", "cg", "--row-weights", "auto"])
+    assert result.exit_code == 2 and "row_weights" in result.output
+
+
 def test_the_item_encoder_option_defaults_to_the_library_default_and_refuses_unknown_choices(tmp_path):
     from rec_eraser.cli.unlearn import ITEM_ENCODER_OPT
     from rec_eraser.workflows.item_encoder import DEFAULT_ENCODER_CHOICE

@@ -41,6 +41,14 @@ SAMPLE_OPT = typer.Option(
     "a large request grows it).",
 )
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
+# the literal is rec_eraser.core.SolverConfig's default row_weights (tests/test_cli.py checks it)
+ROW_WEIGHTS_OPT = typer.Option(
+    "uniform",
+    "--row-weights",
+    help="fisher: how the sample's rows are weighted: uniform (default: 1/m each), inclusion (each by the inverse of "
+    "its chance of being sampled: the edited rows 1/n) or auto (uniform unless the reference calibration cannot "
+    "reach the memorisation gap on it, as on heavily memorising LLaRA adapters; then inclusion). See docs/fidelity.md.",
+)
 DAMPING_OPT = typer.Option(
     None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest."
 )
@@ -84,11 +92,11 @@ ITEM_ENCODER_OPT = typer.Option(
 )
 
 
-def _solver(method: str, sample_size: int, batch_size: int) -> Any:
+def _solver(method: str, sample_size: int, batch_size: int, row_weights: str = "uniform") -> Any:
     from rec_eraser.core import SolverConfig
 
     try:
-        return SolverConfig.for_method(method, sample_size=sample_size, batch_size=batch_size)
+        return SolverConfig.for_method(method, sample_size=sample_size, batch_size=batch_size, row_weights=row_weights)
     except ValueError as exc:
         fail(str(exc), 2)
 
@@ -274,6 +282,7 @@ def forget_user(
     solver: str = SOLVER_OPT,
     sample_size: int = SAMPLE_OPT,
     batch_size: int = BATCH_OPT,
+    row_weights: str = ROW_WEIGHTS_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
@@ -287,7 +296,7 @@ def forget_user(
     _run_events(
         run,
         _cli_events("delete_user", users),
-        _solver(solver, sample_size, batch_size),
+        _solver(solver, sample_size, batch_size, row_weights),
         damping,
         as_json,
         quiet,
@@ -307,6 +316,7 @@ def forget_interactions(
     solver: str = SOLVER_OPT,
     sample_size: int = SAMPLE_OPT,
     batch_size: int = BATCH_OPT,
+    row_weights: str = ROW_WEIGHTS_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
@@ -320,7 +330,7 @@ def forget_interactions(
     _run_events(
         run,
         _cli_events("remove_interactions", [user], items=items),
-        _solver(solver, sample_size, batch_size),
+        _solver(solver, sample_size, batch_size, row_weights),
         damping,
         as_json,
         quiet,
@@ -342,6 +352,7 @@ def correct(
     solver: str = SOLVER_OPT,
     sample_size: int = SAMPLE_OPT,
     batch_size: int = BATCH_OPT,
+    row_weights: str = ROW_WEIGHTS_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
@@ -362,7 +373,7 @@ def correct(
     _run_events(
         run,
         events,
-        _solver(solver, sample_size, batch_size),
+        _solver(solver, sample_size, batch_size, row_weights),
         damping,
         as_json,
         quiet,
@@ -384,6 +395,7 @@ def apply_events_command(
     solver: str = SOLVER_OPT,
     sample_size: int = SAMPLE_OPT,
     batch_size: int = BATCH_OPT,
+    row_weights: str = ROW_WEIGHTS_OPT,
     damping: Optional[float] = DAMPING_OPT,
     calibrate: bool = CALIBRATE_OPT,
     reuse_curvature: bool = REUSE_OPT,
@@ -400,7 +412,7 @@ def apply_events_command(
         events, problems = read_events(events_file)
     except EventError as exc:
         fail_on(exc)
-    cfg = _solver(solver, sample_size, batch_size)
+    cfg = _solver(solver, sample_size, batch_size, row_weights)
     if not events:
         if as_json:
             emit_json({"version": None, "applied": [], "problems": [p.to_dict() for p in problems]})
