@@ -70,6 +70,9 @@ class LoadedModel:
     item_index: dict[str, int] | None
     recipe: Recipe
     base_model: Path
+    #: the ``ItemEncoder`` its projector reads when not the run's (a version whose deletion
+    #: retrained it); None: the run's, or no item tokens
+    item_encoder: Any = None
 
 
 def base_model_path(recipe: Recipe) -> Path:
@@ -347,7 +350,12 @@ def _fit(
     if loop.resumed_at:  # the seconds then add up the processes' training time
         record["training"]["resumed_at_steps"] = loop.resumed_at
     return LoadedModel(
-        model=model, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path
+        model=model,
+        tokenizer=tokenizer,
+        item_index=item_index,
+        recipe=recipe,
+        base_model=base_path,
+        item_encoder=encoder,
     ), record
 
 
@@ -519,12 +527,20 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         raise BaseModelMismatch(
             f"{folder} does not fit the base model at {base_path}: {str(exc).splitlines()[0]}"
         ) from exc
-    item_index = None
+    item_index, encoder = None, None
     if (folder / PROJECTOR_FILE).is_file():
-        rec, item_index = with_item_tokens(
-            model, version_item_encoder(run_dir, record), load_file(str(folder / PROJECTOR_FILE))
-        )
+        encoder = version_item_encoder(run_dir, record)
+        rec, item_index = with_item_tokens(model, encoder, load_file(str(folder / PROJECTOR_FILE)))
     else:
         rec = RecModel(model)
     rec.eval()
-    return LoadedModel(model=rec, tokenizer=tokenizer, item_index=item_index, recipe=recipe, base_model=base_path)
+    # a version that names where its encoder lies reads one retrained for a deletion (its own or an ancestor's)
+    reads_retrained = (record.details.get("item_encoder") or {}).get("version") is not None
+    return LoadedModel(
+        model=rec,
+        tokenizer=tokenizer,
+        item_index=item_index,
+        recipe=recipe,
+        base_model=base_path,
+        item_encoder=encoder if reads_retrained else None,
+    )

@@ -49,7 +49,7 @@ def trained_llara(tmp_path_factory, llara_run, learnable_model_dir) -> Path:
     return run
 
 
-def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, trained_llara) -> None:
+def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, trained_llara, monkeypatch) -> None:
     run = tmp_path / "run"
     shutil.copytree(trained_llara, run)
     user = a_trained_user(run)
@@ -73,6 +73,18 @@ def test_a_retrained_encoder_is_written_read_inherited_and_checked(tmp_path, tra
     assert own.config["train_transitions"] < run_encoder.config["train_transitions"]
     model = load_version(run, result.version).model
     assert torch.equal(model.item_embeddings, own.embeddings)
+    # evaluation's SASRec baseline reads the encoder the version reads, not the run's
+    import rec_eraser.tasks.llara.evaluation as llara_evaluation
+    from rec_eraser.tasks.registry import task_of
+
+    assert load_version(run, "v0000").item_encoder is None
+    read: list[ItemEncoder] = []
+    baseline = llara_evaluation.encoder_baseline
+    monkeypatch.setattr(llara_evaluation, "encoder_baseline", lambda enc, *a: read.append(enc) or baseline(enc, *a))
+    test = Registry(run).training_set(result.version)[:4]
+    for version in (result.version, "v0000"):
+        task_of("llara").evaluate(run, load_version(run, version), test, test, generate=False, rank=False)
+    assert torch.equal(read[0].embeddings, own.embeddings) and torch.equal(read[1].embeddings, run_encoder.embeddings)
     assert not torch.allclose(own.embeddings, run_encoder.embeddings)
     # and its losses with it are the ones the manifest recorded with the new encoder
     from rec_eraser.training.scoring import instance_losses

@@ -107,12 +107,13 @@ class LLaRA(Task):
             "random": random_baseline([len(c) for c in candidates]),
             "popularity": _popularity(train, instances),
         }
-        if (run_dir / ENCODER_DIR).is_dir():
+        encoder = getattr(loaded, "item_encoder", None)  # a version's retrained encoder, else the run's
+        if encoder is None and (run_dir / ENCODER_DIR).is_dir():
             from rec_eraser.encoders.sasrec import ItemEncoder  # torch-heavy, and only runs with item tokens have one
 
             encoder = ItemEncoder.load(run_dir / ENCODER_DIR)
-            if encoder.model is not None:
-                result["baselines"]["sasrec"] = encoder_baseline(
-                    encoder, [list(z.history_items) for z in instances], candidates, targets
-                )
+        if encoder is not None and encoder.model is not None:
+            result["baselines"]["sasrec"] = encoder_baseline(
+                encoder, [list(z.history_items) for z in instances], candidates, targets
+            )
         return result
