@@ -240,11 +240,11 @@ def _updates(
             t0 = time.perf_counter()
             forgotten = {id(z) for z in forget}
             rows = [row for row, z in enumerate(fisher.samples) if id(z) not in forgotten]
-            chosen, _, whole, fisher = engine.match_reference(
+            chosen, _, whole, matched_fisher = engine.match_reference(
                 fisher, rows, [fisher.samples[row]["user"] for row in rows], Counter(z["user"] for z in train), gap
             )
             matching = time.perf_counter() - t0
-            update = engine.compute(edits, damping_factor=chosen.factor, fisher=fisher)
+            update = engine.compute(edits, damping_factor=chosen.factor, fisher=matched_fisher)
             note = {
                 "factor": chosen.factor,
                 "reached": chosen.reached,

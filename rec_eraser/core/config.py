@@ -75,11 +75,12 @@ class SolverConfig:
             ``fisher`` only; ``()`` = one group.
         row_weights: how the ``fisher`` method weights its sample's rows: ``"uniform"`` (1/m
             each: the sample as a plain draw) or ``"inclusion"`` (each row by the inverse of its
-            chance of being in the sample: 1/n for the edited instances, which always are, the
+            chance of being in the sample: 1/N for the edited instances, which always are, the
             rest sharing the remainder; see ``rec_eraser.core.fisher``) or ``"auto"`` (uniform,
-            unless the reference calibration cannot reach its target on the uniform Fisher because
-            of the sample's m/n cap, i.e. even the longest step of its range predicts too little:
-            then inclusion; :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`).
+            unless the reference calibration cannot reach its target on the uniform Fisher, even
+            the longest step of its range predicting too little, and the sample is a strict
+            sub-sample, whose m/n cap inclusion weights lift: then inclusion;
+            :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`).
             ``fisher`` only.
         lr: the ``adam`` method's learning rate.
     """

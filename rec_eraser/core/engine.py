@@ -369,13 +369,16 @@ class InfluenceEngine:
         each key's instance count), are predicted to move by ``target`` on average
         (:func:`reference_factor`); with the spectrum it used, whether the groups were whole, and
         the Fisher to solve with: ``fisher`` itself, or, with ``row_weights = "auto"`` when even
-        the longest step of the range predicts too little on the uniform Fisher (the m/n cap of
-        ``rec_eraser.core.fisher``), its inclusion-weighted form, matched again."""
+        the longest step of the range predicts too little on the uniform Fisher and the sample is
+        a strict sub-sample (whose m/n cap, ``rec_eraser.core.fisher``, inclusion weights lift),
+        its inclusion-weighted form, matched again."""
         chosen, spectrum, whole = self._match_reference_on(fisher, rows, keys, totals, target, config)
         short = not chosen.reached and chosen.predicted < target
         if self.config.row_weights == "auto" and fisher.row_weights is None and short:
             if fisher.population is None:
                 raise ValueError("row_weights 'auto' needs a Fisher built by empirical_fisher() (its certain rows)")
+            if fisher.size >= fisher.population:  # the sample is the whole set: inclusion weights are the uniform ones
+                return chosen, spectrum, whole, fisher
             logger.info(
                 "reference calibration: %.3g predicted at the range's end against %.3g wanted on the uniform "
                 "Fisher (its m/n cap); matching on the inclusion-weighted one",

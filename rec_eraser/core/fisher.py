@@ -168,9 +168,10 @@ class EmpiricalFisher:
         self.population: int | None = None  # the instance count the weights estimate over
 
     def inclusion_weighted(self, certain: Sequence[int], population: int) -> EmpiricalFisher:
-        """This Fisher with each row weighted by the inverse of its chance of being sampled: 1/n
+        """This Fisher with each row weighted by the inverse of its chance of being sampled: 1/N
         for the ``certain`` rows (the edited instances, always in the sample), the rest sharing
-        what remains equally ((n − c) / ((m − c) n) each), n = ``population`` (the training set).
+        what remains equally ((N − c) / ((m − c) N) each), N = ``population`` (the engine passes
+        the training set plus the corrected forms, which are rows too).
 
         The result estimates the training set's Fisher without the m/n cap on a row's own
         predicted move (module docstring). It shares G and G Gᵀ with this one (no copy). When
@@ -202,10 +203,12 @@ class EmpiricalFisher:
         return known
 
     def as_if_certain(self, rows: Sequence[int]) -> EmpiricalFisher:
-        """The Fisher a request removing ``rows`` would have built: ``rows`` drawn for certain
-        beside this one's certain rows (same inclusion weighting; a uniform Fisher is returned as
-        it is). The reference calibration predicts a retained group's move with it, so that the
-        group and the edited rows are weighted alike."""
+        """This Fisher with ``rows`` drawn for certain too, beside its own certain rows (same
+        inclusion weighting; a uniform Fisher is returned as it is). The reference calibration
+        predicts a retained group's move with it, so that the group weighs what the edited rows
+        weigh. (It is not quite the Fisher a request removing only ``rows`` would build: there the
+        present request's edited rows would be drawn rows; keeping them certain keeps one sample
+        for every group and changes one weight per edited row.)"""
         if self.row_weights is None or self.population is None:
             return self
         return self.inclusion_weighted(self.certain + tuple(rows), self.population)

@@ -469,3 +469,24 @@ def test_auto_row_weights_switch_to_inclusion_only_where_the_uniform_match_hits_
     assert not capped[0].reached and capped[0].predicted < above_cap
     assert inclusion[0].reached and auto[0].to_dict() == pytest.approx(inclusion[0].to_dict())
     assert auto[3].row_weights is not None and torch.equal(auto[3].weights, inclusion[3].weights)
+
+
+def test_auto_row_weights_stay_uniform_where_the_sample_is_the_whole_set(memorising_logistic):
+    """With every training instance a row, inclusion weights are the uniform ones: a target no
+    damping reaches is left as the uniform match says (no second match, no inclusion record)."""
+    x, y, w, samples, _, _, n = memorising_logistic
+    forget = np.argsort(_bce(w, x[:n], y[:n]))[-20:]
+    edits = [Removal(samples[i]) for i in forget]
+    removed = {id(samples[i]) for i in forget}
+    engine = InfluenceEngine(
+        _model(w),
+        logistic_loss,
+        samples[:n],
+        collate,
+        curvature="hessian",
+        solver=SolverConfig(method="fisher", batch_size=40, row_weights="auto"),
+    )
+    fisher = engine.empirical_fisher(edits)
+    rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
+    chosen, _, _, matched = engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, 5.0)
+    assert not chosen.reached and chosen.predicted < 5.0 and matched is fisher and matched.row_weights is None

@@ -578,5 +578,6 @@ def test_auto_row_weights_take_a_llara_request_past_the_uniform_samples_cap(tmp_
     record = Registry(run).manifest(result.version)
     reference = record["metrics"]["calibration"]["reference"]
     assert record["solver"]["config"]["row_weights"] == "auto" and reference["row_weights"] == "inclusion"
-    assert reference["predicted"] > 16 / 32
+    rows = record["solver"]["curvature_samples"]
+    assert rows < 32 and reference["predicted"] > rows / 32  # past the uniform sample's cap
     assert record["metrics"]["after"]["forgotten_loss"] > record["metrics"]["before"]["forgotten_loss"]
