@@ -401,7 +401,7 @@ class InfluenceEngine:
         damping, _, _ = self.fisher_damping(fisher)
         spectrum = fisher.influence_spectrum(damping)
         groups, whole = whole_groups(rows, keys, totals)
-        # inclusion-weighted: each group predicted in the Fisher its own removal would have built
+        # inclusion-weighted: each group predicted with its rows drawn for certain too (as_if_certain)
         spectrum_of = (
             None
             if fisher.row_weights is None
