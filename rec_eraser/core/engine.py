@@ -372,7 +372,8 @@ class InfluenceEngine:
         the longest step of the range predicts too little on the uniform Fisher and the sample is
         a strict sub-sample (whose m/n cap, ``rec_eraser.core.fisher``, inclusion weights lift),
         its inclusion-weighted form, matched again."""
-        chosen, spectrum, whole = self._match_reference_on(fisher, rows, keys, totals, target, config)
+        groups, whole = whole_groups(rows, keys, totals)
+        chosen, spectrum = self._match_groups(fisher, groups, target, config)
         short = not chosen.reached and chosen.predicted < target
         if self.config.row_weights == "auto" and fisher.row_weights is None and short:
             if fisher.population is None:
@@ -386,29 +387,24 @@ class InfluenceEngine:
                 target,
             )
             fisher = fisher.inclusion_weighted(fisher.certain, fisher.population)
-            chosen, spectrum, whole = self._match_reference_on(fisher, rows, keys, totals, target, config)
+            chosen, spectrum = self._match_groups(fisher, groups, target, config)
         return chosen, spectrum, whole, fisher
 
-    def _match_reference_on(
-        self,
-        fisher: EmpiricalFisher,
-        rows: Sequence[int],
-        keys: Sequence[Hashable],
-        totals: Mapping[Hashable, int],
-        target: float,
-        config: CalibrationConfig | None,
-    ) -> tuple[ReferenceCalibration, InfluenceSpectrum, bool]:
+    def _match_groups(
+        self, fisher: EmpiricalFisher, groups: list[list[int]], target: float, config: CalibrationConfig | None
+    ) -> tuple[ReferenceCalibration, InfluenceSpectrum]:
+        """:func:`reference_factor` of ``groups`` on ``fisher`` at its :meth:`fisher_damping`, and the spectrum."""
         damping, _, _ = self.fisher_damping(fisher)
         spectrum = fisher.influence_spectrum(damping)
-        groups, whole = whole_groups(rows, keys, totals)
-        # inclusion-weighted: each group predicted with its rows drawn for certain too (as_if_certain)
+        # inclusion-weighted: each group predicted with its rows drawn for certain too (as_if_certain),
+        # the same rows at the same damping, so G D⁻¹ Gᵀ is reused and only re-weighted
         spectrum_of = (
             None
             if fisher.row_weights is None
-            else (lambda group: fisher.as_if_certain(group).influence_spectrum(damping))
+            else (lambda group: InfluenceSpectrum(fisher.as_if_certain(group), damping, spectrum.reduced))
         )
         chosen = reference_factor(spectrum, groups, len(self.train_samples), target, config, spectrum_of)
-        return chosen, spectrum, whole
+        return chosen, spectrum
 
     def match_edits(
         self, fisher: EmpiricalFisher, edits: list[Edit], target: float, config: CalibrationConfig | None = None

@@ -484,9 +484,16 @@ class InfluenceSpectrum:
     rows is their predicted leave-out move (the self-influence of that group).
     """
 
-    def __init__(self, fisher: EmpiricalFisher, damping: float | torch.Tensor) -> None:
-        inverse = fisher._inverse_damping(damping)
-        reduced = fisher.gram * inverse if inverse.dim() == 0 else (fisher.gradients * inverse) @ fisher.gradients.T
+    def __init__(
+        self, fisher: EmpiricalFisher, damping: float | torch.Tensor, reduced: torch.Tensor | None = None
+    ) -> None:
+        """``reduced``: G D⁻¹ Gᵀ of ``fisher``'s rows at ``damping`` when already computed (``self.reduced``
+        of a spectrum of the same rows and damping, whatever their weights): with a per-parameter
+        damping it is an m × m × p product, which a re-weighting of the same rows need not repeat."""
+        if reduced is None:
+            inverse = fisher._inverse_damping(damping)
+            reduced = fisher.gram * inverse if inverse.dim() == 0 else (fisher.gradients * inverse) @ fisher.gradients.T
+        self.reduced = reduced  # G D⁻¹ Gᵀ, unweighted
         # unweighted: Q diag(m k' / (m f + k')) Qᵀ on G D⁻¹ Gᵀ itself, the formula before weights existed
         self.inverse_root = None if fisher.row_weights is None else 1.0 / fisher.row_weights.sqrt()
         if self.inverse_root is not None:

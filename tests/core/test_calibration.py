@@ -69,14 +69,15 @@ def _forget_loss_of(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
     return float(_bce(model.weight.detach().numpy().ravel(), x, y).mean())
 
 
-def _engine(model, samples, n):
+def _engine(model, samples, n, **settings):
+    """The ``fisher`` engine on the first ``n`` samples; ``settings``: more of its SolverConfig."""
     return InfluenceEngine(
         model,
         logistic_loss,
         samples[:n],
         collate,
         curvature="hessian",
-        solver=SolverConfig(method="fisher", batch_size=40),
+        solver=SolverConfig(method="fisher", batch_size=40, **settings),
     )
 
 
@@ -387,6 +388,13 @@ def test_a_weighted_spectrum_equals_the_explicit_weighted_solve_and_lifts_the_sa
         e[group] = 1.0
         direct += fisher.as_if_certain(group).influence_spectrum(0.5).bilinear(e, e, reachable.factor)
     assert reachable.reached and direct / (n * 3) == pytest.approx(0.3, rel=1e-3)
+    # a re-weighting of the same rows at the same damping may reuse G D⁻¹ Gᵀ (per-parameter damping too)
+    from rec_eraser.core.fisher import InfluenceSpectrum
+
+    d = torch.rand(30, generator=generator, dtype=torch.float64) + 0.05
+    reused = InfluenceSpectrum(fisher.as_if_certain([5]), d, fisher.influence_spectrum(d).reduced)
+    fresh = fisher.as_if_certain([5]).influence_spectrum(d)
+    assert reused.bilinear(a, b, 0.7) == pytest.approx(fresh.bilinear(a, b, 0.7), rel=1e-12)
 
 
 def _reference_move_on_a_sample(memorising, forget: np.ndarray, sample_size: int | None, weights: str) -> float:
@@ -396,14 +404,7 @@ def _reference_move_on_a_sample(memorising, forget: np.ndarray, sample_size: int
     gap = memorisation_gap(_bce(w, x[keep], y[keep]), _bce(w, x[n:], y[n:])).gap
     edits = [Removal(samples[i]) for i in forget]
     model = _model(w)
-    engine = InfluenceEngine(
-        model,
-        logistic_loss,
-        samples[:n],
-        collate,
-        curvature="hessian",
-        solver=SolverConfig(method="fisher", batch_size=40, sample_size=sample_size, row_weights=weights),
-    )
+    engine = _engine(model, samples, n, sample_size=sample_size, row_weights=weights)
     fisher = engine.empirical_fisher(edits)
     removed = {id(samples[i]) for i in forget}
     rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
@@ -449,14 +450,7 @@ def test_auto_row_weights_switch_to_inclusion_only_where_the_uniform_match_hits_
     removed = {id(samples[i]) for i in forget}
 
     def match(weights: str, target: float):
-        engine = InfluenceEngine(
-            _model(w),
-            logistic_loss,
-            samples[:n],
-            collate,
-            curvature="hessian",
-            solver=SolverConfig(method="fisher", batch_size=40, sample_size=50, row_weights=weights),
-        )
+        engine = _engine(_model(w), samples, n, sample_size=50, row_weights=weights)
         fisher = engine.empirical_fisher(edits)
         rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
         return engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, target)
@@ -478,14 +472,7 @@ def test_auto_row_weights_stay_uniform_where_the_sample_is_the_whole_set(memoris
     forget = np.argsort(_bce(w, x[:n], y[:n]))[-20:]
     edits = [Removal(samples[i]) for i in forget]
     removed = {id(samples[i]) for i in forget}
-    engine = InfluenceEngine(
-        _model(w),
-        logistic_loss,
-        samples[:n],
-        collate,
-        curvature="hessian",
-        solver=SolverConfig(method="fisher", batch_size=40, row_weights="auto"),
-    )
+    engine = _engine(_model(w), samples, n, row_weights="auto")
     fisher = engine.empirical_fisher(edits)
     rows = [row for row, z in enumerate(fisher.samples) if id(z) not in removed]
     chosen, _, _, matched = engine.match_reference(fisher, rows, rows, {row: 1 for row in rows}, 5.0)
