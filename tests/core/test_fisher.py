@@ -20,6 +20,13 @@ from rec_eraser.core import (
 from .conftest import MU, collate, logistic_loss
 
 
+def fisher_engine(model: nn.Module, samples, damping: float | None = None, **settings) -> InfluenceEngine:
+    """The ``fisher`` engine on logistic regression; ``settings``: more of its SolverConfig."""
+    return InfluenceEngine(
+        model, logistic_loss, samples, collate, damping=damping, solver=SolverConfig(method="fisher", **settings)
+    )
+
+
 def closed_form_gradients(problem, rows: list[int]) -> np.ndarray:
     """Per-instance gradients of BCE + (MU/2)‖w‖² in closed form: (σ(xᵀw) − y) x + MU w."""
     x, y, w = problem.x[rows], problem.y[rows], problem.w
@@ -47,14 +54,7 @@ def test_engine_fisher_matches_a_dense_solve_on_logistic_regression(logistic, da
     sample_size = 60
     removed = [3, 17, 512]
     flipped = 40
-    engine = InfluenceEngine(
-        logistic.model(),
-        logistic_loss,
-        logistic.samples,
-        collate,
-        damping=damping,
-        solver=SolverConfig(method="fisher", sample_size=sample_size, seed=0),
-    )
+    engine = fisher_engine(logistic.model(), logistic.samples, damping, sample_size=sample_size, seed=0)
     new = (logistic.samples[flipped][0], 1.0 - logistic.samples[flipped][1])
     edits = [Removal(logistic.samples[i]) for i in removed] + [Replacement(logistic.samples[flipped], new)]
     update = engine.compute(edits)
@@ -100,9 +100,7 @@ def problem_copy_with_label(problem, row: int, label: float):
 
 def test_fisher_removal_raises_the_removed_loss(logistic):
     model = logistic.model()
-    engine = InfluenceEngine(
-        model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=100)
-    )
+    engine = fisher_engine(model, logistic.samples, sample_size=100)
     z = logistic.samples[7]
     before = float(logistic_loss(model, collate([z])).detach())
     engine.compute([Removal(z)]).apply(model)
@@ -219,9 +217,7 @@ def closed_form_losses(problem, rows: list[int]) -> np.ndarray:
 
 def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
     model = logistic.model()
-    engine = InfluenceEngine(
-        model, logistic_loss, logistic.samples, collate, solver=SolverConfig(method="fisher", sample_size=30, seed=1)
-    )
+    engine = fisher_engine(model, logistic.samples, sample_size=30, seed=1)
     edits = [Removal(logistic.samples[i]) for i in (5, 9)]
     fisher = engine.empirical_fisher(edits)
     index = {id(s): i for i, s in enumerate(logistic.samples)}
@@ -243,14 +239,7 @@ def test_a_prebuilt_fisher_gives_the_same_update_and_its_rows_losses(logistic):
 def test_b_falls_back_to_its_own_passes_when_the_rows_miss_an_edited_instance(logistic):
     # a sample size of n takes the training set as given: an edit of an equal copy is not among its rows
     n = len(logistic.samples)
-    engine = InfluenceEngine(
-        logistic.model(),
-        logistic_loss,
-        logistic.samples,
-        collate,
-        damping=1e-3,
-        solver=SolverConfig(method="fisher", sample_size=n, batch_size=4),
-    )
+    engine = fisher_engine(logistic.model(), logistic.samples, 1e-3, sample_size=n, batch_size=4)
     copy = (logistic.samples[3][0].clone(), logistic.samples[3][1].clone())
     update = engine.compute([Removal(copy)])
     assert update.report.gradient_passes == n + 1  # the rows, then one batch for b
@@ -301,8 +290,7 @@ def test_known_rows_are_taken_instead_of_computed_and_the_update_is_unchanged(lo
     from rec_eraser.core import KnownRow
 
     model = logistic.model()
-    config = SolverConfig(method="fisher", sample_size=20, seed=3)
-    engine = InfluenceEngine(model, logistic_loss, logistic.samples, collate, solver=config)
+    engine = fisher_engine(model, logistic.samples, sample_size=20, seed=3)
     edits = [Removal(logistic.samples[i]) for i in (5, 9)]
     fresh = engine.empirical_fisher(edits)
     exact = {id(z): KnownRow(fresh.gradients[i], float(fresh.losses[i])) for i, z in enumerate(fresh.samples)}
@@ -353,8 +341,7 @@ def test_a_keyed_curvature_draw_is_stable_when_other_instances_leave_the_trainin
 
 def test_a_large_request_grows_the_sample_to_keep_its_retained_floor(logistic):
     def sample(edited: int, floor: float) -> list:
-        config = SolverConfig(method="fisher", sample_size=10, seed=0, retained_floor=floor)
-        engine = InfluenceEngine(logistic.model(), logistic_loss, logistic.samples, collate, solver=config)
+        engine = fisher_engine(logistic.model(), logistic.samples, sample_size=10, seed=0, retained_floor=floor)
         return engine.curvature_samples([Removal(z) for z in logistic.samples[:edited]])
 
     edited_ids = lambda chosen, k: {id(z) for z in chosen} & {id(z) for z in logistic.samples[:k]}  # noqa: E731
@@ -424,13 +411,8 @@ def test_engine_inclusion_weighted_update_matches_a_dense_weighted_solve(logisti
     """Removals and a relabelled instance: the edited rows (old and new forms) weigh 1/N, N the
     training set plus the new form; the drawn rows share the rest."""
     n, sample_size, removed, flipped = len(logistic.samples), 40, [3, 17, 512], 40
-    engine = InfluenceEngine(
-        logistic.model(),
-        logistic_loss,
-        logistic.samples,
-        collate,
-        damping=1e-3,
-        solver=SolverConfig(method="fisher", sample_size=sample_size, seed=0, row_weights="inclusion"),
+    engine = fisher_engine(
+        logistic.model(), logistic.samples, 1e-3, sample_size=sample_size, seed=0, row_weights="inclusion"
     )
     new = (logistic.samples[flipped][0], 1.0 - logistic.samples[flipped][1])
     edits = [Removal(logistic.samples[i]) for i in removed] + [Replacement(logistic.samples[flipped], new)]
