@@ -166,7 +166,11 @@ def build_model(
     if not uses_item_tokens(run_dir, recipe):
         return RecModel(lora), None
     if encoder is None:
-        encoder = ensure_item_encoder(run_dir, recipe, seed)
+        # training SASRec re-seeds and draws from the global stream, loading it builds modules that
+        # draw too: forked, the projector's initialisation and every dropout mask after it are the
+        # same whether this process trained the encoder or found it in the run folder
+        with torch.random.fork_rng(devices=[]):
+            encoder = ensure_item_encoder(run_dir, recipe, seed)
     model, item_index = with_item_tokens(lora, encoder)
     if recipe.projector_init == "scaled":
         tokens = lora.get_input_embeddings().weight.detach()

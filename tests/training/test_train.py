@@ -311,6 +311,30 @@ def test_fresh_projector_starts_at_the_token_norm_when_scaled(tmp_path, tiny_mod
         assert biases > 0
 
 
+def test_a_fresh_llara_model_is_the_same_whether_its_encoder_was_trained_or_found(tmp_path, tiny_model_dir):
+    """Training SASRec draws from the global random stream and loading it builds modules that draw
+    too; the projector's initialisation and the stream training goes on with must not depend on which."""
+    from rec_eraser.models.embedded import load_causal_lm
+    from rec_eraser.tasks.prepare import prepare
+    from rec_eraser.training.train import ENCODER_DIR, build_model
+
+    run = tmp_path / "llara"
+    prepare("ml-100k", "llara", run, max_users=6, negatives=4)
+    recipe = Recipe(rank=4, alpha=8, base_model=str(tiny_model_dir), sasrec_epochs=1, projector_init="default")
+
+    def fresh() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        model, _ = build_model(run, recipe, load_causal_lm(tiny_model_dir)[0], seed=0)
+        return {k: v.clone() for k, v in model.projector.state_dict().items()}, torch.rand(4)
+
+    assert not (run / ENCODER_DIR).exists()
+    trained, next_draw = fresh()  # trains the encoder and writes it
+    assert (run / ENCODER_DIR).exists()
+    found, next_draw_again = fresh()  # reads it
+    for name, tensor in trained.items():
+        torch.testing.assert_close(found[name], tensor, rtol=0, atol=0)
+    torch.testing.assert_close(next_draw_again, next_draw, rtol=0, atol=0)
+
+
 def assert_batched_fisher_matches(loaded, instances, passes: int) -> None:
     """EmpiricalFisher rows from micro-batches of 3 equal those of one instance per pass; ``passes`` were made."""
     from rec_eraser.core import EmpiricalFisher, ParameterSpace
