@@ -581,3 +581,13 @@ def test_auto_row_weights_take_a_llara_request_past_the_uniform_samples_cap(tmp_
     rows = record["solver"]["curvature_samples"]
     assert rows < 32 and reference["predicted"] > rows / 32  # past the uniform sample's cap
     assert record["metrics"]["after"]["forgotten_loss"] > record["metrics"]["before"]["forgotten_loss"]
+    # the command line: the same request says which Fisher the damping was matched on
+    from typer.testing import CliRunner
+
+    from rec_eraser.cli import app
+
+    Registry(run).rollback("v0000")
+    args = ["forget-user", str(run), "--user", user, "--row-weights", "auto", "--sample-size", "16"]
+    printed = CliRunner().invoke(app, args)
+    assert printed.exit_code == 0, printed.output
+    assert "on the inclusion-weighted Fisher" in " ".join(printed.stdout.split())  # rich wraps lines
