@@ -169,7 +169,9 @@ def build_model(
         # training SASRec re-seeds and draws from the global stream, loading it builds modules that
         # draw too: forked, the projector's initialisation and every dropout mask after it are the
         # same whether this process trained the encoder or found it in the run folder
-        with torch.random.fork_rng(devices=[]):
+        # (the current CUDA device's generator too where CUDA is up: a GPU LM drew its LoRA init there)
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=cuda):
             encoder = ensure_item_encoder(run_dir, recipe, seed)
     model, item_index = with_item_tokens(lora, encoder)
     if recipe.projector_init == "scaled":
@@ -292,8 +294,8 @@ def _fit(
     loop = (
         load_checkpoint(checkpoint, key, model, optimizer, scheduler, gen, len(samples)) if checkpoint else None
     ) or LoopState()
-    # data-parallel ranks start from rank 0's model: LLaRA's projector is drawn from the global
-    # random stream, which rank 0's item-encoder training has advanced and the others' have not
+    # data-parallel ranks start from rank 0's model (each rank draws its own initialisation; the
+    # same seed makes them equal today, the broadcast keeps them so whatever a rank draws first)
     distributed.broadcast_module_state(model)
     device = next(model.parameters()).device.type
     warning = precision_warning(recipe.precision, device)

@@ -591,3 +591,8 @@ def test_auto_row_weights_take_a_llara_request_past_the_uniform_samples_cap(tmp_
     printed = CliRunner().invoke(app, args)
     assert printed.exit_code == 0, printed.output
     assert "on the inclusion-weighted Fisher" in " ".join(printed.stdout.split())  # rich wraps lines
+    Registry(run).rollback("v0000")
+    printed = CliRunner().invoke(app, [*args[:-4], "--row-weights", "uniform", "--sample-size", "16"])
+    assert printed.exit_code == 0, printed.output
+    text = " ".join(printed.stdout.split())
+    assert "damping matched on" in text and "inclusion" not in text
