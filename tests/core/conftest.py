@@ -10,6 +10,8 @@ import torch
 from scipy.optimize import minimize
 from torch import nn
 
+from rec_eraser.core import InfluenceEngine, SolverConfig
+
 MU = 0.05  # L2 regularisation strength of the logistic problem
 
 
@@ -23,6 +25,13 @@ def logistic_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) ->
 
 def collate(samples: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack([s[0] for s in samples]), torch.stack([s[1] for s in samples])
+
+
+def fisher_engine(model: nn.Module, samples, damping: float | None = None, **settings) -> InfluenceEngine:
+    """The ``fisher`` engine on logistic regression; ``settings``: more of its SolverConfig."""
+    return InfluenceEngine(
+        model, logistic_loss, samples, collate, damping=damping, solver=SolverConfig(method="fisher", **settings)
+    )
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from rec_eraser.core import InfluenceEngine, Removal, SolverConfig
+from rec_eraser.core import Removal
 from rec_eraser.core.calibration import CalibrationConfig, calibrate_scale, move_factor, quantile_moves
 from rec_eraser.workflows.calibration import memorisation_gap
 
-from .conftest import collate, fit_logistic, logistic_loss
+from .conftest import fisher_engine, fit_logistic
 
 
 def test_search_finds_the_factor_of_a_closed_form_progress():
@@ -70,15 +70,8 @@ def _forget_loss_of(model: torch.nn.Module, x: np.ndarray, y: np.ndarray) -> flo
 
 
 def _engine(model, samples, n, **settings):
-    """The ``fisher`` engine on the first ``n`` samples; ``settings``: more of its SolverConfig."""
-    return InfluenceEngine(
-        model,
-        logistic_loss,
-        samples[:n],
-        collate,
-        curvature="hessian",
-        solver=SolverConfig(method="fisher", batch_size=40, **settings),
-    )
+    """The ``fisher`` engine on the first ``n`` samples in micro-batches of 40; ``settings``: more of its SolverConfig."""
+    return fisher_engine(model, samples[:n], batch_size=40, **settings)
 
 
 def test_calibration_with_retrainings_figure_picks_what_a_brute_force_scan_against_retraining_picks(

@@ -17,14 +17,7 @@ from rec_eraser.core import (
     SolverConfigError,
 )
 
-from .conftest import MU, collate, logistic_loss
-
-
-def fisher_engine(model: nn.Module, samples, damping: float | None = None, **settings) -> InfluenceEngine:
-    """The ``fisher`` engine on logistic regression; ``settings``: more of its SolverConfig."""
-    return InfluenceEngine(
-        model, logistic_loss, samples, collate, damping=damping, solver=SolverConfig(method="fisher", **settings)
-    )
+from .conftest import MU, collate, fisher_engine, logistic_loss
 
 
 def closed_form_gradients(problem, rows: list[int]) -> np.ndarray:
