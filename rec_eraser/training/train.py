@@ -170,7 +170,7 @@ def build_model(
         # draw too: forked, the projector's initialisation and every dropout mask after it are the
         # same whether this process trained the encoder or found it in the run folder
         # (the current CUDA device's generator too where CUDA is up: a GPU LM drew its LoRA init there)
-        cuda = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+        cuda = [torch.cuda.current_device()] if torch.cuda.is_initialized() else []
         with torch.random.fork_rng(devices=cuda):
             encoder = ensure_item_encoder(run_dir, recipe, seed)
     model, item_index = with_item_tokens(lora, encoder)
