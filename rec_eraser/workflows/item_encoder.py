@@ -87,20 +87,45 @@ def erase_interactions(
     return tuple(kept), {"dropped": dropped, "corrected": corrected}
 
 
+def check_alignment_rows(run_dir: Path, events: Sequence[Event], old: ItemEncoder) -> None:
+    """Refuse, before anything is trained or solved, a retraining whose projector map could not
+    be fitted: the affine map of step 3 needs more rows (items, plus one user state per training
+    history when the model reads user tokens) than the embedding is wide. ``events`` may hold
+    more than will be applied: erasing more only lowers the count, so the check is conservative."""
+    rows = len(old.item_ids)
+    if old.model is not None:  # the model reads user states: the map is also fitted on them
+        rows += len(_erased_histories(run_dir, events)[1])
+    if rows <= old.dim:
+        raise RecEraserError(
+            f"item encoder: cannot retrain it here: carrying the projector over needs more than {old.dim} "
+            f"items and user histories (the embedding's width), this run has {rows}; keep the encoder instead"
+        )
+
+
+def _erased_histories(run_dir: Path, events: Sequence[Event]) -> tuple[Any, list[list[str]], dict[str, int]]:
+    """The run's encoder dataset with ``events`` applied, its users' non-empty training histories
+    (item ids) and what the events dropped and corrected."""
+    dataset = encoder_dataset(run_dir)
+    interactions, counts = erase_interactions(dataset.interactions, events)
+    erased = replace(dataset, interactions=interactions)
+    return erased, [seq for seq in training_sequences(erased).values() if seq], counts
+
+
 def retrain_item_encoder(
     run_dir: Path, events: Sequence[Event], old: ItemEncoder
 ) -> tuple[ItemEncoder, list[list[int]], dict[str, Any]]:
     """A SASRec encoder trained like ``old`` (its settings, seed and item rows) on the run's
     encoder interactions with ``events`` (every event in effect) applied; the users' training
     histories it was trained on (as item rows: what user states are computed from); and what changed."""
-    dataset = encoder_dataset(run_dir)
-    interactions, counts = erase_interactions(dataset.interactions, events)
-    erased = replace(dataset, interactions=interactions)
+    erased, histories, counts = _erased_histories(run_dir, events)
     settings = {k: old.config[k] for k in _SETTINGS if k in old.config}
     started = time.perf_counter()
     new = train_sasrec(erased, items=old.item_ids, **settings)
-    histories = [new.indices(seq) for seq in training_sequences(erased).values() if seq]
-    return new, histories, {**counts, "interactions": len(interactions), "train_seconds": time.perf_counter() - started}
+    return (
+        new,
+        [new.indices(seq) for seq in histories],
+        {**counts, "interactions": len(erased.interactions), "train_seconds": time.perf_counter() - started},
+    )
 
 
 def swap_item_encoder(

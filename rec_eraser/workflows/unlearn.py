@@ -46,6 +46,7 @@ from rec_eraser.workflows.erasure import owed_by_compaction, owed_encoder_choice
 from rec_eraser.workflows.events import Event, EventError, EventProblem, parse_event
 from rec_eraser.workflows.item_encoder import (
     DEFAULT_ENCODER_CHOICE,
+    check_alignment_rows,
     check_encoder_choice,
     encoder_files,
     retrain_item_encoder,
@@ -225,6 +226,11 @@ def apply_locked(
 ) -> ApplyResult:
     """:func:`apply_events` for a caller that holds the run's lock already (``registry.writing()``):
     a compaction re-applies, under its own lock, the events that landed while it trained."""
+    if item_encoder == "retrain":  # a refusal now, not after the solve and SASRec's training
+        current = registry.current()
+        in_effect = [parse_event(content) for _, content in registry.applied_event_records(current).values()]
+        old = version_item_encoder(registry.run_dir, registry.record(current))
+        check_alignment_rows(registry.run_dir, [*in_effect, *(e for _, e in events)], old)
     memory = PeakMemory()
     with memory.watch():
         work = _compute(

@@ -234,3 +234,38 @@ def test_the_cli_retrains_on_request_and_says_so(tmp_path, trained_llara) -> Non
     assert printed.exit_code == 0, printed.output
     assert "item encoder retrained without what the events in effect (1) erase" in printed.stdout
     assert json.loads((run / "v0001" / "manifest.json").read_text())["item_encoder"]["retrained"] is True
+
+
+def test_a_retraining_whose_projector_map_cannot_be_fitted_is_refused_before_any_work(
+    tmp_path, trained_llara, monkeypatch
+) -> None:
+    from rec_eraser.encoders.sasrec_train import training_sequences
+    from rec_eraser.workflows import unlearn
+    from rec_eraser.workflows.item_encoder import check_alignment_rows
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_llara, run)
+    user = a_trained_user(run)
+    encoder = ItemEncoder.load(run / ENCODER_DIR)
+    sequences = training_sequences(encoder_dataset(run))
+    assert sequences[user]  # the user has a training history, so deleting them removes one user state
+    rows = len(encoder.item_ids) + sum(1 for s in sequences.values() if s)
+
+    def widened(width: int) -> ItemEncoder:  # the run's items and SASRec under an embedding `width` wide
+        return ItemEncoder(encoder.item_ids, torch.zeros(len(encoder.item_ids), width), model=encoder.model)
+
+    deletion = Event("e1", "delete_user", user)
+    check_alignment_rows(run, [], widened(rows - 1))  # one row more than the width: fits
+    with pytest.raises(RecEraserError, match=f"needs more than {rows} .* this run has {rows}"):
+        check_alignment_rows(run, [], widened(rows))
+    with pytest.raises(RecEraserError, match=f"this run has {rows - 1};"):
+        check_alignment_rows(run, [deletion], widened(rows - 1))
+    without_sasrec = ItemEncoder(encoder.item_ids, torch.zeros(len(encoder.item_ids), len(encoder.item_ids)))
+    with pytest.raises(RecEraserError, match=f"this run has {len(encoder.item_ids)};"):  # items only, no user states
+        check_alignment_rows(run, [], without_sasrec)
+
+    monkeypatch.setattr(unlearn, "version_item_encoder", lambda *_: widened(rows))
+    monkeypatch.setattr(unlearn, "_compute", lambda *_, **__: pytest.fail("the update was computed"))
+    with pytest.raises(RecEraserError, match="keep the encoder instead"):
+        apply_events(run, [(None, deletion)], solver=FAST, item_encoder="retrain")
+    assert Registry(run).versions() == ["v0000"]
