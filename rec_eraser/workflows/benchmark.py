@@ -151,7 +151,7 @@ def run_benchmark(
         "recipe": str(recipe_path),
         "tier": tier,
         "quick": tier == "quick",
-        "experiment": experiment.to_dict(),
+        "experiment": experiment.to_dict() | {"methods": chosen},  # what ran (--methods), not the tier's default set
         "training_recipe": recipe.to_dict(),
         "run": str(run),
         "unlearned_version": version,
