@@ -170,6 +170,8 @@ def _run_events(
 
 
 def _print_apply(result: Any) -> None:
+    from rec_eraser.workflows.update import on_which_fisher
+
     for s in result.skipped:
         console.print(f"event {escape(s['id'])} was applied already (in {s['applied_in']}): skipped")
     if result.version is None:
@@ -227,7 +229,7 @@ def _print_apply(result: Any) -> None:
             console.print(
                 f"damping matched on {ref['rows']} retained instances of {ref['users']} users: x {ref['factor']:.3g} of the "
                 f"starting damping, predicted to move them by {ref['predicted']:.3g} on average"
-                f"{' on the inclusion-weighted Fisher' if ref.get('row_weights') == 'inclusion' else ''}"
+                f"{on_which_fisher(ref)}"
                 f"{'' if ref['reached'] else ' (end of the search range: the gap was not reached)'}"
             )
         if cal.get("note"):  # also when a search ran: it may say why the asked-for target was not used

@@ -54,7 +54,7 @@ from rec_eraser.workflows.study import (
     test_scores_and_losses,
 )
 from rec_eraser.workflows.unlearn import DEFAULT_CALIBRATION, preview_update
-from rec_eraser.workflows.update import encoded_edits, update_seconds
+from rec_eraser.workflows.update import encoded_edits, on_which_fisher, update_seconds
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def _calibration_note(record: dict[str, Any]) -> str:
         text += (
             f", damping x {reference['factor']:.3g} of the rule: {reference['rows']} retained rows of {reference['users']} users "
             f"predicted to move {reference['predicted']:.3g} on average{'' if reference['reached'] else ' (end of the range)'}"
-            f"{' on the inclusion-weighted Fisher' if reference.get('row_weights') == 'inclusion' else ''}"
+            f"{on_which_fisher(reference)}"
         )
     quantile = cal.get("quantile")
     if quantile:

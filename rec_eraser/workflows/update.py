@@ -191,6 +191,12 @@ def _reference_calibration(
     )
 
 
+def on_which_fisher(reference: dict[str, Any]) -> str:
+    """The words a report appends to a reference match (``_reference_calibration``'s record):
+    which Fisher it was made on, where that is not the uniform default."""
+    return " on the inclusion-weighted Fisher" if reference.get("row_weights") == "inclusion" else ""
+
+
 def _quantile_calibration(
     engine: InfluenceEngine,
     fisher: Any,
