@@ -4,7 +4,7 @@ greedy answers. All run with dropout off and without gradients, in micro-batches
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -64,13 +64,19 @@ def candidate_scores(
 def _candidate_scores(
     loaded: LoadedModel, instances: list[Instance], titles: dict[str, str], tick: Tick | None
 ) -> np.ndarray:
-    rows = []
+    rows = [row for _, _, row in _scored_candidates(loaded, instances, titles, tick)]
+    return torch.stack(rows).numpy() if rows else np.zeros((0, 0))
+
+
+def _scored_candidates(
+    loaded: LoadedModel, instances: list[Instance], titles: dict[str, str], tick: Tick | None
+) -> Iterator[tuple[Instance, list[list[int]], torch.Tensor]]:
+    """Per instance, in order: the instance, its candidates' responses (token ids) and their scores."""
     for z in instances:
         responses = [response_ids(loaded.tokenizer, " " + titles[c]) for c in z.candidates]
-        rows.append(_shared_prompt_scores(loaded, z, responses))
+        yield z, responses, _shared_prompt_scores(loaded, z, responses)
         if tick:
             tick(1)
-    return torch.stack(rows).numpy() if rows else np.zeros((0, 0))
 
 
 @torch.no_grad()
@@ -107,9 +113,8 @@ def _candidate_scores_and_losses(
 ) -> tuple[np.ndarray, np.ndarray]:
     rows, losses, own_pass = [], np.full(len(instances), np.nan, dtype=np.float32), []
     limit = loaded.recipe.max_length
-    for i, z in enumerate(instances):
-        responses = [response_ids(loaded.tokenizer, " " + titles[c]) for c in z.candidates]
-        rows.append(_shared_prompt_scores(loaded, z, responses))
+    for i, (z, responses, row) in enumerate(_scored_candidates(loaded, instances, titles, tick)):
+        rows.append(row)
         own = response_ids(loaded.tokenizer, z.response)
         target = list(z.candidates).index(z.target_item) if z.target_item in z.candidates else None
         prompt = _prompt_length(loaded, z)
@@ -123,8 +128,6 @@ def _candidate_scores_and_losses(
             losses[i] = -float(rows[-1][target])
         else:
             own_pass.append(i)
-        if tick:
-            tick(1)
     if own_pass:
         losses[own_pass] = _instance_losses(loaded, [instances[i] for i in own_pass], 8, None)
     return (torch.stack(rows).numpy() if rows else np.zeros((0, 0))), losses

@@ -127,6 +127,12 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     return encoder
 
 
+def encoder_holder(manifest: dict[str, Any]) -> str | None:
+    """The version whose folder holds the retrained item encoder that the version of ``manifest``
+    reads (its ``item_encoder.version``), or None: it reads the run's encoder."""
+    return (manifest.get("item_encoder") or {}).get("version")
+
+
 def version_item_encoder(run_dir: Path, record: VersionRecord) -> Any:
     """The item encoder a version's projector reads: the run's, or the one retrained for a deletion
     and kept in the folder of the version its manifest names (``item_encoder.version``), whose
@@ -135,7 +141,7 @@ def version_item_encoder(run_dir: Path, record: VersionRecord) -> Any:
     from rec_eraser.encoders.sasrec import WEIGHTS_FILE as ENCODER_WEIGHTS_FILE
     from rec_eraser.encoders.sasrec import ItemEncoder
 
-    holder = (record.details.get("item_encoder") or {}).get("version")
+    holder = encoder_holder(record.details)
     if holder is None:
         return ItemEncoder.load(Path(run_dir) / ENCODER_DIR)
     if not (isinstance(holder, str) and VERSION_NAME.fullmatch(holder)):
@@ -541,7 +547,7 @@ def load_version(run_dir: Path | str, version: str) -> LoadedModel:
         rec = RecModel(model)
     rec.eval()
     # a version that names where its encoder lies reads one retrained for a deletion (its own or an ancestor's)
-    reads_retrained = (record.details.get("item_encoder") or {}).get("version") is not None
+    reads_retrained = encoder_holder(record.details) is not None
     return LoadedModel(
         model=rec,
         tokenizer=tokenizer,

@@ -26,7 +26,7 @@ from rec_eraser.tasks.instance import Instance
 from rec_eraser.tasks.prepare import load_instances
 from rec_eraser.training.recipe import Recipe
 from rec_eraser.training.scoring import instance_losses
-from rec_eraser.training.train import ENCODER_DIR, held_out_instances, load_version
+from rec_eraser.training.train import ENCODER_DIR, encoder_holder, held_out_instances, load_version
 from rec_eraser.workflows.calibration import untrained_reference
 from rec_eraser.workflows.erasure import approximate_versions
 from rec_eraser.workflows.registry import Registry
@@ -160,7 +160,7 @@ def _encoder_audit(
     if not (registry.run_dir / ENCODER_DIR).exists():
         return None
     user_events = sorted(i for i, (_, e) in in_effect.items() if e.get("user") == user)
-    holder = (registry.manifest(current).get("item_encoder") or {}).get("version")
+    holder = encoder_holder(registry.manifest(current))
     excluded = (
         sorted(i for i, (_, e) in registry.applied_event_records(holder).items() if e.get("user") == user)
         if holder
