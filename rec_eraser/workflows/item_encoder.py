@@ -93,12 +93,14 @@ def check_alignment_rows(run_dir: Path, events: Sequence[Event], old: ItemEncode
     history when the model reads user tokens) than the embedding is wide. ``events`` may hold
     more than will be applied: erasing more only lowers the count, so the check is conservative."""
     rows = len(old.item_ids)
+    what = "items"
     if old.model is not None:  # the model reads user states: the map is also fitted on them
         rows += len(_erased_histories(run_dir, events)[1])
+        what = "items and user histories"
     if rows <= old.dim:
         raise RecEraserError(
             f"item encoder: cannot retrain it here: carrying the projector over needs more than {old.dim} "
-            f"items and user histories (the embedding's width), this run has {rows}; keep the encoder instead"
+            f"{what} (the embedding's width), this run has {rows}; keep the encoder instead (choice 'keep')"
         )
 
 

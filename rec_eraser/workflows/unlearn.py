@@ -166,6 +166,9 @@ def apply_events(
         EventError: ``strict`` and some events do not fit the run.
         RegistryError: no such run or no trained version. RunBusy: another job holds the run (exit code 3).
         SolverError: the solve diverged or missed the residual bound (no version written).
+        RecEraserError: ``item_encoder="retrain"`` on a run without item tokens, or where the
+            projector could not be carried over (too few items and histories for the embedding's
+            width; counted with every event given, before any work).
     """
     say = say or (lambda _m: None)
     check_encoder_choice(item_encoder)

@@ -269,3 +269,14 @@ def test_a_retraining_whose_projector_map_cannot_be_fitted_is_refused_before_any
     with pytest.raises(RecEraserError, match="keep the encoder instead"):
         apply_events(run, [(None, deletion)], solver=FAST, item_encoder="retrain")
     assert Registry(run).versions() == ["v0000"]
+
+    # the events in effect count too: after the deletion lands (encoder kept), a request that
+    # erases nothing from the encoder sees one history fewer
+    monkeypatch.undo()
+    apply_events(run, [(None, deletion)], solver=FAST)
+    monkeypatch.setattr(unlearn, "version_item_encoder", lambda *_: widened(rows - 1))
+    monkeypatch.setattr(unlearn, "_compute", lambda *_, **__: pytest.fail("the update was computed"))
+    label = Event("e2", "correct_label", user, item=sequences[user][0], label="No")
+    with pytest.raises(RecEraserError, match=f"this run has {rows - 1};"):
+        apply_events(run, [(None, label)], solver=FAST, item_encoder="retrain")
+    assert Registry(run).versions() == ["v0000", "v0001"]
