@@ -127,9 +127,10 @@ def ensure_item_encoder(run_dir: Path, recipe: Recipe, seed: int) -> Any:
     return encoder
 
 
-def encoder_holder(manifest: dict[str, Any]) -> str | None:
+def encoder_holder(manifest: dict[str, Any]) -> Any:
     """The version whose folder holds the retrained item encoder that the version of ``manifest``
-    reads (its ``item_encoder.version``), or None: it reads the run's encoder."""
+    reads (its ``item_encoder.version``), or None: it reads the run's encoder. As the manifest
+    holds it, unchecked (:func:`version_item_encoder` checks it names a version)."""
     return (manifest.get("item_encoder") or {}).get("version")
 
 

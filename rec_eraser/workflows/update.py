@@ -193,7 +193,7 @@ def _reference_calibration(
 
 def on_which_fisher(reference: dict[str, Any]) -> str:
     """The words a report appends to a reference match (``_reference_calibration``'s record):
-    which Fisher it was made on, where that is not the uniform default."""
+    which Fisher it was made on, where that is not the uniform (1/m per row) one."""
     return " on the inclusion-weighted Fisher" if reference.get("row_weights") == "inclusion" else ""
 
 
