@@ -195,4 +195,5 @@ def test_the_calibration_study_runs_every_update_on_a_tiny_model(learnable_model
         else:  # targets that ask for no move, or one out of reach: an end of the search range
             assert quantile["factor"] in (pytest.approx(1e-3), pytest.approx(1e3))
     assert reached >= 1
+    assert all(row["reference"]["row_weights"] in ("uniform", "inclusion") for row in result["sets"])
     assert "| quantile |" in markdown(result)
