@@ -40,6 +40,9 @@ AGREEMENT_SLACK = 0.02
 UTILITY_SLACK = 0.01
 MEMBERSHIP_SLACK = 0.05
 MAX_COST = 0.10
+#: a figure equal to its bound meets it: the figures are sums and differences of rates (hit@1 of
+#: 200 prompts moves in steps of 0.005), whose float rounding (~1e-17) must not decide a tie
+TIE = 1e-9
 
 
 def target_figure(edit: str) -> str:
@@ -141,18 +144,22 @@ def targets(result: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         "value": value,
         "low": lo,
         "high": hi,
-        "met": lo is not None and _finite(value) and lo <= value <= hi,
+        "met": lo is not None and _finite(value) and lo - TIE <= value <= hi + TIE,
     }
     bound = seed1.get("agreement_with_retrain")
     bound = bound - AGREEMENT_SLACK if _finite(bound) else None
     value = m.get("agreement_with_retrain")
-    out["agreement"] = {"value": value, "min": bound, "met": bound is not None and _finite(value) and value >= bound}
+    out["agreement"] = {
+        "value": value,
+        "min": bound,
+        "met": bound is not None and _finite(value) and value >= bound - TIE,
+    }
     bound = abs(seed1["utility_gap"]) + UTILITY_SLACK if _finite(seed1.get("utility_gap")) else None
     value = abs(m["utility_gap"]) if _finite(m.get("utility_gap")) else None
     out["utility_gap"] = {
         "value": value,
         "max": bound,
-        "met": bound is not None and value is not None and value <= bound,
+        "met": bound is not None and value is not None and value <= bound + TIE,
     }
     value = _distance(m.get("membership_auc"), retrain.get("membership_auc"))
     # the seeds' own distance says whether the 0.05 is above this run's noise (it need not be: a forget set of
@@ -160,11 +167,11 @@ def targets(result: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     out["membership_auc"] = {
         "value": value,
         "max": MEMBERSHIP_SLACK,
-        "met": value is not None and value <= MEMBERSHIP_SLACK,
+        "met": value is not None and value <= MEMBERSHIP_SLACK + TIE,
         "seed_spread": _distance(seed1.get("membership_auc"), retrain.get("membership_auc")),
     }
     value = row.get("ratio_to_retrain")
-    out["cost"] = {"value": value, "max": MAX_COST, "met": _finite(value) and value <= MAX_COST}
+    out["cost"] = {"value": value, "max": MAX_COST, "met": _finite(value) and value <= MAX_COST + TIE}
     out["met"] = sum(1 for t in out.values() if t["met"])
     out["of"] = 5
     return out

@@ -101,6 +101,20 @@ def test_targets_read_retrains_seed_spread():
     assert not t["target_figure"]["met"] and not t["cost"]["met"] and t["met"] == 3
 
 
+def test_a_figure_equal_to_its_bound_meets_it_whatever_the_float_rounding():
+    """hit@1 on 200 prompts (LLaRA QM medium): Retrain 0.275, its seed 1 0.29, an update 0.25. The
+    update's gap (5 prompts) equals the seeds' (3) plus the slack (2), though in floats
+    0.275 - 0.25 exceeds 0.29 - 0.275 + 0.01 by 1e-17."""
+    r = result(task="llara")
+    r["methods"]["retrain"]["metrics"] |= {"hit@1": 0.275, "utility_gap": 0.0}
+    r["retrain_spread"]["seed1_vs_seed0"]["utility_gap"] = 0.29 - 0.275
+    r["methods"]["update"]["metrics"]["utility_gap"] = 0.25 - 0.275
+    assert abs(0.25 - 0.275) > abs(0.29 - 0.275) + 0.01  # the rounding the tie must survive
+    assert targets(r, r["methods"]["update"])["utility_gap"]["met"]
+    r["methods"]["update"]["metrics"]["utility_gap"] = 0.245 - 0.275  # one prompt more: missed
+    assert not targets(r, r["methods"]["update"])["utility_gap"]["met"]
+
+
 def test_the_report_prints_the_conditions_and_the_targets():
     r = result(seeds=(0.31, 0.40))
     r["can_judge"] = can_judge(r, {"name": "like_rate", "value": 0.65}, MEMORISED)
