@@ -43,11 +43,11 @@ SAMPLE_OPT = typer.Option(
 BATCH_OPT = typer.Option(4, "--batch-size", min=1, help="Instances per micro-batch.")
 # the literal is rec_eraser.core.SolverConfig's default row_weights (tests/test_cli.py checks it)
 ROW_WEIGHTS_OPT = typer.Option(
-    "uniform",
+    "auto",
     "--row-weights",
-    help="fisher: how the sample's rows are weighted: uniform (default: 1/m each), inclusion (each by the inverse of "
-    "its chance of being sampled: the edited rows 1/n) or auto (uniform unless the reference calibration cannot "
-    "reach the memorisation gap on it, as on heavily memorising LLaRA adapters; then inclusion). See docs/fidelity.md.",
+    help="fisher: how the sample's rows are weighted: auto (default: uniform unless the reference calibration cannot "
+    "reach the memorisation gap on it, as on heavily memorising LLaRA adapters; then inclusion), uniform (1/m each) "
+    "or inclusion (each by the inverse of its chance of being sampled: the edited rows 1/n). See docs/fidelity.md.",
 )
 DAMPING_OPT = typer.Option(
     None, "--damping", min=0.0, help="λ to start from (default: the automatic rule); recorded in the manifest."
@@ -92,7 +92,7 @@ ITEM_ENCODER_OPT = typer.Option(
 )
 
 
-def _solver(method: str, sample_size: int, batch_size: int, row_weights: str = "uniform") -> Any:
+def _solver(method: str, sample_size: int, batch_size: int, row_weights: str = "auto") -> Any:
     from rec_eraser.core import SolverConfig
 
     try:

@@ -76,11 +76,12 @@ class SolverConfig:
         row_weights: how the ``fisher`` method weights its sample's rows: ``"uniform"`` (1/m
             each: the sample as a plain draw) or ``"inclusion"`` (each row by the inverse of its
             chance of being in the sample: 1/N for the edited instances, which always are, the
-            rest sharing the remainder; see ``rec_eraser.core.fisher``) or ``"auto"`` (uniform,
-            unless the reference calibration cannot reach its target on the uniform Fisher, even
+            rest sharing the remainder; see ``rec_eraser.core.fisher``) or ``"auto"`` (the default:
+            uniform, unless the reference calibration cannot reach its target on the uniform Fisher, even
             the longest step of its range predicting too little, and the sample is a strict
             sub-sample, whose m/n cap inclusion weights lift: then inclusion;
-            :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`).
+            :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`; chosen as the default
+            by the rule written in docs/fidelity.md before it was judged on LLaRA QM).
             ``fisher`` only.
         lr: the ``adam`` method's learning rate.
     """
@@ -102,7 +103,7 @@ class SolverConfig:
     max_residual: float = 0.5
     damping_scale: float = 0.03
     damping_groups: tuple[str, ...] = ()
-    row_weights: str = "uniform"
+    row_weights: str = "auto"
     lr: float = 1e-5
 
     def __post_init__(self) -> None:

@@ -391,8 +391,10 @@ register_method("rec_eraser_quantile", partial(_run_other_target, target="quanti
 register_method(
     "rec_eraser_inclusion", partial(_run_other_target, target="reference", row_weights="inclusion"), optional=True
 )
-# uniform unless the uniform match hits that cap, then inclusion (SolverConfig.row_weights "auto")
-register_method("rec_eraser_auto", partial(_run_other_target, target="reference", row_weights="auto"), optional=True)
+# the default before "auto" (uniform unless the uniform match hits that cap, then inclusion) replaced it
+register_method(
+    "rec_eraser_uniform", partial(_run_other_target, target="reference", row_weights="uniform"), optional=True
+)
 register_method("rec_eraser_rule", lambda call: _solve_from_original(call.ctx, default_solver(call.ctx.experiment)))
 register_method("rec_eraser_cg", _cg("auto"))
 register_method("rec_eraser_sqp", _sqp)

@@ -277,8 +277,13 @@ def _unlearned_version(registry: Registry, events: list[Event], solver: SolverCo
             f"{registry.run_dir}/{current} was made by another version of the default update (its calibration "
             "settings differ); use another --out, or remove that version folder to apply the events again"
         )
-    # a version written before retained_floor existed drew its sample under the old rule (floor 0)
-    solved_with = {"retained_floor": 0.0, **((chain[0].get("solver") or {}).get("config") or {})}
+    # a version written before retained_floor existed drew its sample under the old rule (floor 0),
+    # one written before row_weights existed weighted its rows uniformly
+    solved_with = {
+        "retained_floor": 0.0,
+        "row_weights": "uniform",
+        **((chain[0].get("solver") or {}).get("config") or {}),
+    }
     wanted = json.loads(json.dumps(solver.to_dict()))  # as the manifest holds it (tuples as lists)
     differs = sorted(k for k, v in wanted.items() if solved_with.get(k, v) != v)
     if differs:

@@ -171,6 +171,8 @@ def _experiment(values: dict[str, Any], source: str) -> Experiment:
 RENAMED_METHODS = {
     "rec_eraser_reference": "the reference target is the default now, so it is the rec_eraser row; "
     "the other target is rec_eraser_edited",
+    "rec_eraser_auto": "row weights auto are the default now, so it is the rec_eraser row; "
+    "the former uniform default is rec_eraser_uniform",
 }
 
 

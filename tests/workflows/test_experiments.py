@@ -73,6 +73,7 @@ def test_every_shipped_benchmark_recipe_loads_with_its_quick_and_medium_tiers():
         ("[experiment]\nretrain_seeds = [1, 1]\n", "at least two distinct seeds"),
         ("[experiment]\n[bogus]\n", "unknown section \\[bogus\\]"),
         ("[experiment]\nmethods = ['rec_eraser_reference']\n", "was renamed: the reference target is the default now"),
+        ("[experiment]\nmethods = ['rec_eraser_auto']\n", "was renamed: row weights auto are the default now"),
     ],
 )
 def test_bad_benchmark_recipes_are_refused_with_the_reason(tmp_path, text, message):
