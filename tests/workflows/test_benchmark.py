@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rec_eraser.cli import app
+from rec_eraser.training.manifest import MANIFEST_HASH, manifest_digest
 from rec_eraser.workflows.bench_methods import sisa_shards
 from rec_eraser.workflows.benchmark import METHODS
 from rec_eraser.workflows.experiments import ExperimentError
@@ -516,6 +518,21 @@ def test_a_version_made_with_other_solver_settings_is_not_reused(ir_bench, tmp_p
     refused = CliRunner().invoke(app, ["bench", str(bad), "--out", str(tmp_path / "bad"), "--check"])
     assert refused.exit_code != 0 and "retained_floor must be in [0, 1]" in refused.stderr
     assert not (tmp_path / "bad" / "run").exists()  # refused before anything was prepared or trained
+
+
+def test_a_cached_version_from_before_row_weights_counts_as_uniform_and_is_not_reused(ir_bench, tmp_path):
+    """A v0001 whose solver config predates row_weights weighted its rows uniformly: not the
+    default (auto) update, so the benchmark refuses it rather than report it as that."""
+    data, out = ir_bench
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    manifest = copy / "run" / data["unlearned_version"] / "manifest.json"
+    record = json.loads(manifest.read_text())
+    assert record["solver"]["config"].pop("row_weights") == "auto"
+    record[MANIFEST_HASH] = manifest_digest(record)  # as a version of that time sealed itself
+    manifest.write_text(json.dumps(record))
+    result = CliRunner().invoke(app, ["bench", data["recipe"], "--out", str(copy), "--methods", "retrain"])
+    assert result.exit_code == 1 and "row_weights" in result.stderr and "another version" in result.stderr
 
 
 def test_bucketed_order_sorts_each_window_by_length_and_keeps_every_index():
