@@ -9,9 +9,11 @@ and computes every figure from their outcomes the same way. Adding a method is o
 - ``retrain``: from scratch on the edited training set, once per seed of ``retrain_seeds``;
   the first seed is the reference, the second gives Retrain's own seed-to-seed spread.
 - ``rec_eraser``: the workflow's own version (the calibrated damped empirical Fisher, with the
-  default "reference" calibration target); ``rec_eraser_edited`` the same update with the
-  "edited" target (the default before), in memory; ``rec_eraser_quantile`` (optional) the same
-  with the "quantile" target;
+  default "reference" calibration target and "auto" row weights); ``rec_eraser_edited`` the same
+  update with the "edited" target (the default before), in memory; ``rec_eraser_quantile``
+  (optional) the same with the "quantile" target; ``rec_eraser_inclusion`` and
+  ``rec_eraser_uniform`` (optional) with the Fisher's rows always inclusion-weighted, or always
+  uniform (the default before "auto");
   ``rec_eraser_rule`` the same solve with the fixed damping rule; ``rec_eraser_cg`` (CG to a
   relative residual of 1e-2 on the Gauss–Newton system, building the low-rank preconditioner
   when it pays, as ``--solver cg`` does; ``rec_eraser_cg_plain`` / ``_lowrank``, optional:
@@ -386,8 +388,8 @@ for _name, _baseline in BASELINES.items():  # the few-step baselines, in their r
 register_method("rec_eraser", lambda call: _run_rec_eraser(call.ctx, call.version))
 register_method("rec_eraser_edited", partial(_run_other_target, target="edited"))
 register_method("rec_eraser_quantile", partial(_run_other_target, target="quantile"), optional=True)
-# the default's reference target on an inclusion-weighted Fisher (rec_eraser.core.fisher): the candidate
-# for LLaRA, whose 74-row samples cap every row's predicted move at m/n (docs/fidelity.md)
+# the default's reference target on an inclusion-weighted Fisher (rec_eraser.core.fisher) always, not
+# only where "auto" takes it (LLaRA's 74-row samples cap every row's uniform predicted move at m/n)
 register_method(
     "rec_eraser_inclusion", partial(_run_other_target, target="reference", row_weights="inclusion"), optional=True
 )
