@@ -80,8 +80,8 @@ class SolverConfig:
             uniform, unless the reference calibration cannot reach its target on the uniform Fisher, even
             the longest step of its range predicting too little, and the sample is a strict
             sub-sample, whose m/n cap inclusion weights lift: then inclusion;
-            :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`; chosen as the default
-            by the rule written in docs/fidelity.md before it was judged on LLaRA QM).
+            :meth:`~rec_eraser.core.engine.InfluenceEngine.match_reference`; the default since
+            it met the three criteria docs/fidelity.md wrote down before judging it).
             ``fisher`` only.
         lr: the ``adam`` method's learning rate.
     """
