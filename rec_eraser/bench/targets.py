@@ -251,7 +251,7 @@ def _updates(
                 "reference_rows": chosen.rows,
                 "reference_users": chosen.groups,
                 "whole_users": whole,
-                "row_weights": "uniform" if matched_fisher.row_weights is None else "inclusion",  # auto may switch
+                "row_weights": matched_fisher.weighting,  # auto may switch
                 "matching_seconds": matching,
             }
         update.apply(model)

@@ -214,6 +214,11 @@ class EmpiricalFisher:
         return self.inclusion_weighted(self.certain + tuple(rows), self.population)
 
     @property
+    def weighting(self) -> str:
+        """How its rows are weighted, as ``SolverConfig.row_weights`` names it: ``"uniform"`` or ``"inclusion"``."""
+        return "uniform" if self.row_weights is None else "inclusion"
+
+    @property
     def weights(self) -> torch.Tensor:
         """w: ``[m]``, each row's weight in F."""
         if self.row_weights is None:

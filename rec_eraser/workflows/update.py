@@ -183,7 +183,7 @@ def _reference_calibration(
             **chosen.to_dict(),
             "users": chosen.groups,
             "whole_users": whole,
-            "row_weights": "uniform" if fisher.row_weights is None else "inclusion",
+            "row_weights": fisher.weighting,
             "seconds": time.perf_counter() - t0,
         },
         targets,

@@ -386,6 +386,7 @@ def test_inclusion_weights_of_a_sample_that_is_the_whole_set_are_the_uniform_one
     regrouped = EmpiricalFisher(g).inclusion_weighted([0], 30).as_if_certain([4, 5])
     assert regrouped.certain == (0, 4, 5) and regrouped.weights[[0, 4, 5]].tolist() == pytest.approx([1 / 30] * 3)
     assert EmpiricalFisher(g).as_if_certain([4]).row_weights is None  # a uniform Fisher stays uniform
+    assert EmpiricalFisher(g).weighting == "uniform" and regrouped.weighting == "inclusion"
     with pytest.raises(ValueError, match="cannot come from"):
         EmpiricalFisher(g).inclusion_weighted([0], 3)
     with pytest.raises(ValueError, match="index the Fisher"):
